@@ -1,0 +1,56 @@
+"""The `xcore` command line. Every command takes --data-dir; errors are one line, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from xcore import __version__
+from xcore.cli.config_cmd import config
+from xcore.cli.db_cmd import db
+from xcore.cli.logs_cmd import logs
+from xcore.cli.serve_cmd import serve
+from xcore.errors import XcoreError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, "-V", "--version", prog_name="xcore")
+def cli() -> None:
+    """xcore: a plugin host. Start it with `xcore serve`."""
+
+
+cli.add_command(serve)
+cli.add_command(config)
+cli.add_command(db)
+cli.add_command(logs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """main runs the CLI and turns every error a user can cause into one line and an exit code."""
+    try:
+        result = cli.main(args=argv, prog_name="xcore", standalone_mode=False)
+    except XcoreError as exc:
+        click.echo(f"xcore: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("xcore: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        logging.getLogger("xcore.system").exception("internal error")
+        if os.environ.get("XCORE_DEBUG"):
+            raise
+        click.echo(
+            f"xcore: internal error: {type(exc).__name__}: {exc} (this is a bug; run again with XCORE_DEBUG=1 "
+            "for the details, or see the log file)",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,117 @@
+"""`xcore db upgrade | downgrade REV | current | history | backup | restore FILE`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xcore.cli.options import data_dir_option
+from xcore.db import migrate
+from xcore.db.backup import check_sqlite_file, make_backup, no_server_running, restore_backup
+from xcore.db.engine import mask_url
+from xcore.errors import DatabaseError
+from xcore.runtime import Runtime, open_runtime
+
+
+def _sqlite_file(runtime: Runtime, action: str) -> Path:
+    path = runtime.database_file
+    if path is None:
+        raise DatabaseError(
+            f"{action} works on SQLite only; {mask_url(runtime.database_url)} is another database "
+            "(use its own tools, e.g. pg_dump)"
+        )
+    return path
+
+
+@click.group()
+def db() -> None:
+    """Migrate, inspect, back up and restore the core database."""
+
+
+def _migrate_command(runtime: Runtime, direction: str, target: str) -> None:
+    run = migrate.upgrade if direction == "upgrade" else migrate.downgrade
+    db_file = runtime.database_file
+    if db_file is not None:
+        with no_server_running(db_file, f"{direction} the database"):
+            result = run(runtime.database_url, runtime.backups_dir, runtime.config.migration.backup, target)
+    else:
+        result = run(runtime.database_url, runtime.backups_dir, runtime.config.migration.backup, target)
+    if not result.changed:
+        click.echo(f"nothing to do: the database is at {result.before or 'base'}")
+        return
+    click.echo(f"{direction}d the database: {result.before or 'base'} -> {result.after or 'base'}")
+    if result.backup:
+        click.echo(f"backup taken first: {result.backup}")
+
+
+@db.command()
+@click.argument("revision", default="heads")
+@data_dir_option
+def upgrade(revision: str, data_dir: str | None) -> None:
+    """Apply migrations up to REVISION (default: the newest). SQLite is backed up first."""
+    _migrate_command(open_runtime(data_dir), "upgrade", revision)
+
+
+@db.command()
+@click.argument("revision")
+@data_dir_option
+def downgrade(revision: str, data_dir: str | None) -> None:
+    """Revert migrations down to REVISION (`base` reverts all). SQLite is backed up first."""
+    _migrate_command(open_runtime(data_dir), "downgrade", revision)
+
+
+@db.command()
+@data_dir_option
+def current(data_dir: str | None) -> None:
+    """Print the database's revision and whether it is the newest."""
+    runtime = open_runtime(data_dir, logs=False)
+    revision = migrate.current_revision(runtime.engine)
+    head = migrate.head_revision()
+    state = "up to date" if revision == head else f"behind {head}: run `xcore db upgrade`"
+    click.echo(f"{revision or 'base'} ({state})  {mask_url(runtime.database_url)}")
+
+
+@db.command()
+@data_dir_option
+def history(data_dir: str | None) -> None:
+    """List the migrations, newest first, marking the database's revision."""
+    runtime = open_runtime(data_dir, logs=False)
+    revision = migrate.current_revision(runtime.engine)
+    for rev, down, message in migrate.history():
+        mark = "  <- current" if rev == revision else ""
+        click.echo(f"{rev}  (from {down or 'base'})  {message.splitlines()[0] if message else ''}{mark}")
+
+
+@db.command()
+@data_dir_option
+def backup(data_dir: str | None) -> None:
+    """Back up the SQLite database now (safe while the server runs)."""
+    runtime = open_runtime(data_dir)
+    db_file = _sqlite_file(runtime, "backup")
+    if not db_file.exists():
+        raise DatabaseError(f"there is no database yet at {db_file}")
+    revision = migrate.current_revision(runtime.engine)
+    path = make_backup(db_file, runtime.backups_dir, revision, runtime.config.migration.backup.max_backup_files)
+    click.echo(f"backup written: {path}")
+
+
+@db.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@data_dir_option
+def restore(file: Path, data_dir: str | None) -> None:
+    """Replace the database with the backup FILE. Refused while a server runs; the current data is backed up first."""
+    runtime = open_runtime(data_dir)
+    db_file = _sqlite_file(runtime, "restore")
+    if not file.is_file():
+        raise DatabaseError(f"backup file {file}: does not exist")
+    check_sqlite_file(file)
+    with no_server_running(db_file, "restore the database"):
+        if db_file.exists() and db_file.stat().st_size:
+            revision = migrate.current_revision(runtime.engine)
+            runtime.engine.dispose()
+            keep = runtime.config.migration.backup.max_backup_files
+            safety = make_backup(db_file, runtime.backups_dir, revision, keep)
+            click.echo(f"the current database was backed up first: {safety}")
+        restore_backup(file, db_file)
+    click.echo(f"restored {db_file} from {file}")

@@ -1,0 +1,28 @@
+"""`xcore serve`: run the server."""
+
+from __future__ import annotations
+
+import click
+
+from xcore.cli.options import data_dir_option
+from xcore.runtime import open_runtime
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1, or server.host]")
+@click.option("--port", type=int, default=None, help="TCP port  [default: 8000, or server.port]")
+@click.option("--workers", type=int, default=None, help="Worker processes  [default: 1, or server.workers]")
+@data_dir_option
+def serve(host: str | None, port: int | None, workers: int | None, data_dir: str | None) -> int:
+    """Run xcore: apply pending migrations (after a backup), then serve HTTP until Ctrl+C or SIGTERM."""
+    from xcore.server import serve as run_server  # Granian is imported only when serving
+
+    runtime = open_runtime(
+        data_dir,
+        cli={
+            ("server", "host"): ("--host", host),
+            ("server", "port"): ("--port", port),
+            ("server", "workers"): ("--workers", workers),
+        },
+    )
+    return run_server(runtime)

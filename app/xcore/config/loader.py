@@ -1,0 +1,267 @@
+"""Load the configuration from its layers and validate it against the schema.
+
+Layers, later winning:
+
+1. the shipped defaults (`config.json` among xcore's resources);
+2. the user's `<data>/config.json`;
+3. environment variables: `XCORE_<SECTION>__<KEY>` (for example `XCORE_XCORE__DATA__URL`), `DATABASE_URL`
+   and `REDIS_URL`;
+4. command-line flags.
+
+Sections merge key by key; any other value (including a mapping such as `ACCESS_RULES`) replaces the one
+below it, so a layer can remove an entry. Every error names the key path, the layer it came from and what
+was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from xcore.config.schema import XcoreConfig, describe_type, section_fields, type_at
+from xcore.errors import ConfigError
+from xcore.resources import resource_path
+
+Path_ = tuple[str, ...]
+
+ENV_PREFIX = "XCORE_"
+ENV_ALIASES: dict[str, Path_] = {
+    "DATABASE_URL": ("xcore", "data", "url"),
+    "REDIS_URL": ("redis", "url"),
+}
+# Environment variables that start with XCORE_ but are not settings.
+ENV_NOT_SETTINGS = {"XCORE_DATA_DIR"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Layer is one source of settings: a label for messages, and the values it sets."""
+
+    label: str
+    values: dict[str, Any]
+    # For layers built from many places (environment variables), the label of each key path.
+    labels: dict[Path_, str] = field(default_factory=dict)
+
+    def label_of(self, path: Path_) -> str:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.labels:
+                return self.labels[path[:n]]
+        return self.label
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """LoadedConfig is a validated configuration and, for every key path set by a layer, that layer's label."""
+
+    config: XcoreConfig
+    sources: dict[Path_, str]
+
+    def source_of(self, path: Path_) -> str:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.sources:
+                return self.sources[path[:n]]
+        return "default"
+
+
+def defaults_layer() -> Layer:
+    path = resource_path("config.json")
+    return Layer("default", read_json_file(path))
+
+
+def file_layer(path: Path) -> Layer | None:
+    """file_layer reads a user config file, or returns None when there is none."""
+    if not path.exists():
+        return None
+    return Layer(str(path), read_json_file(path))
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot be read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config file {path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a JSON object at the top, got {type(data).__name__}")
+    return data
+
+
+def env_layer(environ: Mapping[str, str]) -> Layer:
+    """env_layer turns XCORE_<SECTION>__<KEY>, DATABASE_URL and REDIS_URL into settings."""
+    values: dict[str, Any] = {}
+    labels: dict[Path_, str] = {}
+    for name in sorted(environ):
+        raw = environ[name]
+        if name in ENV_ALIASES:
+            path = ENV_ALIASES[name]
+        elif name.startswith(ENV_PREFIX) and name not in ENV_NOT_SETTINGS:
+            parts = name[len(ENV_PREFIX) :].split("__")
+            if len(parts) < 2 or not all(parts):
+                raise ConfigError(
+                    f"environment variable {name}: settings are named XCORE_<SECTION>__<KEY>, "
+                    "for example XCORE_SERVER__PORT; unset it or fix the name"
+                )
+            path = resolve_env_path(parts, name)
+        else:
+            continue
+        set_path(values, path, parse_env_value(path, raw))
+        labels[path] = f"environment variable {name}"
+    return Layer("environment", values, labels)
+
+
+def resolve_env_path(parts: list[str], env_name: str) -> Path_:
+    """Match the upper-case parts of a variable name against the schema's keys, case-insensitively."""
+    path: list[str] = []
+    for part in parts:
+        keys = section_fields(tuple(path))
+        if keys is None:
+            raise ConfigError(f"environment variable {env_name}: {'.'.join(path)} is a single setting, not a section")
+        match = next((k for k in keys if k.lower() == part.lower()), None)
+        if match is None:
+            raise ConfigError(
+                f"environment variable {env_name}: unknown key {'.'.join([*path, part.lower()])!r}"
+                + did_you_mean(part.lower(), keys, tuple(path))
+            )
+        path.append(match)
+    return tuple(path)
+
+
+def parse_env_value(path: Path_, raw: str) -> Any:
+    """A string setting takes the text as it is; any other setting reads it as JSON (8000, true, [..])."""
+    target = type_at(path)
+    if target is not None and _accepts_plain_string(target):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw  # validation then reports "expected integer, got string" with the variable's name
+
+
+def _accepts_plain_string(t: msgspec.inspect.Type) -> bool:
+    if isinstance(t, msgspec.inspect.Metadata):
+        t = t.type
+    if isinstance(t, msgspec.inspect.StrType):
+        return True
+    if isinstance(t, msgspec.inspect.UnionType):
+        # `str | None`: the text "null" would be ambiguous; it means null, everything else is the string.
+        kinds = {type(m.type if isinstance(m, msgspec.inspect.Metadata) else m) for m in t.types}
+        return kinds <= {msgspec.inspect.StrType, msgspec.inspect.NoneType}
+    return False
+
+
+def set_path(target: dict[str, Any], path: Path_, value: Any) -> None:
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
+
+
+def cli_layer(overrides: Mapping[Path_, tuple[str, Any]]) -> Layer:
+    """cli_layer holds command-line flags: key path -> (flag name, value). Unset flags are left out."""
+    values: dict[str, Any] = {}
+    labels: dict[Path_, str] = {}
+    for path, (flag, value) in overrides.items():
+        if value is not None:
+            set_path(values, path, value)
+            labels[path] = f"command-line flag {flag}"
+    return Layer("command line", values, labels)
+
+
+def merge_layers(layers: list[Layer]) -> tuple[dict[str, Any], dict[Path_, str]]:
+    """Merge layers into one document, checking every key against the schema on the way."""
+    merged: dict[str, Any] = {}
+    sources: dict[Path_, str] = {}
+    for layer in layers:
+        _merge_into(merged, layer.values, (), layer, sources)
+    return merged, sources
+
+
+def _merge_into(target: dict[str, Any], values: Any, path: Path_, layer: Layer, sources: dict[Path_, str]) -> None:
+    keys = section_fields(path)
+    assert keys is not None
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{layer.label_of(path)}: {'.'.join(path) or 'the top level'} must be an object (a section), "
+            f"got {json.dumps(values)}"
+        )
+    for key, value in values.items():
+        sub = (*path, key)
+        if key.startswith("$"):  # "$schema" and friends are for editors, not for xcore
+            continue
+        if key not in keys:
+            raise ConfigError(f"{layer.label_of(sub)}: unknown key {'.'.join(sub)!r}" + did_you_mean(key, keys, path))
+        if section_fields(sub) is not None:
+            _merge_into(target.setdefault(key, {}), value, sub, layer, sources)
+        else:
+            target[key] = value
+            for old in [p for p in sources if p[: len(sub)] == sub]:
+                del sources[old]
+            sources[sub] = layer.label_of(sub)
+
+
+def did_you_mean(key: str, keys: Mapping[str, Any], path: Path_) -> str:
+    close = difflib.get_close_matches(key, list(keys), n=1)
+    where = f"in {'.'.join(path)}" if path else "at the top level"
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (known keys {where}: {', '.join(keys)})"
+
+
+_AT = re.compile(r"^(?P<what>.*) - at `\$(?P<where>.*)`$")
+_TOKEN = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
+
+
+def validate(merged: dict[str, Any], sources: dict[Path_, str]) -> XcoreConfig:
+    """Convert the merged document to the schema; a failure names the key, its layer and the expectation."""
+    try:
+        return msgspec.convert(merged, XcoreConfig)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _AT.match(message)
+        if not match:
+            raise ConfigError(f"invalid configuration: {message}") from None
+        path = tuple(m.group(1) or m.group(2) for m in _TOKEN.finditer(match.group("where")))
+        dotted = "".join(f"[{p}]" if p.isdigit() or p == "..." else (f".{p}" if i else p) for i, p in enumerate(path))
+        source = _source_for(path, sources)
+        expected = _expected(path)
+        what = match.group("what").replace("`", "")
+        raise ConfigError(f"{source}: {dotted}: {what}{expected}") from None
+
+
+def _source_for(path: Path_, sources: dict[Path_, str]) -> str:
+    for n in range(len(path), 0, -1):
+        if path[:n] in sources:
+            return sources[path[:n]]
+    return "configuration"
+
+
+def _expected(path: Path_) -> str:
+    found = type_at(path)
+    return f"; it takes {describe_type(found)}" if found is not None else ""
+
+
+def load_config(
+    data_dir: Path,
+    environ: Mapping[str, str] | None = None,
+    cli: Mapping[Path_, tuple[str, Any]] | None = None,
+) -> LoadedConfig:
+    """load_config merges and validates all layers. Raises ConfigError, naming key, layer and expectation."""
+    layers = [defaults_layer()]
+    user = file_layer(data_dir / "config.json")
+    if user is not None:
+        layers.append(user)
+    layers.append(env_layer(os.environ if environ is None else environ))
+    layers.append(cli_layer(cli or {}))
+    merged, sources = merge_layers(layers)
+    return LoadedConfig(validate(merged, sources), sources)

@@ -1,0 +1,314 @@
+"""The one typed schema of xcore's settings, with a help text for every key.
+
+`config.json` at the top of the repository holds exactly these defaults, and the README's settings table
+lists exactly these keys; `tests/test_config_schema.py` fails when either drifts from this module.
+
+Relative paths in settings are relative to the data directory.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+# Settings whose values are masked by `xcore config show`.
+SECRET: dict[str, Any] = {"secret": True}
+
+
+NonEmptyStr = Annotated[str, Meta(min_length=1)]
+LongStr = Annotated[str, Meta(min_length=32)]
+
+
+def doc(text: str, **rules: Any) -> Meta:
+    """doc attaches a help text, and optionally validation rules (ge=, le=, pattern=...), to a setting."""
+    return Meta(description=text, **rules)
+
+
+class _Section(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A settings section: unknown keys are errors, and a loaded config is read-only."""
+
+
+class ServerConfig(_Section, frozen=True):
+    host: Annotated[
+        str,
+        doc(
+            "Address the HTTP server listens on. 127.0.0.1 keeps xcore private to this machine; "
+            "0.0.0.0 opens it to the network.",
+            min_length=1,
+        ),
+    ] = "127.0.0.1"
+    port: Annotated[int, doc("TCP port of the HTTP server.", ge=1, le=65535)] = 8000
+    workers: Annotated[
+        int,
+        doc("Number of Granian worker processes. One is right for a desktop or a small team.", ge=1, le=64),
+    ] = 1
+
+
+class PluginsConfig(_Section, frozen=True):
+    directory: Annotated[str, doc("Folder the plugin manager watches for plugin bundles (*.zip).", min_length=1)] = (
+        "plugins"
+    )
+    interval: Annotated[
+        float,
+        doc("Seconds a dropped or replaced bundle must stay unchanged before it is loaded.", ge=0.05, le=60),
+    ] = 2.0
+    entry_point: Annotated[
+        str,
+        doc(
+            "Default entry module of a bundle, when its plugin.json names none.",
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        ),
+    ] = "run"
+
+
+class TasksConfig(_Section, frozen=True):
+    auto_restart: Annotated[
+        bool, doc("Re-queue tasks that were running when the process stopped, at the next start.")
+    ] = True
+    interval: Annotated[float, doc("Seconds between retries of a failed task.", ge=0, le=3600)] = 2.0
+    max_retries: Annotated[int, doc("Times a failed task is retried before it is marked failed.", ge=0, le=100)] = 3
+
+
+class ManagerConfig(_Section, frozen=True):
+    plugins: PluginsConfig = field(default_factory=PluginsConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+
+
+class PasswordConfig(_Section, frozen=True):
+    min_length: Annotated[int, doc("Shortest password accepted for an account.", ge=8, le=256)] = 10
+
+
+class SecureConfig(_Section, frozen=True):
+    secret_key: Annotated[
+        LongStr | None,
+        doc(
+            "Key that signs session tokens, at least 32 characters. Leave null: xcore generates one at "
+            "first run in <data>/secret.key (mode 0600). Set it only to share sessions between machines.",
+            extra=SECRET,
+        ),
+    ] = None
+    session_ttl: Annotated[int, doc("Lifetime of a login session, in seconds.", ge=60, le=90 * 24 * 3600)] = 8 * 3600
+    password: PasswordConfig = field(default_factory=PasswordConfig)
+
+
+class BackupConfig(_Section, frozen=True):
+    auto_backup_before_migration: Annotated[
+        bool, doc("Copy the SQLite database (online backup API) before applying migrations.")
+    ] = True
+    max_backup_files: Annotated[
+        int, doc("How many of the newest backups to keep; older ones are deleted.", ge=1, le=1000)
+    ] = 10
+    backup_directory: Annotated[str, doc("Folder the backups are written to.", min_length=1)] = "backups"
+
+
+class MigrationConfig(_Section, frozen=True):
+    auto_upgrade: Annotated[
+        bool,
+        doc(
+            "Apply pending database migrations when the server starts. When false, `xcore serve` "
+            "refuses to start on an out-of-date database; run `xcore db upgrade`."
+        ),
+    ] = True
+    backup: BackupConfig = field(default_factory=BackupConfig)
+
+
+class DataConfig(_Section, frozen=True):
+    url: Annotated[
+        NonEmptyStr | None,
+        doc(
+            "SQLAlchemy URL of the core database. null means sqlite:///<data>/xcore.db. "
+            "DATABASE_URL overrides it; PostgreSQL works too.",
+            extra=SECRET,
+        ),
+    ] = None
+    echo: Annotated[bool, doc("Log every SQL statement (context db, level INFO).")] = False
+
+
+class LogsConfig(_Section, frozen=True):
+    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], doc("Lowest level that is logged.")] = (
+        "INFO"
+    )
+    console: Annotated[bool, doc("Write human-readable log lines to the console (stderr).")] = True
+    file: Annotated[
+        str,
+        doc(
+            "JSON-lines log file, rotated by size. An empty string turns the file off, which also "
+            "leaves `xcore logs` nothing to read."
+        ),
+    ] = "logs/xcore.log"
+    max_bytes: Annotated[int, doc("Size at which the log file is rotated, in bytes.", ge=10_000, le=1_000_000_000)] = (
+        10_000_000
+    )
+    backup_count: Annotated[int, doc("Rotated log files to keep.", ge=0, le=1000)] = 5
+
+
+class AccessRule(_Section, frozen=True):
+    roles: Annotated[list[str], doc("Roles that may use the path; any one suffices.")] = field(default_factory=list)
+    permissions: Annotated[list[str], doc("Permissions that may use the path; any one suffices.")] = field(
+        default_factory=list
+    )
+    method: Annotated[str | list[str], doc("HTTP methods the rule covers; empty means all.")] = field(
+        default_factory=list
+    )
+
+
+class MiddlewareConfig(_Section, frozen=True):
+    ACCESS_RULES: Annotated[
+        dict[str, AccessRule],
+        doc(
+            "Access rules: a path pattern (a trailing * matches any rest) mapped to the roles or "
+            "permissions it requires. Paths that match no rule follow the route's own guard, and admin "
+            "routes deny by default."
+        ),
+    ] = field(default_factory=lambda: {"/api/admin/*": AccessRule(roles=["superadmin", "admin"])})
+
+
+class XcoreSection(_Section, frozen=True):
+    data: DataConfig = field(default_factory=DataConfig)
+    logs: LogsConfig = field(default_factory=LogsConfig)
+    middleware: MiddlewareConfig = field(default_factory=MiddlewareConfig)
+
+
+class RedisConfig(_Section, frozen=True):
+    enabled: Annotated[
+        bool | None,
+        doc("Use Redis for the task queue and caches instead of SQLite. null means: when url is set."),
+    ] = None
+    url: Annotated[
+        NonEmptyStr | None,
+        doc(
+            "Redis URL, e.g. redis://host:6379/0. REDIS_URL overrides it; when set it wins over host, port and db.",
+            extra=SECRET,
+        ),
+    ] = None
+    host: Annotated[str, doc("Redis host, used when url is null.", min_length=1)] = "localhost"
+    port: Annotated[int, doc("Redis port, used when url is null.", ge=1, le=65535)] = 6379
+    db: Annotated[int, doc("Redis database number, used when url is null.", ge=0)] = 0
+    password: Annotated[str | None, doc("Redis password, used when url is null.", extra=SECRET)] = None
+    TTL: Annotated[int, doc("Default lifetime of cached entries, in seconds.", ge=1)] = 60
+
+    @property
+    def active(self) -> bool:
+        """active tells whether Redis is switched on."""
+        return self.enabled if self.enabled is not None else self.url is not None
+
+
+class XcoreConfig(_Section, frozen=True):
+    """XcoreConfig is the whole, validated configuration of one xcore process."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    manager: ManagerConfig = field(default_factory=ManagerConfig)
+    secure: SecureConfig = field(default_factory=SecureConfig)
+    migration: MigrationConfig = field(default_factory=MigrationConfig)
+    xcore: XcoreSection = field(default_factory=XcoreSection)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+
+
+def defaults_as_builtins() -> dict[str, Any]:
+    """defaults_as_builtins returns the schema's defaults as plain JSON data, the content of config.json."""
+    return msgspec.to_builtins(XcoreConfig())
+
+
+class Setting(msgspec.Struct, frozen=True):
+    """Setting describes one leaf key of the schema: its path, help text, type, default and secrecy."""
+
+    path: tuple[str, ...]
+    help: str
+    type: msgspec.inspect.Type
+    default: Any
+    secret: bool
+
+    @property
+    def key(self) -> str:
+        return ".".join(self.path)
+
+    @property
+    def type_name(self) -> str:
+        return describe_type(self.type)
+
+
+def _unwrap(t: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, str, bool]:
+    if isinstance(t, msgspec.inspect.Metadata):
+        description = (t.extra_json_schema or {}).get("description", "")
+        return t.type, description, bool((t.extra or {}).get("secret"))
+    return t, "", False
+
+
+def iter_settings(struct: type[Struct] = XcoreConfig, prefix: tuple[str, ...] = ()) -> list[Setting]:
+    """iter_settings lists every leaf setting of the schema, depth first, in declaration order."""
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    instance = struct()
+    found: list[Setting] = []
+    for f in info.fields:
+        inner, description, secret = _unwrap(f.type)
+        if isinstance(inner, msgspec.inspect.StructType):
+            found += iter_settings(inner.cls, (*prefix, f.encode_name))
+        else:
+            default = msgspec.to_builtins(getattr(instance, f.name))
+            found.append(Setting((*prefix, f.encode_name), description, inner, default, secret))
+    return found
+
+
+def section_fields(path: tuple[str, ...]) -> dict[str, msgspec.inspect.Type] | None:
+    """section_fields maps the keys of the section at `path` to their types, or None if `path` is no section."""
+    info: msgspec.inspect.Type = msgspec.inspect.type_info(XcoreConfig)
+    for name in path:
+        if not isinstance(info, msgspec.inspect.StructType):
+            return None
+        fields = {f.encode_name: _unwrap(f.type)[0] for f in info.fields}
+        if name not in fields:
+            return None
+        info = fields[name]
+    if not isinstance(info, msgspec.inspect.StructType):
+        return None
+    return {f.encode_name: _unwrap(f.type)[0] for f in info.fields}
+
+
+def describe_type(t: msgspec.inspect.Type) -> str:
+    """describe_type names a schema type the way the README and error messages show it."""
+    simple = {
+        msgspec.inspect.StrType: "string",
+        msgspec.inspect.IntType: "integer",
+        msgspec.inspect.FloatType: "number",
+        msgspec.inspect.BoolType: "boolean",
+        msgspec.inspect.NoneType: "null",
+    }
+    t, _, _ = _unwrap(t)
+    if type(t) in simple:
+        return simple[type(t)]
+    if isinstance(t, msgspec.inspect.UnionType):
+        return " or ".join(describe_type(m) for m in t.types)
+    if isinstance(t, msgspec.inspect.LiteralType):
+        return "one of " + ", ".join(str(v) for v in t.values)
+    if isinstance(t, msgspec.inspect.ListType):
+        return f"list of {describe_type(t.item_type)}"
+    if isinstance(t, msgspec.inspect.DictType):
+        return f"object of {describe_type(t.value_type)}"
+    if isinstance(t, msgspec.inspect.StructType):
+        return "object with keys " + ", ".join(f.encode_name for f in t.fields)
+    return type(t).__name__
+
+
+def type_at(path: tuple[str, ...]) -> msgspec.inspect.Type | None:
+    """type_at returns the schema type at a key path; list indexes and mapping keys may appear in the path."""
+    current: msgspec.inspect.Type = msgspec.inspect.type_info(XcoreConfig)
+    for token in path:
+        current = _unwrap(current)[0]
+        if isinstance(current, msgspec.inspect.UnionType):  # e.g. `str | list[str]`: follow the container
+            containers = [t for t in current.types if isinstance(_unwrap(t)[0], msgspec.inspect.ListType)]
+            current = _unwrap(containers[0])[0] if containers else current
+        if isinstance(current, msgspec.inspect.StructType):
+            fields = {f.encode_name: f.type for f in current.fields}
+            if token not in fields:
+                return None
+            current = fields[token]
+        elif isinstance(current, msgspec.inspect.DictType):
+            current = current.value_type
+        elif isinstance(current, msgspec.inspect.ListType):
+            current = current.item_type
+        else:
+            return None
+    return _unwrap(current)[0]

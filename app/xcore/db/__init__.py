@@ -1,0 +1,1 @@
+"""The core database: engine (`engine`), tables (`models`), migrations (`migrate`) and backups (`backup`)."""

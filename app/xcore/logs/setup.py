@@ -1,0 +1,156 @@
+"""Logging, configured once per process from `xcore.logs`.
+
+- The console gets human-readable lines; `<data>/logs/xcore.log` gets one JSON object per line.
+- Every record carries a `context`: api, db, auth, plugins, tasks or system. It comes from
+  `extra={"context": ...}` when given, else from the logger's name (`xcore.plugins.foo` -> plugins,
+  `sqlalchemy.engine` -> db, ...).
+- Structured fields go in `extra={"data": {...}}`; the JSON line carries them at the top level.
+
+The same dictConfig is handed to Granian, which applies it in its own process and in each worker, so its
+messages ("Listening at ...") come out in the same two places, with context `system`.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import time
+import traceback
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from xcore.config.schema import LogsConfig
+
+CONTEXTS = ("api", "db", "auth", "plugins", "tasks", "system")
+
+# Logger-name prefixes and their context; the longest matching prefix wins.
+_CONTEXT_OF_LOGGER = {
+    "xcore.api": "api",
+    "xcore.web": "api",
+    "litestar": "api",
+    "xcore.db": "db",
+    "sqlalchemy": "db",
+    "alembic": "db",
+    "xcore.auth": "auth",
+    "xcore.plugins": "plugins",
+    "xcore.tasks": "tasks",
+    "huey": "tasks",
+}
+
+
+@lru_cache(maxsize=1024)
+def context_for(logger_name: str) -> str:
+    """context_for maps a logger name to its context; unknown loggers belong to `system`."""
+    name = logger_name
+    while name:
+        if name in _CONTEXT_OF_LOGGER:
+            return _CONTEXT_OF_LOGGER[name]
+        name = name.rpartition(".")[0]
+    return "system"
+
+
+class ContextFilter(logging.Filter):
+    """ContextFilter gives every record a `context` attribute (and `data`, empty when not given)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "context"):
+            record.context = context_for(record.name)
+        return True
+
+
+class ConsoleFormatter(logging.Formatter):
+    """ConsoleFormatter writes `2026-11-26 10:00:00 INFO    api      message`."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(context)-8s %(message)s", "%Y-%m-%d %H:%M:%S")
+
+
+_json_encode = msgspec.json.Encoder().encode
+
+
+class JsonFormatter(logging.Formatter):
+    """JsonFormatter writes one JSON object per record: ts (UTC), level, context, logger, message, pid, data."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "context": getattr(record, "context", None) or context_for(record.name),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        data = getattr(record, "data", None)
+        if data:
+            entry.update(data)
+        if record.exc_info:
+            entry["exc"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        try:
+            return _json_encode(entry).decode()
+        except (TypeError, msgspec.EncodeError):
+            entry = {k: (v if isinstance(v, str | int | float | bool | None) else repr(v)) for k, v in entry.items()}
+            return _json_encode(entry).decode()
+
+
+def build_logging_config(logs: LogsConfig, log_file: Path | None, echo_sql: bool = False) -> dict[str, Any]:
+    """build_logging_config returns the dictConfig for the console and the JSON file (None: no file)."""
+    handlers: dict[str, Any] = {}
+    if logs.console:
+        handlers["console"] = {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stderr",
+            "formatter": "console",
+            "filters": ["context"],
+        }
+    if log_file is not None:
+        handlers["file"] = {
+            "()": "xcore.logs.handler.SharedRotatingFileHandler",
+            "filename": str(log_file),
+            "max_bytes": logs.max_bytes,
+            "backup_count": logs.backup_count,
+            "formatter": "json",
+            "filters": ["context"],
+        }
+    loggers: dict[str, Any] = {
+        # Granian's own logger and access log: ours replace its handlers; xcore logs requests itself.
+        "_granian": {"level": logs.level, "handlers": [], "propagate": True},
+        "granian.access": {"level": "WARNING", "handlers": [], "propagate": False},
+        "sqlalchemy.engine": {"level": "INFO" if echo_sql else "WARNING"},
+        "alembic": {"level": "WARNING"},  # xcore logs each migration step itself
+        "watchfiles": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"context": {"()": "xcore.logs.setup.ContextFilter"}},
+        "formatters": {
+            "console": {"()": "xcore.logs.setup.ConsoleFormatter"},
+            "json": {"()": "xcore.logs.setup.JsonFormatter"},
+        },
+        "handlers": handlers,
+        "loggers": loggers,
+        "root": {"level": logs.level, "handlers": list(handlers)},
+    }
+
+
+_applied: dict[str, Any] | None = None
+
+
+def configure_logging(config: dict[str, Any]) -> None:
+    """configure_logging applies a config from build_logging_config, once per process (again only if it changed)."""
+    global _applied
+    if _applied == config:
+        return
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)
+    _applied = config
+
+
+def forget_configuration() -> None:
+    """forget_configuration makes the next configure_logging apply again (Granian reapplies it in workers)."""
+    global _applied
+    _applied = None

@@ -1,0 +1,128 @@
+"""The data directory: where xcore keeps its database, logs, plugins, backups and secrets.
+
+It comes from `--data-dir`, else `XCORE_DATA_DIR`, else platformdirs' `user_data_dir("xcore")`. It is
+created at first run with mode 0700, because it holds the signing key and the database.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from xcore.errors import DataDirError
+
+ENV_DATA_DIR = "XCORE_DATA_DIR"
+SECRET_FILE = "secret.key"
+
+
+def default_data_dir() -> Path:
+    """default_data_dir is platformdirs' per-user data folder for xcore."""
+    return Path(platformdirs.user_data_dir("xcore", appauthor=False))
+
+
+def choose_data_dir(flag: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Path:
+    """choose_data_dir applies the precedence: flag, then XCORE_DATA_DIR, then the platform default."""
+    env = os.environ if environ is None else environ
+    chosen = flag or env.get(ENV_DATA_DIR) or default_data_dir()
+    return Path(chosen).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """DataDir names the files and folders inside one data directory."""
+
+    root: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.root / SECRET_FILE
+
+    @property
+    def database(self) -> Path:
+        return self.root / "xcore.db"
+
+    def resolve(self, relative: str) -> Path:
+        """resolve turns a path from the settings into an absolute one; relative means inside the data dir."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def prepare(self) -> DataDir:
+        """prepare creates the directory (mode 0700) if needed and checks that it is readable and writable."""
+        try:
+            if not self.root.exists():
+                self.root.mkdir(mode=0o700, parents=True)
+                _chmod(self.root, 0o700)
+            elif not self.root.is_dir():
+                raise DataDirError(f"data directory {self.root}: exists but is not a directory")
+        except PermissionError:
+            raise DataDirError(
+                f"data directory {self.root}: cannot be created (permission denied); "
+                "choose another with --data-dir or XCORE_DATA_DIR"
+            ) from None
+        except OSError as exc:
+            raise DataDirError(f"data directory {self.root}: cannot be created: {exc.strerror}") from None
+        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
+            raise DataDirError(
+                f"data directory {self.root}: is not readable and writable by this user; fix its "
+                "permissions or choose another with --data-dir or XCORE_DATA_DIR"
+            )
+        try:  # os.access lies on some file systems and for root; a real write settles it
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as exc:
+            raise DataDirError(f"data directory {self.root}: cannot write to it: {exc.strerror}") from None
+        return self
+
+    def subdir(self, relative: str) -> Path:
+        """subdir returns a folder of the data directory (or an absolute one), creating it with mode 0700."""
+        path = self.resolve(relative)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataDirError(f"folder {path}: cannot be created: {exc.strerror}") from None
+        return path
+
+    def signing_key(self) -> str:
+        """signing_key returns the JWT signing secret, creating it (mode 0600) at first use. Never logged."""
+        path = self.secret_file
+        if not path.exists():
+            # Write a temporary file, then link it into place: a concurrent first start never reads a
+            # half-written key, and exactly one key wins.
+            try:
+                fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".secret-")
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(48))
+                _chmod(Path(tmp), 0o600)
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    pass
+                finally:
+                    os.unlink(tmp)
+            except OSError as exc:
+                raise DataDirError(f"secret file {path}: cannot be created: {exc.strerror}") from None
+        try:
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise DataDirError(f"secret file {path}: cannot be read: {exc.strerror}") from None
+        if len(key) < 32:
+            raise DataDirError(f"secret file {path}: holds fewer than 32 characters; delete it to make a new one")
+        if sys.platform != "win32" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            _chmod(path, 0o600)
+        return key
+
+
+def _chmod(path: Path, mode: int) -> None:
+    if sys.platform != "win32":
+        os.chmod(path, mode)

@@ -1,0 +1,87 @@
+"""Runtime: what one xcore process works with, opened once from the data directory and the settings.
+
+The CLI opens it for each command, and each Granian worker opens its own (engines never cross a fork).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from xcore import __version__
+from xcore.config import LoadedConfig, XcoreConfig, load_config
+from xcore.db.engine import database_url, make_engine, sqlite_path
+from xcore.logs.setup import build_logging_config, configure_logging
+from xcore.paths import DataDir, choose_data_dir
+
+
+@dataclass
+class Runtime:
+    """Runtime bundles the settings, the data directory and the database of one process."""
+
+    loaded: LoadedConfig
+    data: DataDir
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    version: str = __version__
+
+    @property
+    def config(self) -> XcoreConfig:
+        return self.loaded.config
+
+    @property
+    def database_url(self) -> str:
+        return database_url(self.config, self.data)
+
+    @property
+    def database_file(self) -> Path | None:
+        """database_file is the SQLite file of the core database, or None for other databases."""
+        return sqlite_path(self.database_url)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.database_url)
+
+    @property
+    def log_file(self) -> Path | None:
+        return self.data.resolve(self.config.xcore.logs.file) if self.config.xcore.logs.file else None
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.data.resolve(self.config.migration.backup.backup_directory)
+
+    def logging_config(self) -> dict[str, Any]:
+        return build_logging_config(self.config.xcore.logs, self.log_file, self.config.xcore.data.echo)
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+
+def open_runtime(
+    data_dir: str | os.PathLike[str] | None = None,
+    cli: Mapping[tuple[str, ...], tuple[str, Any]] | None = None,
+    environ: Mapping[str, str] | None = None,
+    logs: bool = True,
+) -> Runtime:
+    """open_runtime prepares the data directory, loads and validates the settings, and sets up logging.
+
+    Raises DataDirError or ConfigError, whose messages say what is wrong and where.
+    """
+    env = os.environ if environ is None else environ
+    data = DataDir(choose_data_dir(data_dir, dict(env))).prepare()
+    loaded = load_config(data.root, env, cli)
+    runtime = Runtime(loaded, data)
+    if logs:
+        configure_logging(runtime.logging_config())
+    return runtime

@@ -1,0 +1,134 @@
+"""`xcore serve`: check everything that can be checked, migrate, then run Granian until a signal stops it.
+
+The parent process does the one-time work (data directory, signing key, migrations, the port check) before
+Granian starts its workers, so a bad setting or a taken port fails fast with one clear line, and N workers
+never race to migrate the same database.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+
+from filelock import Timeout
+from granian import Granian
+from granian.constants import Interfaces
+
+from xcore.db import migrate
+from xcore.db.backup import server_lock
+from xcore.errors import DatabaseError, ServerError
+from xcore.runtime import Runtime
+
+log = logging.getLogger("xcore.system")
+
+WORKER_TARGET = "xcore.web.asgi:create_switch"
+
+
+def check_port_free(host: str, port: int) -> None:
+    """check_port_free raises ServerError, naming the port and the flag to change, when it cannot be bound."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServerError(f"host {host!r} cannot be resolved ({exc.strerror}); check --host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        if os.name != "nt":  # as Granian does, so a port in TIME_WAIT is not reported as taken
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServerError(f"port {port} on {host} is already in use; choose another with --port") from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise ServerError(
+                    f"port {port} on {host} needs more privileges; choose one above 1023 with --port"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ServerError(f"address {host} is not one of this machine's; check --host") from None
+            raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror}; check --host and --port") from None
+
+
+def prepare_database(runtime: Runtime) -> None:
+    """prepare_database applies pending migrations (backup first), or refuses when auto_upgrade is off."""
+    url = runtime.database_url
+    pending = migrate.pending_revisions(url)
+    if not pending:
+        return
+    if not runtime.config.migration.auto_upgrade:
+        raise DatabaseError(
+            f"the database needs migrations {', '.join(pending)}; run `xcore db upgrade` "
+            "(or set migration.auto_upgrade to true)"
+        )
+    log.info("applying database migrations: %s", ", ".join(pending), extra={"context": "db"})
+    result = migrate.upgrade(url, runtime.backups_dir, runtime.config.migration.backup)
+    if result.backup:
+        log.info("backup before migration: %s", result.backup, extra={"context": "db"})
+
+
+def display_url(host: str, port: int) -> str:
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def worker_environment(runtime: Runtime) -> dict[str, str]:
+    """worker_environment is what the workers need to open the same Runtime as the parent."""
+    server = runtime.config.server
+    return {
+        "XCORE_DATA_DIR": str(runtime.data.root),
+        "XCORE_SERVER__HOST": server.host,
+        "XCORE_SERVER__PORT": str(server.port),
+        "XCORE_SERVER__WORKERS": str(server.workers),
+    }
+
+
+def serve(runtime: Runtime) -> int:
+    """serve runs the server until SIGINT or SIGTERM and returns the exit code (0 after a clean stop)."""
+    server = runtime.config.server
+    runtime.data.signing_key()  # created at first run, mode 0600; never printed
+    db_file = runtime.database_file
+    lock = server_lock(db_file) if db_file is not None else None
+    if lock is not None:
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise ServerError(
+                f"another xcore server is already running with the database {db_file}; stop it, or use "
+                "another --data-dir"
+            ) from None
+    try:
+        check_port_free(server.host, server.port)
+        prepare_database(runtime)
+        os.environ.update(worker_environment(runtime))
+        url = display_url(server.host, server.port)
+        granian = Granian(
+            WORKER_TARGET,
+            address=server.host,
+            port=server.port,
+            interface=Interfaces.ASGI,
+            workers=server.workers,
+            factory=True,
+            log_dictconfig=runtime.logging_config(),
+            log_level=runtime.config.xcore.logs.level.lower(),  # type: ignore[arg-type]
+            log_access=False,
+            respawn_failed_workers=False,
+        )
+        print(
+            f"xcore {runtime.version} serving at {url}  (docs: {url}/docs, data: {runtime.data.root})",
+            flush=True,
+        )
+        log.info("xcore %s starting at %s with %d worker(s)", runtime.version, url, server.workers)
+        try:
+            granian.serve()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            log.error("xcore stopped with exit code %d (a worker failed; see the lines above)", code)
+            return code
+        log.info("xcore stopped cleanly")
+        return 0
+    finally:
+        if lock is not None:
+            lock.release()

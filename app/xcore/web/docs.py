@@ -1,0 +1,88 @@
+"""The OpenAPI documentation: JSON at /openapi.json, Swagger UI at /docs, ReDoc at /redoc.
+
+They work offline: the pages load Swagger UI and ReDoc from xcore's own `/static/vendor/`, which serves the
+files vendored in `ui/vendor/` (see its README), never from a CDN.
+
+Litestar mounts its documentation router under one prefix (`/schema`) with a catch-all 404 page there; at
+`/` that catch-all would swallow every unknown path. So the router stays at `/schema`, and the three
+top-level pages are plain handlers that render Litestar's live schema with the same render plugins. The
+schema is rebuilt with every app, so /docs always shows the routes that are mounted now.
+"""
+
+from __future__ import annotations
+
+from litestar import Request, Response, Router, get
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import (
+    JsonRenderPlugin,
+    OpenAPIRenderPlugin,
+    RedocRenderPlugin,
+    SwaggerRenderPlugin,
+)
+from litestar.static_files import create_static_files_router
+
+from xcore import __version__
+from xcore.resources import resource_path
+
+VENDOR_URL = "/static/vendor"
+SWAGGER_VERSION = "5.35.0"
+REDOC_VERSION = "2.5.4"
+_FAVICON = f"<link rel='icon' type='image/png' href='{VENDOR_URL}/swagger-ui/favicon-32x32.png'>"
+
+
+def openapi_config() -> OpenAPIConfig:
+    """openapi_config describes the API; Litestar's own router serves it under /schema."""
+    return OpenAPIConfig(
+        title="xcore",
+        version=__version__,
+        description="The xcore admin and plugin API. Plugins add their routes under their own prefix.",
+        path="/schema",
+        render_plugins=[JsonRenderPlugin()],
+        use_handler_docstrings=True,
+    )
+
+
+def _page(path: str, plugin: OpenAPIRenderPlugin) -> HTTPRouteHandler:
+    @get(path, media_type=plugin.media_type, include_in_schema=False, sync_to_thread=False, name=f"docs:{path}")
+    def page(request: Request) -> Response[bytes]:
+        schema = request.app.openapi_schema.to_schema()
+        return Response(plugin.render(request, schema), media_type=plugin.media_type)
+
+    return page
+
+
+def docs_handlers() -> list[HTTPRouteHandler]:
+    """docs_handlers are /openapi.json, /docs (Swagger UI) and /redoc (ReDoc), all offline."""
+    return [
+        _page("/openapi.json", JsonRenderPlugin()),
+        _page(
+            "/docs",
+            SwaggerRenderPlugin(
+                version=SWAGGER_VERSION,
+                js_url=f"{VENDOR_URL}/swagger-ui/swagger-ui-bundle.js",
+                css_url=f"{VENDOR_URL}/swagger-ui/swagger-ui.css",
+                standalone_preset_js_url=f"{VENDOR_URL}/swagger-ui/swagger-ui-standalone-preset.js",
+                favicon=_FAVICON,
+            ),
+        ),
+        _page(
+            "/redoc",
+            RedocRenderPlugin(
+                version=REDOC_VERSION,
+                js_url=f"{VENDOR_URL}/redoc/redoc.standalone.js",
+                google_fonts=False,
+                favicon=_FAVICON,
+            ),
+        ),
+    ]
+
+
+def vendor_assets_router() -> Router:
+    """vendor_assets_router serves ui/vendor/ at /static/vendor."""
+    return create_static_files_router(
+        path=VENDOR_URL,
+        directories=[resource_path("ui") / "vendor"],
+        include_in_schema=False,
+        name="vendor",
+    )

@@ -1,0 +1,82 @@
+"""The core routes every xcore serves: /health and /api/version."""
+
+from __future__ import annotations
+
+import platform
+import time
+from functools import cache
+from typing import Any
+
+import msgspec
+from litestar import Response, get
+from litestar.datastructures import State
+from sqlalchemy import text
+
+from xcore.db import migrate
+from xcore.runtime import Runtime
+
+HEALTHY, UNHEALTHY = 200, 503
+
+# The migrations shipped with this xcore do not change while it runs.
+head_revision = cache(migrate.head_revision)
+
+
+class DatabaseHealth(msgspec.Struct):
+    status: str
+    backend: str
+    revision: str | None = None
+    head: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Health(msgspec.Struct):
+    status: str
+    version: str
+    uptime_seconds: float
+    database: DatabaseHealth
+
+
+class VersionInfo(msgspec.Struct):
+    name: str
+    version: str
+    python: str
+    api: int
+
+
+def check_database(runtime: Runtime) -> DatabaseHealth:
+    """check_database runs a trivial query and reads the schema revision; it never raises."""
+    backend = runtime.database_url.split(":", 1)[0].split("+", 1)[0]
+    start = time.perf_counter()
+    try:
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        latency = round((time.perf_counter() - start) * 1000, 2)
+        revision = migrate.current_revision(runtime.engine)
+    except Exception as exc:
+        return DatabaseHealth("error", backend, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    head = head_revision()
+    status = "ok" if revision == head else "outdated"
+    return DatabaseHealth(status, backend, revision, head, latency)
+
+
+@get("/health", sync_to_thread=True, tags=["system"], summary="Health of this xcore process")
+def health(state: State) -> Response[Health]:
+    """Reports the database, version and uptime. 200 when the database answers and is up to date, else 503."""
+    runtime: Runtime = state.runtime
+    database = check_database(runtime)
+    ok = database.status == "ok"
+    body = Health("ok" if ok else "unavailable", runtime.version, round(runtime.uptime(), 3), database)
+    return Response(body, status_code=HEALTHY if ok else UNHEALTHY)
+
+
+def version_handler(runtime: Runtime) -> Any:
+    """version_handler builds /api/version; the answer is computed once, the route is on the hot path."""
+    info = VersionInfo("xcore", runtime.version, platform.python_version(), api=1)
+
+    @get("/api/version", sync_to_thread=False, tags=["system"], summary="Version of xcore")
+    def version() -> VersionInfo:
+        """The xcore version, the Python version and the API generation."""
+        return info
+
+    return version

@@ -1,0 +1,188 @@
+"""The Switch: the ASGI callable of a worker. It holds the current Litestar app and swaps in new ones.
+
+Litestar cannot unregister routes, so a plugin change builds a whole new app (DESIGN.md). `swap_in(app)`:
+
+1. starts the new app's lifespan in a task of its own (a Litestar app's startup and shutdown must run in the
+   same asyncio task) and waits for its startup to complete; if startup fails, the old app keeps serving and
+   the error is raised to the caller;
+2. swaps the reference, so new requests go to the new app;
+3. lets requests in flight finish on the old app, then runs the old app's shutdown.
+
+The Switch answers the server's own lifespan: at startup it builds the first app with `factory`, at shutdown
+it shuts the current app down. Every HTTP request passes through `requestlog.logged`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from xcore.web.requestlog import logged
+
+log = logging.getLogger("xcore.web")
+
+ASGIApp = Callable[..., Any]
+
+
+class AppStartupError(RuntimeError):
+    """AppStartupError is raised by swap_in when the new app's startup failed; the old app keeps serving."""
+
+
+class Generation:
+    """Generation is one app with its lifespan task and the count of requests it is serving."""
+
+    def __init__(self, app: ASGIApp, number: int) -> None:
+        self.app = app
+        self.number = number
+        self.inflight = 0
+        self.retiring = False
+        self.drained = asyncio.Event()
+        self._started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._failure: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """start runs the app's lifespan startup; raises AppStartupError when it fails."""
+        self._task = asyncio.create_task(self._lifespan(), name=f"xcore-app-{self.number}")
+        await self._started.wait()
+        if self._failure is not None:
+            await self._task
+            raise AppStartupError(self._failure)
+
+    async def stop(self) -> None:
+        """stop runs the app's lifespan shutdown and waits for it."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _lifespan(self) -> None:
+        startup_sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal startup_sent
+            if not startup_sent:
+                startup_sent = True
+                return {"type": "lifespan.startup"}
+            await self._stop.wait()
+            return {"type": "lifespan.shutdown"}
+
+        async def send(message: dict[str, Any]) -> None:
+            kind = message["type"]
+            if kind == "lifespan.startup.complete":
+                self._started.set()
+            elif kind == "lifespan.startup.failed":
+                self._failure = message.get("message") or "startup failed"
+                self._started.set()
+            elif kind == "lifespan.shutdown.failed":
+                log.error("app generation %d: shutdown failed: %s", self.number, message.get("message"))
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+        try:
+            await self.app(scope, receive, send)
+        except BaseException as exc:
+            if not self._started.is_set():
+                self._failure = f"{type(exc).__name__}: {exc}"
+                self._started.set()
+            elif not isinstance(exc, asyncio.CancelledError):
+                log.exception("app generation %d: lifespan error", self.number)
+
+
+class Switch:
+    """Switch forwards each request to the current app; `swap_in` replaces the app without dropping requests."""
+
+    def __init__(self, factory: Callable[[], ASGIApp]) -> None:
+        self._factory = factory
+        self._current: Generation | None = None
+        self._generations = 0
+        self._swap_lock: asyncio.Lock | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    @property
+    def app(self) -> ASGIApp | None:
+        """app is the app that new requests go to."""
+        return self._current.app if self._current else None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._server_lifespan(receive, send)
+            return
+        generation = self._current
+        if generation is None:
+            await _unavailable(scope, send)
+            return
+        generation.inflight += 1
+        try:
+            if kind == "http":
+                await logged(generation.app, scope, receive, send)
+            else:
+                await generation.app(scope, receive, send)
+        finally:
+            generation.inflight -= 1
+            if generation.retiring and generation.inflight == 0:
+                generation.drained.set()
+
+    async def swap_in(self, app: ASGIApp) -> None:
+        """swap_in starts `app` and makes it current; raises AppStartupError (old app kept) if it fails."""
+        if self._swap_lock is None:
+            self._swap_lock = asyncio.Lock()
+        async with self._swap_lock:
+            self._generations += 1
+            fresh = Generation(app, self._generations)
+            await fresh.start()
+            old, self._current = self._current, fresh
+            if old is not None:
+                task = asyncio.create_task(self._retire(old))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: Generation) -> None:
+        old.retiring = True
+        if old.inflight:
+            await old.drained.wait()
+        await old.stop()
+
+    async def close(self) -> None:
+        """close shuts down the current app and waits for retiring ones."""
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+        current, self._current = self._current, None
+        if current is not None:
+            await current.stop()
+
+    async def _server_lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.swap_in(self._factory())
+                except Exception as exc:
+                    log.exception("the app could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                try:
+                    await self.close()
+                except Exception as exc:
+                    await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+async def _unavailable(scope: dict[str, Any], send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b'{"status_code":503,"detail":"xcore is starting"}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,366 @@
+"""HTTP throughput of xcore against a bare Litestar app on Granian and a FastAPI app on uvicorn.
+
+Each server runs alone, one after another, with one worker pinned to CPU core 0 while the load generator
+(wrk, or a small asyncio client when wrk is missing) runs on core 1. xcore is started through its real CLI
+with its request logging left on (to a JSON file in a fresh data dir and to stderr, which goes to a temp
+file here), because that is what a request costs in production.
+
+What matters are the ratios printed at the end, not the absolute requests/s: benchmark machines are shared
+and noisy, so the same server can differ by tens of percent from one run to the next, while servers measured
+back to back in the same run share that noise. Targets: xcore /api/version >= 0.85x bare Litestar on
+Granian, and > 1.0x FastAPI on uvicorn. Prefer wrk: the Python client spends more CPU per request and can
+become the bottleneck on fast servers, which pulls the ratios towards 1.
+
+    python benchmarks/http.py [--duration 10] [--warmup 3] [--connections 32] [--only xcore,litestar,fastapi]
+
+Careful: this file is named http.py and Python puts its directory first on sys.path, so it must not import
+anything that imports the standard `http` package (urllib.request, http.client...); it speaks raw sockets.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ("xcore", "litestar", "fastapi")
+PATHS = {"xcore": ["/api/version", "/health"], "litestar": ["/"], "fastapi": ["/"]}
+LABELS = {"xcore": "xcore", "litestar": "Litestar+Granian", "fastapi": "FastAPI+uvicorn"}
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+COMMANDS = {  # the first word is replaced by the interpreter, or the xcore script next to it
+    "xcore": "xcore serve --host 127.0.0.1 --port {port} --workers 1 --data-dir {data}",
+    "litestar": "python -m granian --interface asgi --host 127.0.0.1 --port {port} --workers 1 --no-ws "
+    "--log-level warning benchmarks.apps.litestar_hello:app",
+    "fastapi": "python -m uvicorn benchmarks.apps.fastapi_hello:app --host 127.0.0.1 --port {port} "
+    "--workers 1 --log-level warning --no-access-log",
+}
+RATIOS = [  # path of xcore, baseline server, its description, target (None: for information only)
+    ("/api/version", "litestar", "bare Litestar on Granian", ">= 0.85"),
+    ("/api/version", "fastapi", "FastAPI on uvicorn", "> 1.0"),
+    ("/health", "litestar", "bare Litestar on Granian", None),
+]
+
+
+class Result(NamedTuple):
+    """One measured run: requests/s, median and 99th percentile latency in ms, and the failed requests."""
+
+    rps: float
+    p50: float
+    p99: float
+    non2xx: int
+    socket_errors: int
+
+
+Row = tuple[str, str, Result]  # server, path, result
+
+
+class BenchError(Exception):
+    """A server did not start or the load generator failed: reported in one line, exit code 1."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def server_command(name: str, port: int, data_dir: Path) -> list[str]:
+    """The command line of one server; every token is formatted after splitting, so paths may hold spaces."""
+    template = COMMANDS[name].split()
+    if name == "xcore":
+        exe = Path(sys.executable).with_name("xcore")
+        template[:1] = [str(exe)] if exe.exists() else [sys.executable, "-m", "xcore"]
+    else:
+        template[0] = sys.executable
+    return [token.format(port=port, data=data_dir) for token in template]
+
+
+def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    """One GET with Connection: close over a raw socket; the status code, or None if nothing answered."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            head = sock.recv(64)
+        return int(head.split(b" ", 2)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stderr_tail(log: IO[bytes], lines: int = 8) -> str:
+    log.flush()
+    log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+    tail = log.read().decode(errors="replace").strip().splitlines()[-lines:]
+    return " | ".join(line.strip() for line in tail) or "(no stderr output)"
+
+
+def wait_ready(name: str, proc: subprocess.Popen[bytes], port: int, path: str, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{name} exited (code {proc.returncode}) before answering: {stderr_tail(log)}")
+        if http_status(port, path) == 200:
+            return
+        time.sleep(0.1)
+    raise BenchError(f"{name} did not answer 200 on {path} within {READY_TIMEOUT:.0f} s: {stderr_tail(log)}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL to the whole process group (Granian's workers too) after STOP_TIMEOUT."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(STOP_TIMEOUT)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # leftovers only; the group is the one start_new_session made
+    proc.wait()
+
+
+def parse_time_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}[unit]
+
+
+def run_wrk(url: str, seconds: float, connections: int, pin: list[str]) -> Result:
+    cmd = [*pin, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    out = done.stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
+    if done.returncode != 0 or not (rps and p50 and p99):
+        raise BenchError(f"wrk failed (code {done.returncode}): {(done.stderr or out).strip()[-300:]}")
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx[1]) if non2xx else 0, sum(map(int, sockets.groups())) if sockets else 0)
+    return Result(float(rps[1]), parse_time_ms(p50[1]), parse_time_ms(p99[1]), *errors)
+
+
+async def client(
+    port: int, request: bytes, deadline: float, latencies: list[float], errors: list[int]
+) -> None:
+    """One keep-alive connection sending GETs back to back until deadline; errors is [non2xx, socket]."""
+    reader = writer = None
+    try:
+        async with asyncio.timeout(deadline - time.perf_counter() + 5):  # a hung response ends it
+            while time.perf_counter() < deadline:
+                try:
+                    if writer is None:
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    start = time.perf_counter()
+                    writer.write(request)
+                    head = await reader.readuntil(b"\r\n\r\n")  # type: ignore[union-attr]
+                    lower = head.lower()
+                    at = lower.find(b"\r\ncontent-length:")
+                    if at < 0:
+                        raise ConnectionError("response without Content-Length")
+                    length = int(lower[at + 17 : lower.index(b"\r\n", at + 2)])
+                    await reader.readexactly(length)  # type: ignore[union-attr]
+                    latencies.append(time.perf_counter() - start)
+                    if not 200 <= int(head[9:12]) < 300:
+                        errors[0] += 1
+                    if b"\r\nconnection: close" in lower:
+                        writer.close()
+                        writer = None
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+                    errors[1] += 1
+                    if writer is not None:
+                        writer.close()
+                    writer = None
+                    await asyncio.sleep(0.01)
+    except TimeoutError:
+        errors[1] += 1
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def python_load(port: int, path: str, seconds: float, connections: int) -> Result:
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    latencies: list[float] = []
+    errors = [0, 0]
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(client(port, request, start + seconds, latencies, errors) for _ in range(connections))
+    )
+    elapsed = time.perf_counter() - start
+    if not latencies:
+        raise BenchError(f"the Python load generator got no response from {path} ({errors[1]} socket errors)")
+    latencies.sort()
+    n = len(latencies)
+    return Result(n / elapsed, latencies[n // 2] * 1e3, latencies[min(n - 1, n * 99 // 100)] * 1e3, *errors)
+
+
+def load(generator: str, port: int, path: str, seconds: float, connections: int, pin: list[str]) -> Result:
+    if generator == "wrk":
+        return run_wrk(f"http://127.0.0.1:{port}{path}", seconds, connections, pin)
+    return asyncio.run(python_load(port, path, seconds, connections))
+
+
+def bench_server(
+    name: str, args: argparse.Namespace, generator: str, pins: tuple[list[str], list[str]], tmp: Path
+) -> list[Row]:
+    port, paths = free_port(), PATHS[name]
+    data_dir = tmp / f"{name}-data"
+    data_dir.mkdir()
+    with open(tmp / f"{name}.stderr", "w+b") as log:
+        proc = subprocess.Popen(
+            [*pins[0], *server_command(name, port, data_dir)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+        try:
+            wait_ready(name, proc, port, "/health" if name == "xcore" else "/", log)
+            results: list[Row] = []
+            for path in paths:
+                print(f"  {name} {path}: warm-up {args.warmup:g} s, run {args.duration:g} s", file=sys.stderr)
+                if args.warmup > 0:  # discarded: lazy imports, caches and connections settle
+                    load(generator, port, path, args.warmup, args.connections, pins[1])
+                measured = load(generator, port, path, args.duration, args.connections, pins[1])
+                results.append((name, path, measured))
+                if proc.poll() is not None:
+                    raise BenchError(f"{name} died mid-run (code {proc.returncode}): {stderr_tail(log)}")
+            return results
+        finally:
+            stop(proc)
+
+
+def pinning() -> tuple[list[str], list[str], str]:
+    """taskset prefixes for the server (core 0) and the load generator (core 1), and a line saying so."""
+    taskset = shutil.which("taskset")
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    if taskset and {0, 1} <= cores:
+        return [taskset, "-c", "0"], [taskset, "-c", "1"], "server on core 0, load generator on core 1"
+    why = "taskset not found" if not taskset else f"cores 0 and 1 not both available (have {sorted(cores)})"
+    return [], [], f"UNPINNED: {why}; servers and load generator share the CPUs"
+
+
+def versions() -> str:
+    found = []
+    for dist in ("xcore", "litestar", "granian", "fastapi", "uvicorn"):
+        try:
+            found.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{dist} (not installed)")
+    wrk = "wrk (not installed)"
+    if shutil.which("wrk"):
+        done = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("wrk")]
+        wrk = lines[0].split(" Copyright")[0].strip() if lines else "wrk (unknown version)"
+    return ", ".join([f"Python {platform.python_version()}", *found, wrk])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
+
+
+def ratio_lines(results: list[Row]) -> list[str]:
+    rps = {(server, path): result.rps for server, path, result in results}
+    lines = []
+    for path, base, label, target in RATIOS:
+        mine, theirs = rps.get(("xcore", path)), rps.get((base, "/"))
+        line = f"xcore {path} vs {label}: "
+        if not mine or not theirs:
+            lines.append(line + "n/a (not measured in this run)")
+        elif target is None:
+            lines.append(line + f"{mine / theirs:.2f} (for information)")
+        else:
+            op, bound = target.split()
+            met = mine / theirs >= float(bound) if op == ">=" else mine / theirs > float(bound)
+            lines.append(line + f"{mine / theirs:.2f} (target {target}) {'met' if met else 'MISSED'}")
+    return lines
+
+
+def report(results: list[Row]) -> None:
+    rows: list[tuple[str, ...]] = [
+        ("server", "path", "requests/s", "p50 ms", "p99 ms", "errors (non-2xx/socket)")
+    ]
+    for server, path, r in results:
+        numbers = f"{r.rps:,.0f} {r.p50:.2f} {r.p99:.2f} {r.non2xx}/{r.socket_errors}"
+        rows.append((LABELS[server], path, *numbers.split()))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(f"{cell:{align}{w}}" for cell, align, w in zip(row, "<<>>>>", widths, strict=True)))
+    print("", *ratio_lines(results), sep="\n")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds measured per path (default 10)")
+    parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds per path (default 3)")
+    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
+    parser.add_argument("--only", default=",".join(SERVERS), help="servers to run (default: all)")
+    parser.add_argument(
+        "--generator", choices=("auto", "wrk", "python"), default="auto", help="auto: wrk if found"
+    )
+    args = parser.parse_args()
+    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if unknown := sorted(set(args.only) - set(SERVERS)):
+        parser.error(f"unknown server(s) in --only: {', '.join(unknown)}")
+    if args.duration <= 0 or args.warmup < 0 or args.connections < 1:
+        parser.error("--duration and --connections must be positive, --warmup not negative")
+    if args.generator == "wrk" and not shutil.which("wrk"):
+        parser.error("--generator wrk but wrk is not installed")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    generator = args.generator if args.generator != "auto" else ("wrk" if shutil.which("wrk") else "python")
+    server_pin, client_pin, pin_note = pinning()
+    if client_pin and generator == "python":
+        os.sched_setaffinity(0, {1})  # the asyncio client runs in this process
+    print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
+    print(f"command: {shlex.join(sys.orig_argv)}")
+    print(f"cpu: {cpu_model()}")
+    print(f"versions: {versions()}")
+    print(f"pinning: {pin_note}")
+    why = "wrk not installed" if args.generator == "auto" else "--generator python"
+    gen_note = "wrk -t1" if generator == "wrk" else f"built-in Python asyncio client ({why})"
+    timing = f"{args.duration:g} s per path after a {args.warmup:g} s warm-up"
+    print(f"load generator: {gen_note}, {args.connections} connections, {timing}")
+    results: list[Row] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="xcore-bench-") as tmp:
+        for name in [s for s in SERVERS if s in args.only]:
+            try:
+                results += bench_server(name, args, generator, (server_pin, client_pin), Path(tmp))
+            except BenchError as exc:
+                failures.append(str(exc))
+                print(f"error: {exc}", file=sys.stderr)
+    print()
+    report(results)
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # servers are already stopped and the temp dir removed by then
+        sys.exit("interrupted")

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The developer runner. Standard library only, so it works before anything is installed.
+
+    python3 tasks.py run [ARGS]          set up .venv, then run `xcore ARGS` (default: serve)
+    python3 tasks.py test [PYTEST ARGS]  set up .venv with the test extras, then run pytest
+    python3 tasks.py lint                ruff (lint + format check) and mypy
+    python3 tasks.py bench [ARGS]        set up the benchmark extras, then run benchmarks/http.py
+
+The virtual environment is (re)installed only when it is missing, when pyproject.toml changed, or when a
+command needs extras the last install did not include. With nothing changed, the setup costs a few
+milliseconds: it hashes pyproject.toml and compares it with a stamp in .venv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / "xcore-install.json"
+MIN_PYTHON = (3, 11)
+
+# Debian packages each command needs, keyed by the executable that proves the package is there.
+# The test suite needs none yet; later features (browser tests, the desktop window) add theirs here.
+APT_FOR_TEST: dict[str, str] = {}
+APT_FOR_BENCH: dict[str, str] = {"wrk": "wrk", "taskset": "util-linux"}
+
+
+def say(message: str) -> None:
+    print(f"tasks.py: {message}", file=sys.stderr, flush=True)
+
+
+def venv_bin(name: str) -> Path:
+    if os.name == "nt":
+        return VENV / "Scripts" / (name + (".exe" if not name.endswith(".exe") else ""))
+    return VENV / "bin" / name
+
+
+def pyproject_hash() -> str:
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+
+
+def read_stamp() -> dict:
+    try:
+        return json.loads(STAMP.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def ensure_venv(extras: set[str]) -> None:
+    """Create or refresh .venv so that it holds the project (editable) with `extras`."""
+    if sys.version_info < MIN_PYTHON:
+        sys.exit(
+            f"tasks.py: xcore needs Python {'.'.join(map(str, MIN_PYTHON))} or newer, this is {sys.version.split()[0]}"
+        )
+    digest = pyproject_hash()
+    stamp = read_stamp()
+    python = venv_bin("python")
+    if python.exists() and stamp.get("pyproject") == digest and extras <= set(stamp.get("extras", [])):
+        return
+    if not python.exists():
+        say(f"creating the virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True, clear=VENV.exists()).create(VENV)
+        stamp = {}
+    # Keep extras installed earlier with the same pyproject.toml, so `run` after `test` does not reinstall.
+    if stamp.get("pyproject") == digest:
+        extras = extras | set(stamp.get("extras", []))
+    target = "." + (f"[{','.join(sorted(extras))}]" if extras else "")
+    say(f"installing xcore{target[1:]} in editable mode")
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
+    result = subprocess.run([*pip, "--editable", target], cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f"tasks.py: pip could not install the project (exit {result.returncode}); see the messages above")
+    STAMP.write_text(json.dumps({"pyproject": digest, "extras": sorted(extras)}))
+
+
+def ensure_apt(packages: dict[str, str]) -> None:
+    """Install the Debian packages whose executables are missing; do nothing when all are present."""
+    missing = sorted({pkg for exe, pkg in packages.items() if shutil.which(exe) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None:
+        sys.exit(f"tasks.py: please install these system packages: {' '.join(missing)} (no apt-get here)")
+    sudo: list[str] = []
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            sys.exit(f"tasks.py: installing {' '.join(missing)} needs root; run: apt-get install {' '.join(missing)}")
+        sudo = ["sudo", "-n"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    say(f"installing system packages: {' '.join(missing)}")
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], env=env, stdin=subprocess.DEVNULL, check=False)
+    result = subprocess.run(
+        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    if result.returncode != 0:
+        sys.exit(f"tasks.py: apt-get could not install {' '.join(missing)} (exit {result.returncode})")
+
+
+def run_in_venv(argv: list[str]) -> int:
+    """Run a program from .venv. On POSIX the runner replaces itself, so signals reach the program."""
+    env = {**os.environ, "VIRTUAL_ENV": str(VENV)}
+    env["PATH"] = str(venv_bin("python").parent) + os.pathsep + env.get("PATH", "")
+    if os.name != "nt":
+        os.execve(argv[0], argv, env)
+    return subprocess.call(argv, env=env)
+
+
+def cmd_run(args: list[str]) -> int:
+    ensure_venv(set())
+    return run_in_venv([str(venv_bin("xcore")), *(args or ["serve"])])
+
+
+def cmd_test(args: list[str]) -> int:
+    ensure_venv({"test"})
+    ensure_apt(APT_FOR_TEST)
+    return run_in_venv([str(venv_bin("python")), "-m", "pytest", *args])
+
+
+def cmd_lint(args: list[str]) -> int:
+    ensure_venv({"lint", "test", "bench"})
+    python = str(venv_bin("python"))
+    failed = 0
+    for step in (
+        [python, "-m", "ruff", "check", "app", "tests", "benchmarks", "migrations", "tasks.py"],
+        [python, "-m", "ruff", "format", "--check", "app", "tests", "benchmarks", "migrations", "tasks.py"],
+        [python, "-m", "mypy"],
+    ):
+        say(" ".join(step[2:]))
+        failed |= subprocess.call(step, cwd=ROOT)
+    return 1 if failed else 0
+
+
+def cmd_bench(args: list[str]) -> int:
+    ensure_venv({"bench"})
+    ensure_apt(APT_FOR_BENCH)
+    return run_in_venv([str(venv_bin("python")), str(ROOT / "benchmarks" / "http.py"), *args])
+
+
+COMMANDS = {"run": cmd_run, "test": cmd_test, "lint": cmd_lint, "bench": cmd_bench}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    os.chdir(ROOT)
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,206 @@
+"""Logging: contexts, JSON lines, multi-process rotation, and `xcore logs` filtering."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from conftest import run_xcore
+from xcore.config.schema import LogsConfig
+from xcore.logs.handler import SharedRotatingFileHandler
+from xcore.logs.reader import LogFilter, format_entry, last_entries, log_files, read_entries, stats
+from xcore.logs.setup import (
+    ContextFilter,
+    JsonFormatter,
+    build_logging_config,
+    configure_logging,
+    context_for,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "context"),
+    [
+        ("xcore.api", "api"),
+        ("xcore.plugins.weather", "plugins"),
+        ("xcore.db", "db"),
+        ("sqlalchemy.engine.Engine", "db"),
+        ("alembic.runtime.migration", "db"),
+        ("xcore.auth", "auth"),
+        ("huey.consumer", "tasks"),
+        ("xcore.tasks", "tasks"),
+        ("_granian", "system"),
+        ("xcore.system", "system"),
+        ("somebody.else", "system"),
+    ],
+)
+def test_every_record_gets_a_context(name: str, context: str) -> None:
+    assert context_for(name) == context
+
+
+def make_record(
+    name: str = "xcore.api", level: int = logging.INFO, msg: str = "hello %s", **extra
+) -> logging.LogRecord:
+    record = logging.LogRecord(name, level, __file__, 1, msg, ("world",), None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    ContextFilter().filter(record)
+    return record
+
+
+def test_json_lines_carry_context_and_structured_data() -> None:
+    line = JsonFormatter().format(make_record(data={"status": 200, "request_id": "abc"}))
+    entry = json.loads(line)
+    assert entry["message"] == "hello world"
+    assert entry["context"] == "api"
+    assert entry["level"] == "INFO"
+    assert entry["status"] == 200 and entry["request_id"] == "abc"
+    assert entry["ts"].endswith("Z")
+
+
+def test_explicit_context_wins() -> None:
+    entry = json.loads(JsonFormatter().format(make_record(name="xcore.system", context="auth")))
+    assert entry["context"] == "auth"
+
+
+def test_exceptions_are_kept_in_the_file() -> None:
+    try:
+        raise ValueError("bad thing")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("xcore.api", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    entry = json.loads(JsonFormatter().format(record))
+    assert "ValueError: bad thing" in entry["exc"]
+
+
+def test_unserialisable_data_does_not_lose_the_line() -> None:
+    entry = json.loads(JsonFormatter().format(make_record(data={"obj": object()})))
+    assert entry["obj"].startswith("<object object")
+
+
+def _write_lines(path: str, worker: int, count: int) -> None:
+    handler = SharedRotatingFileHandler(path, max_bytes=20_000, backup_count=50)
+    handler.setFormatter(JsonFormatter())
+    for i in range(count):
+        handler.emit(make_record(msg=f"worker {worker} line {i} %s"))
+    handler.close()
+
+
+def test_rotation_with_several_writer_processes_loses_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "xcore.log"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_write_lines, args=(str(path), w, 1500)) for w in range(3)]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(60)
+        assert p.exitcode == 0
+    files = log_files(path)
+    assert len(files) > 3, "the log was rotated"
+    entries = list(read_entries(path))
+    seen = {e["message"] for e in entries}
+    assert len(entries) == 4500 and len(seen) == 4500, "every line is written exactly once, whole"
+    for f in files[:-1]:
+        assert f.stat().st_size < 20_000 * 2, f"{f.name} grew far past max_bytes"
+
+
+def test_rotation_keeps_backup_count(tmp_path: Path) -> None:
+    small = tmp_path / "small.log"
+    handler = SharedRotatingFileHandler(str(small), max_bytes=10_000, backup_count=2)
+    handler.setFormatter(JsonFormatter())
+    for _ in range(500):
+        handler.emit(make_record())
+    handler.close()
+    assert [p.name for p in log_files(small)] == ["small.log.2", "small.log.1", "small.log"]
+
+
+def test_configure_logging_writes_console_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log_file = tmp_path / "logs" / "xcore.log"
+    configure_logging(build_logging_config(LogsConfig(level="DEBUG"), log_file))
+    logging.getLogger("xcore.plugins.demo").warning("plugin says %d", 42, extra={"data": {"plugin": "demo"}})
+    logging.getLogger("xcore.db").debug("a debug line")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    lines = [json.loads(x) for x in log_file.read_text().splitlines()]
+    demo = next(e for e in lines if e["message"] == "plugin says 42")
+    assert demo["context"] == "plugins" and demo["plugin"] == "demo" and demo["level"] == "WARNING"
+    assert any(e["message"] == "a debug line" and e["context"] == "db" for e in lines)
+    err = capsys.readouterr().err
+    assert "WARNING plugins  plugin says 42" in err
+
+
+@pytest.fixture
+def sample_log(tmp_path: Path) -> Path:
+    path = tmp_path / "data" / "logs" / "xcore.log"
+    path.parent.mkdir(parents=True)
+    rows = [
+        ("INFO", "api", "GET /health 200"),
+        ("WARNING", "auth", "wrong password for alice"),
+        ("ERROR", "db", "database is locked"),
+        ("INFO", "plugins", "weather 1.0.0 loaded"),
+        ("DEBUG", "tasks", "tick"),
+        ("CRITICAL", "system", "disk full"),
+    ]
+    older = path.with_name("xcore.log.1")
+    older.write_text(
+        json.dumps({"ts": "2026-01-01T00:00:00.000Z", "level": "INFO", "context": "system", "message": "started"})
+        + "\n"
+    )
+    with path.open("w") as handle:
+        for level, context, message in rows:
+            handle.write(
+                json.dumps(
+                    {
+                        "ts": "2026-01-02T00:00:00.000Z",
+                        "level": level,
+                        "context": context,
+                        "message": message,
+                        "pid": 1,
+                    }
+                )
+                + "\n"
+            )
+        handle.write("not json at all\n")
+    return path
+
+
+def test_reader_filters(sample_log: Path) -> None:
+    everything = list(read_entries(sample_log))
+    assert everything[0]["message"] == "started", "rotated files come first"
+    assert len(everything) == 8
+    assert [e["message"] for e in everything if LogFilter(level="error")(e)] == [
+        "database is locked",
+        "disk full",
+    ]
+    assert [e["message"] for e in everything if LogFilter(context="auth")(e)] == ["wrong password for alice"]
+    assert [e["message"] for e in everything if LogFilter(search="ALICE")(e)] == ["wrong password for alice"]
+    assert [e["message"] for e in last_entries(sample_log, LogFilter(), 2)] == [
+        "disk full",
+        "not json at all",
+    ]
+    levels, contexts, total = stats(everything)
+    assert total == 8 and levels["INFO"] == 4 and contexts["system"] == 3
+    assert "GET /health 200" in format_entry(everything[1])
+
+
+def test_cli_logs(sample_log: Path) -> None:
+    data = str(sample_log.parent.parent)
+    result = run_xcore("logs", "--data-dir", data, "--level", "warning", "-n", "10")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert len(out) == 3 and "wrong password" in out[0] and "disk full" in out[2]
+    result = run_xcore("logs", "--data-dir", data, "--context", "db")
+    assert result.stdout.count("\n") == 1 and "database is locked" in result.stdout
+    result = run_xcore("logs", "--data-dir", data, "--search", "weather")
+    assert "weather 1.0.0 loaded" in result.stdout and "health" not in result.stdout
+    result = run_xcore("logs", "--data-dir", data, "--stats")
+    assert "8 entries" in result.stdout
+    assert "by level:   DEBUG 1, INFO 4, WARNING 1, ERROR 1, CRITICAL 1" in result.stdout
+    assert "by context: api 1, auth 1, db 1, plugins 1, system 3, tasks 1" in result.stdout
+    bad = run_xcore("logs", "--data-dir", data, "--context", "nope")
+    assert bad.returncode == 2 and "Invalid value for '--context'" in bad.stderr

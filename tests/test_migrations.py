@@ -1,0 +1,263 @@
+"""Migrations: applied at startup after a backup, never half-applied, and the db commands around them."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from conftest import run_xcore
+from xcore.config.schema import BackupConfig
+from xcore.db import migrate
+from xcore.db.backup import BACKUP_NAME, list_backups, make_backup, no_server_running, server_lock
+from xcore.db.engine import make_engine
+from xcore.db.models import Base
+from xcore.errors import DatabaseError, MigrationError
+from xcore.resources import resource_path
+from xcore.runtime import Runtime
+
+FAILING_REVISION = '''
+"""a migration that breaks halfway"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0999"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
+    op.execute("INSERT INTO audit_event (at, action, detail) VALUES ('2026-01-01', 'half', '{{}}')")
+    raise RuntimeError("boom in the middle")
+
+
+def downgrade():
+    pass
+'''
+
+EXTRA_REVISION = '''
+"""adds a table"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0998"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table("extra")
+'''
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tables(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+@pytest.fixture
+def scripts(tmp_path: Path) -> Path:
+    """A copy of the shipped migrations, to which a test can add revisions."""
+    target = tmp_path / "migrations"
+    shutil.copytree(resource_path("migrations"), target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def add_revision(scripts: Path, template: str, name: str) -> None:
+    head = migrate.head_revision(scripts)
+    (scripts / "versions" / f"{name}.py").write_text(template.format(head=head))
+
+
+def test_fresh_database_is_migrated_to_head(runtime: Runtime) -> None:
+    db = runtime.database_file
+    assert db is not None
+    assert {"plugin_state", "setting_override", "audit_event", "alembic_version"} <= tables(db)
+    assert migrate.current_revision(runtime.engine) == migrate.head_revision()
+    assert list_backups(runtime.backups_dir) == [], "an empty new database needs no backup"
+    with runtime.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_models_and_migrations_agree(runtime: Runtime) -> None:
+    with runtime.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], f"models.py and migrations/versions disagree: {diff}"
+
+
+def test_pending_migration_takes_a_named_backup_first(runtime: Runtime, scripts: Path) -> None:
+    add_revision(scripts, EXTRA_REVISION, "0998_extra")
+    db = runtime.database_file
+    assert db is not None
+    runtime.engine.dispose()
+    result = migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), script_location=scripts)
+    assert (result.before, result.after) == ("0001", "0998")
+    assert result.backup is not None
+    match = BACKUP_NAME.match(result.backup.name)
+    assert match and match.group(2) == "0001", result.backup.name
+    assert "extra" not in tables(result.backup), "the backup holds the database as it was before"
+    assert "extra" in tables(db)
+    assert not list(db.parent.glob("*.migrating*"))
+    assert not list(runtime.backups_dir.glob("*-wal")), "a backup is a single self-contained file"
+
+
+def test_failed_migration_leaves_the_database_byte_for_byte(runtime: Runtime, scripts: Path) -> None:
+    add_revision(scripts, FAILING_REVISION, "0999_fails")
+    db = runtime.database_file
+    assert db is not None
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO audit_event (at, action, detail) VALUES ('2026-01-01', 'before', '{}')")
+    runtime.engine.dispose()
+    before = sha256(db)
+    with pytest.raises(MigrationError) as caught:
+        migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), script_location=scripts)
+    message = str(caught.value)
+    assert "boom in the middle" in message
+    assert "left exactly as it was" in message
+    assert "backup is kept at" in message
+    assert sha256(db) == before
+    assert "half_done" not in tables(db)
+    assert not list(db.parent.glob("*.migrating*"))
+    assert len(list_backups(runtime.backups_dir)) == 1
+
+
+def test_only_the_newest_backups_are_kept(runtime: Runtime) -> None:
+    db = runtime.database_file
+    assert db is not None
+    made = [make_backup(db, runtime.backups_dir, f"r{i}", keep=3) for i in range(5)]
+    kept = list_backups(runtime.backups_dir)
+    assert kept == made[-3:]
+    assert all(p.stat().st_size > 0 for p in kept)
+
+
+def test_downgrade_and_upgrade_again(runtime: Runtime) -> None:
+    runtime.engine.dispose()
+    down = migrate.downgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), "base")
+    assert (down.before, down.after) == ("0001", None)
+    assert down.backup is not None
+    db = runtime.database_file
+    assert db is not None
+    assert "plugin_state" not in tables(db)
+    up = migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig())
+    assert up.after == "0001"
+    assert "plugin_state" in tables(db)
+
+
+def test_unknown_revision_is_a_clear_error(runtime: Runtime) -> None:
+    with pytest.raises(MigrationError, match="unknown revision 'nope'"):
+        migrate.downgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), "nope")
+
+
+def test_a_held_server_lock_refuses_replacing_commands(runtime: Runtime) -> None:
+    db = runtime.database_file
+    assert db is not None
+    lock = server_lock(db)
+    lock.acquire(timeout=0)
+    try:
+        with (
+            pytest.raises(DatabaseError, match="a server is running against"),
+            no_server_running(db, "restore"),
+        ):
+            pass
+    finally:
+        lock.release()
+    with no_server_running(db, "restore"):
+        pass
+
+
+def test_startup_migration_failure_is_reported_and_harmless(runtime: Runtime, scripts: Path, monkeypatch) -> None:
+    from xcore.server import prepare_database
+
+    add_revision(scripts, FAILING_REVISION, "0999_fails")
+    monkeypatch.setattr(migrate, "resource_path", lambda name: scripts if name == "migrations" else resource_path(name))
+    db = runtime.database_file
+    assert db is not None
+    runtime.engine.dispose()
+    before = sha256(db)
+    with pytest.raises(MigrationError, match="left exactly as it was"):
+        prepare_database(runtime)
+    assert sha256(db) == before
+
+
+def test_auto_upgrade_off_refuses_to_start_on_an_old_database(data_dir: Path) -> None:
+    from xcore.runtime import open_runtime
+    from xcore.server import prepare_database
+
+    rt = open_runtime(data_dir, environ={"XCORE_MIGRATION__AUTO_UPGRADE": "false"}, logs=False)
+    with pytest.raises(DatabaseError, match="run `xcore db upgrade`"):
+        prepare_database(rt)
+
+
+def test_db_commands_end_to_end(data_dir: Path) -> None:
+    d = ("--data-dir", str(data_dir))
+    up = run_xcore("db", "upgrade", *d)
+    assert up.returncode == 0, up.stderr
+    assert "upgraded the database: base -> 0001" in up.stdout
+    assert "nothing to do" in run_xcore("db", "upgrade", *d).stdout
+    current = run_xcore("db", "current", *d)
+    assert current.stdout.startswith("0001 (up to date)")
+    history = run_xcore("db", "history", *d)
+    assert "0001  (from base)  core tables" in history.stdout and "<- current" in history.stdout
+
+    db = data_dir / "xcore.db"
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO audit_event (at, action, detail) VALUES ('2026-01-01', 'kept', '{}')")
+    engine.dispose()
+    backup = run_xcore("db", "backup", *d)
+    assert backup.returncode == 0, backup.stderr
+    backup_file = Path(backup.stdout.strip().split(": ", 1)[1])
+    assert backup_file.is_file() and BACKUP_NAME.match(backup_file.name)
+
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM audit_event")
+    engine.dispose()
+    restore = run_xcore("db", "restore", str(backup_file), *d)
+    assert restore.returncode == 0, restore.stderr
+    assert "was backed up first" in restore.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT action FROM audit_event").fetchall() == [("kept",)]
+
+    down = run_xcore("db", "downgrade", "base", *d)
+    assert down.returncode == 0 and "base" in down.stdout, down.stderr
+
+
+def test_restore_rejects_a_file_that_is_not_a_database(data_dir: Path, tmp_path: Path) -> None:
+    run_xcore("db", "upgrade", "--data-dir", str(data_dir))
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite")
+    result = run_xcore("db", "restore", str(junk), "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"xcore: error: backup file {junk}: is not a SQLite database"
+    missing = run_xcore("db", "restore", str(tmp_path / "none.db"), "--data-dir", str(data_dir))
+    assert "does not exist" in missing.stderr
+
+
+def test_restore_refuses_while_a_server_runs(start_server, tmp_path: Path) -> None:
+    server = start_server()
+    server.wait_ready()
+    backup = run_xcore("db", "backup", "--data-dir", str(server.data_dir))
+    assert backup.returncode == 0, backup.stderr
+    backup_file = backup.stdout.strip().split(": ", 1)[1]
+    result = run_xcore("db", "restore", backup_file, "--data-dir", str(server.data_dir))
+    assert result.returncode == 1
+    assert "cannot restore the database: a server is running against" in result.stderr
+    assert server.stop() == 0

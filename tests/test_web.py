@@ -1,0 +1,127 @@
+"""The core routes, in process through litestar.testing: /health, /api/version, errors, request ids, logs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from litestar import get
+from litestar.testing import TestClient
+
+from xcore.runtime import Runtime
+from xcore.web.app import build_app
+from xcore.web.switch import Switch
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    """A client of the Switch exactly as a Granian worker serves it, with one extra route that crashes."""
+
+    @get("/boom", sync_to_thread=False)
+    def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    switch = Switch(lambda: build_app(runtime, [boom]))
+    with TestClient(switch) as test_client:  # type: ignore[arg-type]
+        yield test_client
+
+
+def test_health_reports_database_version_and_uptime(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["version"] == "0.1.0"
+    assert body["uptime_seconds"] >= 0
+    assert body["database"]["status"] == "ok"
+    assert body["database"]["backend"] == "sqlite"
+    assert body["database"]["revision"] == body["database"]["head"] == "0001"
+
+
+def test_health_is_503_when_the_database_is_gone(runtime: Runtime, tmp_path: Path) -> None:
+    from xcore.config.loader import LoadedConfig
+
+    (tmp_path / "dir.db").mkdir()  # a directory where the database file should be
+    broken_config = runtime.config.__class__(
+        xcore=runtime.config.xcore.__class__(
+            data=runtime.config.xcore.data.__class__(url=f"sqlite:///{tmp_path}/dir.db")
+        )
+    )
+    broken = Runtime(LoadedConfig(broken_config, {}), runtime.data)
+    with TestClient(build_app(broken)) as test_client:
+        response = test_client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["database"]["status"] == "error"
+    assert "unable to open database file" in body["database"]["error"]
+
+
+def test_health_is_503_when_migrations_are_missing(runtime: Runtime) -> None:
+    with runtime.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM alembic_version")
+    with TestClient(build_app(runtime)) as test_client:
+        response = test_client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["database"]["status"] == "outdated"
+
+
+def test_version(client: TestClient) -> None:
+    response = client.get("/api/version")
+    assert response.status_code == 200
+    assert response.json()["name"] == "xcore"
+    assert response.json()["version"] == "0.1.0"
+
+
+def test_openapi_lists_the_live_routes(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert schema["info"]["title"] == "xcore"
+    assert {"/health", "/api/version", "/boom"} <= set(schema["paths"])
+    assert "/docs" not in schema["paths"]
+
+
+def test_unknown_path_is_a_json_404(client: TestClient) -> None:
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert response.json()["status_code"] == 404
+
+
+def test_wrong_method_is_405(client: TestClient) -> None:
+    assert client.post("/api/version").status_code == 405
+
+
+def test_a_crash_is_a_plain_500_without_internals(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR, logger="xcore.api"):
+        response = client.get("/boom", headers={"X-Request-ID": "trace-me-1"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "status_code": 500,
+        "detail": "Internal server error",
+        "request_id": "trace-me-1",
+    }
+    assert "secret internals" not in response.text and "Traceback" not in response.text
+    crash = next(r for r in caplog.records if r.getMessage().startswith("unhandled error in GET /boom"))
+    assert crash.exc_info is not None, "the traceback goes to the log, not to the client"
+
+
+def test_request_id_is_echoed_or_made(client: TestClient) -> None:
+    assert client.get("/api/version", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    made = client.get("/api/version").headers["x-request-id"]
+    assert len(made) == 24
+    assert client.get("/api/version").headers["x-request-id"] != made
+    evil = client.get("/api/version", headers={"X-Request-ID": "bad id\twith spaces" + "x" * 200})
+    assert evil.headers["x-request-id"] != "bad id" and " " not in evil.headers["x-request-id"]
+
+
+def test_every_request_is_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="xcore.api"):
+        client.get("/api/version", headers={"X-Request-ID": "log-me"})
+        client.get("/missing")
+    records = [r for r in caplog.records if getattr(r, "context", None) == "api" and hasattr(r, "data")]
+    by_path = {r.data["path"]: r.data for r in records}  # type: ignore[attr-defined]
+    version = by_path["/api/version"]
+    assert version["method"] == "GET" and version["status"] == 200 and version["request_id"] == "log-me"
+    assert isinstance(version["duration_ms"], float)
+    assert by_path["/missing"]["status"] == 404
