@@ -7,11 +7,15 @@ file here), because that is what a request costs in production.
 
 What matters are the ratios printed at the end, not the absolute requests/s: benchmark machines are shared
 and noisy, so the same server can differ by tens of percent from one run to the next, while servers measured
-back to back in the same run share that noise. Targets: xcore /api/version >= 0.85x bare Litestar on
+back to back in the same run share that noise. To tame it further, all servers run side by side (each idle
+while another is measured) and each path's 10 s are cut into interleaved slices (--rounds, default 5): a
+round measures every path once, in a rotated order, and the report gives the median of the per-round ratios
+next to each round's own value. Targets: xcore /api/version >= 0.85x bare Litestar on
 Granian, and > 1.0x FastAPI on uvicorn. Prefer wrk: the Python client spends more CPU per request and can
 become the bottleneck on fast servers, which pulls the ratios towards 1.
 
-    python benchmarks/http.py [--duration 10] [--warmup 3] [--connections 32] [--only xcore,litestar,fastapi]
+    python benchmarks/http.py [--duration 10] [--warmup 3] [--connections 32] [--rounds 3]
+                              [--only xcore,litestar,fastapi] [--generator auto|wrk|python]
 
 Careful: this file is named http.py and Python puts its directory first on sys.path, so it must not import
 anything that imports the standard `http` package (urllib.request, http.client...); it speaks raw sockets.
@@ -29,10 +33,12 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -44,7 +50,7 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 COMMANDS = {  # the first word is replaced by the interpreter, or the xcore script next to it
     "xcore": "xcore serve --host 127.0.0.1 --port {port} --workers 1 --data-dir {data}",
-    "litestar": "python -m granian --interface asgi --host 127.0.0.1 --port {port} --workers 1 --no-ws "
+    "litestar": "python -m granian --interface asgi --host 127.0.0.1 --port {port} --workers 1 "
     "--log-level warning benchmarks.apps.litestar_hello:app",
     "fastapi": "python -m uvicorn benchmarks.apps.fastapi_hello:app --host 127.0.0.1 --port {port} "
     "--workers 1 --log-level warning --no-access-log",
@@ -151,9 +157,7 @@ def run_wrk(url: str, seconds: float, connections: int, pin: list[str]) -> Resul
     return Result(float(rps[1]), parse_time_ms(p50[1]), parse_time_ms(p99[1]), *errors)
 
 
-async def client(
-    port: int, request: bytes, deadline: float, latencies: list[float], errors: list[int]
-) -> None:
+async def client(port: int, request: bytes, deadline: float, latencies: list[float], errors: list[int]) -> None:
     """One keep-alive connection sending GETs back to back until deadline; errors is [non2xx, socket]."""
     reader = writer = None
     try:
@@ -195,9 +199,7 @@ async def python_load(port: int, path: str, seconds: float, connections: int) ->
     latencies: list[float] = []
     errors = [0, 0]
     start = time.perf_counter()
-    await asyncio.gather(
-        *(client(port, request, start + seconds, latencies, errors) for _ in range(connections))
-    )
+    await asyncio.gather(*(client(port, request, start + seconds, latencies, errors) for _ in range(connections)))
     elapsed = time.perf_counter() - start
     if not latencies:
         raise BenchError(f"the Python load generator got no response from {path} ({errors[1]} socket errors)")
@@ -212,15 +214,15 @@ def load(generator: str, port: int, path: str, seconds: float, connections: int,
     return asyncio.run(python_load(port, path, seconds, connections))
 
 
-def bench_server(
-    name: str, args: argparse.Namespace, generator: str, pins: tuple[list[str], list[str]], tmp: Path
-) -> list[Row]:
-    port, paths = free_port(), PATHS[name]
+@contextlib.contextmanager
+def running(name: str, pin: list[str], tmp: Path) -> Iterator[tuple[int, subprocess.Popen[bytes], IO[bytes]]]:
+    """Start one server, wait until it answers, yield (port, process, stderr log); stop it afterwards."""
+    port = free_port()
     data_dir = tmp / f"{name}-data"
     data_dir.mkdir()
     with open(tmp / f"{name}.stderr", "w+b") as log:
         proc = subprocess.Popen(
-            [*pins[0], *server_command(name, port, data_dir)],
+            [*pin, *server_command(name, port, data_dir)],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -229,18 +231,47 @@ def bench_server(
         )
         try:
             wait_ready(name, proc, port, "/health" if name == "xcore" else "/", log)
-            results: list[Row] = []
-            for path in paths:
-                print(f"  {name} {path}: warm-up {args.warmup:g} s, run {args.duration:g} s", file=sys.stderr)
-                if args.warmup > 0:  # discarded: lazy imports, caches and connections settle
-                    load(generator, port, path, args.warmup, args.connections, pins[1])
-                measured = load(generator, port, path, args.duration, args.connections, pins[1])
-                results.append((name, path, measured))
-                if proc.poll() is not None:
-                    raise BenchError(f"{name} died mid-run (code {proc.returncode}): {stderr_tail(log)}")
-            return results
+            yield port, proc, log
         finally:
             stop(proc)
+
+
+def measure_all(
+    names: list[str], args: argparse.Namespace, generator: str, pins: tuple[list[str], list[str]], tmp: Path
+) -> tuple[list[list[Row]], list[str]]:
+    """All servers run side by side (idle while not measured); the paths are measured in interleaved slices.
+
+    Each path gets `--duration` seconds in all, in `--rounds` slices; a round measures every path once, in a
+    rotated order. Noise on a shared machine drifts over tens of seconds, so slices of a few seconds, close
+    together, let the ratios of one round compare like with like.
+    """
+    failures: list[str] = []
+    with contextlib.ExitStack() as stack:
+        ports: dict[str, tuple[int, subprocess.Popen[bytes], IO[bytes]]] = {}
+        for name in names:
+            try:
+                ports[name] = stack.enter_context(running(name, pins[0], tmp))
+            except BenchError as exc:
+                failures.append(str(exc))
+                print(f"error: {exc}", file=sys.stderr)
+        targets = [(name, path) for name in names if name in ports for path in PATHS[name]]
+        if args.warmup > 0:  # discarded: lazy imports, caches and connections settle
+            for name, path in targets:
+                print(f"warm-up {name} {path}: {args.warmup:g} s", file=sys.stderr)
+                load(generator, ports[name][0], path, args.warmup, args.connections, pins[1])
+        slice_seconds = args.duration / args.rounds
+        rounds: list[list[Row]] = []
+        for n in range(args.rounds):
+            order = targets[n % len(targets) :] + targets[: n % len(targets)] if targets else []
+            results: list[Row] = []
+            for name, path in order:
+                port, proc, log = ports[name]
+                print(f"round {n + 1}/{args.rounds}: {name} {path} for {slice_seconds:g} s", file=sys.stderr)
+                results.append((name, path, load(generator, port, path, slice_seconds, args.connections, pins[1])))
+                if proc.poll() is not None:
+                    raise BenchError(f"{name} died mid-run (code {proc.returncode}): {stderr_tail(log)}")
+            rounds.append(results)
+    return rounds, failures
 
 
 def pinning() -> tuple[list[str], list[str], str]:
@@ -278,51 +309,82 @@ def cpu_model() -> str:
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
 
 
-def ratio_lines(results: list[Row]) -> list[str]:
-    rps = {(server, path): result.rps for server, path, result in results}
+def ratio_lines(rounds: list[list[Row]]) -> list[str]:
+    per_round = [{(server, path): result.rps for server, path, result in results} for results in rounds]
     lines = []
     for path, base, label, target in RATIOS:
-        mine, theirs = rps.get(("xcore", path)), rps.get((base, "/"))
+        ratios = [
+            rps[("xcore", path)] / rps[(base, "/")]
+            for rps in per_round
+            if rps.get(("xcore", path)) and rps.get((base, "/"))
+        ]
         line = f"xcore {path} vs {label}: "
-        if not mine or not theirs:
+        if not ratios:
             lines.append(line + "n/a (not measured in this run)")
-        elif target is None:
-            lines.append(line + f"{mine / theirs:.2f} (for information)")
+            continue
+        value = statistics.median(ratios)
+        detail = f" (rounds: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+        if target is None:
+            lines.append(line + f"{value:.2f}{detail} (for information)")
         else:
             op, bound = target.split()
-            met = mine / theirs >= float(bound) if op == ">=" else mine / theirs > float(bound)
-            lines.append(line + f"{mine / theirs:.2f} (target {target}) {'met' if met else 'MISSED'}")
+            met = value >= float(bound) if op == ">=" else value > float(bound)
+            lines.append(line + f"{value:.2f}{detail} (target {target}) {'met' if met else 'MISSED'}")
     return lines
 
 
-def report(results: list[Row]) -> None:
-    rows: list[tuple[str, ...]] = [
-        ("server", "path", "requests/s", "p50 ms", "p99 ms", "errors (non-2xx/socket)")
-    ]
-    for server, path, r in results:
+def median_rows(rounds: list[list[Row]]) -> list[Row]:
+    """The median of each server and path over the rounds (requests/s, latencies), errors summed."""
+    keys = list(dict.fromkeys((server, path) for results in rounds for server, path, _ in results))
+    merged: list[Row] = []
+    for server, path in keys:
+        found = [r for results in rounds for s, p, r in results if (s, p) == (server, path)]
+        merged.append(
+            (
+                server,
+                path,
+                Result(
+                    statistics.median(r.rps for r in found),
+                    statistics.median(r.p50 for r in found),
+                    statistics.median(r.p99 for r in found),
+                    sum(r.non2xx for r in found),
+                    sum(r.socket_errors for r in found),
+                ),
+            )
+        )
+    order = {name: i for i, name in enumerate(SERVERS)}
+    return sorted(merged, key=lambda row: order[row[0]])
+
+
+def report(rounds: list[list[Row]]) -> None:
+    rows: list[tuple[str, ...]] = [("server", "path", "requests/s", "p50 ms", "p99 ms", "errors (non-2xx/socket)")]
+    for server, path, r in median_rows(rounds):
         numbers = f"{r.rps:,.0f} {r.p50:.2f} {r.p99:.2f} {r.non2xx}/{r.socket_errors}"
         rows.append((LABELS[server], path, *numbers.split()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(f"{cell:{align}{w}}" for cell, align, w in zip(row, "<<>>>>", widths, strict=True)))
-    print("", *ratio_lines(results), sep="\n")
+    if len(rounds) > 1:
+        print(f"(medians over {len(rounds)} rounds)")
+    print("", *ratio_lines(rounds), sep="\n")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10, help="seconds measured per path (default 10)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds measured per path, all rounds (default 10)")
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds per path (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     parser.add_argument("--only", default=",".join(SERVERS), help="servers to run (default: all)")
     parser.add_argument(
-        "--generator", choices=("auto", "wrk", "python"), default="auto", help="auto: wrk if found"
+        "--rounds", type=int, default=5, help="interleaved slices per path; medians reported (default 5)"
     )
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto", help="auto: wrk if found")
     args = parser.parse_args()
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     if unknown := sorted(set(args.only) - set(SERVERS)):
         parser.error(f"unknown server(s) in --only: {', '.join(unknown)}")
-    if args.duration <= 0 or args.warmup < 0 or args.connections < 1:
-        parser.error("--duration and --connections must be positive, --warmup not negative")
+    if args.duration <= 0 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
+        parser.error("--duration, --connections and --rounds must be positive, --warmup not negative")
     if args.generator == "wrk" and not shutil.which("wrk"):
         parser.error("--generator wrk but wrk is not installed")
     return args
@@ -341,19 +403,19 @@ def main() -> int:
     print(f"pinning: {pin_note}")
     why = "wrk not installed" if args.generator == "auto" else "--generator python"
     gen_note = "wrk -t1" if generator == "wrk" else f"built-in Python asyncio client ({why})"
-    timing = f"{args.duration:g} s per path after a {args.warmup:g} s warm-up"
+    timing = (
+        f"{args.duration:g} s per path in {args.rounds} interleaved slices of {args.duration / args.rounds:g} s, "
+        f"after a {args.warmup:g} s warm-up"
+    )
     print(f"load generator: {gen_note}, {args.connections} connections, {timing}")
-    results: list[Row] = []
-    failures: list[str] = []
+    names = [s for s in SERVERS if s in args.only]
     with tempfile.TemporaryDirectory(prefix="xcore-bench-") as tmp:
-        for name in [s for s in SERVERS if s in args.only]:
-            try:
-                results += bench_server(name, args, generator, (server_pin, client_pin), Path(tmp))
-            except BenchError as exc:
-                failures.append(str(exc))
-                print(f"error: {exc}", file=sys.stderr)
+        try:
+            rounds, failures = measure_all(names, args, generator, (server_pin, client_pin), Path(tmp))
+        except BenchError as exc:
+            rounds, failures = [], [str(exc)]
     print()
-    report(results)
+    report(rounds)
     for failure in failures:
         print(f"FAILED: {failure}")
     return 1 if failures else 0

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
 
 from conftest import run_xcore
 from xcore.config.schema import LogsConfig
+from xcore.logs import access
 from xcore.logs.handler import SharedRotatingFileHandler
 from xcore.logs.reader import LogFilter, format_entry, last_entries, log_files, read_entries, stats
 from xcore.logs.setup import (
-    ContextFilter,
     JsonFormatter,
     build_logging_config,
     configure_logging,
@@ -48,7 +50,6 @@ def make_record(
     record = logging.LogRecord(name, level, __file__, 1, msg, ("world",), None)
     for key, value in extra.items():
         setattr(record, key, value)
-    ContextFilter().filter(record)
     return record
 
 
@@ -204,3 +205,85 @@ def test_cli_logs(sample_log: Path) -> None:
     assert "by context: api 1, auth 1, db 1, plugins 1, system 3, tasks 1" in result.stdout
     bad = run_xcore("logs", "--data-dir", data, "--context", "nope")
     assert bad.returncode == 2 and "Invalid value for '--context'" in bad.stderr
+
+
+async def test_request_fast_path_buffers_and_flushes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log_file = tmp_path / "logs" / "xcore.log"
+    configure_logging(build_logging_config(LogsConfig(), log_file))
+    sink = access.sink()
+    assert sink is not None and sink.file is not None and sink.console is not None
+    sink.write(1_800_000_000.25, logging.INFO, "GET", "/a", 200, 0.12, "r1")
+    assert not log_file.exists() or "/a" not in log_file.read_text(), "queued, not yet written"
+    sink.write(1_800_000_000.5, logging.ERROR, "POST", '/b"\\\n', 500, 3.0, "r2")
+    lines = [json.loads(x) for x in log_file.read_text().splitlines()]
+    assert [e["path"] for e in lines] == ["/a", '/b"\\\n'], "an error flushes at once, in order; odd paths stay JSON"
+    first = lines[0]
+    assert first == {
+        "ts": "2027-01-15T08:00:00.250000Z",
+        "level": "INFO",
+        "context": "api",
+        "logger": "xcore.api",
+        "message": "GET /a 200 0.1ms id=r1",
+        "pid": os.getpid(),
+        "method": "GET",
+        "path": "/a",
+        "status": 200,
+        "duration_ms": 0.12,
+        "request_id": "r1",
+    }
+    assert lines[1]["level"] == "ERROR" and lines[1]["status"] == 500
+    err = capsys.readouterr().err
+    assert "INFO    api      GET /a 200 0.1ms id=r1" in err and "ERROR   api      POST /b" in err
+    sink.write(1_800_000_001.0, logging.INFO, "GET", "/c", 204, 0.1, "r3")
+    await asyncio.sleep(access.FLUSH_AFTER * 3)
+    assert '"path":"/c"' in log_file.read_text(), "queued lines are written within FLUSH_AFTER"
+    sink.write(1_800_000_001.0, logging.INFO, "GET", "/d", 204, 0.1, "r4")
+    access.detach()
+    assert '"path":"/d"' in log_file.read_text(), "detaching writes what is queued"
+
+
+def test_request_fast_path_stays_out_of_foreign_logging(tmp_path: Path) -> None:
+    configure_logging(build_logging_config(LogsConfig(), tmp_path / "x.log"))
+    assert access.sink() is not None
+    logging.getLogger().addHandler(logging.NullHandler())
+    access.attach()
+    assert access.sink() is None
+
+
+def test_cli_logs_follow_sees_new_lines_and_rotation(sample_log: Path) -> None:
+    import subprocess
+    import time
+
+    from conftest import CLEAN_ENV, xcore_command
+
+    data = str(sample_log.parent.parent)
+    follower = subprocess.Popen(
+        xcore_command("logs", "-n", "0", "--follow", "--context", "auth", "--data-dir", data),
+        env=CLEAN_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def append(path: Path, message: str, context: str = "auth") -> None:
+        with path.open("a") as handle:
+            handle.write(
+                json.dumps({"ts": "2026-01-03T00:00:00.000Z", "level": "INFO", "context": context, "message": message})
+                + "\n"
+            )
+
+    try:
+        time.sleep(1.5)  # the follower opens the file and seeks to its end
+        append(sample_log, "bob logged in")
+        append(sample_log, "a db line", context="db")
+        time.sleep(1)
+        sample_log.rename(sample_log.with_name("xcore.log.2"))  # rotation, as the handler does it
+        append(sample_log, "carol logged in after rotation")
+        time.sleep(1.5)
+    finally:
+        follower.terminate()
+        out, err = follower.communicate(timeout=10)
+    assert "bob logged in" in out
+    assert "carol logged in after rotation" in out
+    assert "a db line" not in out
+    assert "Traceback" not in err

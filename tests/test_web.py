@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from litestar import get
 from litestar.testing import TestClient
 
+from xcore.logs import access
 from xcore.runtime import Runtime
 from xcore.web.app import build_app
 from xcore.web.switch import Switch
@@ -115,13 +117,23 @@ def test_request_id_is_echoed_or_made(client: TestClient) -> None:
     assert evil.headers["x-request-id"] != "bad id" and " " not in evil.headers["x-request-id"]
 
 
-def test_every_request_is_logged(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="xcore.api"):
-        client.get("/api/version", headers={"X-Request-ID": "log-me"})
-        client.get("/missing")
-    records = [r for r in caplog.records if getattr(r, "context", None) == "api" and hasattr(r, "data")]
-    by_path = {r.data["path"]: r.data for r in records}  # type: ignore[attr-defined]
+def test_every_request_is_logged(client: TestClient, runtime: Runtime) -> None:
+    client.get("/api/version", headers={"X-Request-ID": "log-me"})
+    client.get("/missing")
+    access.flush()
+    assert runtime.log_file is not None
+    entries = [json.loads(line) for line in runtime.log_file.read_text().splitlines()]
+    by_path = {e["path"]: e for e in entries if e.get("context") == "api" and "path" in e}
     version = by_path["/api/version"]
     assert version["method"] == "GET" and version["status"] == 200 and version["request_id"] == "log-me"
-    assert isinstance(version["duration_ms"], float)
+    assert version["message"] == f"GET /api/version 200 {version['duration_ms']:.1f}ms id=log-me"
+    assert version["level"] == "INFO" and version["logger"] == "xcore.api"
     assert by_path["/missing"]["status"] == 404
+
+
+def test_request_lines_fall_back_to_ordinary_logging(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    access.detach()  # as under someone else's logging setup
+    with TestClient(Switch(lambda: build_app(runtime))) as test_client, caplog.at_level(logging.INFO):
+        test_client.get("/api/version", headers={"X-Request-ID": "plain-record"})
+    record = next(r for r in caplog.records if getattr(r, "data", {}).get("request_id") == "plain-record")
+    assert record.context == "api" and record.data["status"] == 200  # type: ignore[attr-defined]

@@ -52,20 +52,39 @@ def context_for(logger_name: str) -> str:
     return "system"
 
 
-class ContextFilter(logging.Filter):
-    """ContextFilter gives every record a `context` attribute (and `data`, empty when not given)."""
+def record_context(record: logging.LogRecord) -> str:
+    """record_context is the record's explicit `context`, else the one its logger name implies."""
+    return getattr(record, "context", None) or context_for(record.name)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "context"):
-            record.context = context_for(record.name)
-        return True
+
+class SecondCache:
+    """Formats a timestamp once per second: log lines within a second share it (a hot-path saving)."""
+
+    def __init__(self, pattern: str, utc: bool) -> None:
+        self.pattern = pattern
+        self.convert = time.gmtime if utc else time.localtime
+        self.second = -1
+        self.text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self.second:
+            self.second, self.text = second, time.strftime(self.pattern, self.convert(second))
+        return self.text
 
 
 class ConsoleFormatter(logging.Formatter):
     """ConsoleFormatter writes `2026-11-26 10:00:00 INFO    api      message`."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(context)-8s %(message)s", "%Y-%m-%d %H:%M:%S")
+        super().__init__()
+        self._stamp = SecondCache("%Y-%m-%d %H:%M:%S", utc=False)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{self._stamp(record.created)} {record.levelname:<7} {record_context(record):<8} {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 _json_encode = msgspec.json.Encoder().encode
@@ -74,11 +93,15 @@ _json_encode = msgspec.json.Encoder().encode
 class JsonFormatter(logging.Formatter):
     """JsonFormatter writes one JSON object per record: ts (UTC), level, context, logger, message, pid, data."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamp = SecondCache("%Y-%m-%dT%H:%M:%S", utc=True)
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._stamp(record.created)}.{int(record.msecs):03d}Z",
             "level": record.levelname,
-            "context": getattr(record, "context", None) or context_for(record.name),
+            "context": record_context(record),
             "logger": record.name,
             "message": record.getMessage(),
             "pid": record.process,
@@ -103,7 +126,6 @@ def build_logging_config(logs: LogsConfig, log_file: Path | None, echo_sql: bool
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stderr",
             "formatter": "console",
-            "filters": ["context"],
         }
     if log_file is not None:
         handlers["file"] = {
@@ -112,7 +134,6 @@ def build_logging_config(logs: LogsConfig, log_file: Path | None, echo_sql: bool
             "max_bytes": logs.max_bytes,
             "backup_count": logs.backup_count,
             "formatter": "json",
-            "filters": ["context"],
         }
     loggers: dict[str, Any] = {
         # Granian's own logger and access log: ours replace its handlers; xcore logs requests itself.
@@ -126,7 +147,6 @@ def build_logging_config(logs: LogsConfig, log_file: Path | None, echo_sql: bool
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": "xcore.logs.setup.ContextFilter"}},
         "formatters": {
             "console": {"()": "xcore.logs.setup.ConsoleFormatter"},
             "json": {"()": "xcore.logs.setup.JsonFormatter"},
@@ -147,10 +167,17 @@ def configure_logging(config: dict[str, Any]) -> None:
         return
     logging.config.dictConfig(config)
     logging.captureWarnings(True)
+    logging.logMultiprocessing = False  # processName is in no xcore line; it costs a lookup per record
     _applied = config
+    from xcore.logs import access  # access imports this module
+
+    access.attach()
 
 
 def forget_configuration() -> None:
     """forget_configuration makes the next configure_logging apply again (Granian reapplies it in workers)."""
     global _applied
     _applied = None
+    from xcore.logs import access
+
+    access.detach()

@@ -7,6 +7,7 @@ settings as XCORE_<SECTION>__<KEY> variables, so each worker opens the same Runt
 
 from __future__ import annotations
 
+from xcore.logs.setup import forget_configuration
 from xcore.runtime import open_runtime
 from xcore.web.app import build_app
 from xcore.web.switch import Switch
@@ -14,5 +15,8 @@ from xcore.web.switch import Switch
 
 def create_switch() -> Switch:
     """create_switch opens this worker's Runtime and returns the Switch that will serve its apps."""
+    # Granian has just applied the logging config in this worker; apply it as ours, so that the request
+    # log's fast path writes to this process's handlers, not to copies inherited from the parent.
+    forget_configuration()
     runtime = open_runtime()
     return Switch(lambda: build_app(runtime))

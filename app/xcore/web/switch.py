@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from xcore.logs import access
 from xcore.web.requestlog import logged
 
 log = logging.getLogger("xcore.web")
@@ -167,6 +168,7 @@ class Switch:
             elif message["type"] == "lifespan.shutdown":
                 try:
                     await self.close()
+                    access.flush()
                 except Exception as exc:
                     await send({"type": "lifespan.shutdown.failed", "message": str(exc)})
                     return
