@@ -287,3 +287,17 @@ def test_cli_logs_follow_sees_new_lines_and_rotation(sample_log: Path) -> None:
     assert "carol logged in after rotation" in out
     assert "a db line" not in out
     assert "Traceback" not in err
+
+
+def test_console_shows_no_stack_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log_file = tmp_path / "x.log"
+    configure_logging(build_logging_config(LogsConfig(), log_file))
+    try:
+        raise KeyError("missing-thing")
+    except KeyError:
+        logging.getLogger("xcore.db").exception("migration step failed")
+    err = capsys.readouterr().err
+    assert "migration step failed (KeyError: 'missing-thing'; the traceback is in the log file)" in err
+    assert "Traceback" not in err
+    entry = json.loads(log_file.read_text().splitlines()[-1])
+    assert "Traceback (most recent call last)" in entry["exc"]

@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from conftest import run_xcore
+from conftest import free_port, run_xcore
 from xcore.config.schema import BackupConfig
 from xcore.db import migrate
 from xcore.db.backup import BACKUP_NAME, list_backups, make_backup, no_server_running, server_lock
@@ -261,3 +261,15 @@ def test_restore_refuses_while_a_server_runs(start_server, tmp_path: Path) -> No
     assert result.returncode == 1
     assert "cannot restore the database: a server is running against" in result.stderr
     assert server.stop() == 0
+
+
+def test_database_from_a_newer_xcore_is_refused_clearly(data_dir: Path) -> None:
+    assert run_xcore("db", "upgrade", "--data-dir", str(data_dir)).returncode == 0
+    with sqlite3.connect(data_dir / "xcore.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    for command in (["db", "upgrade"], ["serve", "--port", str(free_port())]):
+        result = run_xcore(*command, "--data-dir", str(data_dir))
+        assert result.returncode == 1, result
+        assert "is at revision '9999_future', which this xcore" in result.stderr
+        assert "a newer xcore migrated it" in result.stderr
+        assert "Traceback" not in result.stderr

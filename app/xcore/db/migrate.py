@@ -25,6 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from xcore import __version__
 from xcore.config.schema import BackupConfig
 from xcore.db.backup import checkpoint, copy_database, is_empty, make_backup
 from xcore.db.engine import make_engine, mask_url, sqlite_path
@@ -77,7 +78,24 @@ def pending_revisions(url: str, script_location: Path | None = None) -> list[str
     finally:
         engine.dispose()
     script = script_directory(script_location)
+    _check_known(script, current, url)
     return [s.revision for s in reversed(list(script.iterate_revisions("heads", current)))]
+
+
+def _check_known(script: ScriptDirectory, revision: str | None, url: str) -> None:
+    """A database stamped with a revision this xcore does not ship was migrated by a newer xcore."""
+    if revision is None:
+        return
+    try:
+        known = script.get_revision(revision) is not None
+    except Exception:
+        known = False
+    if not known:
+        raise MigrationError(
+            f"the database {mask_url(url)} is at revision {revision!r}, which this xcore {__version__} does not "
+            "know: a newer xcore migrated it. Run that version, or restore a backup made before "
+            "(`xcore db restore FILE`)"
+        )
 
 
 def upgrade(
@@ -114,6 +132,7 @@ def _migrate(
     finally:
         engine.dispose()
     script = script_directory(script_location)
+    _check_known(script, before, url)
     try:
         wanted = script.get_revisions(target)
     except Exception as exc:

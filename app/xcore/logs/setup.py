@@ -74,7 +74,11 @@ class SecondCache:
 
 
 class ConsoleFormatter(logging.Formatter):
-    """ConsoleFormatter writes `2026-11-26 10:00:00 INFO    api      message`."""
+    """ConsoleFormatter writes `2026-11-26 10:00:00 INFO    api      message`.
+
+    The console is for people: an exception shows as its one-line summary, never as a stack trace. The
+    JSON log file keeps the whole traceback for whoever debugs it.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,8 +86,10 @@ class ConsoleFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{self._stamp(record.created)} {record.levelname:<7} {record_context(record):<8} {record.getMessage()}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            summary = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+            line += f" ({summary}; the traceback is in the log file)"
         return line
 
 
