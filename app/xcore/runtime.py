@@ -11,15 +11,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Engine
+from typing import TYPE_CHECKING, Any
 
 from xcore import __version__
 from xcore.config import LoadedConfig, XcoreConfig, load_config
-from xcore.db.engine import database_url, make_engine, sqlite_path
 from xcore.logs.setup import build_logging_config, configure_logging
 from xcore.paths import DataDir, choose_data_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+# SQLAlchemy is imported when a command first touches the database, so `xcore --help`, `xcore logs` and
+# `xcore config ...` start quickly.
 
 
 @dataclass
@@ -38,15 +41,20 @@ class Runtime:
 
     @property
     def database_url(self) -> str:
-        return database_url(self.config, self.data)
+        """database_url is `xcore.data.url`, or the SQLite file in the data directory when it is null."""
+        return self.config.xcore.data.url or f"sqlite:///{self.data.database}"
 
     @property
     def database_file(self) -> Path | None:
         """database_file is the SQLite file of the core database, or None for other databases."""
+        from xcore.db.engine import sqlite_path
+
         return sqlite_path(self.database_url)
 
     @cached_property
     def engine(self) -> Engine:
+        from xcore.db.engine import make_engine
+
         return make_engine(self.database_url)
 
     @property

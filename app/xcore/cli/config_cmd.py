@@ -11,7 +11,6 @@ import msgspec
 from xcore.cli.options import data_dir_option
 from xcore.config.docs import settings_table
 from xcore.config.schema import XcoreConfig, iter_settings
-from xcore.db.engine import database_url, mask_url
 from xcore.runtime import open_runtime
 
 MASK = "********"
@@ -32,6 +31,8 @@ def shown_value(value: Any, secret: bool) -> Any:
     if not secret or value is None:
         return value
     if isinstance(value, str) and "://" in value:
+        from xcore.db.engine import mask_url
+
         return mask_url(value)
     return MASK
 
@@ -56,7 +57,7 @@ def show(as_json: bool, data_dir: str | None) -> None:
         click.echo(json.dumps({k: {"value": v, "source": s} for k, v, s in rows}, indent=2))
         return
     click.echo(f"data directory: {runtime.data.root}")
-    click.echo(f"database: {mask_url(database_url(runtime.config, runtime.data))}")
+    click.echo(f"database: {shown_value(runtime.database_url, secret=True)}")
     width = max(len(k) for k, _, _ in rows)
     for key, value, source in rows:
         click.echo(f"{key:<{width}}  {json.dumps(value)}  ({source})")

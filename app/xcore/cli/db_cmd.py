@@ -7,14 +7,15 @@ from pathlib import Path
 import click
 
 from xcore.cli.options import data_dir_option
-from xcore.db import migrate
-from xcore.db.backup import check_sqlite_file, make_backup, no_server_running, restore_backup
-from xcore.db.engine import mask_url
 from xcore.errors import DatabaseError
 from xcore.runtime import Runtime, open_runtime
 
+# Alembic and SQLAlchemy load when a db command runs, not for every `xcore` invocation.
+
 
 def _sqlite_file(runtime: Runtime, action: str) -> Path:
+    from xcore.db.engine import mask_url
+
     path = runtime.database_file
     if path is None:
         raise DatabaseError(
@@ -30,6 +31,9 @@ def db() -> None:
 
 
 def _migrate_command(runtime: Runtime, direction: str, target: str) -> None:
+    from xcore.db import migrate
+    from xcore.db.backup import no_server_running
+
     run = migrate.upgrade if direction == "upgrade" else migrate.downgrade
     db_file = runtime.database_file
     if db_file is not None:
@@ -65,6 +69,9 @@ def downgrade(revision: str, data_dir: str | None) -> None:
 @data_dir_option
 def current(data_dir: str | None) -> None:
     """Print the database's revision and whether it is the newest."""
+    from xcore.db import migrate
+    from xcore.db.engine import mask_url
+
     runtime = open_runtime(data_dir, logs=False)
     revision = migrate.current_revision(runtime.engine)
     head = migrate.head_revision()
@@ -76,6 +83,8 @@ def current(data_dir: str | None) -> None:
 @data_dir_option
 def history(data_dir: str | None) -> None:
     """List the migrations, newest first, marking the database's revision."""
+    from xcore.db import migrate
+
     runtime = open_runtime(data_dir, logs=False)
     revision = migrate.current_revision(runtime.engine)
     for rev, down, message in migrate.history():
@@ -87,6 +96,9 @@ def history(data_dir: str | None) -> None:
 @data_dir_option
 def backup(data_dir: str | None) -> None:
     """Back up the SQLite database now (safe while the server runs)."""
+    from xcore.db import migrate
+    from xcore.db.backup import make_backup
+
     runtime = open_runtime(data_dir)
     db_file = _sqlite_file(runtime, "backup")
     if not db_file.exists():
@@ -101,6 +113,9 @@ def backup(data_dir: str | None) -> None:
 @data_dir_option
 def restore(file: Path, data_dir: str | None) -> None:
     """Replace the database with the backup FILE. Refused while a server runs; the current data is backed up first."""
+    from xcore.db import migrate
+    from xcore.db.backup import check_sqlite_file, make_backup, no_server_running, restore_backup
+
     runtime = open_runtime(data_dir)
     db_file = _sqlite_file(runtime, "restore")
     if not file.is_file():

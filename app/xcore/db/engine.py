@@ -8,15 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from xcore.config.schema import XcoreConfig
-from xcore.paths import DataDir
-
 BUSY_TIMEOUT_MS = 5000
-
-
-def database_url(config: XcoreConfig, data: DataDir) -> str:
-    """database_url is `xcore.data.url`, or the SQLite file in the data directory when it is null."""
-    return config.xcore.data.url or f"sqlite:///{data.database}"
 
 
 def sqlite_path(url: str) -> Path | None:
