@@ -65,6 +65,13 @@ def test_environment_values_are_typed_by_the_schema(data_dir: Path) -> None:
     assert config.redis.TTL == 5
 
 
+def test_null_text_means_null_for_optional_settings(data_dir: Path) -> None:
+    write_config(data_dir, {"xcore": {"data": {"url": "sqlite:////somewhere/else.db"}}})
+    config = load_config(data_dir, environ={"XCORE_XCORE__DATA__URL": "null", "XCORE_XCORE__LOGS__FILE": "null"}).config
+    assert config.xcore.data.url is None, "null resets an optional setting to its default"
+    assert config.xcore.logs.file == "null", "a plain string setting keeps the text"
+
+
 def test_database_and_redis_url_aliases(data_dir: Path) -> None:
     env = {"DATABASE_URL": "postgresql://u:pw@db/x", "REDIS_URL": "redis://cache:6379/1"}
     loaded = load_config(data_dir, environ=env)

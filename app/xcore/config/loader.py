@@ -140,9 +140,14 @@ def resolve_env_path(parts: list[str], env_name: str) -> Path_:
 
 
 def parse_env_value(path: Path_, raw: str) -> Any:
-    """A string setting takes the text as it is; any other setting reads it as JSON (8000, true, [..])."""
+    """A string setting takes the text as it is; any other setting reads it as JSON (8000, true, [..]).
+
+    For a setting that may be null, the text `null` means null (`DATABASE_URL=null` is the default database).
+    """
     target = type_at(path)
     if target is not None and _accepts_plain_string(target):
+        if raw == "null" and _accepts_null(target):
+            return None
         return raw
     try:
         return json.loads(raw)
@@ -150,13 +155,16 @@ def parse_env_value(path: Path_, raw: str) -> Any:
         return raw  # validation then reports "expected integer, got string" with the variable's name
 
 
+def _accepts_null(t: msgspec.inspect.Type) -> bool:
+    return isinstance(t, msgspec.inspect.UnionType) and any(isinstance(m, msgspec.inspect.NoneType) for m in t.types)
+
+
 def _accepts_plain_string(t: msgspec.inspect.Type) -> bool:
     if isinstance(t, msgspec.inspect.Metadata):
         t = t.type
     if isinstance(t, msgspec.inspect.StrType):
         return True
-    if isinstance(t, msgspec.inspect.UnionType):
-        # `str | None`: the text "null" would be ambiguous; it means null, everything else is the string.
+    if isinstance(t, msgspec.inspect.UnionType):  # `str | None`
         kinds = {type(m.type if isinstance(m, msgspec.inspect.Metadata) else m) for m in t.types}
         return kinds <= {msgspec.inspect.StrType, msgspec.inspect.NoneType}
     return False
