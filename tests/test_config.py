@@ -97,11 +97,11 @@ def test_keys_starting_with_dollar_are_ignored(data_dir: Path) -> None:
         ({"xcore": {"logs": {"level": "LOUD"}}}, ["xcore.logs.level", "LOUD", "one of"]),
         (
             {"xcore": {"middleware": {"ACCESS_RULES": {"/a": {"roles": "admin"}}}}},
-            ["ACCESS_RULES", "roles", "Expected array, got str", "list of string"],
+            ["ACCESS_RULES['/a'].roles", "Expected array, got str", "list of string"],
         ),
         (
-            {"xcore": {"middleware": {"ACCESS_RULES": {"/a": {"rolez": []}}}}},
-            ["unknown field rolez", "roles, permissions, method"],
+            {"xcore": {"middleware": {"ACCESS_RULES": {"/ok": {}, "/b*": {"rolez": []}}}}},
+            ["ACCESS_RULES['/b*']", "unknown field rolez", "roles, permissions, method"],
         ),
         ({"secure": {"secret_key": "short"}}, ["secure.secret_key", "length >= 32"]),
     ],

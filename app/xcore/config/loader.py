@@ -240,11 +240,36 @@ def validate(merged: dict[str, Any], sources: dict[Path_, str]) -> XcoreConfig:
         if not match:
             raise ConfigError(f"invalid configuration: {message}") from None
         path = tuple(m.group(1) or m.group(2) for m in _TOKEN.finditer(match.group("where")))
-        dotted = "".join(f"[{p}]" if p.isdigit() or p == "..." else (f".{p}" if i else p) for i, p in enumerate(path))
+        path = _name_mapping_key(merged, path)
+        dotted = "".join(
+            f"[{p}]" if p.isdigit() or p == "..." or p.startswith("'") else (f".{p}" if i else p)
+            for i, p in enumerate(path)
+        )
         source = _source_for(path, sources)
         expected = _expected(path)
         what = match.group("what").replace("`", "")
         raise ConfigError(f"{source}: {dotted}: {what}{expected}") from None
+
+
+def _name_mapping_key(merged: dict[str, Any], path: Path_) -> Path_:
+    """msgspec writes `[...]` for the key of a mapping; find the entry that fails, so the message names it."""
+    if "..." not in path:
+        return path
+    at = path.index("...")
+    mapping: Any = merged
+    for key in path[:at]:
+        mapping = mapping.get(key, {}) if isinstance(mapping, dict) else {}
+    value_type = type_at((*path[:at], "..."))
+    if not isinstance(mapping, dict) or value_type is None:
+        return path
+    target = value_type.cls if isinstance(value_type, msgspec.inspect.StructType) else None
+    for key, value in mapping.items():
+        try:
+            if target is not None:
+                msgspec.convert(value, target)
+        except msgspec.ValidationError:
+            return (*path[:at], repr(key), *path[at + 1 :])
+    return path
 
 
 def _source_for(path: Path_, sources: dict[Path_, str]) -> str:

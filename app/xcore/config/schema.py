@@ -145,12 +145,12 @@ class LogsConfig(_Section, frozen=True):
 
 
 class AccessRule(_Section, frozen=True):
-    roles: Annotated[list[str], doc("Roles that may use the path; any one suffices.")] = field(default_factory=list)
-    permissions: Annotated[list[str], doc("Permissions that may use the path; any one suffices.")] = field(
-        default_factory=list
-    )
-    method: Annotated[str | list[str], doc("HTTP methods the rule covers; empty means all.")] = field(
-        default_factory=list
+    """One access rule, in the seed's format: the roles and permissions a path requires, for some methods."""
+
+    roles: Annotated[list[str], doc("Roles the path requires; all of them.")] = field(default_factory=list)
+    permissions: Annotated[list[str], doc("Permissions the path requires; all of them.")] = field(default_factory=list)
+    method: Annotated[str | list[str], doc("HTTP method, or list of methods, the rule covers; empty means all.")] = (
+        field(default_factory=list)
     )
 
 
@@ -158,11 +158,11 @@ class MiddlewareConfig(_Section, frozen=True):
     ACCESS_RULES: Annotated[
         dict[str, AccessRule],
         doc(
-            "Access rules: a path pattern (a trailing * matches any rest) mapped to the roles or "
-            "permissions it requires. Paths that match no rule follow the route's own guard, and admin "
-            "routes deny by default."
+            "Access rules, in the seed's format: a path, or a prefix ending in *, mapped to the roles and "
+            "permissions it requires (all of them) and the methods it covers. The most specific path wins. "
+            "Enforced by the auth middleware, with deny by default for /api routes."
         ),
-    ] = field(default_factory=lambda: {"/api/admin/*": AccessRule(roles=["superadmin", "admin"])})
+    ] = field(default_factory=lambda: {"/api/admin/*": AccessRule(roles=["admin"])})
 
 
 class XcoreSection(_Section, frozen=True):
