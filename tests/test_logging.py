@@ -207,39 +207,64 @@ def test_cli_logs(sample_log: Path) -> None:
     assert bad.returncode == 2 and "Invalid value for '--context'" in bad.stderr
 
 
+async def _request(path: str, status: int, request_id: str | None = None) -> None:
+    """One request through the real wrapper, to an ASGI app that answers `status`."""
+    from xcore.web.requestlog import logged
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        pass
+
+    headers = [(b"x-request-id", request_id.encode())] if request_id else []
+    scope = {"type": "http", "method": "GET", "path": path, "headers": headers}
+    await logged(app, scope, None, send)
+
+
 async def test_request_fast_path_buffers_and_flushes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log_file = tmp_path / "logs" / "xcore.log"
     configure_logging(build_logging_config(LogsConfig(), log_file))
     sink = access.sink()
     assert sink is not None and sink.file is not None and sink.console is not None
-    sink.write(1_800_000_000.25, logging.INFO, "GET", "/a", 200, 0.12, "r1")
+    await _request("/a", 200, "r1")
     assert not log_file.exists() or "/a" not in log_file.read_text(), "queued, not yet written"
-    sink.write(1_800_000_000.5, logging.ERROR, "POST", '/b"\\\n', 500, 3.0, "r2")
+    await _request('/b"\\\n', 500, "r2")
     lines = [json.loads(x) for x in log_file.read_text().splitlines()]
     assert [e["path"] for e in lines] == ["/a", '/b"\\\n'], "an error flushes at once, in order; odd paths stay JSON"
     first = lines[0]
-    assert first == {
-        "ts": "2027-01-15T08:00:00.250000Z",
-        "level": "INFO",
-        "context": "api",
-        "logger": "xcore.api",
-        "message": "GET /a 200 0.1ms id=r1",
-        "pid": os.getpid(),
-        "method": "GET",
-        "path": "/a",
-        "status": 200,
-        "duration_ms": 0.12,
-        "request_id": "r1",
-    }
+    assert set(first) == {
+        "ts", "level", "context", "logger", "message", "pid", "method", "path", "status", "duration_ms", "request_id"
+    }  # fmt: skip
+    assert first["ts"].endswith("Z") and first["ts"][:2] == "20"
+    assert (first["level"], first["context"], first["logger"], first["pid"]) == (
+        "INFO",
+        "api",
+        "xcore.api",
+        os.getpid(),
+    )
+    assert (first["method"], first["status"], first["request_id"]) == ("GET", 200, "r1")
+    assert first["message"] == f"GET /a 200 {first['duration_ms']:.1f}ms id=r1"
     assert lines[1]["level"] == "ERROR" and lines[1]["status"] == 500
     err = capsys.readouterr().err
-    assert "INFO    api      GET /a 200 0.1ms id=r1" in err and "ERROR   api      POST /b" in err
-    sink.write(1_800_000_001.0, logging.INFO, "GET", "/c", 204, 0.1, "r3")
+    assert "INFO    api      GET /a 200 " in err and "ERROR   api      GET /b" in err
+    await _request("/c", 204)
     await asyncio.sleep(access.FLUSH_AFTER * 3)
     assert '"path":"/c"' in log_file.read_text(), "queued lines are written within FLUSH_AFTER"
-    sink.write(1_800_000_001.0, logging.INFO, "GET", "/d", 204, 0.1, "r4")
+    await _request("/d", 204)
     access.detach()
     assert '"path":"/d"' in log_file.read_text(), "detaching writes what is queued"
+
+
+async def test_request_lines_below_the_level_are_not_written(tmp_path: Path) -> None:
+    log_file = tmp_path / "x.log"
+    configure_logging(build_logging_config(LogsConfig(level="ERROR", console=False), log_file))
+    await _request("/fine", 200)
+    await _request("/broken", 503)
+    access.flush()
+    paths = [json.loads(x)["path"] for x in log_file.read_text().splitlines()]
+    assert paths == ["/broken"]
 
 
 def test_request_fast_path_stays_out_of_foreign_logging(tmp_path: Path) -> None:

@@ -20,133 +20,112 @@ import atexit
 import logging
 import os
 import threading
-from datetime import UTC, datetime
+import time
 from typing import TextIO
 
 import msgspec
 
 from xcore.logs.handler import SharedRotatingFileHandler
-from xcore.logs.setup import ConsoleFormatter, SecondCache
+from xcore.logs.setup import ConsoleFormatter
 
 FLUSH_AFTER = 0.1  # seconds
 FLUSH_LINES = 500
 
+_encode = msgspec.json.Encoder().encode
+# The same keys, in the same order, as JsonFormatter's lines, plus the request's own.
+_JSON_LINE = (
+    b'{"ts":"%s.%03dZ","level":"%s","context":"api","logger":%s,"message":%s,"pid":%d,'
+    b'"method":%s,"path":%s,"status":%d,"duration_ms":%.3f,"request_id":"%s"}\n'
+)
 
-_LEVEL_NAMES = {logging.INFO: "INFO", logging.ERROR: "ERROR", logging.WARNING: "WARNING"}
-
-
-class AccessEntry(msgspec.Struct, kw_only=True, gc=False):
-    """AccessEntry is one JSON line of the request log: the keys of every record, then the request's."""
-
-    ts: datetime
-    level: str
-    context: str = "api"
-    logger: str
-    message: str
-    pid: int
-    method: str
-    path: str
-    status: int
-    duration_ms: float
-    request_id: str
-
-
-_encode_lines = msgspec.json.Encoder().encode_lines
-
-
-# (time.time(), level, method, path, status, duration in ms, request id)
-Pending = tuple[float, int, str, str, int, float, str]
+# What a request leaves in the queue: (perf_counter() at its end, status, method, path, seconds taken, request id).
+# The request id is checked against [A-Za-z0-9._-] before it gets here, so it needs no JSON escaping.
+Pending = tuple[float, int, str, str, float, str]
 
 
 class AccessSink:
-    """AccessSink queues request lines and writes them to xcore's console stream and shared log file."""
+    """AccessSink queues request lines and writes them to xcore's console stream and shared log file.
+
+    `requestlog.logged` appends to `pending` itself and calls `schedule` or `flush`: on the hot path every
+    Python call counts. `info` and `error` say whether request lines at those levels are logged at all;
+    they are read from the logger when the sink is attached, which happens after every logging setup.
+    """
 
     def __init__(self, logger: logging.Logger, console: TextIO | None, file: SharedRotatingFileHandler | None):
         self.logger = logger
         self.console = console
         self.file = file
-        self._console_stamp = SecondCache("%Y-%m-%d %H:%M:%S", utc=False)
-        self._json_stamp = SecondCache("%Y-%m-%dT%H:%M:%S", utc=True)
+        self.info = logger.isEnabledFor(logging.INFO)
+        self.error = logger.isEnabledFor(logging.ERROR)
+        self.pending: list[Pending] = []
+        self.scheduled = False
         self._lock = threading.Lock()
-        self._pending: list[Pending] = []
-        self._scheduled = False
 
-    def write(
-        self, created: float, level: int, method: str, path: str, status: int, duration_ms: float, rid: str
-    ) -> None:
-        """write queues one request line at `level` (checked by the caller with logger.isEnabledFor).
-
-        It is called from the event loop's thread, like `flush`, so appending needs no lock.
-        """
-        pending = self._pending
-        pending.append((created, level, method, path, status, duration_ms, rid))
-        if level >= logging.ERROR or len(pending) >= FLUSH_LINES:
-            self.flush()
-        elif not self._scheduled:
-            self._schedule()
-
-    def _schedule(self) -> None:
+    def schedule(self) -> None:
+        """schedule makes the event loop flush the queue FLUSH_AFTER seconds from now."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop in this thread: nothing would flush later
             self.flush()
             return
-        self._scheduled = True
+        self.scheduled = True
         loop.call_later(FLUSH_AFTER, self.flush)
 
     def flush(self) -> None:
         """flush formats the queued lines and writes them: one write to the console, one to the file."""
         with self._lock:
-            self._scheduled = False
-            pending, self._pending = self._pending, []
+            self.scheduled = False
+            pending, self.pending = self.pending, []
         if not pending:
             return
-        messages = [f"{method} {path} {status} {ms:.1f}ms id={rid}" for _, _, method, path, status, ms, rid in pending]
-        if self.console is not None:
-            stamp = self._console_stamp
-            text = "".join(
-                f"{stamp(p[0])} {_LEVEL_NAMES.get(p[1], p[1])!s:<7} api      {message}\n"
-                for p, message in zip(pending, messages, strict=True)
-            )
+        to_wall = time.time() - time.perf_counter()
+        console: list[str] | None = [] if self.console is not None else None
+        lines: list[bytes] | None = [] if self.file is not None else None
+        logger, pid = _encode(self.logger.name), os.getpid()
+        second = -1
+        local_stamp, utc_stamp = "", b""
+        for end, status, method, path, seconds, rid in pending:
+            created = to_wall + end
+            if int(created) != second:
+                second = int(created)
+                local_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+                utc_stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+            ms = seconds * 1000
+            message = "%s %s %d %.1fms id=%s" % (method, path, status, ms, rid)  # noqa: UP031 (faster here)
+            level = "ERROR" if status >= 500 else "INFO"
+            if console is not None:
+                console.append("%s %-7s api      %s\n" % (local_stamp, level, message))  # noqa: UP031
+            if lines is not None:
+                lines.append(_JSON_LINE % (
+                    utc_stamp, int((created % 1) * 1000), level.encode(), logger, _encode(message), pid,
+                    _encode(method), _encode(path), status, ms, rid.encode(),
+                ))  # fmt: skip
+        if console:
             try:
-                self.console.write(text)
+                assert self.console is not None
+                self.console.write("".join(console))
                 self.console.flush()
             except (OSError, ValueError):
                 pass  # a closed or broken console must not fail requests
-        if self.file is not None:
-            pid, name = os.getpid(), self.logger.name
-            entries = [
-                AccessEntry(
-                    ts=datetime.fromtimestamp(created, UTC),
-                    level=_LEVEL_NAMES.get(level, "INFO"),
-                    logger=name,
-                    message=message,
-                    pid=pid,
-                    method=method,
-                    path=path,
-                    status=status,
-                    duration_ms=ms,
-                    request_id=rid,
-                )
-                for (created, level, method, path, status, ms, rid), message in zip(pending, messages, strict=True)
-            ]
+        if lines and self.file is not None:
             try:
-                self.file.write_line(_encode_lines(entries))
+                self.file.write_line(b"".join(lines))
             except OSError:
                 logging.getLogger("xcore.system").exception("cannot write request lines to %s", self.file.baseFilename)
 
 
-_sink: AccessSink | None = None
+SINK: AccessSink | None = None
+"""SINK is the fast path for request lines, or None when requests go through ordinary logging."""
 
 
 def sink() -> AccessSink | None:
-    """sink is the fast path for request lines, or None when requests go through ordinary logging."""
-    return _sink
+    """sink returns SINK."""
+    return SINK
 
 
 def attach(logger_name: str = "xcore.api") -> None:
     """attach looks for xcore's console and file handlers on the root logger and sets up the fast path."""
-    global _sink
+    global SINK
     detach()
     logger = logging.getLogger(logger_name)
     handlers = {h.name: h for h in logging.getLogger().handlers}
@@ -161,21 +140,21 @@ def attach(logger_name: str = "xcore.api") -> None:
     if file is not None and not isinstance(file, SharedRotatingFileHandler):
         return
     stream = console.stream if isinstance(console, logging.StreamHandler) else None
-    _sink = AccessSink(logger, stream, file)
+    SINK = AccessSink(logger, stream, file)
 
 
 def flush() -> None:
     """flush writes any queued request lines now (the server calls it at shutdown)."""
-    if _sink is not None:
-        _sink.flush()
+    if SINK is not None:
+        SINK.flush()
 
 
 def detach() -> None:
     """detach writes what is queued and turns the fast path off; requests go through ordinary logging again."""
-    global _sink
-    if _sink is not None:
-        _sink.flush()
-    _sink = None
+    global SINK
+    if SINK is not None:
+        SINK.flush()
+    SINK = None
 
 
 atexit.register(flush)

@@ -13,7 +13,8 @@ import itertools
 import logging
 import os
 import re
-import time
+from collections.abc import Iterable
+from time import perf_counter
 from typing import Any
 
 from xcore.logs import access
@@ -21,7 +22,6 @@ from xcore.logs import access
 log = logging.getLogger("xcore.api")
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
-_HEADER = b"x-request-id"
 _PREFIX = b""
 _counter = itertools.count(1)
 
@@ -38,10 +38,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed)
 
 
-def request_id_from(headers: list[tuple[bytes, bytes]]) -> bytes:
-    """request_id_from returns the client's request id when it is sane, else a new random one."""
+def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """request_id_from returns the client's request id when it is sane, else a new one (ASGI header names
+    are lower-case)."""
     for name, value in headers:
-        if name == _HEADER or (len(name) == 12 and name.lower() == _HEADER):
+        if name == b"x-request-id":
             if _VALID_ID.match(value):
                 return value
             break
@@ -49,40 +50,58 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 
 async def logged(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """logged runs one HTTP request through `app`, adding the request id and logging the outcome."""
-    start = time.perf_counter()
-    rid = request_id_from(scope.get("headers") or [])
+    """logged runs one HTTP request through `app`, adding the request id and logging the outcome.
+
+    This is the hot path of every request, so it is written for few Python calls: the id lookup is inline,
+    and the request line is a tuple appended to the access sink's queue (see `xcore.logs.access`).
+    """
+    start = perf_counter()
+    rid = b""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if _VALID_ID.match(value):
+                rid = value
+            break
+    if not rid:
+        rid = b"%s%012x" % (_PREFIX, next(_counter))
+    rid_text = rid.decode()
     state = scope.get("state")
     if state is None:
         scope["state"] = state = {}
-    state["request_id"] = rid_text = rid.decode()
+    state["request_id"] = rid_text
     status = 500
 
     def send_with_id(message: dict[str, Any]) -> Any:
         # A plain function returning the server's awaitable: no extra coroutine per message.
-        nonlocal status
         if message["type"] == "http.response.start":
+            nonlocal status
             status = message["status"]
             headers = message.get("headers")
             if type(headers) is list:
-                headers.append((_HEADER, rid))
+                headers.append((b"x-request-id", rid))
             else:
-                message["headers"] = [*(headers or ()), (_HEADER, rid)]
+                message["headers"] = [*(headers or ()), (b"x-request-id", rid)]
         return send(message)
 
     try:
         await app(scope, receive, send_with_id)
     finally:
-        level = logging.ERROR if status >= 500 else logging.INFO
-        if log.isEnabledFor(level):
-            duration_ms = round((time.perf_counter() - start) * 1000, 2)
-            method = scope.get("method", "?")
-            path = scope.get("path", "?")
-            fast = access.sink()
-            if fast is not None:
-                fast.write(time.time(), level, method, path, status, duration_ms, rid_text)
-            else:
+        sink = access.SINK
+        if sink is not None:
+            if sink.info or (status >= 500 and sink.error):
+                end = perf_counter()
+                pending = sink.pending
+                pending.append((end, status, scope["method"], scope["path"], end - start, rid_text))
+                if status >= 500 or len(pending) >= access.FLUSH_LINES:
+                    sink.flush()
+                elif not sink.scheduled:
+                    sink.schedule()
+        else:
+            level = logging.ERROR if status >= 500 else logging.INFO
+            if log.isEnabledFor(level):
                 # makeRecord + handle rather than log.info: the caller's file and line mean nothing here.
+                duration_ms = round((perf_counter() - start) * 1000, 2)
+                method, path = scope.get("method", "?"), scope.get("path", "?")
                 data = {"method": method, "path": path, "status": status, "duration_ms": duration_ms}
                 extra = {"context": "api", "data": {**data, "request_id": rid_text}}
                 message = f"{method} {path} {status} {duration_ms:.1f}ms id={rid_text}"
