@@ -4,7 +4,9 @@
     python3 tasks.py run [ARGS]          set up .venv, then run `xcore ARGS` (default: serve)
     python3 tasks.py test [PYTEST ARGS]  set up .venv with the test extras, then run pytest
     python3 tasks.py lint                ruff (lint + format check) and mypy
-    python3 tasks.py bench [ARGS]        set up the benchmark extras, then run benchmarks/http.py
+    python3 tasks.py bench [http|instructions] [ARGS]
+                                         set up the benchmark extras, then run benchmarks/http.py
+                                         (or benchmarks/instructions.py)
 
 The virtual environment is (re)installed only when it is missing, when pyproject.toml changed, or when a
 command needs extras the last install did not include. With nothing changed, the setup costs a few
@@ -30,7 +32,7 @@ MIN_PYTHON = (3, 11)
 # Debian packages each command needs, keyed by the executable that proves the package is there.
 # The test suite needs none yet; later features (browser tests, the desktop window) add theirs here.
 APT_FOR_TEST: dict[str, str] = {}
-APT_FOR_BENCH: dict[str, str] = {"wrk": "wrk", "taskset": "util-linux"}
+APT_FOR_BENCH: dict[str, str] = {"wrk": "wrk", "taskset": "util-linux", "valgrind": "valgrind"}
 
 
 def say(message: str) -> None:
@@ -140,9 +142,13 @@ def cmd_lint(args: list[str]) -> int:
 
 
 def cmd_bench(args: list[str]) -> int:
+    """`bench [http|instructions] [ARGS]`: benchmarks/http.py (the default) or benchmarks/instructions.py."""
     ensure_venv({"bench"})
     ensure_apt(APT_FOR_BENCH)
-    return run_in_venv([str(venv_bin("python")), str(ROOT / "benchmarks" / "http.py"), *args])
+    script = "http"
+    if args and args[0] in ("http", "instructions"):
+        script, args = args[0], args[1:]
+    return run_in_venv([str(venv_bin("python")), str(ROOT / "benchmarks" / f"{script}.py"), *args])
 
 
 COMMANDS = {"run": cmd_run, "test": cmd_test, "lint": cmd_lint, "bench": cmd_bench}

@@ -1,0 +1,137 @@
+"""CPU instructions per request, counted by valgrind (callgrind): a noise-free companion to http.py.
+
+Throughput on a shared machine swings by tens of percent from one second to the next; instruction counts do
+not. This runs /api/version in-process (no server, no sockets) through three stacks and counts what one
+request costs in each:
+
+- `bare`: the bare Litestar hello app of benchmarks/apps/litestar_hello.py;
+- `app`: xcore's Litestar app as build_app makes it, called directly;
+- `xcore`: the same app behind the Switch, with the request id and the request log, as a worker serves it.
+
+Each stack runs twice under callgrind, with N and 3N requests after a warm-up, so start-up costs cancel out:
+instructions per request = (count(3N) - count(N)) / 2N. The server's own work (Granian) is the same for every
+stack and is left out, so the ratios here are a little lower than the throughput ratios of http.py.
+
+    python benchmarks/instructions.py [--requests 2000]
+
+Needs valgrind (`python3 tasks.py bench` installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Python put this folder first on sys.path, where benchmarks/http.py would shadow the standard `http`.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+STACKS = ("bare", "app", "xcore")
+
+
+async def _drive(stack: str, requests: int) -> None:
+    """The measured loop: `requests` GET /api/version (or / for bare) through one stack."""
+    from benchmarks.apps.litestar_hello import app as bare
+
+    from xcore.logs import access
+    from xcore.runtime import open_runtime
+    from xcore.server import prepare_database
+    from xcore.web.app import build_app
+    from xcore.web.switch import Switch
+
+    runtime = open_runtime()
+    prepare_database(runtime)
+    app = build_app(runtime)
+    switch = Switch(lambda: app)
+    await switch.swap_in(app)
+    target, path = {"bare": (bare, "/"), "app": (app, "/api/version"), "xcore": (switch, "/api/version")}[stack]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    for _ in range(200 + requests):  # 200 of warm-up
+        await target({**scope, "state": {}}, receive, send)
+    access.flush()
+
+
+def count(stack: str, requests: int, data_dir: str) -> int:
+    """Total instructions of one run of the loop under callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "XCORE_DATA_DIR": data_dir, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'app'}"}
+        done = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={tmp}/out",
+                sys.executable,
+                __file__,
+                "--drive",
+                stack,
+                "--requests",
+                str(requests),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or not found:
+        sys.exit(f"valgrind failed for {stack}: {done.stderr.strip()[-500:]}")
+    return int(found[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000, help="N: runs of N and 3N requests (default 2000)")
+    parser.add_argument("--drive", choices=STACKS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.drive:
+        sys.path[:0] = [str(ROOT), str(ROOT / "app")]
+        asyncio.run(_drive(args.drive, args.requests))
+        return 0
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is not installed (apt-get install valgrind, or python3 tasks.py bench)")
+    per_request: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="xcore-instr-") as data_dir:
+        # Create and migrate the database once, outside the counted runs.
+        env = {**os.environ, "XCORE_DATA_DIR": data_dir}
+        subprocess.run(
+            [sys.executable, __file__, "--drive", "bare", "--requests", "0"], env=env, check=True, capture_output=True
+        )
+        for stack in STACKS:
+            print(f"counting {stack} ...", file=sys.stderr)
+            low, high = count(stack, args.requests, data_dir), count(stack, 3 * args.requests, data_dir)
+            per_request[stack] = (high - low) / (2 * args.requests)
+    print(f"instructions per request (callgrind, {args.requests} and {3 * args.requests} requests)")
+    for stack in STACKS:
+        ratio = per_request["bare"] / per_request[stack]
+        print(f"  {stack:<6} {per_request[stack]:>10,.0f}   bare / this = {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
