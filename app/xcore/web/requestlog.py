@@ -13,7 +13,6 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Iterable
 from time import perf_counter
 from typing import Any
 
@@ -36,17 +35,6 @@ def _reseed() -> None:
 _reseed()
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed)
-
-
-def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
-    """request_id_from returns the client's request id when it is sane, else a new one (ASGI header names
-    are lower-case)."""
-    for name, value in headers:
-        if name == b"x-request-id":
-            if _VALID_ID.match(value):
-                return value
-            break
-    return b"%s%012x" % (_PREFIX, next(_counter))
 
 
 async def logged(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
