@@ -70,8 +70,8 @@ def test_second_server_on_the_same_data_dir_is_refused(start_server) -> None:
 def test_several_workers(start_server) -> None:
     server = start_server(None, "--workers", "2")
     server.wait_ready()
-    pids = {httpx.get(server.url + "/api/version").status_code for _ in range(20)}
-    assert pids == {200}
+    statuses = {httpx.get(server.url + "/api/version").status_code for _ in range(20)}
+    assert statuses == {200}
     assert server.output.count("Spawning worker-") == 2
     assert server.stop() == 0
 
