@@ -42,11 +42,20 @@ def test_layers_later_wins(data_dir: Path) -> None:
     assert loaded.source_of(("manager", "tasks", "max_retries")) == "default"
 
 
-def test_sections_merge_but_mappings_replace(data_dir: Path) -> None:
-    write_config(data_dir, {"xcore": {"middleware": {"ACCESS_RULES": {"/reports*": {"permissions": ["view"]}}}}})
-    rules = load_config(data_dir, environ={}).config.xcore.middleware.ACCESS_RULES
-    assert list(rules) == ["/reports*"], "a user's rule table replaces the default one, so rules can be removed"
-    assert rules["/reports*"].permissions == ["view"]
+def test_access_rules_merge_rule_by_rule_and_null_removes_one(data_dir: Path) -> None:
+    write_config(
+        data_dir,
+        {"xcore": {"middleware": {"ACCESS_RULES": {"/reports*": {"permissions": ["view"]}, "/docs": None}}}},
+    )
+    env = {"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/api/admin/*": {"roles": ["superadmin"]}}'}
+    loaded = load_config(data_dir, environ=env)
+    rules = loaded.config.xcore.middleware.ACCESS_RULES
+    assert rules["/reports*"].permissions == ["view"], "a user's rule is added to the defaults"
+    assert "/docs" not in rules, "a rule set to null removes the default one"
+    assert rules["/health"].public, "defaults the user did not mention stay"
+    assert rules["/api/admin/*"].roles == ["superadmin"], "a later layer replaces one rule"
+    assert loaded.source_of(("xcore", "middleware", "ACCESS_RULES")) == "environment variable XCORE_XCORE__MIDDLEWARE__ACCESS_RULES"
+
 
 
 def test_environment_values_are_typed_by_the_schema(data_dir: Path) -> None:

@@ -108,10 +108,11 @@ def test_pending_migration_takes_a_named_backup_first(runtime: Runtime, scripts:
     assert db is not None
     runtime.engine.dispose()
     result = migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), script_location=scripts)
-    assert (result.before, result.after) == ("0001", "0998")
+    head = migrate.head_revision()
+    assert (result.before, result.after) == (head, "0998")
     assert result.backup is not None
     match = BACKUP_NAME.match(result.backup.name)
-    assert match and match.group(2) == "0001", result.backup.name
+    assert match and match.group(2) == head, result.backup.name
     assert "extra" not in tables(result.backup), "the backup holds the database as it was before"
     assert "extra" in tables(db)
     assert not list(db.parent.glob("*.migrating*"))
@@ -150,14 +151,14 @@ def test_only_the_newest_backups_are_kept(runtime: Runtime) -> None:
 def test_downgrade_and_upgrade_again(runtime: Runtime) -> None:
     runtime.engine.dispose()
     down = migrate.downgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), "base")
-    assert (down.before, down.after) == ("0001", None)
+    assert (down.before, down.after) == (migrate.head_revision(), None)
     assert down.backup is not None
     db = runtime.database_file
     assert db is not None
     assert "plugin_state" not in tables(db)
     up = migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig())
-    assert up.after == "0001"
-    assert "plugin_state" in tables(db)
+    assert up.after == migrate.head_revision()
+    assert {"plugin_state", "users", "roles"} <= tables(db)
 
 
 def test_unknown_revision_is_a_clear_error(runtime: Runtime) -> None:
@@ -209,12 +210,14 @@ def test_db_commands_end_to_end(data_dir: Path) -> None:
     d = ("--data-dir", str(data_dir))
     up = run_xcore("db", "upgrade", *d)
     assert up.returncode == 0, up.stderr
-    assert "upgraded the database: base -> 0001" in up.stdout
+    head = migrate.head_revision()
+    assert f"upgraded the database: base -> {head}" in up.stdout
     assert "nothing to do" in run_xcore("db", "upgrade", *d).stdout
     current = run_xcore("db", "current", *d)
-    assert current.stdout.startswith("0001 (up to date)")
+    assert current.stdout.startswith(f"{head} (up to date)")
     history = run_xcore("db", "history", *d)
-    assert "0001  (from base)  core tables" in history.stdout and "<- current" in history.stdout
+    assert "0001  (from base)  core tables" in history.stdout
+    assert f"{head}  (from 0001)  accounts" in history.stdout and "<- current" in history.stdout
 
     db = data_dir / "xcore.db"
     engine = make_engine(f"sqlite:///{db}")

@@ -12,22 +12,27 @@ from litestar import get
 from litestar.testing import TestClient
 
 from xcore.logs import access
-from xcore.runtime import Runtime
+from xcore.db import migrate
+from xcore.runtime import Runtime, open_runtime
+from xcore.server import prepare_database
 from xcore.web.app import build_app
 from xcore.web.switch import Switch
 
 
 @pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    """A client of the Switch exactly as a Granian worker serves it, with one extra route that crashes."""
+def client(data_dir: Path) -> Iterator[TestClient]:
+    """A client of the Switch exactly as a Granian worker serves it, with one extra public route that crashes."""
 
     @get("/boom", sync_to_thread=False)
     def boom() -> None:
         raise RuntimeError("secret internals")
 
+    runtime = open_runtime(data_dir, environ={"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/boom": {"public": true}}'})
+    prepare_database(runtime)
     switch = Switch(lambda: build_app(runtime, [boom]))
     with TestClient(switch) as test_client:  # type: ignore[arg-type]
         yield test_client
+    runtime.close()
 
 
 def test_health_reports_database_version_and_uptime(client: TestClient) -> None:
@@ -39,7 +44,7 @@ def test_health_reports_database_version_and_uptime(client: TestClient) -> None:
     assert body["uptime_seconds"] >= 0
     assert body["database"]["status"] == "ok"
     assert body["database"]["backend"] == "sqlite"
-    assert body["database"]["revision"] == body["database"]["head"] == "0001"
+    assert body["database"]["revision"] == body["database"]["head"] == migrate.head_revision()
 
 
 def test_health_is_503_when_the_database_is_gone(runtime: Runtime, tmp_path: Path) -> None:
@@ -87,7 +92,8 @@ def test_openapi_lists_the_live_routes(client: TestClient) -> None:
 def test_unknown_path_is_a_json_404(client: TestClient) -> None:
     response = client.get("/no/such/page")
     assert response.status_code == 404
-    assert response.json()["status_code"] == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "Not Found"}
 
 
 def test_wrong_method_is_405(client: TestClient) -> None:
@@ -99,7 +105,9 @@ def test_a_crash_is_a_plain_500_without_internals(client: TestClient, caplog: py
         response = client.get("/boom", headers={"X-Request-ID": "trace-me-1"})
     assert response.status_code == 500
     assert response.json() == {
-        "status_code": 500,
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
         "detail": "Internal server error",
         "request_id": "trace-me-1",
     }

@@ -20,6 +20,9 @@ from xcore.paths import DataDir, choose_data_dir
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from xcore.auth.service import AuthService
 
 # SQLAlchemy is imported when a command first touches the database, so `xcore --help`, `xcore logs` and
 # `xcore config ...` start quickly.
@@ -56,6 +59,26 @@ class Runtime:
         from xcore.db.engine import make_engine
 
         return make_engine(self.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        """sessions makes ORM sessions on the core database; loaded objects stay usable after a commit."""
+        from sqlalchemy.orm import sessionmaker
+
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    @cached_property
+    def secret(self) -> str:
+        """secret signs tokens and derives the key that encrypts TOTP secrets: `secure.secret_key`, else
+        `<data>/secret.key`."""
+        return self.config.secure.secret_key or self.data.signing_key()
+
+    @cached_property
+    def auth(self) -> AuthService:
+        """auth is this process's accounts and security service. Raises ConfigError for a malformed access rule."""
+        from xcore.auth.service import AuthService
+
+        return AuthService(self)
 
     @property
     def log_file(self) -> Path | None:

@@ -51,11 +51,20 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def prepare_database(runtime: Runtime) -> None:
-    """prepare_database applies pending migrations (backup first), or refuses when auto_upgrade is off."""
+    """prepare_database applies pending migrations (backup first), or refuses when auto_upgrade is off, then
+    brings the built-in roles and permissions up to date."""
     url = runtime.database_url
     pending = migrate.pending_revisions(url)
-    if not pending:
-        return
+    if pending:
+        apply_migrations(runtime, pending)
+    from xcore.auth.permissions import sync_builtin
+
+    with runtime.auth.transaction() as session:
+        sync_builtin(session)
+
+
+def apply_migrations(runtime: Runtime, pending: list[str]) -> None:
+    url = runtime.database_url
     if not runtime.config.migration.auto_upgrade:
         raise DatabaseError(
             f"the database needs migrations {', '.join(pending)}; run `xcore db upgrade` "
@@ -65,6 +74,22 @@ def prepare_database(runtime: Runtime) -> None:
     result = migrate.upgrade(url, runtime.backups_dir, runtime.config.migration.backup)
     if result.backup:
         log.info("backup before migration: %s", result.backup, extra={"context": "db"})
+
+
+def announce_setup(runtime: Runtime, url: str) -> None:
+    """announce_setup prints a one-time setup URL while no account exists. The token is also in
+    <data>/setup-token (mode 0600); it is new at every start and dies once used."""
+    auth = runtime.auth
+    if not auth.setup_required():
+        auth.setup_token.remove()
+        return
+    token = auth.setup_token.create()
+    print(
+        f"First run: no account exists yet. Create the first superadmin at {url}/admin/setup?token={token}\n"
+        f"  or: POST {url}/api/setup with token, username and password, or run `xcore user create NAME --superadmin`.",
+        flush=True,
+    )
+    log.info("first run: waiting for setup; the setup token is in %s", auth.setup_token.path)
 
 
 def display_url(host: str, port: int) -> str:
@@ -120,6 +145,7 @@ def serve(runtime: Runtime) -> int:
             f"xcore {runtime.version} serving at {url}  (docs: {url}/docs, data: {runtime.data.root})",
             flush=True,
         )
+        announce_setup(runtime, url)
         log.info("xcore %s starting at %s with %d worker(s)", runtime.version, url, server.workers)
         try:
             granian.serve()

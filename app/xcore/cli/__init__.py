@@ -13,6 +13,7 @@ from xcore.cli.config_cmd import config
 from xcore.cli.db_cmd import db
 from xcore.cli.logs_cmd import logs
 from xcore.cli.serve_cmd import serve
+from xcore.cli.user_cmd import user
 from xcore.errors import XcoreError
 
 
@@ -26,6 +27,7 @@ cli.add_command(serve)
 cli.add_command(config)
 cli.add_command(db)
 cli.add_command(logs)
+cli.add_command(user)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,9 +8,9 @@ Layers, later winning:
    and `REDIS_URL`;
 4. command-line flags.
 
-Sections merge key by key; any other value (including a mapping such as `ACCESS_RULES`) replaces the one
-below it, so a layer can remove an entry. Every error names the key path, the layer it came from and what
-was expected.
+Sections merge key by key. The `ACCESS_RULES` table merges rule by rule: a layer adds or replaces rules, and
+a rule set to null removes the one below it. Any other value replaces the one below it. Every error names the
+key path, the layer it came from and what was expected.
 """
 
 from __future__ import annotations
@@ -187,6 +187,10 @@ def cli_layer(overrides: Mapping[Path_, tuple[str, Any]]) -> Layer:
     return Layer("command line", values, labels)
 
 
+# Tables whose entries merge one by one across layers (null removes an entry), instead of being replaced whole.
+MERGED_TABLES: frozenset[Path_] = frozenset({("xcore", "middleware", "ACCESS_RULES")})
+
+
 def merge_layers(layers: list[Layer]) -> tuple[dict[str, Any], dict[Path_, str]]:
     """Merge layers into one document, checking every key against the schema on the way."""
     merged: dict[str, Any] = {}
@@ -212,6 +216,15 @@ def _merge_into(target: dict[str, Any], values: Any, path: Path_, layer: Layer, 
             raise ConfigError(f"{layer.label_of(sub)}: unknown key {'.'.join(sub)!r}" + did_you_mean(key, keys, path))
         if section_fields(sub) is not None:
             _merge_into(target.setdefault(key, {}), value, sub, layer, sources)
+        elif sub in MERGED_TABLES and isinstance(value, dict):
+            table = target.setdefault(key, {})
+            for name, entry in value.items():
+                if entry is None:
+                    table.pop(name, None)
+                else:
+                    table[name] = entry
+                sources[(*sub, repr(name))] = layer.label_of(sub)
+            sources[sub] = layer.label_of(sub)
         else:
             target[key] = value
             for old in [p for p in sources if p[: len(sub)] == sub]:

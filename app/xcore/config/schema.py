@@ -80,6 +80,20 @@ class PasswordConfig(_Section, frozen=True):
     min_length: Annotated[int, doc("Shortest password accepted for an account.", ge=8, le=256)] = 10
 
 
+class LockoutConfig(_Section, frozen=True):
+    max_failures: Annotated[
+        int,
+        doc("Failed logins or 2FA codes in a row after which an account is locked for a while.", ge=1, le=1000),
+    ] = 5
+    ip_max_failures: Annotated[
+        int, doc("Failed logins from one client address after which that address is locked for a while.", ge=1)
+    ] = 20
+    base_delay: Annotated[
+        float, doc("Seconds of the first lock; each further failure while over the limit doubles it.", ge=1, le=3600)
+    ] = 30
+    max_delay: Annotated[float, doc("Longest lock, in seconds.", ge=1, le=7 * 86400)] = 3600
+
+
 class SecureConfig(_Section, frozen=True):
     secret_key: Annotated[
         LongStr | None,
@@ -89,8 +103,21 @@ class SecureConfig(_Section, frozen=True):
             extra=SECRET,
         ),
     ] = None
-    session_ttl: Annotated[int, doc("Lifetime of a login session, in seconds.", ge=60, le=90 * 24 * 3600)] = 8 * 3600
+    session_ttl: Annotated[
+        int,
+        doc(
+            "Lifetime of a login session, in seconds: how long refresh tokens keep a login alive without "
+            "typing the password again.",
+            ge=60,
+            le=90 * 24 * 3600,
+        ),
+    ] = 8 * 3600
+    access_ttl: Annotated[
+        int,
+        doc("Lifetime of an access token (JWT), in seconds. Clients refresh it before it expires.", ge=30, le=86400),
+    ] = 900
     password: PasswordConfig = field(default_factory=PasswordConfig)
+    lockout: LockoutConfig = field(default_factory=LockoutConfig)
 
 
 class BackupConfig(_Section, frozen=True):
@@ -144,7 +171,7 @@ class LogsConfig(_Section, frozen=True):
     backup_count: Annotated[int, doc("Rotated log files to keep.", ge=0, le=1000)] = 5
 
 
-class AccessRule(_Section, frozen=True):
+class AccessRule(_Section, frozen=True, omit_defaults=True):
     """One access rule, in the seed's format: the roles and permissions a path requires, for some methods."""
 
     roles: Annotated[list[str], doc("Roles the path requires; all of them.")] = field(default_factory=list)
@@ -152,6 +179,30 @@ class AccessRule(_Section, frozen=True):
     method: Annotated[str | list[str], doc("HTTP method, or list of methods, the rule covers; empty means all.")] = (
         field(default_factory=list)
     )
+    public: Annotated[bool, doc("true lets anyone in, logged in or not; roles and permissions must then be empty.")] = (
+        False
+    )
+
+
+PUBLIC = AccessRule(public=True)
+LOGGED_IN = AccessRule()
+
+
+def default_access_rules() -> dict[str, AccessRule]:
+    """default_access_rules is the shipped table: admin routes need admin, a few entry points are public."""
+    return {
+        "/api/admin/*": AccessRule(roles=["admin"]),
+        "/api/me/*": LOGGED_IN,
+        "/api/auth/*": PUBLIC,
+        "/api/setup": PUBLIC,
+        "/api/version": PUBLIC,
+        "/health": PUBLIC,
+        "/docs": PUBLIC,
+        "/redoc": PUBLIC,
+        "/openapi.json": PUBLIC,
+        "/static/vendor/*": PUBLIC,
+        "/admin/*": PUBLIC,
+    }
 
 
 class MiddlewareConfig(_Section, frozen=True):
@@ -159,10 +210,12 @@ class MiddlewareConfig(_Section, frozen=True):
         dict[str, AccessRule],
         doc(
             "Access rules, in the seed's format: a path, or a prefix ending in *, mapped to the roles and "
-            "permissions it requires (all of them) and the methods it covers. The most specific path wins. "
-            "Enforced by the auth middleware, with deny by default for /api routes."
+            "permissions it requires (all of them) and the methods it covers. The most specific path wins; "
+            "a path no rule covers needs a logged-in user (deny by default). A rule with no roles and no "
+            "permissions needs a logged-in user; public: true lets anyone in. Layers merge rule by rule: "
+            "your config adds or replaces rules, and a rule set to null removes a default one."
         ),
-    ] = field(default_factory=lambda: {"/api/admin/*": AccessRule(roles=["admin"])})
+    ] = field(default_factory=default_access_rules)
 
 
 class XcoreSection(_Section, frozen=True):

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from xcore.runtime import Runtime
+from xcore.web.admin_routes import admin_handlers
+from xcore.web.auth_routes import auth_handlers
 from xcore.web.docs import docs_handlers, openapi_config, vendor_assets_router
+from xcore.web.guard import access_guard
+from xcore.web.me_routes import me_handlers
+from xcore.web.problems import handle_exception
 from xcore.web.routes import health, version_handler
-
-log = logging.getLogger("xcore.api")
+from xcore.web.users import user_handlers
 
 
 def build_app(runtime: Runtime, route_handlers: list[Any] | None = None) -> Litestar:
     """build_app returns a new app with the core routes plus `route_handlers` (plugin routers, later).
 
+    Every route passes the access guard (ACCESS_RULES). Errors are RFC 9457 problem documents.
     Logging is configured per process, not per app (`logging_config=None`): Litestar's default would start a
     thread for every app built, and apps are rebuilt on every plugin change.
     """
@@ -29,32 +31,16 @@ def build_app(runtime: Runtime, route_handlers: list[Any] | None = None) -> Lite
             version_handler(runtime),
             *docs_handlers(),
             vendor_assets_router(),
+            *auth_handlers(),
+            *me_handlers(),
+            *user_handlers(),
+            *admin_handlers(runtime),
             *(route_handlers or []),
         ],
+        middleware=[access_guard(runtime.auth)],
         openapi_config=openapi_config(),
         state=State({"runtime": runtime}),
         logging_config=None,
-        exception_handlers={Exception: internal_error},
+        exception_handlers={Exception: handle_exception},
         debug=False,
-    )
-
-
-def internal_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """internal_error logs an unexpected exception with its traceback and answers a plain 500: no trace leaks."""
-    if isinstance(exc, HTTPException):
-        # Litestar's own client and server errors (400, 404, 405, ...): keep their status and detail.
-        return Response(
-            {
-                "status_code": exc.status_code,
-                "detail": exc.detail,
-                **({"extra": exc.extra} if exc.extra else {}),
-            },
-            status_code=exc.status_code,
-            headers=exc.headers,
-        )
-    request_id = request.scope.get("state", {}).get("request_id")
-    log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return Response(
-        {"status_code": 500, "detail": "Internal server error", "request_id": request_id},
-        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
     )

@@ -11,6 +11,9 @@ schema is rebuilt with every app, so /docs always shows the routes that are moun
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from litestar import Request, Response, Router, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
@@ -40,7 +43,16 @@ def openapi_config() -> OpenAPIConfig:
         path="/schema",
         render_plugins=[JsonRenderPlugin()],
         use_handler_docstrings=True,
+        operation_id_creator=operation_id,
     )
+
+
+def operation_id(route_handler: Any, http_method: str, path_components: list[Any]) -> str:
+    """operation_id is `<method>_<path words>`, e.g. get_api_admin_users_user_id: unique, and predictable enough
+    for deep links into /docs. (Litestar's default uses the function name, which is lost when a handler runs
+    in a thread.)"""
+    words = [getattr(c, "name", c) for c in path_components]
+    return "_".join([http_method.lower(), *(re.sub(r"[^A-Za-z0-9]+", "_", str(w)).strip("_") for w in words if w)])
 
 
 def _page(path: str, plugin: OpenAPIRenderPlugin) -> HTTPRouteHandler:

@@ -1,0 +1,100 @@
+"""The permission names and built-in roles, in one place, and their sync into the RBAC tables.
+
+Plugins add `<plugin_id>.<name>` permissions from their manifest through `register_plugin_permissions`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from xcore.db.models import Permission, Role
+
+# Every core permission, with what it allows. Routes are guarded by ACCESS_RULES; handlers check these for
+# the finer decisions (who may change whom).
+PERMISSIONS: dict[str, str] = {
+    "plugins.read": "See plugins, their state and errors.",
+    "plugins.manage": "Upload, enable, disable, reload, configure and delete plugins.",
+    "tasks.read": "See scheduled tasks and their run history.",
+    "tasks.manage": "Run, pause and resume tasks.",
+    "users.read": "See user accounts.",
+    "users.manage": "Create, change, deactivate and delete accounts below one's own rank.",
+    "roles.manage": "Create and change roles and what they grant.",
+    "logs.read": "Read the logs.",
+    "audit.read": "Read the audit log.",
+    "backups.manage": "Create, download and restore database backups.",
+    "settings.manage": "Change xcore's settings.",
+}
+
+SUPERADMIN, ADMIN, USER = "superadmin", "admin", "user"
+
+# Ranks order the built-in roles: a role implies every role of lower rank, and nobody may grant a role ranked
+# above their own. Custom roles rank as `user`.
+RANKS: dict[str, int] = {SUPERADMIN: 100, ADMIN: 50, USER: 10}
+CUSTOM_RANK = RANKS[USER]
+
+BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
+    SUPERADMIN: ("Everything, including roles, settings and backups.", frozenset(PERMISSIONS)),
+    ADMIN: (
+        "Manages plugins, tasks, logs and the users below admin.",
+        frozenset(
+            {
+                "plugins.read",
+                "plugins.manage",
+                "tasks.read",
+                "tasks.manage",
+                "users.read",
+                "users.manage",
+                "logs.read",
+                "audit.read",
+            }
+        ),
+    ),
+    USER: ("Own account only.", frozenset()),
+}
+
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
+PERMISSION_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_.-]*$")
+
+
+def sync_builtin(session: Session) -> None:
+    """sync_builtin creates missing core permissions and built-in roles and resets what built-in roles grant.
+
+    It runs after every migration, so a new xcore's permissions exist before anyone logs in. Idempotent.
+    """
+    existing = {p.name: p for p in session.scalars(select(Permission))}
+    for name, description in PERMISSIONS.items():
+        if name not in existing:
+            existing[name] = Permission(name=name, description=description)
+            session.add(existing[name])
+        elif existing[name].description != description:
+            existing[name].description = description
+    roles = {r.name: r for r in session.scalars(select(Role))}
+    for name, (description, granted) in BUILTIN_ROLES.items():
+        role = roles.get(name)
+        if role is None:
+            role = Role(name=name, description=description, builtin=True, rank=RANKS[name], require_totp=False)
+            session.add(role)
+        role.builtin, role.rank, role.description = True, RANKS[name], description
+        role.permissions = sorted((existing[p] for p in granted), key=lambda p: p.name)
+    session.flush()
+
+
+def register_plugin_permissions(session: Session, plugin_id: str, names: Iterable[str]) -> list[str]:
+    """register_plugin_permissions creates a plugin's `<plugin_id>.<name>` permissions; returns the new ones.
+
+    Raises ValueError naming the first name outside the plugin's namespace. Existing grants are kept, so a
+    reload or an upgrade of the plugin does not take rights away from roles.
+    """
+    wanted = list(dict.fromkeys(names))
+    for name in wanted:
+        if not name.startswith(f"{plugin_id}.") or not PERMISSION_NAME.match(name):
+            raise ValueError(f"permission {name!r} must be named {plugin_id}.<name> (lowercase letters, digits, _ -)")
+    have = set(session.scalars(select(Permission.name).where(Permission.name.in_(wanted))))
+    created = [name for name in wanted if name not in have]
+    session.add_all(Permission(name=name, description="", plugin_id=plugin_id) for name in created)
+    session.flush()
+    return created

@@ -1,0 +1,100 @@
+"""Who a user id acts as, cached per process and dropped at once when any process changes an account.
+
+Every change that affects access (roles, role grants, token version, deactivation, 2FA) calls `Epoch.bump`,
+which replaces `<data>/auth-epoch`. Each request compares that file's identity (one `stat`), so all workers
+of one machine see the change on their next request. Entries also expire after `MAX_AGE` seconds, which
+bounds staleness when several machines share one PostgreSQL database and no data directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from xcore.auth.rules import Principal
+from xcore.db.models import User
+
+MAX_AGE = 10.0
+
+
+class Epoch:
+    """Epoch is the cross-process "accounts changed" signal: a file replaced on every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+
+    def bump(self) -> None:
+        """bump tells every process that cached accounts are stale."""
+        tmp = self.path.with_name(f".{self.path.name}-{secrets.token_hex(4)}")
+        tmp.write_text(secrets.token_hex(8))
+        os.replace(tmp, self.path)  # a new inode each time, so even two bumps in one clock tick differ
+
+    def changed(self) -> bool:
+        """changed is true once after each bump (by any process) since the last call."""
+        try:
+            st = os.stat(self.path)
+            now: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+        except FileNotFoundError:
+            now = None
+        if now != self._seen:
+            self._seen = now
+            return True
+        return False
+
+
+class Principals:
+    """Principals loads and caches Principal objects by user id."""
+
+    def __init__(self, sessions: sessionmaker[Session], epoch: Epoch) -> None:
+        self.sessions = sessions
+        self.epoch = epoch
+        self._cache: dict[int, tuple[float, Principal | None]] = {}
+
+    def cached(self, user_id: int) -> tuple[bool, Principal | None]:
+        """cached returns (hit, principal) without touching the database; a miss needs `load`."""
+        if self.epoch.changed():
+            self._cache.clear()
+            return False, None
+        entry = self._cache.get(user_id)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    def load(self, user_id: int) -> Principal | None:
+        """load reads the user from the database (None when missing or inactive) and caches the result."""
+        with self.sessions() as session:
+            principal = load_principal(session, user_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[user_id] = (time.monotonic() + MAX_AGE, principal)
+        return principal
+
+    def get(self, user_id: int) -> Principal | None:
+        hit, principal = self.cached(user_id)
+        return principal if hit else self.load(user_id)
+
+
+def load_principal(session: Session, user_id: int) -> Principal | None:
+    user = session.scalar(select(User).where(User.id == user_id))
+    if user is None or not user.is_active:
+        return None
+    return principal_of(user)
+
+
+def principal_of(user: User) -> Principal:
+    """principal_of turns a loaded user into the Principal that access checks use."""
+    return Principal(
+        id=user.id,
+        username=user.username,
+        roles=frozenset(r.name for r in user.roles),
+        permissions=frozenset(p.name for r in user.roles for p in r.permissions),
+        token_version=user.token_version,
+        totp_enabled=user.totp_enabled,
+        totp_required=any(r.require_totp for r in user.roles),
+    )

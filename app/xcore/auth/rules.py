@@ -1,0 +1,152 @@
+"""The ACCESS_RULES table: compiled once per app, matched per request, explained on demand.
+
+A rule's pattern is an exact path (`/api/setup`) or a prefix ending in `*` (`/api/admin/*`, `/reports*`).
+`/x/*` covers `/x` itself too. For a request, the rules whose pattern matches the path and whose methods
+include the request's method are candidates; the most specific wins (an exact path, else the longest prefix).
+No candidate means the default: a logged-in user is required. Deny by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from xcore.auth.permissions import PERMISSION_NAME, RANKS, ROLE_NAME, SUPERADMIN
+from xcore.config.schema import AccessRule
+from xcore.errors import ConfigError
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+SETTING = "xcore.middleware.ACCESS_RULES"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """Rule is one compiled access rule; `pattern` is None for the built-in default (login required)."""
+
+    pattern: str | None
+    methods: frozenset[str]
+    roles: tuple[str, ...]
+    permissions: tuple[str, ...]
+    public: bool
+
+    @property
+    def requirement(self) -> str:
+        """requirement says in words what the rule asks for."""
+        if self.public:
+            return "anyone, logged in or not"
+        needs = [f"role {r}" for r in self.roles] + [f"permission {p}" for p in self.permissions]
+        return "a logged-in user" + (f" with {' and '.join(needs)}" if needs else "")
+
+
+DEFAULT_RULE = Rule(None, frozenset(), (), (), False)
+
+
+class Principal:
+    """Principal is who a request acts as: an active user with their roles, rank and permissions."""
+
+    __slots__ = ("id", "permissions", "rank", "roles", "token_version", "totp_enabled", "totp_required", "username")
+
+    def __init__(
+        self,
+        id: int,
+        username: str,
+        roles: frozenset[str],
+        permissions: frozenset[str],
+        token_version: int,
+        totp_enabled: bool,
+        totp_required: bool,
+    ) -> None:
+        self.id = id
+        self.username = username
+        self.roles = roles
+        self.rank = max((RANKS.get(r, RANKS["user"]) for r in roles), default=0)
+        self.permissions = permissions
+        self.token_version = token_version
+        self.totp_enabled = totp_enabled
+        self.totp_required = totp_required
+
+    @property
+    def is_superadmin(self) -> bool:
+        return SUPERADMIN in self.roles
+
+    @property
+    def needs_totp_enrollment(self) -> bool:
+        """needs_totp_enrollment is true when one of the user's roles requires 2FA and they have not set it up."""
+        return self.totp_required and not self.totp_enabled
+
+    def has_role(self, role: str) -> bool:
+        """has_role is true for a role the user holds, or a built-in role ranked at or below theirs."""
+        return role in self.roles or (role in RANKS and self.rank >= RANKS[role])
+
+    def missing(self, rule: Rule) -> list[str]:
+        """missing lists what `rule` requires that this user lacks; empty when allowed. Superadmin lacks nothing."""
+        if self.is_superadmin:
+            return []
+        return [f"role {r}" for r in rule.roles if not self.has_role(r)] + [
+            f"permission {p}" for p in rule.permissions if p not in self.permissions
+        ]
+
+
+class AccessTable:
+    """AccessTable holds the compiled rules. Raises ConfigError naming a malformed rule when built."""
+
+    def __init__(self, rules: Mapping[str, AccessRule]) -> None:
+        self.exact: dict[str, Rule] = {}
+        prefixes: list[tuple[str, Rule]] = []
+        for pattern, raw in rules.items():
+            rule = compile_rule(pattern, raw)
+            if pattern.endswith("*"):
+                prefixes.append((pattern[:-1], rule))
+            else:
+                self.exact[pattern] = rule
+        # Longest prefix first: the first matching one is the most specific.
+        self.prefixes = sorted(prefixes, key=lambda item: len(item[0]), reverse=True)
+        self._cache: dict[tuple[str, str], Rule] = {}
+
+    def match(self, path: str, method: str) -> Rule:
+        """match returns the rule that decides `method path`, or DEFAULT_RULE. `path` is normalized by the caller."""
+        key = (path, method)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._find(path, method)
+            if len(self._cache) > 4096:  # paths with ids in them would grow it without end
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def _find(self, path: str, method: str) -> Rule:
+        exact = self.exact.get(path)
+        if exact is not None and covers(exact, method):
+            return exact
+        for prefix, rule in self.prefixes:
+            if (path.startswith(prefix) or (prefix.endswith("/") and path == prefix[:-1])) and covers(rule, method):
+                return rule
+        return DEFAULT_RULE
+
+
+def covers(rule: Rule, method: str) -> bool:
+    return not rule.methods or method in rule.methods or (method == "HEAD" and "GET" in rule.methods)
+
+
+def compile_rule(pattern: str, raw: AccessRule) -> Rule:
+    """compile_rule checks one rule and compiles it; a ConfigError names the rule and what is wrong with it."""
+    where = f"{SETTING}[{pattern!r}]"
+    if not pattern.startswith("/"):
+        raise ConfigError(f"{where}: the path must start with /")
+    if "*" in pattern[:-1]:
+        raise ConfigError(f"{where}: * may only end the path (a prefix), as in /api/admin/*")
+    methods = [raw.method] if isinstance(raw.method, str) else list(raw.method)
+    for method in methods:
+        if method.upper() not in HTTP_METHODS:
+            raise ConfigError(
+                f"{where}.method: unknown HTTP method {method!r}; use one of {', '.join(sorted(HTTP_METHODS))}"
+            )
+    for role in raw.roles:
+        if not ROLE_NAME.match(role):
+            raise ConfigError(f"{where}.roles: {role!r} is not a role name (lowercase letters, digits, _ and -)")
+    for permission in raw.permissions:
+        if not PERMISSION_NAME.match(permission):
+            raise ConfigError(f"{where}.permissions: {permission!r} is not a permission name such as plugins.read")
+    if raw.public and (raw.roles or raw.permissions):
+        raise ConfigError(f"{where}: a public rule cannot also require roles or permissions")
+    return Rule(pattern, frozenset(m.upper() for m in methods), tuple(raw.roles), tuple(raw.permissions), raw.public)

@@ -1,0 +1,92 @@
+"""Access tokens (JWT, HS256, via PyJWT, which Litestar's JWT support uses too) and their verification cache.
+
+An access token carries `sub` (the user id), `exp`, `iat`, `jti`, `ver` (the user's token version), `iss`
+("xcore") and `fam` (the login's refresh-token family). A verified token is cached until it expires, so the
+signature is checked once per token, not once per request; the token version is checked on every request
+(see `xcore.auth.principals`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+
+from xcore.auth.errors import NotAuthenticated
+
+ISSUER = "xcore"
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "jti", "iss", "ver")
+CACHE_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """AccessClaims are the verified claims of one access token."""
+
+    user_id: int
+    version: int
+    jti: str
+    family: str
+    expires: float  # POSIX seconds
+
+
+class TokenSigner:
+    """TokenSigner issues and verifies access tokens with one secret."""
+
+    def __init__(self, secret: str, access_ttl: int) -> None:
+        self._secret = secret
+        self.access_ttl = access_ttl
+        self._verified: dict[str, AccessClaims] = {}
+
+    def issue(self, user_id: int, version: int, family: str) -> tuple[str, datetime]:
+        """issue returns a new access token for the user and its expiry time."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        expires = now + timedelta(seconds=self.access_ttl)
+        claims = {
+            "sub": str(user_id),
+            "exp": expires,
+            "iat": now,
+            "iss": ISSUER,
+            "jti": secrets.token_urlsafe(12),
+            "ver": version,
+            "fam": family,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires
+
+    def verify(self, encoded: str) -> AccessClaims:
+        """verify returns the token's claims. Raises NotAuthenticated for a forged, tampered or expired token.
+
+        Only HS256 with this signer's secret is accepted: `alg: none` and other algorithms fail.
+        """
+        claims = self._verified.get(encoded)
+        now = time.time()
+        if claims is not None:
+            if claims.expires > now:
+                return claims
+            del self._verified[encoded]
+            raise NotAuthenticated("the access token has expired; refresh it or log in again")
+        if len(encoded) > 4096:
+            raise NotAuthenticated("the access token is not valid")
+        try:
+            payload = jwt.decode(
+                encoded, self._secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": list(REQUIRED_CLAIMS)}
+            )
+            claims = AccessClaims(
+                user_id=int(payload["sub"]),
+                version=int(payload["ver"]),
+                jti=str(payload["jti"]),
+                family=str(payload.get("fam", "")),
+                expires=float(payload["exp"]),
+            )
+        except (jwt.InvalidTokenError, KeyError, TypeError, ValueError):
+            raise NotAuthenticated(
+                "the access token is not valid (expired, malformed, or not signed by this xcore)"
+            ) from None
+        if len(self._verified) >= CACHE_LIMIT:
+            self._verified.clear()
+        self._verified[encoded] = claims
+        return claims

@@ -1,0 +1,84 @@
+"""TOTP two-factor codes (pyotp): encrypted secrets, one-use codes with ±1 step drift, recovery codes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import secrets
+import time
+
+import pyotp
+import segno
+from cryptography.fernet import Fernet, InvalidToken
+
+STEP = 30
+DRIFT = 1  # steps accepted on either side of now, for clocks that are a little off
+RECOVERY_CODES = 10
+
+
+class SecretBox:
+    """SecretBox encrypts TOTP secrets at rest with a key derived from the data directory's secret."""
+
+    def __init__(self, master_secret: str) -> None:
+        key = hmac.new(master_secret.encode(), b"xcore/totp-secret/v1", hashlib.sha256).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(key))
+
+    def seal(self, totp_secret: str) -> str:
+        return self._fernet.encrypt(totp_secret.encode()).decode()
+
+    def open(self, sealed: str) -> str | None:
+        """open returns the secret, or None when it was sealed with another key (the secret.key changed)."""
+        try:
+            return self._fernet.decrypt(sealed.encode()).decode()
+        except InvalidToken:
+            return None
+
+
+def new_secret() -> str:
+    return pyotp.random_base32()
+
+
+def provisioning(secret: str, account: str, issuer: str = "xcore") -> tuple[str, str]:
+    """provisioning returns the otpauth:// URI for an authenticator app and the same URI as a QR code in SVG."""
+    uri = pyotp.TOTP(secret, interval=STEP).provisioning_uri(name=account, issuer_name=issuer)
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=4, border=2, xmldecl=False, svgns=True)
+    return uri, out.getvalue().decode()
+
+
+def match_step(secret: str, code: str, last_step: int | None, now: float | None = None) -> int | None:
+    """match_step returns the time step `code` belongs to, or None when it is wrong or already used.
+
+    A code is accepted for the current step and `DRIFT` steps on either side; a step at or before
+    `last_step` (the last accepted one) is refused, so a code works once only.
+    """
+    code = code.strip().replace(" ", "")
+    if not (code.isdigit() and len(code) == 6):
+        return None
+    totp = pyotp.TOTP(secret, interval=STEP)
+    current = int((time.time() if now is None else now) // STEP)
+    for step in range(current - DRIFT, current + DRIFT + 1):
+        if hmac.compare_digest(totp.at(step * STEP), code):
+            return None if last_step is not None and step <= last_step else step
+    return None
+
+
+def new_recovery_codes() -> list[str]:
+    """new_recovery_codes returns fresh codes such as `7KQ2-M9XD-4H3P` (60 bits each)."""
+    alphabet = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: they are read off paper
+    return [
+        "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(3)) for _ in range(RECOVERY_CODES)
+    ]
+
+
+def normalize_recovery_code(code: str) -> str:
+    cleaned = "".join(ch for ch in code.upper() if ch.isalnum())
+    return "-".join(cleaned[i : i + 4] for i in range(0, len(cleaned), 4))
+
+
+def hash_recovery_code(code: str) -> str:
+    """hash_recovery_code is the SHA-256 of the normalized code. The codes are random (60 bits), so a fast hash
+    is safe and lets a code be found by its hash."""
+    return hashlib.sha256(normalize_recovery_code(code).encode()).hexdigest()

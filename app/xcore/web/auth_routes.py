@@ -1,0 +1,118 @@
+"""First-run setup and sessions: /api/setup and /api/auth/{login,refresh,logout}. All public by rule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+from litestar import Request, Response, get, post
+from litestar.datastructures import Cookie
+from litestar.middleware.csrf import generate_csrf_token
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from xcore.auth import accounts
+from xcore.auth import login as sessions
+from xcore.auth.errors import AuthError, InvalidInput
+from xcore.web.context import client_of, service
+from xcore.web.guard import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE, authenticate, csrf_config
+from xcore.web.schemas import LoginIn, RefreshIn, SessionOut, SetupIn, SetupState, UserOut
+from xcore.web.users import user_out
+
+TAGS = ["auth"]
+
+
+@get("/api/setup", sync_to_thread=True, tags=TAGS, summary="Whether first-run setup is needed")
+def setup_state(request: Request[Any, Any, Any]) -> SetupState:
+    """`required` is true until the first account exists."""
+    return SetupState(required=service(request).setup_required())
+
+
+@post("/api/setup", sync_to_thread=True, tags=TAGS, status_code=HTTP_201_CREATED, summary="Create the first superadmin")
+def setup(request: Request[Any, Any, Any], data: JSONBody[SetupIn]) -> UserOut:
+    """Creates the first superadmin with the one-time token from `<data>/setup-token`. Works once."""
+    user = accounts.complete_setup(
+        service(request),
+        client_of(request),
+        data.token,
+        username=data.username,
+        password=data.password,
+        email=data.email,
+    )
+    return user_out(user)
+
+
+@post("/api/auth/login", sync_to_thread=True, tags=TAGS, status_code=200, summary="Log in")
+def login(request: Request[Any, Any, Any], data: JSONBody[LoginIn]) -> Response[SessionOut]:
+    """Checks the username (or email) and password, and the 2FA code when the account has one.
+
+    Returns an access token and a refresh token, or with `cookie: true` sets them as HttpOnly cookies (for the
+    browser UI; send the `csrf_token` back as `X-CSRF-Token` on unsafe requests). 401 answers are the same for
+    an unknown user and a wrong password; repeated failures answer 429 with Retry-After.
+    """
+    if data.totp and data.recovery_code:
+        raise InvalidInput("send either totp or recovery_code, not both", field="recovery_code")
+    tokens = sessions.login(
+        service(request), data.username, data.password, client_of(request), data.totp, data.recovery_code
+    )
+    return session_response(request, tokens, data.cookie)
+
+
+@post("/api/auth/refresh", sync_to_thread=True, tags=TAGS, status_code=200, summary="Refresh a session")
+def refresh(request: Request[Any, Any, Any], data: JSONBody[RefreshIn | None] = None) -> Response[SessionOut]:
+    """Exchanges a refresh token (in the body, or the refresh cookie) for new tokens. Each works once."""
+    raw = data.refresh_token if data and data.refresh_token else request.cookies.get(REFRESH_COOKIE)
+    via_cookie = not (data and data.refresh_token)
+    if not raw:
+        raise InvalidInput("send refresh_token in the body, or log in with cookie: true", field="refresh_token")
+    tokens = sessions.refresh(service(request), raw, client_of(request))
+    return session_response(request, tokens, via_cookie)
+
+
+@post("/api/auth/logout", tags=TAGS, status_code=HTTP_204_NO_CONTENT, summary="Log out")
+async def logout(request: Request[Any, Any, Any]) -> Response[None]:
+    """Ends every session of the user behind the access token (Bearer or cookie) and clears the cookies."""
+    auth = service(request)
+    try:
+        principal, _, _ = await authenticate(auth, request.scope)
+    except AuthError:
+        principal = None
+    if principal is not None:
+        await anyio.to_thread.run_sync(sessions.logout, auth, principal.id, client_of(request))
+    response: Response[None] = Response(None, status_code=HTTP_204_NO_CONTENT)
+    for name, path in ((ACCESS_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth"), (CSRF_COOKIE, "/")):
+        response.delete_cookie(name, path=path)
+    return response
+
+
+def session_response(request: Request[Any, Any, Any], tokens: sessions.Tokens, cookie: bool) -> Response[SessionOut]:
+    now = datetime.now(UTC)
+    expires_in = int((tokens.access_expires - now).total_seconds())
+    refresh_in = int((tokens.refresh_expires - now).total_seconds())
+    if not cookie:
+        body = SessionOut(
+            tokens.user_id, tokens.username, "Bearer", expires_in, refresh_in, tokens.access_token, tokens.refresh_token
+        )
+        return Response(body, headers={"Cache-Control": "no-store"})
+    secure = request.url.scheme == "https"
+    csrf = request.cookies.get(CSRF_COOKIE) or generate_csrf_token(csrf_config(service(request)).secret)
+    strict: dict[str, Any] = {"samesite": "strict", "secure": secure}
+    cookies = [
+        Cookie(key=ACCESS_COOKIE, value=tokens.access_token, path="/", max_age=expires_in, httponly=True, **strict),
+        Cookie(
+            key=REFRESH_COOKIE,
+            value=tokens.refresh_token,
+            path="/api/auth",
+            max_age=refresh_in,
+            httponly=True,
+            **strict,
+        ),
+        Cookie(key=CSRF_COOKIE, value=csrf, path="/", httponly=False, **strict),
+    ]
+    body = SessionOut(tokens.user_id, tokens.username, "cookie", expires_in, refresh_in, csrf_token=csrf)
+    return Response(body, cookies=cookies, headers={"Cache-Control": "no-store"})
+
+
+def auth_handlers() -> list[Any]:
+    return [setup_state, setup, login, refresh, logout]

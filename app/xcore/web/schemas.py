@@ -1,0 +1,191 @@
+"""Request and response bodies of the accounts API. Unknown fields are refused, so a typo is an error."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+Name = Annotated[str, Meta(min_length=1, max_length=254, description="Username or email address.")]
+Secret = Annotated[str, Meta(max_length=1024)]
+Code = Annotated[str, Meta(min_length=1, max_length=40)]
+
+
+class Body(Struct, forbid_unknown_fields=True, kw_only=True):
+    """A request body: unknown fields are refused with their name."""
+
+
+class SetupIn(Body):
+    token: Annotated[str, Meta(min_length=1, max_length=200, description="The token in <data>/setup-token.")]
+    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    password: Secret
+    email: Annotated[str, Meta(max_length=254)] | None = None
+
+
+class SetupState(Struct):
+    required: bool
+
+
+class LoginIn(Body):
+    username: Name
+    password: Secret
+    totp: Annotated[str, Meta(max_length=12, description="Current code of the authenticator app.")] | None = None
+    recovery_code: Annotated[str, Meta(max_length=40, description="One of the 2FA recovery codes.")] | None = None
+    cookie: bool = msgspec.field(default=False)
+
+
+class RefreshIn(Body):
+    refresh_token: Annotated[str, Meta(max_length=200)] | None = None
+
+
+class SessionOut(Struct, omit_defaults=True):
+    """SessionOut is a new session. Cookie sessions carry no tokens in the body: they are in HttpOnly cookies."""
+
+    user_id: int
+    username: str
+    token_type: str = "Bearer"
+    expires_in: int = 0
+    refresh_expires_in: int = 0
+    access_token: str | None = None
+    refresh_token: str | None = None
+    csrf_token: str | None = None
+
+
+class UserOut(Struct):
+    id: int
+    username: str
+    email: str | None
+    is_active: bool
+    roles: list[str]
+    totp_enabled: bool
+    created_at: datetime
+    last_login_at: datetime | None
+
+
+class MeOut(UserOut):
+    permissions: list[str]
+    totp_required: bool
+
+
+class Page(Struct):
+    items: list[Any]
+    total: int
+    page: int
+    per_page: int
+
+
+class UserIn(Body):
+    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    password: Secret
+    email: Annotated[str, Meta(max_length=254)] | None = None
+    roles: list[str] = msgspec.field(default_factory=lambda: ["user"])
+    is_active: bool = True
+
+
+class UserPatch(Body):
+    email: Annotated[str, Meta(max_length=254)] | UnsetType | None = UNSET
+    is_active: bool | UnsetType = UNSET
+    password: Secret | UnsetType = UNSET
+
+
+class MePatch(Body):
+    email: Annotated[str, Meta(max_length=254)] | None
+
+
+class RolesIn(Body):
+    roles: list[Annotated[str, Meta(max_length=64)]]
+
+
+class PasswordChange(Body):
+    current_password: Secret
+    new_password: Secret
+
+
+class TotpSetupOut(Struct):
+    secret: str
+    uri: str
+    qr_svg: str
+
+
+class TotpConfirmIn(Body):
+    code: Code
+
+
+class RecoveryCodesOut(Struct):
+    recovery_codes: list[str]
+
+
+class TotpDisableIn(Body):
+    password: Secret
+    code: Code
+
+
+class RoleOut(Struct):
+    name: str
+    description: str
+    builtin: bool
+    rank: int
+    require_totp: bool
+    permissions: list[str]
+
+
+class RoleIn(Body):
+    name: Annotated[str, Meta(min_length=1, max_length=64)]
+    description: Annotated[str, Meta(max_length=500)] = ""
+    permissions: list[Annotated[str, Meta(max_length=120)]] = msgspec.field(default_factory=list)
+    require_totp: bool = False
+
+
+class RolePatch(Body):
+    description: Annotated[str, Meta(max_length=500)] | UnsetType = UNSET
+    permissions: list[Annotated[str, Meta(max_length=120)]] | UnsetType = UNSET
+    require_totp: bool | UnsetType = UNSET
+
+
+class PermissionOut(Struct):
+    name: str
+    description: str
+    plugin_id: str | None
+    roles: list[str]
+
+
+class AuditOut(Struct):
+    id: int
+    at: datetime
+    actor: str | None
+    action: str
+    target: str | None
+    ip: str | None
+    detail: dict[str, Any]
+
+
+class RuleOut(Struct):
+    pattern: str | None
+    roles: list[str]
+    permissions: list[str]
+    methods: list[str]
+    public: bool
+    requirement: str
+
+
+class ExplainOut(Struct):
+    path: str
+    method: str
+    rule: RuleOut
+    user: str | None
+    user_roles: list[str]
+    allowed: bool
+    reason: str
+
+
+class SystemOut(Struct):
+    version: str
+    python: str
+    data_dir: str
+    database: str
+    pid: int
+    workers: int
+    started_at: datetime
+    uptime_seconds: float
