@@ -11,7 +11,9 @@ back to back in the same run share that noise. To tame it further, all servers r
 while another is measured) and each path's 10 s are cut into interleaved slices (--rounds, default 5): a
 round measures every path once, in a rotated order, and the report gives the median of the per-round ratios
 next to each round's own value. Targets: xcore /api/version >= 0.85x bare Litestar on
-Granian, and > 1.0x FastAPI on uvicorn. Prefer wrk: the Python client spends more CPU per request and can
+Granian, and > 1.0x FastAPI on uvicorn; an authenticated admin GET (/api/admin/system with a Bearer JWT,
+through the ACCESS_RULES check) >= 0.85x xcore's own unauthenticated /api/version. The login endpoint's
+latency is reported apart: argon2 is slow on purpose. Prefer wrk: the Python client spends more CPU per request and can
 become the bottleneck on fast servers, which pulls the ratios towards 1.
 
     python benchmarks/http.py [--duration 10] [--warmup 3] [--connections 32] [--rounds 3]
@@ -44,7 +46,11 @@ from typing import IO, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("xcore", "litestar", "fastapi")
-PATHS = {"xcore": ["/api/version", "/health"], "litestar": ["/"], "fastapi": ["/"]}
+PATHS = {"xcore": ["/api/version", "/health", "/api/admin/system"], "litestar": ["/"], "fastapi": ["/"]}
+# Paths measured with a logged-in admin's access token (Bearer JWT), set once xcore is up.
+AUTHENTICATED = {("xcore", "/api/admin/system")}
+BENCH_USER, BENCH_PASSWORD = "bench-admin", "only-for-this-benchmark-42"
+LOGINS = 20
 LABELS = {"xcore": "xcore", "litestar": "Litestar+Granian", "fastapi": "FastAPI+uvicorn"}
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
@@ -55,10 +61,11 @@ COMMANDS = {  # the first word is replaced by the interpreter, or the xcore scri
     "fastapi": "python -m uvicorn benchmarks.apps.fastapi_hello:app --host 127.0.0.1 --port {port} "
     "--workers 1 --log-level warning --no-access-log",
 }
-RATIOS = [  # path of xcore, baseline server, its description, target (None: for information only)
-    ("/api/version", "litestar", "bare Litestar on Granian", ">= 0.85"),
-    ("/api/version", "fastapi", "FastAPI on uvicorn", "> 1.0"),
-    ("/health", "litestar", "bare Litestar on Granian", None),
+RATIOS = [  # path of xcore, baseline (server, path), its description, target (None: for information only)
+    ("/api/version", ("litestar", "/"), "bare Litestar on Granian", ">= 0.85"),
+    ("/api/version", ("fastapi", "/"), "FastAPI on uvicorn", "> 1.0"),
+    ("/api/admin/system", ("xcore", "/api/version"), "xcore /api/version (unauthenticated)", ">= 0.85"),
+    ("/health", ("litestar", "/"), "bare Litestar on Granian", None),
 ]
 
 
@@ -95,6 +102,61 @@ def server_command(name: str, port: int, data_dir: Path) -> list[str]:
     else:
         template[0] = sys.executable
     return [token.format(port=port, data=data_dir) for token in template]
+
+
+def http_post_json(port: int, path: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    """One POST with a JSON body and Connection: close over a raw socket: (status, response body)."""
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), payload
+
+
+def create_bench_account(data_dir: Path) -> None:
+    """The admin account the authenticated paths use, made with the real CLI before the server starts."""
+    serve = server_command("xcore", 0, data_dir)
+    command = [*serve[: serve.index("serve")], "user", "create", BENCH_USER, "--superadmin", "--password-stdin"]
+    command += ["--data-dir", str(data_dir)]
+    done = subprocess.run(command, input=BENCH_PASSWORD + "\n", capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise BenchError(f"xcore user create failed: {done.stderr.strip()}")
+
+
+def login(port: int) -> tuple[str, float]:
+    """Log the bench account in: (access token, seconds the login took)."""
+    body = f'{{"username": "{BENCH_USER}", "password": "{BENCH_PASSWORD}"}}'.encode()
+    start = time.perf_counter()
+    status, payload = http_post_json(port, "/api/auth/login", body)
+    elapsed = time.perf_counter() - start
+    found = re.search(rb'"access_token":"([^"]+)"', payload)
+    if status != 200 or not found:
+        raise BenchError(f"login failed with {status}: {payload[:200]!r}")
+    return found[1].decode(), elapsed
+
+
+def measure_logins(port: int, count: int) -> list[float]:
+    """`count` sequential logins (argon2 verification included): their latencies in seconds."""
+    return [login(port)[1] for _ in range(count)]
+
+
+def argon2_verify_seconds(count: int = 10) -> float:
+    """The median time of one argon2 verification with xcore's parameters, in this process."""
+    from xcore.auth.passwords import HASHER
+
+    stored = HASHER.hash(BENCH_PASSWORD)
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        HASHER.verify(stored, BENCH_PASSWORD)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def http_status(port: int, path: str, timeout: float = 2.0) -> int | None:
@@ -142,8 +204,9 @@ def parse_time_ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}[unit]
 
 
-def run_wrk(url: str, seconds: float, connections: int, pin: list[str]) -> Result:
-    cmd = [*pin, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
+def run_wrk(url: str, seconds: float, connections: int, pin: list[str], headers: list[str]) -> Result:
+    extra = [arg for header in headers for arg in ("-H", header)]
+    cmd = [*pin, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", *extra, url]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     out = done.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -194,8 +257,9 @@ async def client(port: int, request: bytes, deadline: float, latencies: list[flo
             writer.close()
 
 
-async def python_load(port: int, path: str, seconds: float, connections: int) -> Result:
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+async def python_load(port: int, path: str, seconds: float, connections: int, headers: list[str]) -> Result:
+    lines = "".join(f"{header}\r\n" for header in headers)
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{lines}\r\n".encode()
     latencies: list[float] = []
     errors = [0, 0]
     start = time.perf_counter()
@@ -208,10 +272,12 @@ async def python_load(port: int, path: str, seconds: float, connections: int) ->
     return Result(n / elapsed, latencies[n // 2] * 1e3, latencies[min(n - 1, n * 99 // 100)] * 1e3, *errors)
 
 
-def load(generator: str, port: int, path: str, seconds: float, connections: int, pin: list[str]) -> Result:
+def load(
+    generator: str, port: int, path: str, seconds: float, connections: int, pin: list[str], headers: list[str]
+) -> Result:
     if generator == "wrk":
-        return run_wrk(f"http://127.0.0.1:{port}{path}", seconds, connections, pin)
-    return asyncio.run(python_load(port, path, seconds, connections))
+        return run_wrk(f"http://127.0.0.1:{port}{path}", seconds, connections, pin, headers)
+    return asyncio.run(python_load(port, path, seconds, connections, headers))
 
 
 @contextlib.contextmanager
@@ -220,10 +286,15 @@ def running(name: str, pin: list[str], tmp: Path) -> Iterator[tuple[int, subproc
     port = free_port()
     data_dir = tmp / f"{name}-data"
     data_dir.mkdir()
+    env = dict(os.environ)
+    if name == "xcore":
+        create_bench_account(data_dir)
+        env["XCORE_SECURE__ACCESS_TTL"] = "86400"  # outlives any run, so no refresh mid-measurement
     with open(tmp / f"{name}.stderr", "w+b") as log:
         proc = subprocess.Popen(
             [*pin, *server_command(name, port, data_dir)],
             cwd=ROOT,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
@@ -238,7 +309,7 @@ def running(name: str, pin: list[str], tmp: Path) -> Iterator[tuple[int, subproc
 
 def measure_all(
     names: list[str], args: argparse.Namespace, generator: str, pins: tuple[list[str], list[str]], tmp: Path
-) -> tuple[list[list[Row]], list[str]]:
+) -> tuple[list[list[Row]], list[str], list[float]]:
     """All servers run side by side (idle while not measured); the paths are measured in interleaved slices.
 
     Each path gets `--duration` seconds in all, in `--rounds` slices; a round measures every path once, in a
@@ -255,10 +326,18 @@ def measure_all(
                 failures.append(str(exc))
                 print(f"error: {exc}", file=sys.stderr)
         targets = [(name, path) for name in names if name in ports for path in PATHS[name]]
+        headers: dict[tuple[str, str], list[str]] = {target: [] for target in targets}
+        logins: list[float] = []
+        if "xcore" in ports:
+            port = ports["xcore"][0]
+            logins = measure_logins(port, LOGINS)
+            token, _ = login(port)
+            for target in AUTHENTICATED & set(targets):
+                headers[target] = [f"Authorization: Bearer {token}"]
         if args.warmup > 0:  # discarded: lazy imports, caches and connections settle
             for name, path in targets:
                 print(f"warm-up {name} {path}: {args.warmup:g} s", file=sys.stderr)
-                load(generator, ports[name][0], path, args.warmup, args.connections, pins[1])
+                load(generator, ports[name][0], path, args.warmup, args.connections, pins[1], headers[(name, path)])
         slice_seconds = args.duration / args.rounds
         rounds: list[list[Row]] = []
         for n in range(args.rounds):
@@ -267,11 +346,12 @@ def measure_all(
             for name, path in order:
                 port, proc, log = ports[name]
                 print(f"round {n + 1}/{args.rounds}: {name} {path} for {slice_seconds:g} s", file=sys.stderr)
-                results.append((name, path, load(generator, port, path, slice_seconds, args.connections, pins[1])))
+                measured = load(generator, port, path, slice_seconds, args.connections, pins[1], headers[(name, path)])
+                results.append((name, path, measured))
                 if proc.poll() is not None:
                     raise BenchError(f"{name} died mid-run (code {proc.returncode}): {stderr_tail(log)}")
             rounds.append(results)
-    return rounds, failures
+    return rounds, failures, logins
 
 
 def pinning() -> tuple[list[str], list[str], str]:
@@ -313,11 +393,7 @@ def ratio_lines(rounds: list[list[Row]]) -> list[str]:
     per_round = [{(server, path): result.rps for server, path, result in results} for results in rounds]
     lines = []
     for path, base, label, target in RATIOS:
-        ratios = [
-            rps[("xcore", path)] / rps[(base, "/")]
-            for rps in per_round
-            if rps.get(("xcore", path)) and rps.get((base, "/"))
-        ]
+        ratios = [rps[("xcore", path)] / rps[base] for rps in per_round if rps.get(("xcore", path)) and rps.get(base)]
         line = f"xcore {path} vs {label}: "
         if not ratios:
             lines.append(line + "n/a (not measured in this run)")
@@ -356,7 +432,21 @@ def median_rows(rounds: list[list[Row]]) -> list[Row]:
     return sorted(merged, key=lambda row: order[row[0]])
 
 
-def report(rounds: list[list[Row]]) -> None:
+def login_lines(logins: list[float]) -> list[str]:
+    """What a login costs: argon2 is slow on purpose, so it is reported apart from the throughput table."""
+    if not logins:
+        return []
+    ordered = sorted(logins)
+    p50, p90 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, len(ordered) * 9 // 10)]
+    argon2 = argon2_verify_seconds()
+    return [
+        f"login (POST /api/auth/login, {len(logins)} sequential): p50 {p50 * 1e3:.0f} ms, p90 {p90 * 1e3:.0f} ms, "
+        f"{1 / p50:.1f} logins/s per worker; one argon2id verification alone: {argon2 * 1e3:.0f} ms "
+        f"({argon2 / p50:.0%} of a login)"
+    ]
+
+
+def report(rounds: list[list[Row]], logins: list[float]) -> None:
     rows: list[tuple[str, ...]] = [("server", "path", "requests/s", "p50 ms", "p99 ms", "errors (non-2xx/socket)")]
     for server, path, r in median_rows(rounds):
         numbers = f"{r.rps:,.0f} {r.p50:.2f} {r.p99:.2f} {r.non2xx}/{r.socket_errors}"
@@ -366,7 +456,7 @@ def report(rounds: list[list[Row]]) -> None:
         print("  ".join(f"{cell:{align}{w}}" for cell, align, w in zip(row, "<<>>>>", widths, strict=True)))
     if len(rounds) > 1:
         print(f"(medians over {len(rounds)} rounds)")
-    print("", *ratio_lines(rounds), sep="\n")
+    print("", *ratio_lines(rounds), *login_lines(logins), sep="\n")
 
 
 def parse_args() -> argparse.Namespace:
@@ -411,11 +501,11 @@ def main() -> int:
     names = [s for s in SERVERS if s in args.only]
     with tempfile.TemporaryDirectory(prefix="xcore-bench-") as tmp:
         try:
-            rounds, failures = measure_all(names, args, generator, (server_pin, client_pin), Path(tmp))
+            rounds, failures, logins = measure_all(names, args, generator, (server_pin, client_pin), Path(tmp))
         except BenchError as exc:
-            rounds, failures = [], [str(exc)]
+            rounds, failures, logins = [], [str(exc)], []
     print()
-    report(rounds)
+    report(rounds, logins)
     for failure in failures:
         print(f"FAILED: {failure}")
     return 1 if failures else 0

@@ -6,7 +6,9 @@ request costs in each:
 
 - `bare`: the bare Litestar hello app of benchmarks/apps/litestar_hello.py;
 - `app`: xcore's Litestar app as build_app makes it, called directly;
-- `xcore`: the same app behind the Switch, with the request id and the request log, as a worker serves it.
+- `xcore`: the same app behind the Switch, with the request id and the request log, as a worker serves it;
+- `xcore-auth`: like `xcore`, on the admin route /api/admin/system with a Bearer access token, so the request
+  also passes the access guard (token check, account lookup, ACCESS_RULES).
 
 Each stack runs twice under callgrind, with N and 3N requests after a warm-up, so start-up costs cancel out:
 instructions per request = (count(3N) - count(N)) / 2N. The server's own work (Granian) is the same for every
@@ -28,11 +30,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Python put this folder first on sys.path, where benchmarks/http.py would shadow the standard `http`.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-STACKS = ("bare", "app", "xcore")
+STACKS = ("bare", "app", "xcore", "xcore-auth")
+BENCH_USER, BENCH_PASSWORD = "bench-admin", "only-for-this-benchmark-42"
 
 
 async def _drive(stack: str, requests: int) -> None:
@@ -50,7 +54,16 @@ async def _drive(stack: str, requests: int) -> None:
     app = build_app(runtime)
     switch = Switch(lambda: app)
     await switch.swap_in(app)
-    target, path = {"bare": (bare, "/"), "app": (app, "/api/version"), "xcore": (switch, "/api/version")}[stack]
+    targets = {
+        "bare": (bare, "/"),
+        "app": (app, "/api/version"),
+        "xcore": (switch, "/api/version"),
+        "xcore-auth": (switch, "/api/admin/system"),
+    }
+    target, path = targets[stack]
+    headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
+    if stack == "xcore-auth":
+        headers.append((b"authorization", f"Bearer {bench_token(runtime)}".encode()))
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -61,7 +74,7 @@ async def _drive(stack: str, requests: int) -> None:
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")],
+        "headers": headers,
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -75,6 +88,27 @@ async def _drive(stack: str, requests: int) -> None:
     for _ in range(200 + requests):  # 200 of warm-up
         await target({**scope, "state": {}}, receive, send)
     access.flush()
+
+
+def bench_token(runtime: Any) -> str:
+    """An access token of the benchmark's superadmin, made at the first run (outside the counted ones).
+
+    The token is signed directly: a login would run argon2 under valgrind, which takes minutes and is not
+    what a request costs.
+    """
+    from sqlalchemy import select
+
+    from xcore.auth import accounts
+    from xcore.auth.service import Client
+    from xcore.db.models import User
+
+    auth = runtime.auth
+    if auth.setup_required():
+        accounts.complete_setup(auth, Client(), None, username=BENCH_USER, password=BENCH_PASSWORD)
+    with auth.sessions() as session:
+        user = session.scalars(select(User).where(User.username == BENCH_USER)).one()
+        token, _ = auth.signer.issue(user.id, user.token_version, "bench")
+    return token
 
 
 def count(stack: str, requests: int, data_dir: str) -> int:
@@ -120,7 +154,10 @@ def main() -> int:
         # Create and migrate the database once, outside the counted runs.
         env = {**os.environ, "XCORE_DATA_DIR": data_dir}
         subprocess.run(
-            [sys.executable, __file__, "--drive", "bare", "--requests", "0"], env=env, check=True, capture_output=True
+            [sys.executable, __file__, "--drive", "xcore-auth", "--requests", "0"],
+            env=env,
+            check=True,
+            capture_output=True,
         )
         for stack in STACKS:
             print(f"counting {stack} ...", file=sys.stderr)
@@ -129,7 +166,9 @@ def main() -> int:
     print(f"instructions per request (callgrind, {args.requests} and {3 * args.requests} requests)")
     for stack in STACKS:
         ratio = per_request["bare"] / per_request[stack]
-        print(f"  {stack:<6} {per_request[stack]:>10,.0f}   bare / this = {ratio:.3f}")
+        print(f"  {stack:<10} {per_request[stack]:>10,.0f}   bare / this = {ratio:.3f}")
+    auth_ratio = per_request["xcore"] / per_request["xcore-auth"]
+    print(f"  authenticated admin GET vs /api/version (xcore / xcore-auth) = {auth_ratio:.3f}")
     return 0
 
 

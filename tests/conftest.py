@@ -150,3 +150,69 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
+
+
+# Accounts: in-process apps with real SQLite, real argon2 and real tokens.
+
+PASSWORDS = {
+    "root": "first-owner-secret-1",
+    "ada": "admin-secret-pass-2",
+    "bob": "plain-user-secret-3",
+    "cyd": "other-user-secret-4",
+}
+
+
+def create_account(runtime: Runtime, username: str, roles: list[str], password: str | None = None) -> int:
+    """create_account makes an account as the machine's owner would (no actor checks) and returns its id."""
+    from xcore.auth import accounts
+    from xcore.auth.service import Client
+
+    if runtime.auth.setup_required():
+        assert "superadmin" in roles, "the first account is a superadmin"
+        user = accounts.complete_setup(
+            runtime.auth, Client(ip="test"), None, username=username, password=password or PASSWORDS[username]
+        )
+        if roles != ["superadmin"]:
+            user = accounts.set_roles(runtime.auth, None, Client(ip="test"), user.id, roles)
+        return user.id
+    user = accounts.create_user(
+        runtime.auth, None, Client(ip="test"), username=username, password=password or PASSWORDS[username], roles=roles
+    )
+    return user.id
+
+
+class Api:
+    """Api is a TestClient on a full xcore app, with helpers to log in as the standard accounts."""
+
+    def __init__(self, client: Any, runtime: Runtime) -> None:
+        self.client = client
+        self.runtime = runtime
+
+    def login(self, username: str, password: str | None = None, **extra: Any) -> dict[str, str]:
+        """login returns Bearer headers for the account; fails the test when the login fails."""
+        response = self.client.post(
+            "/api/auth/login", json={"username": username, "password": password or PASSWORDS[username], **extra}
+        )
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture
+def api(runtime: Runtime) -> Iterator[Api]:
+    """api: a migrated xcore app in process, before setup (no account exists)."""
+    from litestar.testing import TestClient
+
+    from xcore.web.app import build_app
+
+    with TestClient(build_app(runtime)) as client:
+        yield Api(client, runtime)
+
+
+@pytest.fixture
+def accounts_api(api: Api) -> Api:
+    """accounts_api: the api with root (superadmin), ada (admin), bob and cyd (user) set up."""
+    create_account(api.runtime, "root", ["superadmin"])
+    create_account(api.runtime, "ada", ["admin"])
+    create_account(api.runtime, "bob", ["user"])
+    create_account(api.runtime, "cyd", ["user"])
+    return api

@@ -54,8 +54,8 @@ def test_access_rules_merge_rule_by_rule_and_null_removes_one(data_dir: Path) ->
     assert "/docs" not in rules, "a rule set to null removes the default one"
     assert rules["/health"].public, "defaults the user did not mention stay"
     assert rules["/api/admin/*"].roles == ["superadmin"], "a later layer replaces one rule"
-    assert loaded.source_of(("xcore", "middleware", "ACCESS_RULES")) == "environment variable XCORE_XCORE__MIDDLEWARE__ACCESS_RULES"
-
+    source = loaded.source_of(("xcore", "middleware", "ACCESS_RULES"))
+    assert source == "environment variable XCORE_XCORE__MIDDLEWARE__ACCESS_RULES"
 
 
 def test_environment_values_are_typed_by_the_schema(data_dir: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 from litestar import get
 from litestar.testing import TestClient
 
-from xcore.logs import access
 from xcore.db import migrate
+from xcore.logs import access
 from xcore.runtime import Runtime, open_runtime
 from xcore.server import prepare_database
 from xcore.web.app import build_app

@@ -21,9 +21,10 @@ from xcore.auth import audit
 from xcore.auth.errors import Conflict, Forbidden, InvalidInput, NotFound
 from xcore.auth.login import revoke_user_sessions
 from xcore.auth.passwords import check_password, hash_password
-from xcore.auth.permissions import CUSTOM_RANK, PERMISSION_NAME, ROLE_NAME, SUPERADMIN, USER
+from xcore.auth.permissions import CUSTOM_RANK, SUPERADMIN, USER
 from xcore.auth.rules import Principal
 from xcore.auth.service import AuthService, Client
+from xcore.config.schema import PERMISSION_NAME, ROLE_NAME
 from xcore.db.models import Permission, RecoveryCode, Role, User
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")

@@ -65,23 +65,25 @@ def login(
     """
     keys = [account_key(name), address_key(client.ip)]
     with svc.transaction() as session:
-        svc.throttle.check(session, keys)
+        svc.throttle.admit(session, keys)  # counted as a failure until it succeeds
     with svc.sessions() as session:
         user = find_user(session, name)
         matches, needs_rehash = verify_password(user.password_hash if user else None, password)
         if not matches or user is None or not user.is_active:
-            _fail(svc, session, keys, name, client, "password")
+            _fail(session, name, client, "password")
             raise NotAuthenticated(WRONG_CREDENTIALS)
         if user.totp_enabled:
             if not totp and not recovery_code:
+                svc.throttle.refund(session, keys)  # neither right nor wrong; clearing would reset 2FA guesses
+                session.commit()
                 raise TotpRequired()
             if not _second_factor(svc, session, user, totp, recovery_code, client):
-                _fail(svc, session, keys, name, client, "recovery code" if recovery_code else "totp")
+                _fail(session, name, client, "recovery code" if recovery_code else "totp")
                 raise NotAuthenticated("the two-factor code is wrong, expired or already used", field="totp")
         if needs_rehash:
             user.password_hash = hash_password(password)
         user.last_login_at = datetime.now(UTC)
-        svc.throttle.clear(session, keys[0])
+        svc.throttle.succeeded(session, keys)
         tokens = _open_session(svc, session, user, secrets.token_hex(16))
         audit.record(session, "login.succeeded", actor=user.username, ip=client.ip, rehashed=needs_rehash)
         session.commit()
@@ -94,9 +96,9 @@ def find_user(session: Session, name: str) -> User | None:
     return session.scalar(select(User).where(or_(func.lower(User.username) == name, func.lower(User.email) == name)))
 
 
-def _fail(svc: AuthService, session: Session, keys: list[str], name: str, client: Client, what: str) -> None:
+def _fail(session: Session, name: str, client: Client, what: str) -> None:
+    """_fail audits a failed attempt; the throttle counted it already, when it was admitted."""
     session.rollback()
-    svc.throttle.fail(session, keys)
     audit.record(session, "login.failed", actor=name[:100], ip=client.ip, level=logging.WARNING, reason=f"wrong {what}")
     session.commit()
 
@@ -183,6 +185,7 @@ def refresh(svc: AuthService, raw: str, client: Client) -> Tokens:
                 family=row.family,
             )
             session.commit()
+            svc.accounts_changed()  # the family's access tokens stop working too
             raise NotAuthenticated(
                 "this refresh token was already used, so the session was ended in case it was stolen; log in again"
             )

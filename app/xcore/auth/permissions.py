@@ -5,12 +5,12 @@ Plugins add `<plugin_id>.<name>` permissions from their manifest through `regist
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from xcore.config.schema import PERMISSION_NAME
 from xcore.db.models import Permission, Role
 
 # Every core permission, with what it allows. Routes are guarded by ACCESS_RULES; handlers check these for
@@ -55,9 +55,6 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     ),
     USER: ("Own account only.", frozenset()),
 }
-
-ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
-PERMISSION_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_.-]*$")
 
 
 def sync_builtin(session: Session) -> None:

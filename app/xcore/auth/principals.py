@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from xcore.auth.rules import Principal
-from xcore.db.models import User
+from xcore.db.models import RefreshToken, User
 
 MAX_AGE = 10.0
 
@@ -51,9 +52,10 @@ class Epoch:
 class Principals:
     """Principals loads and caches Principal objects by user id."""
 
-    def __init__(self, sessions: sessionmaker[Session], epoch: Epoch) -> None:
+    def __init__(self, sessions: sessionmaker[Session], epoch: Epoch, access_ttl: int) -> None:
         self.sessions = sessions
         self.epoch = epoch
+        self.access_ttl = access_ttl
         self._cache: dict[int, tuple[float, Principal | None]] = {}
 
     def cached(self, user_id: int) -> tuple[bool, Principal | None]:
@@ -69,7 +71,7 @@ class Principals:
     def load(self, user_id: int) -> Principal | None:
         """load reads the user from the database (None when missing or inactive) and caches the result."""
         with self.sessions() as session:
-            principal = load_principal(session, user_id)
+            principal = load_principal(session, user_id, self.access_ttl)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[user_id] = (time.monotonic() + MAX_AGE, principal)
@@ -80,14 +82,19 @@ class Principals:
         return principal if hit else self.load(user_id)
 
 
-def load_principal(session: Session, user_id: int) -> Principal | None:
+def load_principal(session: Session, user_id: int, access_ttl: int) -> Principal | None:
+    """load_principal reads an active user, with the families revoked recently enough to have live access tokens."""
     user = session.scalar(select(User).where(User.id == user_id))
     if user is None or not user.is_active:
         return None
-    return principal_of(user)
+    since = datetime.now(UTC) - timedelta(seconds=access_ttl)
+    revoked = session.scalars(
+        select(RefreshToken.family).where(RefreshToken.user_id == user_id, RefreshToken.revoked_at > since).distinct()
+    )
+    return principal_of(user, frozenset(revoked))
 
 
-def principal_of(user: User) -> Principal:
+def principal_of(user: User, revoked_families: frozenset[str] = frozenset()) -> Principal:
     """principal_of turns a loaded user into the Principal that access checks use."""
     return Principal(
         id=user.id,
@@ -97,4 +104,5 @@ def principal_of(user: User) -> Principal:
         token_version=user.token_version,
         totp_enabled=user.totp_enabled,
         totp_required=any(r.require_totp for r in user.roles),
+        revoked_families=revoked_families,
     )

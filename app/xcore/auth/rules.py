@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from xcore.auth.permissions import PERMISSION_NAME, RANKS, ROLE_NAME, SUPERADMIN
-from xcore.config.schema import AccessRule
+from xcore.auth.permissions import RANKS, SUPERADMIN
+from xcore.config.schema import AccessRule, access_rule_problem
 from xcore.errors import ConfigError
 
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SETTING = "xcore.middleware.ACCESS_RULES"
 
 
@@ -44,7 +43,17 @@ DEFAULT_RULE = Rule(None, frozenset(), (), (), False)
 class Principal:
     """Principal is who a request acts as: an active user with their roles, rank and permissions."""
 
-    __slots__ = ("id", "permissions", "rank", "roles", "token_version", "totp_enabled", "totp_required", "username")
+    __slots__ = (
+        "id",
+        "permissions",
+        "rank",
+        "revoked_families",
+        "roles",
+        "token_version",
+        "totp_enabled",
+        "totp_required",
+        "username",
+    )
 
     def __init__(
         self,
@@ -55,6 +64,7 @@ class Principal:
         token_version: int,
         totp_enabled: bool,
         totp_required: bool,
+        revoked_families: frozenset[str] = frozenset(),
     ) -> None:
         self.id = id
         self.username = username
@@ -64,6 +74,8 @@ class Principal:
         self.token_version = token_version
         self.totp_enabled = totp_enabled
         self.totp_required = totp_required
+        # Logins ended on their own (a reused refresh token), whose access tokens may not have expired yet.
+        self.revoked_families = revoked_families
 
     @property
     def is_superadmin(self) -> bool:
@@ -130,23 +142,8 @@ def covers(rule: Rule, method: str) -> bool:
 
 def compile_rule(pattern: str, raw: AccessRule) -> Rule:
     """compile_rule checks one rule and compiles it; a ConfigError names the rule and what is wrong with it."""
-    where = f"{SETTING}[{pattern!r}]"
-    if not pattern.startswith("/"):
-        raise ConfigError(f"{where}: the path must start with /")
-    if "*" in pattern[:-1]:
-        raise ConfigError(f"{where}: * may only end the path (a prefix), as in /api/admin/*")
+    problem = access_rule_problem(pattern, raw)
+    if problem is not None:
+        raise ConfigError(f"{SETTING}[{pattern!r}]{problem[0]}: {problem[1]}")
     methods = [raw.method] if isinstance(raw.method, str) else list(raw.method)
-    for method in methods:
-        if method.upper() not in HTTP_METHODS:
-            raise ConfigError(
-                f"{where}.method: unknown HTTP method {method!r}; use one of {', '.join(sorted(HTTP_METHODS))}"
-            )
-    for role in raw.roles:
-        if not ROLE_NAME.match(role):
-            raise ConfigError(f"{where}.roles: {role!r} is not a role name (lowercase letters, digits, _ and -)")
-    for permission in raw.permissions:
-        if not PERMISSION_NAME.match(permission):
-            raise ConfigError(f"{where}.permissions: {permission!r} is not a permission name such as plugins.read")
-    if raw.public and (raw.roles or raw.permissions):
-        raise ConfigError(f"{where}: a public rule cannot also require roles or permissions")
     return Rule(pattern, frozenset(m.upper() for m in methods), tuple(raw.roles), tuple(raw.permissions), raw.public)

@@ -43,7 +43,7 @@ class AuthService:
         self.signer = TokenSigner(runtime.secret, secure.access_ttl)
         self.box = SecretBox(runtime.secret)
         self.epoch = Epoch(runtime.data.root / "auth-epoch")
-        self.principals = Principals(self.sessions, self.epoch)
+        self.principals = Principals(self.sessions, self.epoch, secure.access_ttl)
         self.throttle = Throttle(secure.lockout)
         self.rules = AccessTable(runtime.config.xcore.middleware.ACCESS_RULES)
         self.setup_token = SetupToken(runtime.data.root)

@@ -11,6 +11,8 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from xcore.auth.errors import TooManyAttempts
@@ -27,7 +29,13 @@ def address_key(address: str | None) -> str:
 
 
 class Throttle:
-    """Throttle checks and records failures for account and address keys."""
+    """Throttle admits login attempts for account and address keys, and locks keys that fail too often.
+
+    Every attempt is counted as a failure when it is admitted, in a transaction that holds the write lock,
+    so parallel guesses cannot all slip past the check before any failure is recorded. A success takes the
+    account's failures away (and this attempt's count on the address); an attempt that was neither right nor
+    wrong (a password without its 2FA code) takes back only its own count.
+    """
 
     def __init__(self, config: LockoutConfig) -> None:
         self.config = config
@@ -35,31 +43,43 @@ class Throttle:
     def limit(self, key: str) -> int:
         return self.config.ip_max_failures if key.startswith("ip:") else self.config.max_failures
 
-    def check(self, session: Session, keys: list[str]) -> None:
-        """check raises TooManyAttempts when any key is locked now, saying how long to wait."""
+    def admit(self, session: Session, keys: list[str]) -> None:
+        """admit counts one attempt on each key, or raises TooManyAttempts (counting nothing) while one is locked.
+
+        Reaching the limit locks the key from now on for `base_delay`, doubled for each attempt over the
+        limit, up to `max_delay`. Counts older than `max_delay` start over.
+        """
         now = datetime.now(UTC)
-        rows = session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(keys)))
-        waits = [as_utc(row.locked_until) - now for row in rows if row.locked_until and as_utc(row.locked_until) > now]
+        insert = sqlite_insert if session.get_bind().dialect.name == "sqlite" else postgresql_insert
+        # A write first: SQLite takes its write lock here, so concurrent attempts queue up behind this one.
+        session.execute(
+            insert(LoginThrottle).values([{"key": k, "failures": 0} for k in keys]).on_conflict_do_nothing()
+        )
+        rows = session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(keys)).with_for_update()).all()
+        waits = [as_utc(r.locked_until) - now for r in rows if r.locked_until and as_utc(r.locked_until) > now]
         if waits:
             seconds = math.ceil(max(waits).total_seconds())
             raise TooManyAttempts(f"too many failed attempts; try again in {seconds} seconds", retry_after=seconds)
-
-    def fail(self, session: Session, keys: list[str]) -> None:
-        """fail counts one failure for each key and locks the keys over their limit; the lock doubles each time."""
-        now = datetime.now(UTC)
-        for key in keys:
-            row = session.get(LoginThrottle, key)
-            if row is None:
-                row = LoginThrottle(key=key, failures=0)
-                session.add(row)
+        for row in rows:
+            if row.last_failure_at and (now - as_utc(row.last_failure_at)).total_seconds() > self.config.max_delay:
+                row.failures = 0
             row.failures += 1
             row.last_failure_at = now
-            over = row.failures - self.limit(key)
+            over = row.failures - self.limit(row.key)
             if over >= 0:
                 delay = min(self.config.base_delay * 2 ** min(over, 30), self.config.max_delay)
                 row.locked_until = now + timedelta(seconds=delay)
         session.flush()
 
-    def clear(self, session: Session, key: str) -> None:
-        """clear forgets the failures of a key after a successful login."""
-        session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+    def refund(self, session: Session, keys: list[str]) -> None:
+        """refund takes back one admitted attempt on each key, and the lock that attempt may have started."""
+        for row in session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(keys)).with_for_update()):
+            row.failures = max(0, row.failures - 1)
+            if row.failures < self.limit(row.key):
+                row.locked_until = None
+
+    def succeeded(self, session: Session, keys: list[str]) -> None:
+        """succeeded forgets the account's failures and refunds this attempt on the other keys."""
+        account, *others = keys
+        session.execute(delete(LoginThrottle).where(LoginThrottle.key == account))
+        self.refund(session, others)

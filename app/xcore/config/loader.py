@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from xcore.config.schema import XcoreConfig, describe_type, section_fields, type_at
+from xcore.config.schema import XcoreConfig, access_rule_problem, describe_type, section_fields, type_at
 from xcore.errors import ConfigError
 from xcore.resources import resource_path
 
@@ -246,7 +246,7 @@ _TOKEN = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
 def validate(merged: dict[str, Any], sources: dict[Path_, str]) -> XcoreConfig:
     """Convert the merged document to the schema; a failure names the key, its layer and the expectation."""
     try:
-        return msgspec.convert(merged, XcoreConfig)
+        config = msgspec.convert(merged, XcoreConfig)
     except msgspec.ValidationError as exc:
         message = str(exc)
         match = _AT.match(message)
@@ -262,6 +262,13 @@ def validate(merged: dict[str, Any], sources: dict[Path_, str]) -> XcoreConfig:
         expected = _expected(path)
         what = match.group("what").replace("`", "")
         raise ConfigError(f"{source}: {dotted}: {what}{expected}") from None
+    for pattern, rule in config.xcore.middleware.ACCESS_RULES.items():
+        problem = access_rule_problem(pattern, rule)
+        if problem is not None:
+            where = ("xcore", "middleware", "ACCESS_RULES", repr(pattern))
+            source = _source_for(where, sources)
+            raise ConfigError(f"{source}: xcore.middleware.ACCESS_RULES[{pattern!r}]{problem[0]}: {problem[1]}")
+    return config
 
 
 def _name_mapping_key(merged: dict[str, Any], path: Path_) -> Path_:

@@ -8,6 +8,8 @@ Relative paths in settings are relative to the data directory.
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -184,6 +186,31 @@ class AccessRule(_Section, frozen=True, omit_defaults=True):
     )
 
 
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
+PERMISSION_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_.-]*$")
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def access_rule_problem(pattern: str, rule: AccessRule) -> tuple[str, str] | None:
+    """access_rule_problem says what is wrong with one rule: (the sub-key at fault, the message), or None."""
+    if not pattern.startswith("/"):
+        return "", "the path must start with /"
+    if "*" in pattern[:-1]:
+        return "", "* may only end the path (a prefix), as in /api/admin/*"
+    for method in [rule.method] if isinstance(rule.method, str) else rule.method:
+        if method.upper() not in HTTP_METHODS:
+            return ".method", f"unknown HTTP method {method!r}; use one of {', '.join(sorted(HTTP_METHODS))}"
+    for role in rule.roles:
+        if not ROLE_NAME.match(role):
+            return ".roles", f"{role!r} is not a role name (lowercase letters, digits, _ and -)"
+    for permission in rule.permissions:
+        if not PERMISSION_NAME.match(permission):
+            return ".permissions", f"{permission!r} is not a permission name such as plugins.read"
+    if rule.public and (rule.roles or rule.permissions):
+        return "", "a public rule cannot also require roles or permissions"
+    return None
+
+
 PUBLIC = AccessRule(public=True)
 LOGGED_IN = AccessRule()
 
@@ -305,9 +332,15 @@ def iter_settings(struct: type[Struct] = XcoreConfig, prefix: tuple[str, ...] = 
     return found
 
 
+@cache
+def _schema_info() -> msgspec.inspect.Type:
+    """The schema's type information, built once: msgspec takes milliseconds for it, and loading asks often."""
+    return msgspec.inspect.type_info(XcoreConfig)
+
+
 def section_fields(path: tuple[str, ...]) -> dict[str, msgspec.inspect.Type] | None:
     """section_fields maps the keys of the section at `path` to their types, or None if `path` is no section."""
-    info: msgspec.inspect.Type = msgspec.inspect.type_info(XcoreConfig)
+    info: msgspec.inspect.Type = _schema_info()
     for name in path:
         if not isinstance(info, msgspec.inspect.StructType):
             return None
@@ -347,7 +380,7 @@ def describe_type(t: msgspec.inspect.Type) -> str:
 
 def type_at(path: tuple[str, ...]) -> msgspec.inspect.Type | None:
     """type_at returns the schema type at a key path; list indexes and mapping keys may appear in the path."""
-    current: msgspec.inspect.Type = msgspec.inspect.type_info(XcoreConfig)
+    current: msgspec.inspect.Type = _schema_info()
     for token in path:
         current = _unwrap(current)[0]
         if isinstance(current, msgspec.inspect.UnionType):  # e.g. `str | list[str]`: follow the container

@@ -16,7 +16,8 @@ from sqlalchemy import func, or_, select
 from xcore.auth import accounts
 from xcore.auth.errors import InvalidInput, NotFound
 from xcore.auth.principals import principal_of
-from xcore.auth.rules import HTTP_METHODS, Rule
+from xcore.auth.rules import Rule
+from xcore.config.schema import HTTP_METHODS
 from xcore.db.engine import mask_url
 from xcore.db.models import AuditEvent, Permission, Role, as_utc
 from xcore.runtime import Runtime

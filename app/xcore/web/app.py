@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 
 from xcore.runtime import Runtime
@@ -22,10 +22,14 @@ def build_app(runtime: Runtime, route_handlers: list[Any] | None = None) -> Lite
     """build_app returns a new app with the core routes plus `route_handlers` (plugin routers, later).
 
     Every route passes the access guard (ACCESS_RULES). Errors are RFC 9457 problem documents.
+    The core handlers go in through one Router: Litestar 2.25 registers handlers given straight to the app
+    again for each further handler on the same path, wrapping a sync handler in a thread once more each time,
+    so the third sync handler on one path would return an un-awaited coroutine.
     Logging is configured per process, not per app (`logging_config=None`): Litestar's default would start a
     thread for every app built, and apps are rebuilt on every plugin change.
     """
-    return Litestar(
+    core = Router(
+        path="/",
         route_handlers=[
             health,
             version_handler(runtime),
@@ -35,8 +39,10 @@ def build_app(runtime: Runtime, route_handlers: list[Any] | None = None) -> Lite
             *me_handlers(),
             *user_handlers(),
             *admin_handlers(runtime),
-            *(route_handlers or []),
         ],
+    )
+    return Litestar(
+        route_handlers=[core, *(route_handlers or [])],
         middleware=[access_guard(runtime.auth)],
         openapi_config=openapi_config(),
         state=State({"runtime": runtime}),

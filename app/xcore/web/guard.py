@@ -110,6 +110,8 @@ async def authenticate(auth: AuthService, scope: Scope) -> tuple[Principal, Acce
         raise NotAuthenticated("the account no longer exists or is deactivated")
     if principal.token_version != claims.version:
         raise NotAuthenticated("the session has ended (logout, password change or revocation); log in again")
+    if claims.family in principal.revoked_families:
+        raise NotAuthenticated("this login was ended because its refresh token was used twice; log in again")
     return principal, claims, via_cookie
 
 

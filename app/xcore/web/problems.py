@@ -57,6 +57,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return _validation_problem(exc)
     if isinstance(exc, HTTPException):
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+    if isinstance(exc, UnicodeDecodeError):  # Litestar lets it through from a body that is not UTF-8
+        return problem(400, "the request body is not valid UTF-8 text")
     if isinstance(exc, DatabaseError):
         log.error("database error in %s %s: %s", request.method, request.url.path, exc)
         return problem(503, str(exc))
@@ -68,10 +70,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
 # msgspec names the failing field as "... - at `$.roles[0]`", or "unknown field `rolez`".
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
 
 
 def _field_of(message: str) -> str | None:
-    found = _MSGSPEC_PATH.search(message) or _UNKNOWN_FIELD.search(message)
+    found = _MSGSPEC_PATH.search(message) or _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
     return found.group(1) or None if found else None
 
 

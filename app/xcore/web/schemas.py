@@ -45,9 +45,9 @@ class SessionOut(Struct, omit_defaults=True):
 
     user_id: int
     username: str
-    token_type: str = "Bearer"
-    expires_in: int = 0
-    refresh_expires_in: int = 0
+    token_type: str
+    expires_in: int
+    refresh_expires_in: int
     access_token: str | None = None
     refresh_token: str | None = None
     csrf_token: str | None = None
