@@ -130,8 +130,9 @@ def _second_factor(
     if code is None:
         return False
     code.used_at = datetime.now(UTC)
+    session.flush()
     left = session.scalar(select(func.count()).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)))
-    audit.record(session, "totp.recovery_code_used", actor=user.username, ip=client.ip, codes_left=(left or 1) - 1)
+    audit.record(session, "totp.recovery_code_used", actor=user.username, ip=client.ip, codes_left=left or 0)
     return True
 
 
