@@ -45,12 +45,12 @@ def test_layers_later_wins(data_dir: Path) -> None:
 def test_access_rules_merge_rule_by_rule_and_null_removes_one(data_dir: Path) -> None:
     write_config(
         data_dir,
-        {"xcore": {"middleware": {"ACCESS_RULES": {"/reports*": {"permissions": ["view"]}, "/docs": None}}}},
+        {"xcore": {"middleware": {"ACCESS_RULES": {"/reports*": {"permissions": ["reports.view"]}, "/docs": None}}}},
     )
     env = {"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/api/admin/*": {"roles": ["superadmin"]}}'}
     loaded = load_config(data_dir, environ=env)
     rules = loaded.config.xcore.middleware.ACCESS_RULES
-    assert rules["/reports*"].permissions == ["view"], "a user's rule is added to the defaults"
+    assert rules["/reports*"].permissions == ["reports.view"], "a user's rule is added to the defaults"
     assert "/docs" not in rules, "a rule set to null removes the default one"
     assert rules["/health"].public, "defaults the user did not mention stay"
     assert rules["/api/admin/*"].roles == ["superadmin"], "a later layer replaces one rule"

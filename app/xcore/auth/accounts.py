@@ -191,15 +191,7 @@ def update_user(
             user.email = new_email
             changed["email"] = new_email
         if password is not None:
-            check_password(
-                password,
-                min_length=svc.secure.password.min_length,
-                username=user.username,
-                email=user.email,
-                field="password",
-            )
-            user.password_hash = hash_password(password)
-            revoke_user_sessions(session, user)
+            replace_password(svc, session, user, password, field="password")
             changed["password"] = "changed"
         if is_active is not None and is_active != user.is_active:
             if not is_active:
@@ -275,21 +267,22 @@ def clear_totp(session: Session, user: User) -> None:
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
 
 
+def replace_password(svc: AuthService, session: Session, user: User, password: str, *, field: str) -> None:
+    """replace_password checks the new password against the policy, stores its hash and ends every session."""
+    check_password(
+        password, min_length=svc.secure.password.min_length, username=user.username, email=user.email, field=field
+    )
+    user.password_hash = hash_password(password)
+    revoke_user_sessions(session, user)
+
+
 def set_password(svc: AuthService, client: Client, username: str, password: str) -> None:
     """set_password is `xcore user passwd`: the machine's owner sets a password; all sessions end."""
     with svc.transaction() as session:
         user = session.scalar(select(User).where(User.username == username))
         if user is None:
             raise NotFound(f"there is no user {username!r}")
-        check_password(
-            password,
-            min_length=svc.secure.password.min_length,
-            username=user.username,
-            email=user.email,
-            field="password",
-        )
-        user.password_hash = hash_password(password)
-        revoke_user_sessions(session, user)
+        replace_password(svc, session, user, password, field="password")
         audit.record(session, "password.changed", actor="command line", target=user.username, ip=client.ip)
     svc.accounts_changed()
 

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete
 
 from xcore.auth import audit
-from xcore.auth.accounts import check_email, clear_totp, ensure_name_free, get_user
+from xcore.auth.accounts import check_email, clear_totp, ensure_name_free, get_user, replace_password
 from xcore.auth.errors import Conflict, Forbidden, InvalidInput
-from xcore.auth.login import revoke_user_sessions
-from xcore.auth.passwords import check_password, hash_password, verify_password
+from xcore.auth.passwords import verify_password
 from xcore.auth.service import AuthService, Client
 from xcore.auth.totp import hash_recovery_code, match_step, new_recovery_codes, new_secret, provisioning
 from xcore.db.models import RecoveryCode, User
@@ -41,17 +40,9 @@ def change_password(svc: AuthService, user_id: int, client: Client, current: str
         user = get_user(session, user_id)
         if not verify_password(user.password_hash, current)[0]:
             raise Forbidden("the current password is wrong", field="current_password")
-        check_password(
-            new,
-            min_length=svc.secure.password.min_length,
-            username=user.username,
-            email=user.email,
-            field="new_password",
-        )
         if verify_password(user.password_hash, new)[0]:
             raise InvalidInput("the new password must differ from the current one", field="new_password")
-        user.password_hash = hash_password(new)
-        revoke_user_sessions(session, user)
+        replace_password(svc, session, user, new, field="new_password")
         audit.record(session, "password.changed", actor=user.username, target=user.username, ip=client.ip)
     svc.accounts_changed()
 
