@@ -1,13 +1,14 @@
 """Who a user id acts as, cached per process and dropped at once when any process changes an account.
 
 Every change that affects access (roles, role grants, token version, deactivation, 2FA) calls `Epoch.bump`,
-which replaces `<data>/auth-epoch`. Each request compares that file's identity (one `stat`), so all workers
-of one machine see the change on their next request. Entries also expire after `MAX_AGE` seconds, which
-bounds staleness when several machines share one PostgreSQL database and no data directory.
+which rewrites the memory-mapped `<data>/auth-epoch`. Each request compares those bytes with the last ones it
+saw, so all workers of one machine see the change on their next request. Entries also expire after `MAX_AGE`
+seconds, which bounds staleness when several machines share one PostgreSQL database and no data directory.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import time
@@ -24,25 +25,37 @@ MAX_AGE = 10.0
 
 
 class Epoch:
-    """Epoch is the cross-process "accounts changed" signal: a file replaced on every change."""
+    """Epoch is the cross-process "accounts changed" signal: 8 bytes of `<data>/auth-epoch`, memory-mapped.
+
+    Every process maps the same file, so a bump by one is visible to the others at their next read: a read
+    is a memory access, where a `stat` per request cost more than the rest of the access check.
+    """
+
+    SIZE = 8
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._seen: tuple[int, int] | None = None
+        self._map: mmap.mmap | None = None
+        self._seen: bytes | None = None
+
+    def _mapping(self) -> mmap.mmap:
+        if self._map is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                if os.fstat(fd).st_size < self.SIZE:
+                    os.ftruncate(fd, self.SIZE)
+                self._map = mmap.mmap(fd, self.SIZE)
+            finally:
+                os.close(fd)
+        return self._map
 
     def bump(self) -> None:
         """bump tells every process that cached accounts are stale."""
-        tmp = self.path.with_name(f".{self.path.name}-{secrets.token_hex(4)}")
-        tmp.write_text(secrets.token_hex(8))
-        os.replace(tmp, self.path)  # a new inode each time, so even two bumps in one clock tick differ
+        self._mapping()[: self.SIZE] = secrets.token_bytes(self.SIZE)
 
     def changed(self) -> bool:
         """changed is true once after each bump (by any process) since the last call."""
-        try:
-            st = os.stat(self.path)
-            now: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
-        except FileNotFoundError:
-            now = None
+        now = self._mapping()[: self.SIZE]
         if now != self._seen:
             self._seen = now
             return True
