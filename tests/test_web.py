@@ -89,11 +89,20 @@ def test_openapi_lists_the_live_routes(client: TestClient) -> None:
     assert "/docs" not in schema["paths"]
 
 
-def test_unknown_path_is_a_json_404(client: TestClient) -> None:
-    response = client.get("/no/such/page")
+def test_unknown_path_under_a_public_rule_is_a_json_404(client: TestClient) -> None:
+    response = client.get("/static/vendor/no/such/file.js")
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json() == {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "Not Found"}
+    body = response.json()
+    assert (body["type"], body["title"], body["status"]) == ("about:blank", "Not Found", 404) and body["detail"]
+
+
+def test_unknown_path_elsewhere_is_refused_like_any_path_no_rule_opens(client: TestClient) -> None:
+    # The guard runs before routing: whether a route exists is not told to someone who may not see it.
+    response = client.get("/no/such/page")
+    assert response.status_code == 503  # no account exists yet in this fixture; 401 after setup
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "setup required" in response.json()["detail"]
 
 
 def test_wrong_method_is_405(client: TestClient) -> None:
@@ -127,7 +136,7 @@ def test_request_id_is_echoed_or_made(client: TestClient) -> None:
 
 def test_every_request_is_logged(client: TestClient, runtime: Runtime) -> None:
     client.get("/api/version", headers={"X-Request-ID": "log-me"})
-    client.get("/missing")
+    client.get("/static/vendor/missing.js")
     access.flush()
     assert runtime.log_file is not None
     entries = [json.loads(line) for line in runtime.log_file.read_text().splitlines()]
@@ -136,7 +145,7 @@ def test_every_request_is_logged(client: TestClient, runtime: Runtime) -> None:
     assert version["method"] == "GET" and version["status"] == 200 and version["request_id"] == "log-me"
     assert version["message"] == f"GET /api/version 200 {version['duration_ms']:.1f}ms id=log-me"
     assert version["level"] == "INFO" and version["logger"] == "xcore.api"
-    assert by_path["/missing"]["status"] == 404
+    assert by_path["/static/vendor/missing.js"]["status"] == 404
 
 
 def test_request_lines_fall_back_to_ordinary_logging(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:

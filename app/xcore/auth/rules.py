@@ -113,17 +113,18 @@ class AccessTable:
                 self.exact[pattern] = rule
         # Longest prefix first: the first matching one is the most specific.
         self.prefixes = sorted(prefixes, key=lambda item: len(item[0]), reverse=True)
-        self._cache: dict[tuple[str, str], Rule] = {}
+        # The rule deciding each (path, method) seen so far; the guard reads it directly on its fast path.
+        self.decided: dict[tuple[str, str], Rule] = {}
 
     def match(self, path: str, method: str) -> Rule:
         """match returns the rule that decides `method path`, or DEFAULT_RULE. `path` is normalized by the caller."""
         key = (path, method)
-        found = self._cache.get(key)
+        found = self.decided.get(key)
         if found is None:
             found = self._find(path, method)
-            if len(self._cache) > 4096:  # paths with ids in them would grow it without end
-                self._cache.clear()
-            self._cache[key] = found
+            if len(self.decided) > 4096:  # paths with ids in them would grow it without end
+                self.decided.clear()
+            self.decided[key] = found
         return found
 
     def _find(self, path: str, method: str) -> Rule:

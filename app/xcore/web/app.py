@@ -11,7 +11,7 @@ from xcore.runtime import Runtime
 from xcore.web.admin_routes import admin_handlers
 from xcore.web.auth_routes import auth_handlers
 from xcore.web.docs import docs_handlers, openapi_config, vendor_assets_router
-from xcore.web.guard import access_guard
+from xcore.web.guard import AccessGuard
 from xcore.web.me_routes import me_handlers
 from xcore.web.problems import handle_exception
 from xcore.web.routes import health, version_handler
@@ -41,12 +41,15 @@ def build_app(runtime: Runtime, route_handlers: list[Any] | None = None) -> Lite
             *admin_handlers(runtime),
         ],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[core, *(route_handlers or [])],
-        middleware=[access_guard(runtime.auth)],
         openapi_config=openapi_config(),
         state=State({"runtime": runtime}),
         logging_config=None,
         exception_handlers={Exception: handle_exception},
         debug=False,
     )
+    # The guard goes in front of the router: see AccessGuard. `asgi_handler` is what Litestar calls for every
+    # request (its own OpenTelemetry plugin wraps it the same way); the access tests fail if that changes.
+    app.asgi_handler = AccessGuard(app.asgi_handler, runtime.auth)
+    return app

@@ -31,11 +31,19 @@ def problem(
     **extra: Any,
 ) -> Response[dict[str, Any]]:
     """problem builds one problem response; `extra` members are added to the document (RFC 9457 extensions)."""
+    body = problem_document(status, detail, errors=errors, **extra)
+    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def problem_document(
+    status: int, detail: str, *, errors: list[dict[str, Any]] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """problem_document is the JSON of one problem: type, title (the HTTP phrase), status, detail, extensions."""
     body: dict[str, Any] = {"type": "about:blank", "title": _phrase(status), "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
     body.update(extra)
-    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+    return body
 
 
 def _phrase(status: int) -> str:
