@@ -106,8 +106,11 @@ def test_rotation_with_several_writer_processes_loses_no_line(tmp_path: Path) ->
     entries = list(read_entries(path))
     seen = {e["message"] for e in entries}
     assert len(entries) == 4500 and len(seen) == 4500, "every line is written exactly once, whole"
+    # Other writers notice a rotation within about a second (they re-check the file then), so a rotated file
+    # can take a little more than max_bytes, more on a loaded machine; a writer that never followed would push
+    # its whole share (about 150 kB) into one file.
     for f in files[:-1]:
-        assert f.stat().st_size < 20_000 * 2, f"{f.name} grew far past max_bytes"
+        assert f.stat().st_size < 20_000 * 5, f"{f.name} grew far past max_bytes"
 
 
 def test_rotation_keeps_backup_count(tmp_path: Path) -> None:
