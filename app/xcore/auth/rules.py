@@ -44,6 +44,7 @@ class Principal:
     """Principal is who a request acts as: an active user with their roles, rank and permissions."""
 
     __slots__ = (
+        "_missing",
         "id",
         "permissions",
         "rank",
@@ -76,6 +77,7 @@ class Principal:
         self.totp_required = totp_required
         # Logins ended on their own (a reused refresh token), whose access tokens may not have expired yet.
         self.revoked_families = revoked_families
+        self._missing: dict[int, tuple[str, ...]] = {}  # by id() of the rules of the process's AccessTable
 
     @property
     def is_superadmin(self) -> bool:
@@ -90,13 +92,21 @@ class Principal:
         """has_role is true for a role the user holds, or a built-in role ranked at or below theirs."""
         return role in self.roles or (role in RANKS and self.rank >= RANKS[role])
 
-    def missing(self, rule: Rule) -> list[str]:
-        """missing lists what `rule` requires that this user lacks; empty when allowed. Superadmin lacks nothing."""
+    def missing(self, rule: Rule) -> tuple[str, ...]:
+        """missing lists what `rule` requires that this user lacks; empty when allowed. Superadmin lacks nothing.
+
+        The answer is remembered per rule: a Principal lives until its account changes, rules for the process.
+        """
+        found = self._missing.get(id(rule))
+        if found is None:
+            found = self._missing[id(rule)] = self._lacking(rule)
+        return found
+
+    def _lacking(self, rule: Rule) -> tuple[str, ...]:
         if self.is_superadmin:
-            return []
-        return [f"role {r}" for r in rule.roles if not self.has_role(r)] + [
-            f"permission {p}" for p in rule.permissions if p not in self.permissions
-        ]
+            return ()
+        roles = [f"role {r}" for r in rule.roles if not self.has_role(r)]
+        return (*roles, *(f"permission {p}" for p in rule.permissions if p not in self.permissions))
 
 
 class AccessTable:

@@ -25,7 +25,7 @@ from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 from litestar.utils import normalize_path
 
 from xcore.auth.errors import AuthError, Forbidden, NotAuthenticated, SetupRequired
-from xcore.auth.rules import Principal
+from xcore.auth.rules import Principal, Rule
 from xcore.auth.service import AuthService
 from xcore.auth.tokens import AccessClaims
 from xcore.web.problems import PROBLEM_JSON, problem_document
@@ -69,14 +69,17 @@ class AccessGuard:
         self.decided = auth.rules.decided
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The fast path, for public routes such as /api/version: a normalized path with a decision on record.
+        # The fast path: a path seen before, already normalized, has its deciding rule on record.
         path = scope["path"]
-        rule = self.decided.get((path, scope.get("method", "GET")))  # type: ignore[arg-type]
-        if rule is not None and rule.public and not scope.get("root_path") and "//" not in path:
+        method: str = scope.get("method", "GET")  # type: ignore[assignment]  # websockets have none: as GET
+        rule = self.decided.get((path, method))
+        if rule is not None and (scope.get("root_path") or "//" in path):
+            rule = None
+        if rule is not None and rule.public:
             await self.app(scope, receive, send)
             return
         try:
-            via_cookie = await self.admit(scope)
+            via_cookie = await self.admit(scope, path, method, rule)
             if via_cookie:
                 # Litestar's CSRF middleware: safe methods pass (and get the cookie), unsafe ones need the header.
                 await self.csrf(scope, receive, send)
@@ -86,19 +89,20 @@ class AccessGuard:
             return
         await self.app(scope, receive, send)
 
-    async def admit(self, scope: Scope) -> bool:
-        """admit raises AuthError unless the request may proceed; returns whether it came with a cookie session."""
-        path = scope["path"]
-        if root := scope.get("root_path"):
-            path = path.split(root, maxsplit=1)[-1]
-        if "//" in path or (path.endswith("/") and path != "/") or not path.startswith("/"):
-            path = normalize_path(path)  # exactly as Litestar's router sees it
-        # Websockets carry no method: they are checked as GET.
-        method: str = scope.get("method", "GET")  # type: ignore[assignment]
+    async def admit(self, scope: Scope, path: str, method: str, rule: Rule | None) -> bool:
+        """admit raises AuthError unless the request may proceed; returns whether it came with a cookie session.
+
+        `rule` is the deciding rule when the fast path found it, else None and it is found here.
+        """
         auth = self.auth
-        rule = auth.rules.match(path, method)
-        if rule.public:
-            return False
+        if rule is None:
+            if root := scope.get("root_path"):
+                path = path.split(root, maxsplit=1)[-1]
+            if "//" in path or (path.endswith("/") and path != "/") or not path.startswith("/"):
+                path = normalize_path(path)  # exactly as Litestar's router sees it
+            rule = auth.rules.match(path, method)
+            if rule.public:
+                return False
         if not auth.setup_done and await anyio.to_thread.run_sync(auth.setup_required):
             raise SetupRequired(SETUP_MESSAGE)
         principal, claims, via_cookie = await authenticate(auth, scope)
@@ -166,10 +170,10 @@ def credentials(scope: Scope) -> tuple[str | None, bool]:
     cookie_header = None
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
+            token = value[7:].strip() if value[:7].lower() == b"bearer " else b""
+            if not token:
                 raise NotAuthenticated("the Authorization header must be 'Bearer <access token>'")
-            return token.strip(), False
+            return token.decode("latin-1"), False
         if name == b"cookie":
             cookie_header = value
     if cookie_header is not None:
