@@ -56,11 +56,8 @@ def _phrase(status: int) -> str:
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """handle_exception turns any exception into a problem response; only unexpected ones are logged as errors."""
     if isinstance(exc, AuthError):
-        headers = dict(exc.headers)
-        if isinstance(exc, NotAuthenticated):
-            headers.setdefault("WWW-Authenticate", 'Bearer realm="xcore"')
-        errors = [{"field": exc.field, "message": str(exc)}] if exc.field else None
-        return problem(exc.status, str(exc), errors=errors, headers=headers, **exc.extra)
+        status, document, headers = auth_problem(exc)
+        return Response(document, status_code=status, headers=headers, media_type=PROBLEM_JSON)
     if isinstance(exc, ValidationException):
         return _validation_problem(exc)
     if isinstance(exc, HTTPException):
@@ -84,6 +81,15 @@ _MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
 def _field_of(message: str) -> str | None:
     found = _MSGSPEC_PATH.search(message) or _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
     return found.group(1) or None if found else None
+
+
+def auth_problem(exc: AuthError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """auth_problem is the status, document and headers answering an AuthError (401s say how to authenticate)."""
+    headers = dict(exc.headers)
+    if isinstance(exc, NotAuthenticated):
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="xcore"')
+    errors = [{"field": exc.field, "message": str(exc)}] if exc.field else None
+    return exc.status, problem_document(exc.status, str(exc), errors=errors, **exc.extra), headers
 
 
 def _validation_problem(exc: ValidationException) -> Response[dict[str, Any]]:
