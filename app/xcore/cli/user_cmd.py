@@ -79,10 +79,17 @@ def create(
 @data_dir_option
 def passwd(username: str, password_stdin: bool, data_dir: str | None) -> None:
     """Set a user's password. All of their sessions end."""
+    from sqlalchemy import select
+
     from xcore.auth import accounts
+    from xcore.auth.errors import NotFound
     from xcore.auth.service import Client
+    from xcore.db.models import User
 
     runtime = _runtime(data_dir)
+    with runtime.sessions() as session:  # before asking for a password twice
+        if session.scalar(select(User.id).where(User.username == username)) is None:
+            raise NotFound(f"there is no user {username!r}; `xcore user list` shows the accounts")
     password = _read_password(password_stdin)
     accounts.set_password(runtime.auth, Client(ip="command line"), username, password)
     click.echo(f"password of {username} changed; their sessions have ended")
