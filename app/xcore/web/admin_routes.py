@@ -15,6 +15,7 @@ from sqlalchemy import func, or_, select
 
 from xcore.auth import accounts
 from xcore.auth.errors import InvalidInput, NotFound
+from xcore.auth.login import find_user
 from xcore.auth.principals import principal_of
 from xcore.auth.rules import Rule
 from xcore.config.schema import HTTP_METHODS
@@ -136,8 +137,6 @@ def explain(
         )
         return ExplainOut(path, method, rule_out(rule), None, [], allowed, reason)
     with auth.sessions() as session:
-        from xcore.auth.login import find_user
-
         found = find_user(session, user)
         if found is None:
             raise NotFound(f"there is no user {user!r}", field="user")
