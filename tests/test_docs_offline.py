@@ -58,3 +58,11 @@ def test_openapi_json(client: TestClient) -> None:
     schema = response.json()
     assert schema["openapi"].startswith("3.1")
     assert "/health" in schema["paths"]
+    # Swagger UI offers "Authorize" for the Bearer access token.
+    assert schema["components"]["securitySchemes"]["bearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The access_token returned by POST /api/auth/login.",
+    }
+    assert schema["security"] == [{"bearer": []}]

@@ -23,6 +23,7 @@ from litestar.openapi.plugins import (
     RedocRenderPlugin,
     SwaggerRenderPlugin,
 )
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 
 from xcore import __version__
@@ -44,6 +45,19 @@ def openapi_config() -> OpenAPIConfig:
         render_plugins=[JsonRenderPlugin()],
         use_handler_docstrings=True,
         operation_id_creator=operation_id,
+        # Swagger UI's "Authorize" button: paste the access_token of POST /api/auth/login. Public routes work
+        # without it; the access rules, not this declaration, decide.
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    bearer_format="JWT",
+                    description="The access_token returned by POST /api/auth/login.",
+                )
+            }
+        ),
+        security=[{"bearer": []}],
     )
 
 
