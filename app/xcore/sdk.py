@@ -1,0 +1,137 @@
+"""xcore.sdk: the one module plugin authors import (DESIGN.md, "The plugin contract (version 1)").
+
+Everything here is part of the contract: plugins/README.md documents each exported name, and a test fails
+when one is not. Grow it on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from litestar import Request, Router, delete, get, patch, post, put
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+__all__ = [
+    "PluginContext",
+    "Request",
+    "Router",
+    "TaskSpec",
+    "delete",
+    "get",
+    "patch",
+    "periodic",
+    "post",
+    "put",
+    "requires",
+    "task",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    """PluginContext is what the host gives a plugin: its id, version, merged config, data folder, db and logger.
+
+    Handlers get it by declaring a `ctx: PluginContext` parameter; `on_load(ctx)`, `on_unload(ctx)` and tasks
+    that declare `ctx` get it too.
+    """
+
+    id: str
+    version: str
+    data_dir: Path
+    config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @cached_property
+    def db(self) -> Any:
+        """db is a sqlite_utils Database on `<data_dir>/plugin.db`, opened at first use."""
+        import sqlite_utils
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return sqlite_utils.Database(self.data_dir / "plugin.db")
+
+    @property
+    def logger(self) -> logging.Logger:
+        """logger is named `xcore.plugins.<id>`; its records carry the context `plugins`."""
+        return logging.getLogger(f"xcore.plugins.{self.id}")
+
+
+def requires(permission: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """requires(permission) is a Litestar guard: the logged-in user must hold `permission` (superadmins do).
+
+    Use it as `@get("/", guards=[requires("notes.write")])`. It adds to ACCESS_RULES; it does not replace them.
+    """
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        user = connection.scope.get("user")
+        if user is None:
+            raise NotAuthorizedException(f"log in first: this needs the permission {permission}")
+        if not user.is_superadmin and permission not in user.permissions:
+            raise PermissionDeniedException(f"this needs the permission {permission}, which your roles do not grant")
+
+    guard.__name__ = f"requires({permission})"
+    return guard
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """TaskSpec is what `task` and `periodic` record on a function; the scheduler reads it when the plugin loads.
+
+    `cron` is a 5-field crontab, `every` a number of seconds; both None for a one-off task.
+    """
+
+    retries: int | None = None
+    retry_delay: float | None = None
+    timeout: float | None = None
+    retry_on_crash: bool = True
+    cron: str | None = None
+    every: float | None = None
+
+
+def task(
+    *, retries: int | None = None, retry_delay: float | None = None, timeout: float | None = None,
+    retry_on_crash: bool = True,
+) -> Callable[[F], F]:  # fmt: skip
+    """task() declares a one-off task, registered as `<plugin id>.<function name>` when the plugin loads.
+
+    Once loaded, `fn.enqueue(*args, delay=None, eta=None)` queues it; before that, enqueue raises RuntimeError.
+    """
+    return _declare(TaskSpec(retries, retry_delay, timeout, retry_on_crash))
+
+
+def periodic(
+    *, cron: str | None = None, every: float | None = None, retries: int | None = None,
+    timeout: float | None = None,
+) -> Callable[[F], F]:  # fmt: skip
+    """periodic(cron="*/5 * * * *") or periodic(every=30) declares a task that runs on a schedule.
+
+    Exactly one of `cron` (5 fields) and `every` (seconds, > 0) is required.
+    """
+    if (cron is None) == (every is None):
+        raise ValueError("periodic() takes exactly one of cron='m h dom mon dow' and every=<seconds>")
+    if cron is not None and len(cron.split()) != 5:
+        raise ValueError(f"periodic(cron={cron!r}): a crontab has 5 fields: minute hour day month weekday")
+    if every is not None and every <= 0:
+        raise ValueError(f"periodic(every={every!r}): the interval must be a positive number of seconds")
+    return _declare(TaskSpec(retries=retries, timeout=timeout, cron=cron, every=every))
+
+
+def _declare(spec: TaskSpec) -> Callable[[F], F]:
+    def decorate(fn: F) -> F:
+        fn.__xcore_task__ = spec  # type: ignore[attr-defined]
+
+        def enqueue(*args: Any, delay: float | None = None, eta: Any = None, **kwargs: Any) -> str:
+            raise RuntimeError(f"{fn.__name__}.enqueue(): the task is registered when its plugin loads")
+
+        fn.enqueue = enqueue  # type: ignore[attr-defined]
+        return fn
+
+    return decorate

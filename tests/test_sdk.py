@@ -1,0 +1,100 @@
+"""xcore.sdk, the plugin contract: every name documented, the guard enforced, the task decorators checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+from litestar.testing import TestClient
+
+import xcore.sdk as sdk
+from conftest import Api, create_account
+from xcore.auth import accounts
+from xcore.auth.login import find_user
+from xcore.auth.permissions import register_plugin_permissions
+from xcore.auth.principals import principal_of
+from xcore.auth.rules import Principal
+from xcore.auth.service import Client
+from xcore.plugins.manifest import Manifest
+from xcore.runtime import Runtime
+from xcore.web.app import build_app
+
+README = Path(__file__).resolve().parent.parent / "plugins" / "README.md"
+
+
+def test_every_sdk_name_and_manifest_key_is_documented() -> None:
+    text = README.read_text()
+    for name in sdk.__all__:
+        assert f"`{name}" in text, f"xcore.sdk.{name} is not documented in plugins/README.md"
+    for key in Manifest.__struct_fields__:
+        assert f"`{key}`" in text, f"plugin.json key {key!r} is not documented in plugins/README.md"
+
+
+def test_requires_guards_a_plugin_route_on_top_of_the_access_rules(accounts_api: Api) -> None:
+    runtime = accounts_api.runtime
+    with runtime.auth.transaction() as session:
+        assert register_plugin_permissions(session, "notes", ["notes.write"]) == ["notes.write"]
+    accounts.create_role(runtime.auth, _root(accounts_api), Client(), name="writers", permissions=["notes.write"])
+    create_account(runtime, "wren", ["user", "writers"], password="writer-secret-pass-5")
+
+    @sdk.post("/app/notes/write", guards=[sdk.requires("notes.write")], sync_to_thread=False)
+    def write() -> dict[str, bool]:
+        return {"written": True}
+
+    with TestClient(build_app(runtime, [sdk.Router("/", route_handlers=[write])])) as client:
+        api = Api(client, runtime)
+        assert client.post("/app/notes/write").status_code == 401  # the access rules: login required
+        assert client.post("/app/notes/write", headers=api.login("bob")).status_code == 403
+        allowed = client.post("/app/notes/write", headers=api.login("wren", "writer-secret-pass-5"))
+        assert allowed.status_code == 201 and allowed.json() == {"written": True}
+        assert client.post("/app/notes/write", headers=api.login("root")).status_code == 201
+
+
+def _root(api: Api) -> Principal:
+    with api.runtime.sessions() as session:
+        user = find_user(session, "root")
+        assert user is not None
+        return principal_of(user)
+
+
+def test_plugin_permissions_stay_in_their_namespace(runtime: Runtime) -> None:
+    with runtime.auth.transaction() as session, pytest.raises(ValueError, match=r"must be named notes\.<name>"):
+        register_plugin_permissions(session, "notes", ["users.manage"])
+
+
+def test_plugin_context_gives_a_database_and_a_logger(tmp_path: Path) -> None:
+    ctx = sdk.PluginContext(id="notes", version="1.0.0", data_dir=tmp_path / "notes")
+    ctx.db["notes"].insert({"id": 1, "text": "hello"}, pk="id")
+    assert (tmp_path / "notes" / "plugin.db").exists()
+    assert list(ctx.db["notes"].rows) == [{"id": 1, "text": "hello"}]
+    assert ctx.logger.name == "xcore.plugins.notes"
+    with pytest.raises(TypeError):
+        ctx.config["x"] = 1  # type: ignore[index]
+
+
+def test_task_decorators_record_their_spec_and_refuse_to_enqueue_before_load() -> None:
+    @sdk.task(retries=2, timeout=5)
+    def send(to: str) -> None: ...
+
+    @sdk.periodic(every=30)
+    def tick() -> None: ...
+
+    assert send.__xcore_task__ == sdk.TaskSpec(retries=2, timeout=5)  # type: ignore[attr-defined]
+    assert msgspec.to_builtins(tick.__xcore_task__)["every"] == 30  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="registered when its plugin loads"):
+        send.enqueue("a@b.c")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({}, "exactly one of"),
+        ({"cron": "* * * * *", "every": 5}, "exactly one of"),
+        ({"cron": "*/5 * *"}, "5 fields"),
+        ({"every": 0}, "positive number of seconds"),
+    ],
+)
+def test_periodic_refuses_a_bad_schedule(kwargs: dict[str, object], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        sdk.periodic(**kwargs)  # type: ignore[arg-type]
