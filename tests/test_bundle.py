@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import zipfile
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from xcore.plugins.bundle import MAX_ENTRIES, BundleError, extract_bundle, inspect_bundle
+from xcore.plugins.bundle import MAX_ENTRIES, BundleError, collect_garbage, extract_bundle, inspect_bundle
 
 MANIFEST = {"id": "notes", "version": "1.0.0", "name": "Notes"}
 RUN = "from xcore.sdk import get\n"
@@ -162,3 +163,18 @@ def test_not_a_zip_and_no_manifest(tmp_path: Path) -> None:
     assert rule_of(make_zip(tmp_path / "b.zip", {"run.py": RUN})).rule == "manifest-missing"
     two_tops = make_zip(tmp_path / "c.zip", {"a/plugin.json": json.dumps(MANIFEST), "b/run.py": RUN})
     assert rule_of(two_tops).rule == "manifest-missing"
+
+
+def test_garbage_collection_keeps_what_is_in_use_and_fresh_extractions(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    used = extract_bundle(inspect_bundle(bundle(tmp_path), "0.1.0"), cache)
+    old = extract_bundle(inspect_bundle(bundle(tmp_path, static__x="v2"), "0.1.0"), cache)
+    running = cache / ".extract-now"
+    running.mkdir()
+    stale = cache / ".extract-crashed"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    removed = collect_garbage(cache, {used})
+    assert sorted(removed) == sorted([old, stale])
+    assert sorted(p.name for p in cache.iterdir()) == sorted([used.name, running.name])
+    assert collect_garbage(tmp_path / "no-cache", set()) == []

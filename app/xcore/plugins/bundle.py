@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -157,3 +158,24 @@ def extract_bundle(bundle: Bundle, cache: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def collect_garbage(cache: Path, in_use: set[Path], older_than: float = 3600.0) -> list[Path]:
+    """collect_garbage deletes cache folders no plugin uses any more; returns what it deleted.
+
+    Leftover temporary folders of an interrupted extraction go once they are `older_than` seconds old, so an
+    extraction running in another process right now is never pulled from under it.
+    """
+    if not cache.is_dir():
+        return []
+    keep = {p.resolve() for p in in_use}
+    now = time.time()
+    removed = []
+    for folder in cache.iterdir():
+        if not folder.is_dir() or folder.resolve() in keep:
+            continue
+        if folder.name.startswith(".extract-") and now - folder.stat().st_mtime < older_than:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
