@@ -39,10 +39,6 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         """prefix is the URL prefix of the plugin's routes: `api_prefix`, or /app/<id>."""
         return self.api_prefix or f"/app/{self.id}"
 
-    @property
-    def parsed_version(self) -> Version:
-        return Version(self.version)
-
 
 def parse_manifest(raw: bytes) -> tuple[Manifest | None, str]:
     """parse_manifest returns (manifest, "") or (None, what is wrong, naming the key)."""
