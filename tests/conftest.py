@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,21 @@ def api(runtime: Runtime) -> Iterator[Api]:
 
     with TestClient(build_app(runtime)) as client:
         yield Api(client, runtime)
+
+
+@contextmanager
+def plugin_host(runtime: Runtime, dev_dirs: Sequence[Path] = ()) -> Iterator[Any]:
+    """plugin_host is a TestClient on what a worker serves: the Switch, driven by a PluginManager (which watches
+    the data dir's plugins folder and `dev_dirs`). `client.manager` is the manager."""
+    from litestar.testing import TestClient
+
+    from xcore.plugins.manager import PluginManager
+    from xcore.web.switch import Switch
+
+    manager = PluginManager(runtime, dev_dirs)
+    with TestClient(Switch(startup=manager.start, shutdown=manager.stop)) as client:
+        client.manager = manager
+        yield client
 
 
 @pytest.fixture

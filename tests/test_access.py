@@ -31,7 +31,7 @@ import pyotp
 import pytest
 from litestar.testing import TestClient
 
-from conftest import PASSWORDS, Api, create_account, free_port, run_xcore
+from conftest import PASSWORDS, Api, create_account, free_port, plugin_host, run_xcore
 from xcore.db.models import Role
 from xcore.errors import ConfigError
 from xcore.paths import DataDir
@@ -97,6 +97,17 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("GET", "/api/admin/access/explain"): ADMIN,
     ("GET", "/api/admin/audit"): ADMIN,
     ("GET", "/api/admin/system"): ADMIN,
+    # Plugins: admins (plugins.read, plugins.manage).
+    ("GET", "/api/admin/plugins"): ADMIN,
+    ("POST", "/api/admin/plugins"): ADMIN,
+    ("POST", "/api/admin/plugins/reload"): ADMIN,
+    ("GET", "/api/admin/plugins/{plugin_id:str}"): ADMIN,
+    ("POST", "/api/admin/plugins/{plugin_id:str}/reload"): ADMIN,
+    ("POST", "/api/admin/plugins/{plugin_id:str}/enable"): ADMIN,
+    ("POST", "/api/admin/plugins/{plugin_id:str}/disable"): ADMIN,
+    ("DELETE", "/api/admin/plugins/{plugin_id:str}"): ADMIN,
+    ("GET", "/api/admin/plugins/{plugin_id:str}/config"): ADMIN,
+    ("PUT", "/api/admin/plugins/{plugin_id:str}/config"): ADMIN,
 }
 
 # What to send: plausible path parameters, query strings and bodies (a body may depend on the persona).
@@ -109,6 +120,7 @@ def path_values(template: Template) -> dict[str, str]:
         "name": CUSTOM_ROLE,
         "file_path": "swagger-ui/swagger-ui.css",
         "path": "swagger",
+        "plugin_id": "absent",
     }
 
 
@@ -232,7 +244,7 @@ def copy_of(template: Template, data_dir: Path) -> Iterator[TestClient]:
     shutil.copytree(template.data_dir, data_dir)
     runtime = Runtime(template.runtime.loaded, DataDir(data_dir).prepare())
     try:
-        with TestClient(build_app(runtime)) as client:
+        with plugin_host(runtime) as client:
             yield client
     finally:
         runtime.close()
@@ -330,7 +342,7 @@ def test_the_scenario_cells_really_ran_the_allowed_calls(template: Template, cel
 
 def test_before_setup_every_protected_route_answers_503_and_public_ones_do_not(api: Api) -> None:
     routes = routes_of(api.client.app)
-    values = {"user_id": "1", "name": "user", "file_path": "swagger-ui/swagger-ui.css", "path": "swagger"}
+    values = {"user_id": "1", "name": "user", "file_path": "swagger-ui/swagger-ui.css", "path": "swagger", "plugin_id": "absent"}
     wrong = []
     for method, route in routes:
         key = (method, route)

@@ -7,19 +7,25 @@ when one is not. Grow it on purpose.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeAlias, TypeVar
 
 from litestar import Request, Router, delete, get, patch, post, put
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath, FromQuery
 
 __all__ = [
+    "Ctx",
+    "FromPath",
+    "FromQuery",
     "PluginContext",
     "Request",
     "Router",
@@ -50,18 +56,38 @@ class PluginContext:
     data_dir: Path
     config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
-    @cached_property
+    @property
     def db(self) -> Any:
-        """db is a sqlite_utils Database on `<data_dir>/plugin.db`, opened at first use."""
-        import sqlite_utils
+        """db is a sqlite_utils Database on `<data_dir>/plugin.db`, opened at first use in each thread.
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        return sqlite_utils.Database(self.data_dir / "plugin.db")
+        SQLite connections must not cross threads, and sync handlers run in a pool of them: each thread gets its
+        own connection, in WAL mode (readers never wait for the writer) with a 5-second busy timeout.
+        """
+        found = getattr(self._connections, "db", None)
+        if found is None:
+            import sqlite3
+
+            import sqlite_utils
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.data_dir / "plugin.db", timeout=5.0)
+            found = self._connections.db = sqlite_utils.Database(connection)
+            found.enable_wal()
+        return found
+
+    @cached_property
+    def _connections(self) -> threading.local:
+        return threading.local()
 
     @property
     def logger(self) -> logging.Logger:
         """logger is named `xcore.plugins.<id>`; its records carry the context `plugins`."""
         return logging.getLogger(f"xcore.plugins.{self.id}")
+
+
+Ctx: TypeAlias = NamedDependency[PluginContext]
+"""Ctx is how a handler asks for its PluginContext: `def handler(ctx: Ctx)`. (`ctx: PluginContext` works too, but
+Litestar 2 warns that dependencies inferred from a bare type are deprecated.)"""
 
 
 def requires(permission: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from xcore.cli.options import data_dir_option
@@ -12,10 +14,23 @@ from xcore.runtime import open_runtime
 @click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1, or server.host]")
 @click.option("--port", type=int, default=None, help="TCP port  [default: 8000, or server.port]")
 @click.option("--workers", type=int, default=None, help="Worker processes  [default: 1, or server.workers]")
+@click.option(
+    "--plugins-dev",
+    "plugins_dev",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, resolve_path=True),
+    help="A folder of unzipped plugin folders (or one plugin folder) to load and reload on every save. Repeatable.",
+)
 @data_dir_option
-def serve(host: str | None, port: int | None, workers: int | None, data_dir: str | None) -> int:
+def serve(
+    host: str | None, port: int | None, workers: int | None, plugins_dev: tuple[str, ...], data_dir: str | None
+) -> int:
     """Run xcore: apply pending migrations (after a backup), then serve HTTP until Ctrl+C or SIGTERM."""
     from xcore.server import serve as run_server  # Granian is imported only when serving
+    from xcore.web.asgi import ENV_PLUGINS_DEV
+
+    if plugins_dev:
+        os.environ[ENV_PLUGINS_DEV] = os.pathsep.join(plugins_dev)
 
     runtime = open_runtime(
         data_dir,

@@ -160,11 +160,13 @@ def extract_bundle(bundle: Bundle, cache: Path) -> Path:
     return target
 
 
-def collect_garbage(cache: Path, in_use: set[Path], older_than: float = 3600.0) -> list[Path]:
+def collect_garbage(cache: Path, in_use: set[Path], older_than: float = 3600.0, idle: float = 0.0) -> list[Path]:
     """collect_garbage deletes cache folders no plugin uses any more; returns what it deleted.
 
     Leftover temporary folders of an interrupted extraction go once they are `older_than` seconds old, so an
-    extraction running in another process right now is never pulled from under it.
+    extraction running in another process right now is never pulled from under it. A folder modified less than
+    `idle` seconds ago is kept too: every worker touches the folders it serves, so `in_use` need only list this
+    process's.
     """
     if not cache.is_dir():
         return []
@@ -174,7 +176,8 @@ def collect_garbage(cache: Path, in_use: set[Path], older_than: float = 3600.0) 
     for folder in cache.iterdir():
         if not folder.is_dir() or folder.resolve() in keep:
             continue
-        if folder.name.startswith(".extract-") and now - folder.stat().st_mtime < older_than:
+        age = now - folder.stat().st_mtime
+        if age < idle or (folder.name.startswith(".extract-") and age < older_than):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)

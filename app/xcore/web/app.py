@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -13,13 +13,22 @@ from xcore.web.auth_routes import auth_handlers
 from xcore.web.docs import docs_handlers, openapi_config, vendor_assets_router
 from xcore.web.guard import AccessGuard
 from xcore.web.me_routes import me_handlers
+from xcore.web.plugin_routes import plugin_handlers
 from xcore.web.problems import handle_exception
 from xcore.web.routes import health, version_handler
 from xcore.web.users import user_handlers
 
+if TYPE_CHECKING:
+    from xcore.plugins.manager import PluginManager
 
-def build_app(runtime: Runtime, route_handlers: list[Any] | None = None) -> Litestar:
-    """build_app returns a new app with the core routes plus `route_handlers` (plugin routers, later).
+
+def build_app(
+    runtime: Runtime, route_handlers: list[Any] | None = None, manager: PluginManager | None = None
+) -> Litestar:
+    """build_app returns a new app with the core routes plus `route_handlers` (the plugins' routers).
+
+    `manager` is the worker's plugin manager, which the plugin admin routes use; without one (an app built
+    for a test) they answer 503.
 
     Every route passes the access guard (ACCESS_RULES). Errors are RFC 9457 problem documents.
     The core handlers go in through one Router: Litestar 2.25 registers handlers given straight to the app
@@ -39,12 +48,13 @@ def build_app(runtime: Runtime, route_handlers: list[Any] | None = None) -> Lite
             *me_handlers(),
             *user_handlers(),
             *admin_handlers(runtime),
+            *plugin_handlers(),
         ],
     )
     app = Litestar(
         route_handlers=[core, *(route_handlers or [])],
         openapi_config=openapi_config(),
-        state=State({"runtime": runtime}),
+        state=State({"runtime": runtime, "plugins": manager}),
         logging_config=None,
         exception_handlers={Exception: handle_exception},
         debug=False,

@@ -2,21 +2,29 @@
 
 The parent process (`xcore serve`) has validated the settings, prepared the data directory and migrated the
 database before it starts the workers; it passes the data directory in XCORE_DATA_DIR and its command-line
-settings as XCORE_<SECTION>__<KEY> variables, so each worker opens the same Runtime.
+settings as XCORE_<SECTION>__<KEY> variables, so each worker opens the same Runtime. `--plugins-dev` folders
+come in XCORE_PLUGINS_DEV (separated by os.pathsep).
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from xcore.logs.setup import forget_configuration
+from xcore.plugins.manager import PluginManager
 from xcore.runtime import open_runtime
-from xcore.web.app import build_app
 from xcore.web.switch import Switch
+
+ENV_PLUGINS_DEV = "XCORE_PLUGINS_DEV"
 
 
 def create_switch() -> Switch:
-    """create_switch opens this worker's Runtime and returns the Switch that will serve its apps."""
+    """create_switch opens this worker's Runtime and returns the Switch its plugin manager drives."""
     # Granian has just applied the logging config in this worker; apply it as ours, so that the request
     # log's fast path writes to this process's handlers, not to copies inherited from the parent.
     forget_configuration()
     runtime = open_runtime()
-    return Switch(lambda: build_app(runtime))
+    dev = [Path(p) for p in os.environ.get(ENV_PLUGINS_DEV, "").split(os.pathsep) if p]
+    manager = PluginManager(runtime, dev)
+    return Switch(startup=manager.start, shutdown=manager.stop)

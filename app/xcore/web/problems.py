@@ -16,6 +16,8 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from xcore.auth.errors import AuthError, NotAuthenticated
 from xcore.errors import DatabaseError
+from xcore.plugins.bundle import BundleError
+from xcore.plugins.errors import PluginError
 
 log = logging.getLogger("xcore.api")
 
@@ -64,6 +66,12 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
     if isinstance(exc, UnicodeDecodeError):  # Litestar lets it through from a body that is not UTF-8
         return problem(400, "the request body is not valid UTF-8 text")
+    if isinstance(exc, BundleError):
+        errors = [{"field": exc.entry, "message": exc.detail, "rule": exc.rule}]
+        return problem(422, str(exc), errors=errors, rule=exc.rule, entry=exc.entry)
+    if isinstance(exc, PluginError):
+        fields = [{"field": field, "message": message} for field, message in exc.errors]
+        return problem(exc.status, str(exc), errors=fields or None)
     if isinstance(exc, DatabaseError):
         log.error("database error in %s %s: %s", request.method, request.url.path, exc)
         return problem(503, str(exc))

@@ -8,15 +8,16 @@ Litestar cannot unregister routes, so a plugin change builds a whole new app (DE
 2. swaps the reference, so new requests go to the new app;
 3. lets requests in flight finish on the old app, then runs the old app's shutdown.
 
-The Switch answers the server's own lifespan: at startup it builds the first app with `factory`, at shutdown
-it shuts the current app down. Every HTTP request passes through `requestlog.logged`.
+The Switch answers the server's own lifespan: at startup it builds the first app with `factory` (or runs the
+`startup` hook, which swaps the first app in itself), at shutdown it shuts the current app down, then runs the
+`shutdown` hook. Every HTTP request passes through `requestlog.logged`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from xcore.logs import access
@@ -94,8 +95,16 @@ class Generation:
 class Switch:
     """Switch forwards each request to the current app; `swap_in` replaces the app without dropping requests."""
 
-    def __init__(self, factory: Callable[[], ASGIApp]) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], ASGIApp] | None = None,
+        *,
+        startup: Callable[[Switch], Awaitable[None]] | None = None,
+        shutdown: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._factory = factory
+        self._startup = startup
+        self._shutdown = shutdown
         self._current: Generation | None = None
         self._generations = 0
         self._swap_lock: asyncio.Lock | None = None
@@ -126,8 +135,11 @@ class Switch:
             if generation.retiring and generation.inflight == 0:
                 generation.drained.set()
 
-    async def swap_in(self, app: ASGIApp) -> None:
-        """swap_in starts `app` and makes it current; raises AppStartupError (old app kept) if it fails."""
+    async def swap_in(self, app: ASGIApp, retired: Callable[[], Awaitable[None]] | None = None) -> None:
+        """swap_in starts `app` and makes it current; raises AppStartupError (old app kept) if it fails.
+
+        `retired` runs once the old app has served its last request and shut down (at once when there is none).
+        """
         if self._swap_lock is None:
             self._swap_lock = asyncio.Lock()
         async with self._swap_lock:
@@ -135,16 +147,22 @@ class Switch:
             fresh = Generation(app, self._generations)
             await fresh.start()
             old, self._current = self._current, fresh
-            if old is not None:
-                task = asyncio.create_task(self._retire(old))
+            if old is not None or retired is not None:
+                task = asyncio.create_task(self._retire(old, retired))
                 self._retiring.add(task)
                 task.add_done_callback(self._retiring.discard)
 
-    async def _retire(self, old: Generation) -> None:
-        old.retiring = True
-        if old.inflight:
-            await old.drained.wait()
-        await old.stop()
+    async def _retire(self, old: Generation | None, retired: Callable[[], Awaitable[None]] | None) -> None:
+        if old is not None:
+            old.retiring = True
+            if old.inflight:
+                await old.drained.wait()
+            await old.stop()
+        if retired is not None:
+            try:
+                await retired()
+            except Exception:
+                log.exception("cleaning up after app generation %d failed", old.number if old else 0)
 
     async def close(self) -> None:
         """close shuts down the current app and waits for retiring ones."""
@@ -159,7 +177,10 @@ class Switch:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.swap_in(self._factory())
+                    if self._startup is not None:
+                        await self._startup(self)
+                    elif self._factory is not None:
+                        await self.swap_in(self._factory())
                 except Exception as exc:
                     log.exception("the app could not start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -168,6 +189,8 @@ class Switch:
             elif message["type"] == "lifespan.shutdown":
                 try:
                     await self.close()
+                    if self._shutdown is not None:
+                        await self._shutdown()
                     access.flush()
                 except Exception as exc:
                     await send({"type": "lifespan.shutdown.failed", "message": str(exc)})

@@ -1,0 +1,35 @@
+"""Errors of plugin management that reach users: each carries the HTTP status an admin route answers with."""
+
+from __future__ import annotations
+
+from xcore.errors import XcoreError
+
+
+class PluginError(XcoreError):
+    """PluginError is a refused plugin operation; `status` is its HTTP status, `field` the input at fault."""
+
+    status = 400
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None, errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.errors = errors or ([(field, message)] if field else [])
+
+
+class PluginNotFound(PluginError):
+    """PluginNotFound names a plugin id that has no bundle and no state on this host."""
+
+    status = 404
+
+
+class PluginUnavailable(PluginError):
+    """PluginUnavailable is a plugin operation asked of a process that does not manage plugins."""
+
+    status = 503
+
+
+class PluginConflict(PluginError):
+    """PluginConflict is an operation that cannot apply to the plugin as it is (a dev folder cannot be deleted)."""
+
+    status = 409

@@ -1,0 +1,238 @@
+"""Loading one plugin: import its extracted folder under a unique module name and collect what it declares.
+
+Every load gets a new package name (`xcore_plugin_<id>_<n>`), so a new version imports beside the old one while
+the old one still serves, and nothing of the old one is reused by accident. Modules inside a bundle import each
+other relatively (`from . import models`). `unload_modules` drops a retired load's modules from `sys.modules`.
+
+Nothing here touches the web app or the database: the manager mounts `LoadedPlugin.mount` and runs the hooks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import itertools
+import json
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+import anyio.to_thread
+import yaml
+from litestar import Router
+from litestar.di import Provide
+from litestar.handlers import BaseRouteHandler
+from litestar.static_files import create_static_files_router
+
+from xcore.errors import XcoreError
+from xcore.plugins.manifest import Manifest
+from xcore.sdk import PluginContext, TaskSpec
+
+_numbers = itertools.count(1)
+CONFIG_FILES = ("config.yaml", "config.yml", "config.json")
+
+
+class PluginLoadError(XcoreError):
+    """PluginLoadError says why a plugin could not load: the file and line of an import error, or its hook's."""
+
+
+@dataclass
+class LoadedPlugin:
+    """LoadedPlugin is one imported version of a plugin, ready to mount: its routes, tasks and hooks."""
+
+    manifest: Manifest
+    source: Path  # the zip, or the dev folder
+    fingerprint: str  # the zip's sha256, or the dev folder's content stamp
+    folder: Path  # what was imported
+    package: str  # the unique package name
+    context: PluginContext
+    mount: Router
+    tasks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    on_load: Callable[..., Any] | None = None
+    on_unload: Callable[..., Any] | None = None
+    dev: bool = False
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        return {name: fn.__xcore_task__ for name, fn in self.tasks.items()}  # type: ignore[attr-defined]
+
+
+def read_defaults(folder: Path) -> dict[str, Any]:
+    """read_defaults reads the bundle's default settings (config.yaml, config.yml or config.json); {} if none."""
+    for name in CONFIG_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+        except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+            raise PluginLoadError(f"{name}: cannot be read: {_one_line(exc)}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise PluginLoadError(f"{name}: the settings must be a mapping of names to values")
+        return data
+    return {}
+
+
+def import_plugin(
+    manifest: Manifest, folder: Path, *, source: Path, fingerprint: str, data_dir: Path, config: Mapping[str, Any],
+    dev: bool = False,
+) -> LoadedPlugin:  # fmt: skip
+    """import_plugin imports the entry module of `folder` under a new package name and collects its parts.
+
+    Raises PluginLoadError naming the file and line at fault. Runs in a worker thread: imports may be slow.
+    """
+    package = f"xcore_plugin_{manifest.id}_{next(_numbers)}"
+    spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    root = importlib.util.module_from_spec(spec)
+    root.__path__ = [str(folder)]
+    sys.modules[package] = root
+    if dev:
+        importlib.invalidate_caches()  # a folder being edited: never trust a cached directory listing
+    try:
+        module = importlib.import_module(f"{package}.{manifest.entry}")
+    except BaseException as exc:
+        unload_modules(package)
+        raise PluginLoadError(_import_failure(exc, folder)) from None
+    try:
+        context = PluginContext(manifest.id, manifest.version, data_dir, MappingProxyType(dict(config)))
+        return LoadedPlugin(
+            manifest=manifest,
+            source=source,
+            fingerprint=fingerprint,
+            folder=folder,
+            package=package,
+            context=context,
+            mount=_mount(manifest, module, folder, context),
+            tasks=_tasks(manifest, package),
+            on_load=_hook(module, "on_load"),
+            on_unload=_hook(module, "on_unload"),
+            dev=dev,
+        )
+    except BaseException:
+        unload_modules(package)
+        raise
+
+
+def _mount(manifest: Manifest, module: ModuleType, folder: Path, ctx: PluginContext) -> Router:
+    """_mount wraps the plugin's routes in a Router at its prefix that provides `ctx` and sets its OpenAPI tags."""
+    declared = getattr(module, "router", None)
+    handlers: list[Any]
+    if declared is None:
+        handlers = []
+    elif isinstance(declared, Router):
+        handlers = [declared]
+    elif isinstance(declared, list | tuple) and all(isinstance(h, BaseRouteHandler | Router) for h in declared):
+        handlers = list(declared)
+    else:
+        raise PluginLoadError(
+            f"{manifest.entry}.py: `router` must be a Router or a list of route handlers, not {type(declared).__name__}"
+        )
+    static = folder / "static"
+    if static.is_dir():
+        handlers.append(create_static_files_router(path="/static", directories=[static], include_in_schema=False))
+
+    def provide_ctx() -> PluginContext:
+        return ctx
+
+    return Router(
+        path=manifest.prefix,
+        route_handlers=handlers,
+        dependencies={"ctx": Provide(provide_ctx, use_cache=True, sync_to_thread=False)},
+        tags=manifest.tags or [manifest.id],
+    )
+
+
+def _tasks(manifest: Manifest, package: str) -> dict[str, Callable[..., Any]]:
+    """_tasks finds the functions marked by `task`/`periodic` in the plugin's modules, named `<id>.<function>`."""
+    found: dict[str, Callable[..., Any]] = {}
+    for name, module in list(sys.modules.items()):
+        if name != package and not name.startswith(package + "."):
+            continue
+        for value in vars(module).values():
+            if callable(value) and hasattr(value, "__xcore_task__") and getattr(value, "__module__", "") == name:
+                task_name = f"{manifest.id}.{value.__name__}"
+                if task_name in found and found[task_name] is not value:
+                    raise PluginLoadError(f"two tasks are named {task_name}: task function names must be unique")
+                found[task_name] = value
+    return dict(sorted(found.items()))
+
+
+def _hook(module: ModuleType, name: str) -> Callable[..., Any] | None:
+    hook = getattr(module, name, None)
+    if hook is not None and not callable(hook):
+        raise PluginLoadError(f"{module.__name__.split('.', 1)[-1]}.py: `{name}` must be a function")
+    return hook
+
+
+async def run_hook(plugin: LoadedPlugin, name: str) -> None:
+    """run_hook calls `on_load(ctx)` or `on_unload(ctx)`, sync ones in a worker thread; raises PluginLoadError."""
+    hook = plugin.on_load if name == "on_load" else plugin.on_unload
+    if hook is None:
+        return
+    try:
+        if inspect.iscoroutinefunction(hook):
+            await hook(plugin.context)
+        else:
+            result = await anyio.to_thread.run_sync(hook, plugin.context)
+            if inspect.isawaitable(result):
+                await result
+    except Exception as exc:
+        plugin.context.logger.error("%s failed", name, exc_info=exc, extra={"context": "plugins"})
+        raise PluginLoadError(f"{name} raised {_located(exc, plugin.folder)}") from None
+
+
+def unload_modules(package: str) -> None:
+    """unload_modules forgets every module of one load, so a retired version can be freed."""
+    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+        del sys.modules[name]
+
+
+def _import_failure(exc: BaseException, folder: Path) -> str:
+    if isinstance(exc, SyntaxError):
+        where = _relative(exc.filename, folder)
+        return f"SyntaxError in {where}, line {exc.lineno}: {exc.msg}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("xcore_plugin_"):
+        return f"cannot import {exc.name!r}: it is not part of the bundle or of this xcore ({_located(exc, folder)})"
+    return f"importing the plugin raised {_located(exc, folder)}"
+
+
+def _located(exc: BaseException, folder: Path) -> str:
+    """_located is `Type: message (file, line N)`, at the deepest frame inside the plugin's folder."""
+    text = f"{type(exc).__name__}: {_one_line(exc)}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _inside(f.filename, folder)]
+    if frames:
+        text += f" ({_relative(frames[-1].filename, folder)}, line {frames[-1].lineno})"
+    return text
+
+
+def _inside(filename: str | None, folder: Path) -> bool:
+    return bool(filename) and Path(filename or "").resolve().is_relative_to(folder.resolve())
+
+
+def _relative(filename: str | None, folder: Path) -> str:
+    if not filename:
+        return "?"
+    path = Path(filename)
+    return str(path.resolve().relative_to(folder.resolve())) if _inside(filename, folder) else path.name
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,0 +1,170 @@
+"""Where plugin versions come from: the zips of the plugins folder, and the folders of `serve --plugins-dev`.
+
+`Scanner.scan()` looks at the plugins folder and returns one `Source` per usable version, plus the files that
+are still being written (`pending`) or broken (`failed`, with the rule they break). It remembers what it saw by
+file size and modification time, so a rescan of an unchanged folder reads no zip.
+
+A zip is pending, never failed, while it may still be growing: it changed less than `SETTLE` seconds ago, or it
+does not read as a zip yet and changed less than `manager.plugins.interval` seconds ago.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import Version
+
+from xcore.plugins.bundle import MANIFEST as MANIFEST_NAME
+from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, inspect_bundle
+from xcore.plugins.manifest import Manifest, parse_manifest
+
+SETTLE = 0.05  # seconds a zip must rest before it is read
+STILL_WRITTEN = "the file is still being written"
+SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "tests"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Source is one version of a plugin that can be loaded: a checked zip or a dev folder."""
+
+    manifest: Manifest
+    path: Path  # the zip or the folder
+    fingerprint: str  # sha256 of the zip, or a stamp of the folder's files
+    bundle: Bundle | None  # None for a dev folder
+    dev: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.manifest.id
+
+    @property
+    def version(self) -> Version:
+        return Version(self.manifest.version)
+
+    def folder(self, cache: Path) -> Path:
+        """folder is what to import: the dev folder itself, or the zip extracted into the cache."""
+        if self.bundle is None:
+            return self.path
+        return extract_bundle(self.bundle, cache)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Problem is a file that is not (yet) a usable bundle: `pending` while it may be growing, else `failed`."""
+
+    path: Path
+    plugin_id: str  # the id from the manifest when readable, else guessed from the file name
+    state: str  # pending | failed
+    error: str
+
+
+@dataclass
+class Scan:
+    sources: list[Source]
+    problems: list[Problem]
+
+    @property
+    def pending(self) -> bool:
+        return any(p.state == "pending" for p in self.problems)
+
+
+class Scanner:
+    """Scanner reads the plugins folder and the dev folders; it caches what it learnt per file stamp."""
+
+    def __init__(self, folder: Path, dev_dirs: list[Path], host_version: str, interval: float) -> None:
+        self.folder = folder
+        self.dev_dirs = dev_dirs
+        self.host_version = host_version
+        self.interval = interval
+        self._seen: dict[Path, tuple[tuple[int, int], Source | Problem]] = {}
+
+    def forget(self) -> None:
+        """forget drops what was learnt, so the next scan reads every zip again."""
+        self._seen.clear()
+
+    def scan(self) -> Scan:
+        sources: list[Source] = []
+        problems: list[Problem] = []
+        now = time.time()
+        present = set()
+        for path in sorted(self.folder.iterdir()):
+            if path.name.startswith(".") or path.suffix.lower() != ".zip":
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            present.add(path)
+            found = self._zip(path, (st.st_size, st.st_mtime_ns), now - st.st_mtime)
+            if isinstance(found, Source):
+                sources.append(found)
+            else:
+                problems.append(found)
+        for gone in set(self._seen) - present:
+            del self._seen[gone]
+        for folder in self._dev_folders():
+            found = read_dev_folder(folder)
+            if isinstance(found, Source):
+                sources.append(found)
+            else:
+                problems.append(found)
+        return Scan(sources, problems)
+
+    def _zip(self, path: Path, stamp: tuple[int, int], age: float) -> Source | Problem:
+        cached = self._seen.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        guessed = path.stem.split("-", 1)[0]
+        if age < SETTLE:
+            return Problem(path, guessed, "pending", STILL_WRITTEN)
+        try:
+            bundle = inspect_bundle(path, self.host_version)
+        except BundleError as exc:
+            if exc.rule == "not-a-zip" and age < self.interval:
+                return Problem(path, guessed, "pending", "the file does not read as a zip yet (still being copied?)")
+            result: Source | Problem = Problem(path, guessed, "failed", str(exc))
+        else:
+            result = Source(bundle.manifest, path, bundle.sha256, bundle)
+        self._seen[path] = (stamp, result)
+        return result
+
+    def _dev_folders(self) -> list[Path]:
+        folders: list[Path] = []
+        for root in self.dev_dirs:
+            if (root / MANIFEST_NAME).is_file():
+                folders.append(root)
+            elif root.is_dir():
+                folders += sorted(p for p in root.iterdir() if (p / MANIFEST_NAME).is_file())
+        return folders
+
+
+def read_dev_folder(folder: Path) -> Source | Problem:
+    try:
+        manifest, problem = parse_manifest((folder / MANIFEST_NAME).read_bytes())
+    except OSError as exc:
+        manifest, problem = None, f"cannot be read: {exc.strerror}"
+    if manifest is None:
+        return Problem(folder, folder.name, "failed", f"dev folder {folder}: {MANIFEST_NAME}: {problem}")
+    return Source(manifest, folder, folder_stamp(folder), None, dev=True)
+
+
+def folder_stamp(folder: Path) -> str:
+    """folder_stamp changes whenever a file of the folder is added, removed, resized or saved."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith((".pyc", ".pyo")) or name.startswith("."):
+                continue
+            try:
+                st = os.stat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            digest.update(
+                f"{os.path.relpath(os.path.join(root, name), folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+            )
+    return "dev-" + digest.hexdigest()[:16]

@@ -1,0 +1,151 @@
+"""The plugins folder and what the host keeps per plugin: install, list and remove bundles; purge their data.
+
+The plugins folder (`manager.plugins.directory`, `<data>/plugins/` by default) is the source of truth for which
+bundles exist; every worker's watcher converges on it. A bundle is written there atomically (a hidden temporary
+file, then a rename), so a watcher never sees half of one. `<data>/plugin-data/<id>/` is the plugin's own data,
+kept across upgrades, disabling and removal unless purged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from xcore.db.models import Permission, PluginState, SettingOverride
+from xcore.plugins.bundle import Bundle, BundleError, inspect_bundle
+from xcore.plugins.errors import PluginNotFound
+from xcore.runtime import Runtime
+
+# A change to this file tells every worker to re-read the plugins' enabled flags and config overrides.
+STATE_MARKER = ".xcore-state"
+TEMP_PREFIX = ".upload-"
+
+
+def plugins_dir(runtime: Runtime) -> Path:
+    """plugins_dir is the watched folder of bundles, created (mode 0700) when missing."""
+    return runtime.data.subdir(runtime.config.manager.plugins.directory)
+
+
+def plugin_data_dir(runtime: Runtime, plugin_id: str) -> Path:
+    """plugin_data_dir is `<data>/plugin-data/<id>`, the plugin's `ctx.data_dir` (not created here)."""
+    return runtime.data.root / "plugin-data" / plugin_id
+
+
+def cache_dir(runtime: Runtime) -> Path:
+    """cache_dir holds the extracted bundles, one folder per zip content."""
+    return runtime.data.root / "cache" / "plugins"
+
+
+def is_bundle_file(path: Path) -> bool:
+    """is_bundle_file is true for the `*.zip` files of the plugins folder, not for hidden temporary files."""
+    return path.suffix.lower() == ".zip" and not path.name.startswith(".")
+
+
+def bundle_files(runtime: Runtime) -> list[Path]:
+    """bundle_files lists the plugins folder's zips, sorted by name."""
+    return sorted(p for p in plugins_dir(runtime).iterdir() if is_bundle_file(p) and p.is_file())
+
+
+def installed_bundles(runtime: Runtime) -> list[tuple[Path, Bundle | BundleError]]:
+    """installed_bundles inspects every zip of the plugins folder: its Bundle, or the rule it breaks."""
+    found: list[tuple[Path, Bundle | BundleError]] = []
+    for path in bundle_files(runtime):
+        try:
+            found.append((path, inspect_bundle(path, runtime.version)))
+        except BundleError as exc:
+            found.append((path, exc))
+    return found
+
+
+def taken_prefixes(runtime: Runtime, except_id: str) -> dict[str, str]:
+    """taken_prefixes maps the URL prefix of every valid installed bundle of another plugin to its id."""
+    return {
+        b.manifest.prefix: b.manifest.id
+        for _, b in installed_bundles(runtime)
+        if isinstance(b, Bundle) and b.manifest.id != except_id
+    }
+
+
+def install_bundle(runtime: Runtime, source: Path, *, name: str | None = None) -> Bundle:
+    """install_bundle checks `source` and copies it into the plugins folder as `<id>-<version>.zip`.
+
+    Raises BundleError (naming the rule, the entry, and `name` or the file's name) before anything is written.
+    An installed zip of the same id and version is replaced; other versions stay (the highest one is active).
+    """
+    checked = _inspect_as(runtime, source, name or source.name)
+    manifest = checked.manifest
+    folder = plugins_dir(runtime)
+    target = folder / f"{manifest.id}-{manifest.version}.zip"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        settled(Path(tmp))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Bundle(target, manifest, checked.sha256, checked.root, checked.entries)
+
+
+def settled(path: Path) -> None:
+    """settled dates a completely written file one second back, so a watcher need not wait to see it settle."""
+    before = time.time() - 1.0
+    os.utime(path, (before, before))
+
+
+def _inspect_as(runtime: Runtime, source: Path, name: str) -> Bundle:
+    probe = inspect_bundle(source, runtime.version)  # cheap rules first, to learn the id
+    try:
+        return inspect_bundle(source, runtime.version, taken_prefixes(runtime, probe.manifest.id))
+    except BundleError as exc:
+        raise BundleError(name, exc.rule, exc.detail, exc.entry) from None
+
+
+def remove_plugin(runtime: Runtime, plugin_id: str, *, purge: bool) -> list[Path]:
+    """remove_plugin deletes every zip of `plugin_id`; with `purge`, also its data, config and permissions.
+
+    Returns what was deleted. Raises PluginNotFound when the host knows nothing of the id.
+    """
+    removed = [path for path, b in installed_bundles(runtime) if _id_of(path, b) == plugin_id]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    known = bool(removed)
+    with runtime.auth.transaction() as session:
+        state = session.get(PluginState, plugin_id)
+        known = known or state is not None
+        if purge:
+            if state is not None:
+                session.delete(state)
+            session.execute(delete(SettingOverride).where(SettingOverride.scope == plugin_id))
+            for permission in session.scalars(select(Permission).where(Permission.plugin_id == plugin_id)):
+                session.delete(permission)
+    data = plugin_data_dir(runtime, plugin_id)
+    if purge and data.exists():
+        shutil.rmtree(data)
+        removed.append(data)
+        known = True
+    if not known:
+        raise PluginNotFound(f"plugin {plugin_id!r} is not installed")
+    signal_state_change(runtime)
+    return removed
+
+
+def _id_of(path: Path, bundle: Bundle | BundleError) -> str:
+    if isinstance(bundle, Bundle):
+        return bundle.manifest.id
+    return path.stem.split("-", 1)[0]  # a broken zip installed as <id>-<version>.zip
+
+
+def signal_state_change(runtime: Runtime) -> None:
+    """signal_state_change touches the state marker, so every worker re-reads enabled flags and overrides."""
+    marker = plugins_dir(runtime) / STATE_MARKER
+    marker.touch()
+    os.utime(marker)
