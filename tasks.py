@@ -4,6 +4,7 @@
     python3 tasks.py run [ARGS]          set up .venv, then run `xcore ARGS` (default: serve)
     python3 tasks.py test [PYTEST ARGS]  set up .venv with the test extras, then run pytest
     python3 tasks.py lint                ruff (lint + format check) and mypy
+    python3 tasks.py pack [OUTDIR]       pack every example plugin in plugins/ into OUTDIR (default dist/plugins)
     python3 tasks.py bench [http|instructions] [ARGS]
                                          set up the benchmark extras, then run benchmarks/http.py
                                          (or benchmarks/instructions.py)
@@ -151,7 +152,25 @@ def cmd_bench(args: list[str]) -> int:
     return run_in_venv([str(venv_bin("python")), str(ROOT / "benchmarks" / f"{script}.py"), *args])
 
 
-COMMANDS = {"run": cmd_run, "test": cmd_test, "lint": cmd_lint, "bench": cmd_bench}
+def cmd_pack(args: list[str]) -> int:
+    """`pack [OUTDIR]`: `xcore plugin pack` each folder of plugins/ holding a plugin.json; print the zips."""
+    if len(args) > 1:
+        sys.exit("tasks.py: pack takes at most one argument, the output folder (default dist/plugins)")
+    ensure_venv(set())
+    out = Path(args[0]).resolve() if args else ROOT / "dist" / "plugins"
+    folders = sorted(p.parent for p in (ROOT / "plugins").glob("*/plugin.json"))
+    if not folders:
+        sys.exit("tasks.py: no plugin folder (holding plugin.json) under plugins/")
+    for folder in folders:
+        step = [str(venv_bin("xcore")), "plugin", "pack", str(folder), "--out", str(out)]
+        result = subprocess.run(step, cwd=ROOT, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"tasks.py: packing plugins/{folder.name} failed: {result.stderr.strip()}")
+        print(result.stdout.splitlines()[0])
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "test": cmd_test, "lint": cmd_lint, "bench": cmd_bench, "pack": cmd_pack}
 
 
 def main(argv: list[str]) -> int:

@@ -342,7 +342,13 @@ def test_the_scenario_cells_really_ran_the_allowed_calls(template: Template, cel
 
 def test_before_setup_every_protected_route_answers_503_and_public_ones_do_not(api: Api) -> None:
     routes = routes_of(api.client.app)
-    values = {"user_id": "1", "name": "user", "file_path": "swagger-ui/swagger-ui.css", "path": "swagger", "plugin_id": "absent"}
+    values = {
+        "user_id": "1",
+        "name": "user",
+        "file_path": "swagger-ui/swagger-ui.css",
+        "path": "swagger",
+        "plugin_id": "absent",
+    }
     wrong = []
     for method, route in routes:
         key = (method, route)

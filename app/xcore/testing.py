@@ -62,7 +62,7 @@ def _start(
     from xcore.plugins.bundle import inspect_bundle
     from xcore.plugins.manager import PluginManager
     from xcore.plugins.settings import override_problems, replace_overrides
-    from xcore.plugins.sources import read_dev_folder
+    from xcore.plugins.sources import Problem, read_dev_folder
     from xcore.plugins.store import install_bundle
     from xcore.runtime import open_runtime
     from xcore.server import prepare_database
@@ -73,9 +73,9 @@ def _start(
     prepare_database(runtime)
     if source.is_dir():
         found = read_dev_folder(source.resolve())
-        if not hasattr(found, "manifest"):
-            raise pytest.fail.Exception(f"{source}: {found.error}", pytrace=False)  # type: ignore[union-attr]
-        plugin_id, dev = found.manifest.id, [source]  # type: ignore[union-attr]
+        if isinstance(found, Problem):
+            raise pytest.fail.Exception(f"{source}: {found.error}", pytrace=False)
+        plugin_id, dev = found.manifest.id, [source]
     else:
         plugin_id, dev = inspect_bundle(source, runtime.version).manifest.id, []
         install_bundle(runtime, source)

@@ -12,6 +12,7 @@ from xcore import __version__
 from xcore.cli.config_cmd import config
 from xcore.cli.db_cmd import db
 from xcore.cli.logs_cmd import logs
+from xcore.cli.plugin_cmd import plugin
 from xcore.cli.serve_cmd import serve
 from xcore.cli.user_cmd import user
 from xcore.errors import XcoreError
@@ -28,6 +29,7 @@ cli.add_command(config)
 cli.add_command(db)
 cli.add_command(logs)
 cli.add_command(user)
+cli.add_command(plugin)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,7 +51,8 @@ from xcore.plugins.settings import merged, override_problems, read_overrides
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.store import STATE_MARKER, cache_dir, plugin_data_dir, plugins_dir
 from xcore.runtime import Runtime
-from xcore.web.switch import AppStartupError, Switch
+from xcore.web.dispatch import Dispatch
+from xcore.web.switch import AppStartupError, Generation, Switch
 
 log = logging.getLogger("xcore.plugins")
 CONTEXT = {"context": "plugins"}
@@ -120,12 +121,29 @@ class PluginManager:
         self._watcher: asyncio.Task[None] | None = None
         self._recheck: asyncio.Task[None] | None = None
         self._scan = Scan([], [])
+        self._core: Litestar | None = None
+        self._core_life: Generation | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
+    @property
+    def openapi(self) -> dict[str, Any] | None:
+        """openapi is the OpenAPI document of what is mounted now (None before the first app)."""
+        app = self._switch.app if self._switch else None
+        return app.openapi if isinstance(app, Dispatch) else None
+
     async def start(self, switch: Switch) -> None:
-        """start loads the plugins, swaps the first app in, and starts watching. The Switch's startup hook."""
+        """start builds the core app, loads the plugins, swaps the first app in, and starts watching.
+
+        The Switch's startup hook. The core app is built once and lives as long as the worker; each plugin
+        change builds only the plugins' app (see `web.dispatch`).
+        """
+        from xcore.web.app import build_app
+
         self._switch = switch
+        self._core = await anyio.to_thread.run_sync(lambda: build_app(self.runtime, manager=self))
+        self._core_life = Generation(self._core, 0)
+        await self._core_life.start()
         await self.reconcile(initial=True)
         for _ in range(3):  # a zip written just before the start: give it a moment rather than start without it
             if not any(p.error == STILL_WRITTEN for p in self._scan.problems):
@@ -147,6 +165,8 @@ class PluginManager:
         async with self._lock:
             plugins, self.loaded = list(self.loaded.values()), {}
             await self._retire(reversed(plugins))
+        if self._core_life is not None:
+            await self._core_life.stop()
 
     # --- the one operation -----------------------------------------------------------------------------------
 
@@ -167,7 +187,7 @@ class PluginManager:
             self._update_views(scan, stored)
             await anyio.to_thread.run_sync(self._persist_states)
             if scan.pending:
-                self._schedule_recheck()
+                self._schedule_recheck(min(RECHECK, max(scan.settles_in, 0.0) + 0.005))
 
     async def _apply(self, scan: Scan, stored: _Stored, reload: set[str], initial: bool) -> None:
         candidates: dict[str, list[Source]] = {}
@@ -275,13 +295,16 @@ class PluginManager:
                 chosen.pop(plugin.id, None)
         await self._retire(culprits)
 
-    def _build(self, plugins: list[LoadedPlugin]) -> Litestar:
-        from xcore.web.app import build_app
+    def _build(self, plugins: list[LoadedPlugin]) -> Dispatch:
+        """_build makes the generation's app: the core app beside a new app of `plugins`' routes, and the
+        merged OpenAPI document (built now: a plugin that breaks /openapi.json fails here, alone)."""
+        from xcore.web.app import build_plugin_app
 
-        app = build_app(self.runtime, [p.mount for p in plugins], manager=self)
-        app.openapi_schema  # noqa: B018  # built now: a plugin that breaks /openapi.json fails here, alone
-        self._routes = _routes_by_plugin(app, plugins)
-        return app
+        assert self._core is not None
+        app = build_plugin_app(self.runtime, [p.mount for p in plugins], self) if plugins else None
+        dispatch = Dispatch(self._core, app, [p.manifest.prefix for p in plugins])
+        self._routes = _routes_by_plugin(app, plugins) if app else {}
+        return dispatch
 
     def _builds_alone(self, plugin: LoadedPlugin) -> bool:
         try:
@@ -513,12 +536,13 @@ class PluginManager:
         parts = p.parts
         return not any(part in ("__pycache__", ".git") for part in parts) and not p.name.endswith((".pyc", "~"))
 
-    def _schedule_recheck(self) -> None:
+    def _schedule_recheck(self, delay: float) -> None:
         if self._recheck is not None and not self._recheck.done():
             return
 
         async def later() -> None:
-            await asyncio.sleep(RECHECK)
+            await asyncio.sleep(delay)
+            self._recheck = None  # this reconcile may schedule the next look
             try:
                 await self.reconcile()
             except Exception:

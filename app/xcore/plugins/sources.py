@@ -20,7 +20,8 @@ from packaging.version import Version
 
 from xcore.plugins.bundle import MANIFEST as MANIFEST_NAME
 from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, inspect_bundle
-from xcore.plugins.manifest import Manifest, parse_manifest
+from xcore.plugins.manifest import Manifest
+from xcore.plugins.pack import folder_manifest
 
 SETTLE = 0.05  # seconds a zip must rest before it is read
 STILL_WRITTEN = "the file is still being written"
@@ -66,6 +67,7 @@ class Problem:
 class Scan:
     sources: list[Source]
     problems: list[Problem]
+    settles_in: float = 0.0  # seconds until the youngest pending zip has rested SETTLE seconds
 
     @property
     def pending(self) -> bool:
@@ -89,6 +91,7 @@ class Scanner:
     def scan(self) -> Scan:
         sources: list[Source] = []
         problems: list[Problem] = []
+        settles_in = 0.0
         now = time.time()
         present = set()
         for path in sorted(self.folder.iterdir()):
@@ -99,7 +102,9 @@ class Scanner:
             except FileNotFoundError:
                 continue
             present.add(path)
-            found = self._zip(path, (st.st_size, st.st_mtime_ns), now - st.st_mtime)
+            age = now - st.st_mtime
+            settles_in = max(settles_in, SETTLE - age)
+            found = self._zip(path, (st.st_size, st.st_mtime_ns), age)
             if isinstance(found, Source):
                 sources.append(found)
             else:
@@ -112,7 +117,7 @@ class Scanner:
                 sources.append(found)
             else:
                 problems.append(found)
-        return Scan(sources, problems)
+        return Scan(sources, problems, settles_in)
 
     def _zip(self, path: Path, stamp: tuple[int, int], age: float) -> Source | Problem:
         cached = self._seen.get(path)
@@ -143,12 +148,11 @@ class Scanner:
 
 
 def read_dev_folder(folder: Path) -> Source | Problem:
+    """read_dev_folder is the Source of a plugin folder, or the Problem with its plugin.json."""
     try:
-        manifest, problem = parse_manifest((folder / MANIFEST_NAME).read_bytes())
-    except OSError as exc:
-        manifest, problem = None, f"cannot be read: {exc.strerror}"
-    if manifest is None:
-        return Problem(folder, folder.name, "failed", f"dev folder {folder}: {MANIFEST_NAME}: {problem}")
+        manifest = folder_manifest(folder)
+    except BundleError as exc:
+        return Problem(folder, folder.name, "failed", str(exc))
     return Source(manifest, folder, folder_stamp(folder), None, dev=True)
 
 

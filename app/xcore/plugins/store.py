@@ -9,6 +9,7 @@ kept across upgrades, disabling and removal unless purged.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from sqlalchemy import delete, select
 from xcore.db.models import Permission, PluginState, SettingOverride
 from xcore.plugins.bundle import Bundle, BundleError, inspect_bundle
 from xcore.plugins.errors import PluginNotFound
+from xcore.plugins.manifest import PLUGIN_ID
 from xcore.runtime import Runtime
 
 # A change to this file tells every worker to re-read the plugins' enabled flags and config overrides.
@@ -114,6 +116,8 @@ def remove_plugin(runtime: Runtime, plugin_id: str, *, purge: bool) -> list[Path
 
     Returns what was deleted. Raises PluginNotFound when the host knows nothing of the id.
     """
+    if not re.match(PLUGIN_ID, plugin_id):  # never let a crafted id reach the purge's rmtree
+        raise PluginNotFound(f"{plugin_id!r} is not a plugin id")
     removed = [path for path, b in installed_bundles(runtime) if _id_of(path, b) == plugin_id]
     for path in removed:
         path.unlink(missing_ok=True)

@@ -51,8 +51,21 @@ def build_app(
             *plugin_handlers(),
         ],
     )
+    return _litestar(runtime, [core, *(route_handlers or [])], manager)
+
+
+def build_plugin_app(runtime: Runtime, mounts: list[Router], manager: PluginManager) -> Litestar:
+    """build_plugin_app returns the app of the plugins' routes alone, each Router mounted at its prefix.
+
+    The worker serves it beside the core app (see `web.dispatch`), so a plugin change rebuilds only this small
+    app; it has the same access guard, error handling and OpenAPI settings as the core's.
+    """
+    return _litestar(runtime, list(mounts), manager)
+
+
+def _litestar(runtime: Runtime, route_handlers: list[Any], manager: PluginManager | None) -> Litestar:
     app = Litestar(
-        route_handlers=[core, *(route_handlers or [])],
+        route_handlers=route_handlers,
         openapi_config=openapi_config(),
         state=State({"runtime": runtime, "plugins": manager}),
         logging_config=None,

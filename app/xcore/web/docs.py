@@ -28,6 +28,7 @@ from litestar.static_files import create_static_files_router
 
 from xcore import __version__
 from xcore.resources import resource_path
+from xcore.web.dispatch import core_openapi
 
 VENDOR_URL = "/static/vendor"
 SWAGGER_VERSION = "5.35.0"
@@ -72,10 +73,16 @@ def operation_id(route_handler: Any, http_method: str, path_components: list[Any
 def _page(path: str, plugin: OpenAPIRenderPlugin) -> HTTPRouteHandler:
     @get(path, media_type=plugin.media_type, include_in_schema=False, sync_to_thread=False, name=f"docs:{path}")
     def page(request: Request) -> Response[bytes]:
-        schema = request.app.openapi_schema.to_schema()
-        return Response(plugin.render(request, schema), media_type=plugin.media_type)
+        return Response(plugin.render(request, openapi_document(request)), media_type=plugin.media_type)
 
     return page
+
+
+def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """openapi_document is what is mounted now: the core's routes with the current plugins' merged in."""
+    manager = request.app.state.get("plugins")
+    document = manager.openapi if manager is not None else None
+    return document if document is not None else core_openapi(request.app)
 
 
 def docs_handlers() -> list[HTTPRouteHandler]:

@@ -1,0 +1,197 @@
+"""`xcore plugin new | pack | install | list | remove`: the plugin author kit, and bundle management from the machine.
+
+`new` and `pack` work on a source folder and need no data directory. `install`, `list` and `remove` act on the
+data directory's plugins folder, which a running server watches: an installed zip goes live there within
+seconds, and a removed one is unloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from xcore import __version__
+from xcore.cli.options import data_dir_option
+from xcore.errors import XcoreError
+from xcore.runtime import Runtime, open_runtime
+
+if TYPE_CHECKING:
+    from xcore.db.models import PluginState
+
+GIT_TIMEOUT = 300.0
+# scp-like git addresses: git@github.com:owner/repo.git
+SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+
+
+class GitError(XcoreError):
+    """GitError is a git repository that could not be cloned, or a machine without git."""
+
+    exit_code = 2
+
+
+def _runtime(data_dir: str | None) -> Runtime:
+    from xcore.server import prepare_database
+
+    runtime = open_runtime(data_dir, logs=False)
+    prepare_database(runtime)
+    return runtime
+
+
+@click.group()
+def plugin() -> None:
+    """Write, pack and install plugins."""
+
+
+@plugin.command("new")
+@click.argument("name")
+@click.option(
+    "--dir", "parent", type=click.Path(file_okay=False, path_type=Path), default=Path("."), help="Parent folder."
+)
+def new(name: str, parent: Path) -> None:
+    """Create the folder PARENT/NAME holding a small working plugin with its tests."""
+    from xcore.plugins.scaffold import create_scaffold
+
+    folder = create_scaffold(parent, name)
+    click.echo(f"created {folder}")
+    click.echo(f"next: cd {folder} && pytest, then `xcore plugin pack .` (see its README.md)")
+
+
+@plugin.command("pack")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), help="Output folder."
+)
+def pack(folder: Path, out_dir: Path) -> None:
+    """Pack the plugin FOLDER into OUT/<id>-<version>.zip; print its path and sha256."""
+    from xcore.plugins.pack import pack_folder
+
+    path = pack_folder(folder, out_dir, __version__).absolute()
+    click.echo(str(path))
+    click.echo(f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
+
+
+@plugin.command("install")
+@click.argument("source")
+@data_dir_option
+def install(source: str, data_dir: str | None) -> None:
+    """Install SOURCE: a bundle .zip, a plugin folder, or a git repository (URL, file:// URL or local path)."""
+    from xcore.plugins.pack import pack_folder
+    from xcore.plugins.store import install_bundle
+
+    runtime = _runtime(data_dir)
+    with tempfile.TemporaryDirectory(prefix="xcore-install-") as tmp:
+        work = Path(tmp)
+        local = Path(source)
+        if local.is_file():
+            zip_path, name = local, local.name
+        elif local.is_dir() and not (local / ".git").exists():
+            zip_path, name = pack_folder(local, work / "out", runtime.version), source
+        elif local.is_dir() or "://" in source or SCP_LIKE.match(source):
+            zip_path, name = pack_folder(_clone(source, work / "src"), work / "out", runtime.version), source
+        else:
+            raise click.UsageError(f"{source}: no such file or folder, and not a git URL")
+        bundle = install_bundle(runtime, zip_path, name=name)
+    click.echo(f"installed {bundle.manifest.id} {bundle.manifest.version} as {bundle.path}")
+    click.echo(f"sha256 {bundle.sha256}")
+
+
+def _clone(source: str, target: Path) -> Path:
+    """_clone makes a shallow clone of `source` into `target`, never asking for a password; raises GitError."""
+    git = shutil.which("git")
+    if git is None:
+        raise GitError(f"cannot install {source}: git is not installed; install git, or pass a .zip")
+    url = Path(source).resolve().as_uri() if Path(source).is_dir() else source  # --depth works on file:// only
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+    try:
+        result = subprocess.run(
+            [git, "clone", "--depth", "1", "--quiet", "--", url, str(target)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise GitError(f"git clone {source} did not finish within {GIT_TIMEOUT:.0f}s") from None
+    if result.returncode != 0:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {result.returncode}"
+        raise GitError(f"git clone {source} failed: {reason}")
+    return target
+
+
+@plugin.command("list")
+@data_dir_option
+def list_plugins(data_dir: str | None) -> None:
+    """List the installed bundles: version, file, whether it is valid, and what a server last made of it."""
+    from sqlalchemy import select
+
+    from xcore.db.models import PluginState
+    from xcore.plugins.bundle import Bundle
+    from xcore.plugins.store import installed_bundles, plugins_dir
+
+    runtime = _runtime(data_dir)
+    found = installed_bundles(runtime)
+    if not found:
+        click.echo(f"no plugins in {plugins_dir(runtime)}; `xcore plugin install FILE.zip` adds one")
+        return
+    with runtime.sessions() as session:
+        states = {s.plugin_id: s for s in session.scalars(select(PluginState))}
+    rows: list[tuple[str, ...]] = [("ID", "VERSION", "FILE", "CHECK", "ENABLED", "STATE")]
+    for path, bundle in found:
+        if isinstance(bundle, Bundle):
+            plugin_id, version, check = bundle.manifest.id, bundle.manifest.version, "valid"
+        else:
+            plugin_id, version, check = path.stem.split("-", 1)[0], "?", bundle.rule
+        state = states.get(plugin_id)
+        enabled = "-" if state is None else ("yes" if state.enabled else "no")
+        rows.append((plugin_id, version, path.name, check, enabled, _state_text(state)))
+    _print_table(rows)
+
+
+def _state_text(state: PluginState | None) -> str:
+    """_state_text is the last state a server recorded, with the first line of its error; "-" when none."""
+    if state is None:
+        return "-"
+    text = f"{state.state} {state.version or ''}".rstrip()
+    error = (state.error or "").strip()
+    return f"{text}: {error.splitlines()[0]}" if error else text
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+@plugin.command("remove")
+@click.argument("plugin_id", metavar="ID")
+@click.option("--purge", is_flag=True, help="Also delete the plugin's data, settings and permissions.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@data_dir_option
+def remove(plugin_id: str, purge: bool, yes: bool, data_dir: str | None) -> None:
+    """Remove every installed zip of the plugin ID; its data is kept unless --purge."""
+    from xcore.plugins.manifest import PLUGIN_ID
+    from xcore.plugins.store import remove_plugin
+
+    if not re.match(PLUGIN_ID, plugin_id):
+        raise click.BadParameter(f"{plugin_id!r} is not a plugin id; `xcore plugin list` shows them", param_hint="ID")
+    runtime = _runtime(data_dir)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("no terminal to confirm on; add --yes to remove without asking")
+        what = "remove the plugin and DELETE its data, settings and permissions" if purge else "remove the plugin"
+        click.confirm(f"{plugin_id}: {what}?", abort=True)
+    for path in remove_plugin(runtime, plugin_id, purge=purge):
+        click.echo(f"deleted {path}")

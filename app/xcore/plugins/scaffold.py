@@ -1,0 +1,154 @@
+"""Scaffolding: `xcore plugin new NAME` writes a small, working, tested plugin folder to start from.
+
+The templates are string constants here rather than files, so they ship in every build (wheel, PyInstaller)
+without package-data settings. `{id}` and `{title}` are filled in with `str.format`; literal
+braces in the templates are doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from xcore import __version__
+from xcore.errors import XcoreError
+from xcore.plugins.manifest import PLUGIN_ID
+
+
+class ScaffoldError(XcoreError):
+    """ScaffoldError is a plugin name that is not a valid id, or a target folder that is already in use."""
+
+    exit_code = 2
+
+
+RUN_PY = '''\
+"""{title}: an xcore plugin. GET /app/{id}/hello answers with the greeting set in config.yaml."""
+
+from xcore.sdk import Ctx, PluginContext, Router, get, task
+
+
+@get("/hello", sync_to_thread=False)
+def hello(ctx: Ctx) -> dict[str, str]:
+    """hello answers with the configured greeting; an admin can change it without a new version."""
+    return {{"message": ctx.config["greeting"] + ", from {id}!"}}
+
+
+@task()
+def shout(text: str) -> str:
+    """shout is a one-off task, registered as {id}.shout; queue it with shout.enqueue("hi")."""
+    return text.upper()
+
+
+def on_load(ctx: PluginContext) -> None:
+    """on_load runs each time this version goes live: create tables or check settings here."""
+    ctx.logger.info("%s %s loaded; the greeting is %r", ctx.id, ctx.version, ctx.config.get("greeting"))
+
+
+router = Router("/", route_handlers=[hello])
+'''
+
+CONFIG_YAML = """\
+# Default settings of {id}; the handlers read them as ctx.config. Admins can override each key.
+greeting: Hello
+"""
+
+TEST_PY = '''\
+"""Tests of {id}, on a real xcore app with a temporary data directory (the plugin_client fixture of xcore.testing)."""
+
+from pathlib import Path
+
+PLUGIN = Path(__file__).resolve().parent.parent
+
+
+def test_hello_answers_with_the_configured_greeting(plugin_client):
+    client = plugin_client(PLUGIN)
+    response = client.get("/app/{id}/hello")
+    assert response.status_code == 200, response.text
+    assert response.json() == {{"message": "Hello, from {id}!"}}
+
+
+def test_an_admin_can_change_the_greeting(plugin_client):
+    client = plugin_client(PLUGIN, config={{"greeting": "Bonjour"}})
+    assert client.get("/app/{id}/hello").json() == {{"message": "Bonjour, from {id}!"}}
+
+
+def test_anonymous_visitors_must_log_in(plugin_client):
+    client = plugin_client(PLUGIN, login=False)
+    assert client.get("/app/{id}/hello").status_code == 401
+'''
+
+README_MD = """\
+# {title}
+
+An xcore plugin. Its routes live under `/app/{id}/`; `GET /app/{id}/hello` answers with the greeting set in
+`config.yaml`.
+
+| file | what it is |
+|---|---|
+| `plugin.json` | the manifest: id, version, and the xcore versions it needs (`requires`) |
+| `run.py` | the entry module: `router`, tasks, `on_load` |
+| `config.yaml` | default settings, read through `ctx.config` |
+| `tests/` | tests on a real xcore app, with the `plugin_client` fixture |
+
+## Work on it
+
+- Test: `pytest` in this folder (xcore must be installed in the same environment; it provides the
+  `plugin_client` fixture).
+- Run it live: `xcore serve --plugins-dev ..` (from this folder) loads every plugin folder beside this one,
+  and reloads this one when a file changes.
+- Pack it: `xcore plugin pack .` writes `{id}-<version>.zip` (add `--out DIR` to put it elsewhere). Raise
+  `version` in `plugin.json` for each release.
+- Install it: `xcore plugin install {id}-<version>.zip` (or a git URL); `xcore plugin list` shows what is
+  installed, `xcore plugin remove {id}` takes it out again.
+
+The whole contract (every `plugin.json` key and every name in `xcore.sdk`) is documented in xcore's
+`plugins/README.md`. Import between modules of this plugin with relative imports (`from . import models`):
+the host imports the bundle as a package under a unique name.
+"""
+
+
+def create_scaffold(parent: Path, name: str) -> Path:
+    """create_scaffold writes a new plugin `name` into `<parent>/<name>/` and returns that folder.
+
+    Raises ScaffoldError when `name` is not a valid plugin id, or the folder exists and is not empty.
+    """
+    if not re.match(PLUGIN_ID, name):
+        raise ScaffoldError(
+            f"plugin name {name!r}: an id is 2 to 40 characters, lowercase letters, digits and _, "
+            "starting with a letter (for example my_notes)"
+        )
+    folder = parent / name
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ScaffoldError(f"{folder} already exists and is not empty; choose another name or --dir")
+    for relative, text in _files(name).items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return folder
+
+
+def _files(plugin_id: str) -> dict[str, str]:
+    """_files maps each file of the scaffold to its content."""
+    title = plugin_id.replace("_", " ").capitalize()
+    fields = {"id": plugin_id, "title": title}
+    manifest = {
+        "id": plugin_id,
+        "version": "0.1.0",
+        "name": title,
+        "description": f"{title}: says hello (a starting point made by `xcore plugin new`).",
+        "requires": _requires(),
+    }
+    return {
+        "plugin.json": json.dumps(manifest, indent=2) + "\n",
+        "run.py": RUN_PY.format(**fields),
+        "config.yaml": CONFIG_YAML.format(**fields),
+        "tests/test_plugin.py": TEST_PY.format(**fields),
+        "README.md": README_MD.format(**fields),
+    }
+
+
+def _requires() -> str:
+    """_requires is `>=<major>.<minor>` of this xcore: the plugin may use everything this version offers."""
+    major, minor = __version__.split(".")[:2]
+    return f">={major}.{minor}"

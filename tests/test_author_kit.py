@@ -1,0 +1,445 @@
+"""The plugin author kit: pack a folder, scaffold a plugin, and `xcore plugin new|pack|install|list|remove`.
+
+Everything runs for real: files on disk, the `git` executable, the `xcore` CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import CLEAN_ENV, run_xcore, xcore_command
+from xcore import __version__
+from xcore.plugins.bundle import BundleError, inspect_bundle
+from xcore.plugins.manifest import parse_manifest
+from xcore.plugins.pack import folder_manifest, pack_folder
+from xcore.plugins.scaffold import ScaffoldError, create_scaffold
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = {"id": "memo", "version": "1.2.0", "name": "Memo"}
+
+
+def make_plugin(folder: Path, manifest: dict[str, object] | None = None, files: dict[str, str] | None = None) -> Path:
+    """make_plugin writes a plugin folder: plugin.json, run.py, and `files` (relative path: text)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plugin.json").write_text(json.dumps(manifest or MANIFEST))
+    (folder / "run.py").write_text("from xcore.sdk import Router\n\nrouter = Router('/', route_handlers=[])\n")
+    for name, text in (files or {}).items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+def names(zip_path: Path) -> list[str]:
+    with zipfile.ZipFile(zip_path) as archive:
+        return archive.namelist()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# pack_folder
+
+
+def test_pack_leaves_out_caches_vcs_folders_and_the_output_folder(tmp_path: Path) -> None:
+    folder = make_plugin(tmp_path / "memo", files={"lib/store.py": "X = 1\n", "static/app.css": "body {}\n"})
+    junk = [
+        "__pycache__/run.cpython-311.pyc", "lib/__pycache__/store.cpython-311.pyc", "stray.pyc", "old.pyo",
+        ".git/config", ".hg/store", ".svn/entries", ".pytest_cache/README.md", ".mypy_cache/x.json",
+        ".ruff_cache/x", ".venv/pyvenv.cfg", "memo.egg-info/PKG-INFO", ".DS_Store", "lib/.DS_Store", "dist/old.zip",
+    ]  # fmt: skip
+    for name in junk:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("junk")
+    (folder / ".venv" / "python").symlink_to(sys.executable)  # links inside an excluded folder do not matter
+
+    path = pack_folder(folder, folder / "dist", __version__)
+
+    assert path == folder / "dist" / "memo-1.2.0.zip"
+    assert names(path) == ["lib/store.py", "plugin.json", "run.py", "static/app.css"]
+    assert sorted(p.name for p in (folder / "dist").iterdir()) == ["memo-1.2.0.zip", "old.zip"]
+    bundle = inspect_bundle(path, __version__)
+    assert (bundle.manifest.id, bundle.manifest.version, bundle.root) == ("memo", "1.2.0", "")
+
+
+def test_packing_into_the_folder_itself_does_not_pack_the_previous_zip(tmp_path: Path) -> None:
+    folder = make_plugin(tmp_path / "memo")
+    first = pack_folder(folder, folder, __version__)
+    second = pack_folder(folder, folder, __version__)
+    assert first == second == folder / "memo-1.2.0.zip"
+    assert names(second) == ["plugin.json", "run.py"]
+    assert sorted(p.name for p in folder.iterdir()) == ["memo-1.2.0.zip", "plugin.json", "run.py"]
+
+
+@pytest.mark.parametrize("link", ["lib/alias.py", "shared"])
+def test_a_symlink_is_refused_naming_its_path(tmp_path: Path, link: str) -> None:
+    folder = make_plugin(tmp_path / "memo", files={"lib/real.py": "X = 1\n"})
+    (folder / link).symlink_to(folder / "lib" / ("real.py" if link.endswith(".py") else ""))
+    out = tmp_path / "out"
+    with pytest.raises(BundleError) as caught:
+        pack_folder(folder, out, __version__)
+    assert caught.value.rule == "symlink" and caught.value.entry == link
+    assert str(folder) in str(caught.value) and repr(link) in str(caught.value)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_the_same_folder_always_gives_the_same_sha256(tmp_path: Path) -> None:
+    folder = make_plugin(tmp_path / "memo", files={"lib/a.py": "A = 1\n", "lib/b.py": "B = 2\n", "docs/café.md": "é\n"})
+    first = pack_folder(folder, tmp_path / "one", __version__)
+    for path in folder.rglob("*"):  # a checkout at another time: new mtimes, same content
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    (folder / "lib" / "a.py").write_text("A = 1\n")
+    second = pack_folder(folder, tmp_path / "two", __version__)
+    assert sha256(first) == sha256(second)
+    with zipfile.ZipFile(second) as archive:
+        infos = archive.infolist()
+    assert [i.filename for i in infos] == sorted(i.filename for i in infos)
+    assert all(i.date_time == (1980, 1, 1, 0, 0, 0) and i.external_attr >> 16 == 0o100644 for i in infos)
+    assert [i.flag_bits & 0x800 for i in infos if i.filename == "docs/café.md"] == [0x800]  # flagged UTF-8
+    (folder / "run.py").write_text("# changed\nfrom xcore.sdk import Router\n")
+    assert sha256(pack_folder(folder, tmp_path / "three", __version__)) != sha256(first)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "rule", "named"),
+    [
+        ({"id": "memo", "version": "1.0", "colour": "red"}, "manifest-invalid", "colour"),
+        ({"id": "Memo", "version": "1.0"}, "manifest-invalid", "id"),
+        ({"id": "memo", "version": "one"}, "manifest-invalid", "'one'"),
+        ({"id": "memo", "version": "1.0", "entry": "main"}, "entry-missing", "'main'"),
+        ({"id": "memo", "version": "1.0", "requires": ">=99"}, "requires", ">=99"),
+        ({"id": "memo", "version": "1.0", "api_prefix": "/api/memo"}, "api-prefix", "/api"),
+    ],
+)
+def test_an_invalid_folder_is_refused_naming_the_rule(
+    tmp_path: Path, manifest: dict[str, object], rule: str, named: str
+) -> None:
+    folder = make_plugin(tmp_path / "memo", manifest)
+    out = tmp_path / "out"
+    with pytest.raises(BundleError) as caught:
+        pack_folder(folder, out, __version__)
+    assert caught.value.rule == rule
+    assert named in str(caught.value)
+    assert not out.exists() or list(out.iterdir()) == []  # no zip, no temporary file
+
+
+def test_a_failed_pack_leaves_the_previous_zip_alone(tmp_path: Path) -> None:
+    folder = make_plugin(tmp_path / "memo")
+    good = pack_folder(folder, tmp_path / "out", __version__)
+    before = sha256(good)
+    (folder / "plugin.json").write_text(json.dumps({**MANIFEST, "requires": ">=99"}))
+    with pytest.raises(BundleError, match=r"memo-1\.2\.0\.zip: requires: needs xcore >=99"):
+        pack_folder(folder, tmp_path / "out", __version__)
+    assert sha256(good) == before and [p.name for p in (tmp_path / "out").iterdir()] == ["memo-1.2.0.zip"]
+
+
+def test_folder_manifest_names_a_missing_or_broken_plugin_json(tmp_path: Path) -> None:
+    with pytest.raises(BundleError) as caught:
+        folder_manifest(tmp_path)
+    assert caught.value.rule == "manifest-missing" and str(tmp_path) in str(caught.value)
+    (tmp_path / "plugin.json").write_text("{not json")
+    with pytest.raises(BundleError) as caught:
+        folder_manifest(tmp_path)
+    assert caught.value.rule == "manifest-invalid" and caught.value.entry == "plugin.json"
+    with pytest.raises(BundleError, match="not-a-folder"):
+        folder_manifest(tmp_path / "nowhere")
+    assert folder_manifest(make_plugin(tmp_path / "memo")).id == "memo"
+
+
+# The scaffold
+
+
+def test_the_scaffold_is_a_valid_plugin_that_packs_cleanly(tmp_path: Path) -> None:
+    folder = create_scaffold(tmp_path, "my_notes")
+    assert folder == tmp_path / "my_notes"
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert files == ["README.md", "config.yaml", "plugin.json", "run.py", "tests/test_plugin.py"]
+    manifest, problem = parse_manifest((folder / "plugin.json").read_bytes())
+    assert manifest is not None, problem
+    major, minor = __version__.split(".")[:2]
+    assert (manifest.id, manifest.version, manifest.requires) == ("my_notes", "0.1.0", f">={major}.{minor}")
+    run_py = (folder / "run.py").read_text()
+    for part in ['@get("/hello"', "ctx: Ctx", 'ctx.config["greeting"]', "@task()", "def on_load(ctx"]:
+        assert part in run_py
+    assert "greeting: Hello" in (folder / "config.yaml").read_text()
+    test_py = (folder / "tests" / "test_plugin.py").read_text()
+    assert "plugin_client" in test_py and "/app/my_notes/hello" in test_py and "401" in test_py
+    readme = (folder / "README.md").read_text()
+    for command in ["`pytest`", "xcore plugin pack .", "xcore plugin install", "xcore serve --plugins-dev"]:
+        assert command in readme
+    compile(run_py, "run.py", "exec")
+    compile(test_py, "test_plugin.py", "exec")
+    bundle = inspect_bundle(pack_folder(folder, tmp_path / "out", __version__), __version__)
+    assert bundle.manifest.id == "my_notes" and "run.py" in bundle.entries
+
+
+@pytest.mark.parametrize("name", ["My-Notes", "1notes", "n", "notes/x", "../notes", ""])
+def test_a_scaffold_name_must_be_a_plugin_id(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ScaffoldError, match="an id is 2 to 40 characters"):
+        create_scaffold(tmp_path, name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_scaffold_refuses_a_folder_in_use_but_fills_an_empty_one(tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    with pytest.raises(ScaffoldError, match="already exists and is not empty"):
+        create_scaffold(tmp_path, "taken")
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["keep.txt"]
+    (tmp_path / "empty").mkdir()
+    assert (create_scaffold(tmp_path, "empty") / "run.py").is_file()
+
+
+def test_the_scaffold_passes_its_own_tests(tmp_path: Path) -> None:
+    """Needs xcore.testing (the plugin_client fixture, registered through the pytest11 entry point)."""
+    folder = create_scaffold(tmp_path, "greeter")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=folder,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
+
+
+# The CLI
+
+
+def xcore_in(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """xcore_in runs the real CLI in `cwd`, for the commands whose default is the current folder."""
+    return subprocess.run(
+        xcore_command(*args), cwd=cwd, env=CLEAN_ENV, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+
+
+def test_cli_new_then_pack_prints_the_zip_and_its_sha256(tmp_path: Path) -> None:
+    result = run_xcore("plugin", "new", "greeter", "--dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"created {tmp_path / 'greeter'}" in result.stdout
+
+    result = xcore_in(tmp_path / "greeter", "plugin", "pack", ".")
+    assert result.returncode == 0, result.stderr
+    path_line, sha_line = result.stdout.splitlines()
+    zip_path = tmp_path / "greeter" / "greeter-0.1.0.zip"
+    assert path_line == str(zip_path) and sha_line == f"sha256 {sha256(zip_path)}"
+
+    again = run_xcore("plugin", "pack", str(tmp_path / "greeter"), "--out", str(tmp_path / "out"))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [str(tmp_path / "out" / "greeter-0.1.0.zip"), sha_line]
+
+
+def test_cli_errors_are_one_line_naming_the_problem(tmp_path: Path) -> None:
+    result = run_xcore("plugin", "new", "Bad-Name", "--dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "xcore: error: plugin name 'Bad-Name': an id is 2 to 40 characters, lowercase letters, digits and _, "
+        "starting with a letter (for example my_notes)"
+    )
+    folder = make_plugin(tmp_path / "memo", {"id": "memo", "version": "1.0", "colour": "red"})
+    result = run_xcore("plugin", "pack", str(folder), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"xcore: error: bundle {folder}: manifest-invalid: ")
+    assert "colour" in result.stderr and "Traceback" not in result.stderr
+
+
+def init_repo(folder: Path) -> None:
+    """init_repo makes `folder` a git repository with one commit of everything in it."""
+    git = ["git", "-c", "user.name=Author", "-c", "user.email=author@example.com", "-c", "init.defaultBranch=main"]
+    for step in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "first"]):
+        subprocess.run([*git, *step], cwd=folder, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+
+
+def test_cli_install_list_and_remove(tmp_path: Path, data_dir: Path) -> None:
+    data = ["--data-dir", str(data_dir)]
+    zip_path = pack_folder(make_plugin(tmp_path / "memo", files={"lib/x.py": "X = 1\n"}), tmp_path / "out", __version__)
+    result = run_xcore("plugin", "install", str(zip_path), *data)
+    assert result.returncode == 0, result.stderr
+    installed = data_dir / "plugins" / "memo-1.2.0.zip"
+    assert f"installed memo 1.2.0 as {installed}" in result.stdout and sha256(installed) == sha256(zip_path)
+
+    repo = make_plugin(tmp_path / "repo", {"id": "clipper", "version": "0.3.0"}, {"notes/a.txt": "a\n"})
+    init_repo(repo)
+    (repo / "uncommitted.txt").write_text("not in the clone\n")
+    result = run_xcore("plugin", "install", str(repo), *data)
+    assert result.returncode == 0, result.stderr
+    cloned = data_dir / "plugins" / "clipper-0.3.0.zip"
+    assert names(cloned) == ["notes/a.txt", "plugin.json", "run.py"]  # no .git, nothing uncommitted
+    result = run_xcore("plugin", "install", repo.as_uri(), *data)
+    assert result.returncode == 0, result.stderr
+
+    (data_dir / "plugins" / "broken-1.0.zip").write_bytes(b"not a zip")
+    error = "on_load raised KeyError: 'x' (run.py, line 3)\nmore"
+    _record_state(data_dir, "memo", "failed", "1.2.0", error)
+    result = run_xcore("plugin", "list", *data)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(None, 5) for line in result.stdout.splitlines()]
+    assert rows == [
+        ["ID", "VERSION", "FILE", "CHECK", "ENABLED", "STATE"],
+        ["broken", "?", "broken-1.0.zip", "not-a-zip", "-", "-"],
+        ["clipper", "0.3.0", "clipper-0.3.0.zip", "valid", "-", "-"],
+        ["memo", "1.2.0", "memo-1.2.0.zip", "valid", "no", f"failed 1.2.0: {error.splitlines()[0]}"],
+    ]
+
+    result = run_xcore("plugin", "remove", "memo", *data)  # no terminal to confirm on
+    assert result.returncode == 2 and "--yes" in result.stderr and installed.exists()
+    plugin_data = data_dir / "plugin-data" / "memo"
+    plugin_data.mkdir(parents=True)
+    (plugin_data / "plugin.db").write_bytes(b"")
+    result = run_xcore("plugin", "remove", "memo", "--yes", *data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"deleted {installed}"
+    assert not installed.exists() and plugin_data.is_dir()  # the data stays unless purged
+    result = run_xcore("plugin", "remove", "memo", "--purge", "--yes", *data)
+    assert result.returncode == 0, result.stderr
+    assert not plugin_data.exists() and f"deleted {plugin_data}" in result.stdout
+    result = run_xcore("plugin", "remove", "memo", "--yes", *data)
+    assert result.returncode == 2 and "xcore: error: plugin 'memo' is not installed" in result.stderr
+    result = run_xcore("plugin", "remove", "../plugins", "--purge", "--yes", *data)
+    assert result.returncode == 2 and "is not a plugin id" in result.stderr
+    assert (data_dir / "plugins" / "clipper-0.3.0.zip").exists()
+
+
+def _record_state(data_dir: Path, plugin_id: str, state: str, version: str, error: str) -> None:
+    """_record_state writes the plugin_state row a server would have written."""
+    from xcore.db.models import PluginState
+    from xcore.runtime import open_runtime
+
+    runtime = open_runtime(data_dir, environ={}, logs=False)
+    try:
+        with runtime.sessions() as session, session.begin():
+            session.add(PluginState(plugin_id=plugin_id, version=version, state=state, enabled=False, error=error))
+    finally:
+        runtime.close()
+
+
+def test_cli_install_refuses_what_it_cannot_use(tmp_path: Path, data_dir: Path) -> None:
+    data = ["--data-dir", str(data_dir)]
+    result = run_xcore("plugin", "install", (tmp_path / "missing").as_uri(), *data)
+    assert result.returncode == 2 and result.stderr.startswith(f"xcore: error: git clone {tmp_path.as_uri()}/missing")
+    assert "failed: " in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = run_xcore("plugin", "install", str(tmp_path / "nothing.zip"), *data)
+    assert result.returncode == 2 and "no such file or folder, and not a git URL" in result.stderr
+    (tmp_path / "junk.zip").write_bytes(b"junk")
+    result = run_xcore("plugin", "install", str(tmp_path / "junk.zip"), *data)
+    assert result.returncode == 2 and "xcore: error: bundle junk.zip: not-a-zip" in result.stderr
+    repo = make_plugin(tmp_path / "repo", {"id": "clipper", "version": "0.3.0", "requires": ">=99"})
+    init_repo(repo)
+    result = run_xcore("plugin", "install", str(repo), *data)
+    assert result.returncode == 2 and "bundle clipper-0.3.0.zip: requires: needs xcore >=99" in result.stderr
+    no_git = {"PATH": str(tmp_path / "empty-bin")}
+    result = run_xcore("plugin", "install", "https://example.com/x.git", *data, env=no_git)
+    assert result.returncode == 2 and "git is not installed" in result.stderr
+    assert list((data_dir / "plugins").glob("*.zip")) == []
+
+
+def test_tasks_py_pack_packs_every_example_plugin(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tasks.py"), "pack", str(tmp_path)],
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/plugin.json"))
+    assert {"hello", "notes"} <= set(expected)
+    zips = [Path(line) for line in result.stdout.splitlines()]
+    assert [z.parent for z in zips] == [tmp_path] * len(expected)
+    assert [inspect_bundle(z, __version__).manifest.id for z in zips] == expected
+    assert "notes.write" in inspect_bundle(tmp_path / "notes-1.0.0.zip", __version__).manifest.permissions
+
+
+# The example plugins, loaded as a server would load them (xcore.testing's plugin_client)
+
+HELLO, NOTES = ROOT / "plugins" / "hello", ROOT / "plugins" / "notes"
+
+
+def test_hello_answers_with_its_configured_greeting(plugin_client: Any) -> None:
+    assert plugin_client(HELLO).get("/app/hello/").json() == {"message": "Hello, world!"}
+    assert plugin_client(HELLO, config={"greeting": "Salut"}).get("/app/hello").json() == {"message": "Salut, world!"}
+    assert plugin_client(HELLO, login=False).get("/app/hello/").status_code == 401
+
+
+def test_notes_create_read_update_delete(plugin_client: Any) -> None:
+    client = plugin_client(NOTES)
+    assert client.plugin.permissions == ["notes.write"]
+    assert [t["name"] for t in client.plugin.tasks] == ["notes.hourly_purge", "notes.purge_empty"]
+    assert client.get("/app/notes/").json() == []
+    created = client.post("/app/notes/", json={"title": " Groceries ", "body": "milk"})
+    assert created.status_code == 201, created.text
+    note = created.json()
+    assert (note["id"], note["title"], note["body"]) == (1, "Groceries", "milk") and note["created_at"]
+    assert client.get("/app/notes/1").json() == note
+    updated = client.put("/app/notes/1", json={"title": "Shopping", "body": "milk, eggs"})
+    assert updated.status_code == 200 and updated.json() == {**note, "title": "Shopping", "body": "milk, eggs"}
+    assert client.get("/app/notes/").json() == [updated.json()]
+    assert client.delete("/app/notes/1").status_code == 204
+    assert client.get("/app/notes/").json() == []
+    assert (client.runtime.data.root / "plugin-data" / "notes" / "plugin.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status", "detail"),
+    [
+        ("get", "/app/notes/7", None, 404, "there is no note 7"),
+        ("put", "/app/notes/7", {"title": "x"}, 404, "there is no note 7"),
+        ("delete", "/app/notes/7", None, 404, "there is no note 7"),
+        ("post", "/app/notes/", {"body": "no title"}, 400, "title"),
+        ("post", "/app/notes/", {"title": "   "}, 400, "title: must not be blank"),
+        ("post", "/app/notes/", {"title": "x" * 201}, 400, "title: at most 200 characters"),
+        ("post", "/app/notes/", {"title": 5}, 400, "title"),
+        ("put", "/app/notes/1", {"title": ""}, 400, "title: must not be blank"),
+        ("get", "/app/notes/abc", None, 404, ""),
+    ],
+)
+def test_notes_refuse_bad_requests_with_a_clear_message(
+    plugin_client: Any, method: str, url: str, body: object, status: int, detail: str
+) -> None:
+    client = plugin_client(NOTES)
+    assert client.post("/app/notes/", json={"title": "first"}).status_code == 201
+    response = client.request(method.upper(), url, json=body) if body is not None else client.request(method, url)
+    assert response.status_code == status, response.text
+    assert detail in response.json().get("detail", "")
+
+
+@pytest.mark.parametrize(
+    ("roles", "permissions", "read", "write"),
+    [
+        (("user",), (), 200, 403),
+        (("user",), ("notes.write",), 200, 201),
+        (("admin",), (), 200, 403),
+        (("superadmin",), (), 200, 201),
+    ],
+)
+def test_notes_writes_need_the_notes_write_permission(
+    plugin_client: Any, roles: tuple[str, ...], permissions: tuple[str, ...], read: int, write: int
+) -> None:
+    client = plugin_client(NOTES, roles=roles, permissions=permissions)
+    assert client.get("/app/notes/").status_code == read
+    assert client.post("/app/notes/", json={"title": "t"}).status_code == write
+    assert plugin_client(NOTES, login=False).get("/app/notes/").status_code == 401
+
+
+def test_notes_purge_empty_deletes_the_notes_without_a_body(plugin_client: Any) -> None:
+    client = plugin_client(NOTES)
+    for title, body in [("a", "kept"), ("b", ""), ("c", "  ")]:
+        assert client.post("/app/notes/", json={"title": title, "body": body}).status_code == 201
+    run = next(m for n, m in sys.modules.items() if n.startswith("xcore_plugin_notes_") and n.endswith(".run"))
+    ctx = run.PluginContext("notes", "1.0.0", client.runtime.data.root / "plugin-data" / "notes")
+    assert run.purge_empty(ctx) == 2
+    assert [n["title"] for n in client.get("/app/notes/").json()] == ["a"]
