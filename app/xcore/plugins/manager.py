@@ -561,8 +561,9 @@ def _load_order(
         graph[pid] = set(manifest.dependencies)
     cycles: dict[str, str] = {}
     while True:
+        sorter = graphlib.TopologicalSorter(graph)
         try:
-            order = list(graphlib.TopologicalSorter(graph).static_order())
+            sorter.prepare()
             break
         except graphlib.CycleError as exc:
             cycle = exc.args[1]
@@ -570,6 +571,12 @@ def _load_order(
             for pid in cycle[:-1]:
                 cycles[pid] = text
                 graph[pid] = set()
+    order: list[str] = []
+    while sorter.is_active():
+        # Of the plugins ready to load, those serving now go first: they keep their prefix against a newcomer.
+        ready = sorted(sorter.get_ready(), key=lambda pid: (pid not in loaded, pid))
+        order += ready
+        sorter.done(*ready)
     return [pid for pid in order if pid in candidates or pid in loaded], cycles
 
 

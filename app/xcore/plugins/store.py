@@ -104,8 +104,8 @@ def settled(path: Path) -> None:
 
 
 def _inspect_as(runtime: Runtime, source: Path, name: str) -> Bundle:
-    probe = inspect_bundle(source, runtime.version)  # cheap rules first, to learn the id
     try:
+        probe = inspect_bundle(source, runtime.version)  # every rule but the prefixes, to learn the id
         return inspect_bundle(source, runtime.version, taken_prefixes(runtime, probe.manifest.id))
     except BundleError as exc:
         raise BundleError(name, exc.rule, exc.detail, exc.entry) from None

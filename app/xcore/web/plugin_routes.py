@@ -24,7 +24,7 @@ from xcore.db.models import PluginState
 from xcore.plugins.errors import PluginConflict, PluginError, PluginNotFound, PluginUnavailable
 from xcore.plugins.manager import PluginManager, PluginView
 from xcore.plugins.settings import override_problems, replace_overrides
-from xcore.plugins.store import install_bundle, remove_plugin, signal_state_change
+from xcore.plugins.store import TEMP_PREFIX, install_bundle, remove_plugin, signal_state_change
 from xcore.runtime import Runtime
 from xcore.web.context import actor, client_of
 
@@ -96,7 +96,8 @@ async def upload_plugin(
     actor(request, "plugins.manage")
     manager = manager_of(request)
     name = Path(data.filename or "upload.zip").name
-    fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".zip", dir=manager.cache.parent)
+    # A hidden name in the plugins folder: the watchers ignore it, and it is on the same disk as the target.
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=manager.folder)
     try:
         with os.fdopen(fd, "wb") as out:
             while chunk := await data.read(1 << 20):
@@ -206,7 +207,8 @@ async def put_config(request: Request[Any, Any, Any], plugin_id: PluginId, data:
     problems = override_problems(defaults, data.overrides)
     if problems:
         where, what = problems[0]
-        raise PluginError(f"overrides.{where}: {what}", field=f"overrides.{where}", errors=problems)
+        errors = [(f"overrides.{key}", message) for key, message in problems]
+        raise PluginError(f"overrides.{where}: {what}", field=f"overrides.{where}", errors=errors)
 
     def store() -> None:
         with manager.runtime.auth.transaction() as session:
