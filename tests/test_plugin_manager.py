@@ -805,6 +805,18 @@ def test_access_rules_apply_to_plugin_routes(tmp_path: Path) -> None:
             assert running.get("/app/priv/hello", headers={}).status_code == 401, "deny by default"
 
 
+def test_a_manifest_without_entry_uses_the_hosts_entry_point_setting(tmp_path: Path) -> None:
+    bundle = make_zip(tmp_path, "mainly", "1.0.0", "", extra_files={"main.py": route("from main.py")})
+    with configured_runtime(tmp_path / "data", XCORE_MANAGER__PLUGINS__ENTRY_POINT="main") as rt:
+        preinstall(rt, bundle)
+        with open_host(rt, tmp_path) as running:
+            running.wait_answer("/app/mainly/hello", says="from main.py")
+    with configured_runtime(tmp_path / "other") as rt:  # the default entry point, run, holds no route
+        preinstall(rt, make_zip(tmp_path, "mainly", "1.0.0", "", extra_files={"main.py": route("from main.py")}))
+        with open_host(rt, tmp_path) as running:
+            assert running.get("/app/mainly/hello").status_code == 404
+
+
 # --- 9. dev folders --------------------------------------------------------------------------------------------
 
 

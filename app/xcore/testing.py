@@ -72,12 +72,13 @@ def _start(
     stack.callback(runtime.close)
     prepare_database(runtime)
     if source.is_dir():
-        found = read_dev_folder(source.resolve())
+        found = read_dev_folder(source.resolve(), runtime.config.manager.plugins.entry_point)
         if isinstance(found, Problem):
             raise pytest.fail.Exception(f"{source}: {found.error}", pytrace=False)
         plugin_id, dev = found.manifest.id, [source]
     else:
-        plugin_id, dev = inspect_bundle(source, runtime.version).manifest.id, []
+        entry = runtime.config.manager.plugins.entry_point
+        plugin_id, dev = inspect_bundle(source, runtime.version, default_entry=entry).manifest.id, []
         install_bundle(runtime, source)
     if config:
         with runtime.auth.transaction() as session:

@@ -54,7 +54,12 @@ class PluginsConfig(_Section, frozen=True):
     )
     interval: Annotated[
         float,
-        doc("Seconds a dropped or replaced bundle must stay unchanged before it is loaded.", ge=0.05, le=60),
+        doc(
+            "Seconds a zip that does not read as a zip yet (a copy in progress) stays 'pending' before it is "
+            "reported failed; also how often each worker rescans the folder in case a change went unnoticed.",
+            ge=0.05,
+            le=60,
+        ),
     ] = 2.0
     entry_point: Annotated[
         str,

@@ -21,7 +21,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from xcore.errors import XcoreError
-from xcore.plugins.manifest import CORE_PREFIXES, Manifest, overlaps, parse_manifest
+from xcore.plugins.manifest import CORE_PREFIXES, DEFAULT_ENTRY, Manifest, overlaps, parse_manifest
 
 MAX_ENTRIES = 5_000
 MAX_UNCOMPRESSED = 200 * 1024 * 1024
@@ -53,10 +53,13 @@ class Bundle:
     entries: tuple[str, ...]
 
 
-def inspect_bundle(path: Path, host_version: str, taken_prefixes: dict[str, str] | None = None) -> Bundle:
+def inspect_bundle(
+    path: Path, host_version: str, taken_prefixes: dict[str, str] | None = None, default_entry: str = DEFAULT_ENTRY
+) -> Bundle:
     """inspect_bundle checks `path` against every rule; raises BundleError naming the rule and the entry.
 
     `taken_prefixes` maps the URL prefixes of other plugins to their ids; the core's prefixes are always taken.
+    `default_entry` is the entry module of a manifest that names none.
     """
     name = path.name
     try:
@@ -84,7 +87,7 @@ def inspect_bundle(path: Path, host_version: str, taken_prefixes: dict[str, str]
             raw = archive.read(root + MANIFEST)
         except KeyError:
             raise BundleError(name, "manifest-missing", f"no {MANIFEST} at the top of the zip") from None
-        manifest, problem = parse_manifest(raw)
+        manifest, problem = parse_manifest(raw, default_entry)
         if manifest is None:
             raise BundleError(name, "manifest-invalid", problem, entry=root + MANIFEST)
         entries = tuple(i.filename for i in infos if not i.is_dir() and i.filename.startswith(root))

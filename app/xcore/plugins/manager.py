@@ -103,7 +103,7 @@ class PluginManager:
         self.cache = cache_dir(runtime)
         self.dev_dirs = [Path(d).resolve() for d in dev_dirs]
         settings = runtime.config.manager.plugins
-        self.scanner = Scanner(self.folder, self.dev_dirs, runtime.version, settings.interval)
+        self.scanner = Scanner(self.folder, self.dev_dirs, runtime.version, settings.interval, settings.entry_point)
         self.interval = settings.interval
         self.loaded: dict[str, LoadedPlugin] = {}  # in load order
         self.views: dict[str, PluginView] = {}

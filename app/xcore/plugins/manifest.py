@@ -12,6 +12,7 @@ from packaging.version import InvalidVersion, Version
 
 from xcore.config.schema import PERMISSION_NAME
 
+DEFAULT_ENTRY = "run"
 PLUGIN_ID = r"^[a-z][a-z0-9_]{1,39}$"
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The core's URL prefixes: no plugin may take them, or anything under them.
@@ -28,7 +29,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     description: str | None = None
     api_prefix: str | None = None
     tags: list[str] | None = None
-    entry: Annotated[str, Meta(pattern=MODULE_NAME)] = "run"
+    entry: Annotated[str, Meta(pattern=MODULE_NAME)] | None = None  # None: the host's manager.plugins.entry_point
     requires: str | None = None
     dependencies: dict[str, str] = msgspec.field(default_factory=dict)
     permissions: list[str] = msgspec.field(default_factory=list)
@@ -40,10 +41,15 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         return self.api_prefix or f"/app/{self.id}"
 
 
-def parse_manifest(raw: bytes) -> tuple[Manifest | None, str]:
-    """parse_manifest returns (manifest, "") or (None, what is wrong, naming the key)."""
+def parse_manifest(raw: bytes, default_entry: str = DEFAULT_ENTRY) -> tuple[Manifest | None, str]:
+    """parse_manifest returns (manifest, "") or (None, what is wrong, naming the key).
+
+    A manifest that names no `entry` gets `default_entry` (the host's `manager.plugins.entry_point`).
+    """
     try:
         manifest = msgspec.json.decode(raw, type=Manifest)
+        if manifest.entry is None:
+            manifest = msgspec.structs.replace(manifest, entry=default_entry)
     except msgspec.ValidationError as exc:
         return None, str(exc).replace("`", "").replace("$.", "")
     except msgspec.DecodeError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from xcore.plugins.bundle import MANIFEST, BundleError, inspect_bundle
-from xcore.plugins.manifest import Manifest, parse_manifest
+from xcore.plugins.manifest import DEFAULT_ENTRY, Manifest, parse_manifest
 
 EXCLUDED_DIRS = frozenset(
     {"__pycache__", ".git", ".hg", ".svn", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv"}
@@ -29,7 +29,7 @@ EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
-def folder_manifest(folder: Path) -> Manifest:
+def folder_manifest(folder: Path, default_entry: str = DEFAULT_ENTRY) -> Manifest:
     """folder_manifest reads and checks `<folder>/plugin.json`; raises BundleError (manifest-missing/-invalid)."""
     where = str(folder)
     if not folder.is_dir():
@@ -40,7 +40,7 @@ def folder_manifest(folder: Path) -> Manifest:
         raise BundleError(where, "manifest-missing", f"no {MANIFEST} in the folder") from None
     except OSError as exc:
         raise BundleError(where, "manifest-missing", f"cannot read {MANIFEST} ({exc.strerror})") from None
-    manifest, problem = parse_manifest(raw)
+    manifest, problem = parse_manifest(raw, default_entry)
     if manifest is None:
         raise BundleError(where, "manifest-invalid", problem, entry=MANIFEST)
     return manifest

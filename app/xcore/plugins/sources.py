@@ -20,7 +20,7 @@ from packaging.version import Version
 
 from xcore.plugins.bundle import MANIFEST as MANIFEST_NAME
 from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, inspect_bundle
-from xcore.plugins.manifest import Manifest
+from xcore.plugins.manifest import DEFAULT_ENTRY, Manifest
 from xcore.plugins.pack import folder_manifest
 
 SETTLE = 0.05  # seconds a zip must rest before it is read
@@ -77,8 +77,11 @@ class Scan:
 class Scanner:
     """Scanner reads the plugins folder and the dev folders; it caches what it learnt per file stamp."""
 
-    def __init__(self, folder: Path, dev_dirs: list[Path], host_version: str, interval: float) -> None:
+    def __init__(
+        self, folder: Path, dev_dirs: list[Path], host_version: str, interval: float, default_entry: str
+    ) -> None:
         self.folder = folder
+        self.default_entry = default_entry
         self.dev_dirs = dev_dirs
         self.host_version = host_version
         self.interval = interval
@@ -112,7 +115,7 @@ class Scanner:
         for gone in set(self._seen) - present:
             del self._seen[gone]
         for folder in self._dev_folders():
-            found = read_dev_folder(folder)
+            found = read_dev_folder(folder, self.default_entry)
             if isinstance(found, Source):
                 sources.append(found)
             else:
@@ -127,7 +130,7 @@ class Scanner:
         if age < SETTLE:
             return Problem(path, guessed, "pending", STILL_WRITTEN)
         try:
-            bundle = inspect_bundle(path, self.host_version)
+            bundle = inspect_bundle(path, self.host_version, default_entry=self.default_entry)
         except BundleError as exc:
             if exc.rule == "not-a-zip" and age < self.interval:
                 return Problem(path, guessed, "pending", "the file does not read as a zip yet (still being copied?)")
@@ -147,10 +150,10 @@ class Scanner:
         return folders
 
 
-def read_dev_folder(folder: Path) -> Source | Problem:
+def read_dev_folder(folder: Path, default_entry: str = DEFAULT_ENTRY) -> Source | Problem:
     """read_dev_folder is the Source of a plugin folder, or the Problem with its plugin.json."""
     try:
-        manifest = folder_manifest(folder)
+        manifest = folder_manifest(folder, default_entry)
     except BundleError as exc:
         return Problem(folder, folder.name, "failed", str(exc))
     return Source(manifest, folder, folder_stamp(folder), None, dev=True)

@@ -58,7 +58,7 @@ def installed_bundles(runtime: Runtime) -> list[tuple[Path, Bundle | BundleError
     found: list[tuple[Path, Bundle | BundleError]] = []
     for path in bundle_files(runtime):
         try:
-            found.append((path, inspect_bundle(path, runtime.version)))
+            found.append((path, inspect_bundle(path, runtime.version, default_entry=_entry(runtime))))
         except BundleError as exc:
             found.append((path, exc))
     return found
@@ -105,10 +105,15 @@ def settled(path: Path) -> None:
 
 def _inspect_as(runtime: Runtime, source: Path, name: str) -> Bundle:
     try:
-        probe = inspect_bundle(source, runtime.version)  # every rule but the prefixes, to learn the id
-        return inspect_bundle(source, runtime.version, taken_prefixes(runtime, probe.manifest.id))
+        entry = _entry(runtime)
+        probe = inspect_bundle(source, runtime.version, default_entry=entry)  # all but the prefixes, to learn the id
+        return inspect_bundle(source, runtime.version, taken_prefixes(runtime, probe.manifest.id), entry)
     except BundleError as exc:
         raise BundleError(name, exc.rule, exc.detail, exc.entry) from None
+
+
+def _entry(runtime: Runtime) -> str:
+    return runtime.config.manager.plugins.entry_point
 
 
 def remove_plugin(runtime: Runtime, plugin_id: str, *, purge: bool) -> list[Path]:
