@@ -119,3 +119,27 @@ async def test_first_app_failing_to_start_fails_the_server_lifespan() -> None:
     await task
     assert sent[0]["type"] == "lifespan.startup.failed"
     assert "broken cannot start" in sent[0]["message"]
+
+
+async def test_a_request_that_never_ends_does_not_keep_the_old_app_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    from xcore.web import switch as module
+
+    monkeypatch.setattr(module, "DRAIN_TIMEOUT", 0.2)
+    events: list[str] = []
+    switch = Switch(lambda: make_app("stuck", events, delay=30))
+    task, inbox, _ = await lifespan_start(switch)
+    retired: list[str] = []
+
+    async def cleanup() -> None:
+        retired.append("cleaned")
+
+    transport = httpx.ASGITransport(app=switch)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://xcore") as client:
+        hanging = asyncio.create_task(client.get("/who"))
+        await asyncio.sleep(0.05)
+        await switch.swap_in(make_app("next", events), retired=cleanup)
+        await asyncio.sleep(0.5)
+        assert "stuck down" in events and retired == ["cleaned"], "shut down once the drain time ran out"
+        hanging.cancel()
+    await inbox.put({"type": "lifespan.shutdown"})
+    await task

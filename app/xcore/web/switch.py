@@ -26,6 +26,9 @@ from xcore.web.requestlog import logged
 log = logging.getLogger("xcore.web")
 
 ASGIApp = Callable[..., Any]
+# How long a retired app may keep serving requests in flight (long polls, streams, websockets) before its
+# shutdown runs anyway.
+DRAIN_TIMEOUT = 60.0
 
 
 class AppStartupError(RuntimeError):
@@ -156,7 +159,13 @@ class Switch:
         if old is not None:
             old.retiring = True
             if old.inflight:
-                await old.drained.wait()
+                try:
+                    await asyncio.wait_for(old.drained.wait(), DRAIN_TIMEOUT)
+                except TimeoutError:
+                    log.warning(
+                        "app generation %d: %d request(s) still running after %.0f s; shutting it down anyway",
+                        old.number, old.inflight, DRAIN_TIMEOUT,
+                    )  # fmt: skip
             await old.stop()
         if retired is not None:
             try:
