@@ -151,6 +151,7 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
         if server.process.poll() is None:
             server.process.kill()
             server.process.wait()
+        server._output.close()  # a test that failed before stop() leaves it open
 
 
 # Accounts: in-process apps with real SQLite, real argon2 and real tokens.

@@ -105,7 +105,7 @@ def import_plugin(
     root.__path__ = [str(folder)]
     sys.modules[package] = root
     if dev:
-        importlib.invalidate_caches()  # a folder being edited: never trust a cached directory listing
+        _fresh_sources(folder)
     try:
         module = importlib.import_module(f"{package}.{manifest.entry}")
     except BaseException as exc:
@@ -129,6 +129,36 @@ def import_plugin(
     except BaseException:
         unload_modules(package)
         raise
+
+
+class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """_SourceOnlyLoader compiles from the source every time, never reading or writing `__pycache__`.
+
+    The bytecode cache trusts a source's size and its mtime in whole seconds, so an edit of the same size saved
+    within a second of the previous one would import the stale compiled file. Dev folders are edited.
+    """
+
+    def path_stats(self, path: str) -> Any:
+        raise OSError("dev plugin folders are always compiled from source")
+
+
+_dev_roots: set[Path] = set()
+
+
+def _dev_path_hook(entry: str) -> importlib.machinery.FileFinder:
+    path = Path(entry)
+    if not any(path == root or path.is_relative_to(root) for root in _dev_roots):
+        raise ImportError("not a dev plugin folder")  # the next path hook handles it
+    return importlib.machinery.FileFinder(entry, (_SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES))
+
+
+def _fresh_sources(folder: Path) -> None:
+    """_fresh_sources makes imports from `folder` (a dev folder) compile its current sources, uncached."""
+    if _dev_path_hook not in sys.path_hooks:
+        sys.path_hooks.insert(0, _dev_path_hook)
+    _dev_roots.add(folder)
+    for entry in [e for e in sys.path_importer_cache if Path(e) == folder or Path(e).is_relative_to(folder)]:
+        del sys.path_importer_cache[entry]  # drops stale finders and their cached directory listings
 
 
 def _mount(manifest: Manifest, module: ModuleType, folder: Path, ctx: PluginContext) -> Router:
