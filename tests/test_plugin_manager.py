@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 
 from conftest import PASSWORDS, create_account, plugin_host
+from xcore.plugins import loader
 from xcore.plugins.bundle import MAX_ENTRIES, MAX_UNCOMPRESSED
 from xcore.plugins.store import plugin_data_dir, plugins_dir, settled
 from xcore.runtime import Runtime, open_runtime
@@ -318,9 +319,27 @@ SYNTAX_ERROR = "x = 1\ny = 2\ndef broken(:\n    pass\n"
             "run.py: `router` must be a Router or a list of route handlers, not str",
             id="router-not-a-router",
         ),
+        pytest.param(
+            route("two") + "\n\ndef on_load(ctx):\n    raise SystemExit(3)\n",
+            "on_load raised SystemExit",
+            id="on_load-exits",
+        ),
+        pytest.param(
+            route("two") + "\n\nimport sys\nsys.exit(4)\n",
+            "importing the plugin raised SystemExit: 4",
+            id="import-exits",
+        ),
+        pytest.param(
+            route("two") + "\n\nasync def on_load(ctx):\n    import asyncio\n    await asyncio.sleep(3600)\n",
+            "on_load did not finish within 1 s",
+            id="on_load-hangs",
+        ),
     ],
 )
-def test_a_broken_new_version_leaves_the_old_one_serving(host: Host, run_py: str, reason: str) -> None:
+def test_a_broken_new_version_leaves_the_old_one_serving(
+    host: Host, run_py: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader, "HOOK_TIMEOUT", 1.0)
     host.drop(make_zip(host.staging, "demo", "1.0.0", route("one")))
     host.wait_answer("/app/demo/hello", says="one")
 

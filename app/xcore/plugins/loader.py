@@ -36,6 +36,8 @@ from xcore.sdk import PluginContext, TaskSpec
 
 _numbers = itertools.count(1)
 CONFIG_FILES = ("config.yaml", "config.yml", "config.json")
+# Seconds an import or an on_load/on_unload may take before the version is failed (its thread is abandoned).
+HOOK_TIMEOUT = 30.0
 
 
 class PluginLoadError(XcoreError):
@@ -217,16 +219,25 @@ async def run_hook(plugin: LoadedPlugin, name: str) -> None:
     hook = plugin.on_load if name == "on_load" else plugin.on_unload
     if hook is None:
         return
-    try:
+
+    async def call() -> None:
         if inspect.iscoroutinefunction(hook):
             await hook(plugin.context)
-        else:
-            result = await anyio.to_thread.run_sync(hook, plugin.context)
+        else:  # a hook stuck past the time limit leaves its thread behind, but not the host
+            result = await anyio.to_thread.run_sync(hook, plugin.context, abandon_on_cancel=True)
             if inspect.isawaitable(result):
                 await result
+
+    try:
+        with anyio.fail_after(HOOK_TIMEOUT):
+            await call()
+    except TimeoutError:
+        raise PluginLoadError(f"{name} did not finish within {HOOK_TIMEOUT:.0f} s") from None
     except Exception as exc:
         plugin.context.logger.error("%s failed", name, exc_info=exc, extra={"context": "plugins"})
         raise PluginLoadError(f"{name} raised {_located(exc, plugin.folder)}") from None
+    except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:  # never let a plugin stop the host
+        raise PluginLoadError(f"{name} raised {type(exc).__name__}") from None
 
 
 def unload_modules(package: str) -> None:

@@ -39,6 +39,7 @@ from xcore.db.models import PluginState
 from xcore.plugins.bundle import collect_garbage
 from xcore.plugins.errors import PluginError
 from xcore.plugins.loader import (
+    HOOK_TIMEOUT,
     LoadedPlugin,
     PluginLoadError,
     import_plugin,
@@ -322,17 +323,22 @@ class PluginManager:
             log.warning("plugin %s: config override %s ignored: %s", source.id, where, problem, extra=CONTEXT)
         valid = {k: v for k, v in overrides.items() if not any(w.split(".", 1)[0] == k for w, _ in problems)}
         data_dir = plugin_data_dir(self.runtime, source.id)
-        plugin = await anyio.to_thread.run_sync(
-            lambda: import_plugin(
-                source.manifest,
-                folder,
-                source=source.path,
-                fingerprint=source.fingerprint,
-                data_dir=data_dir,
-                config=merged(defaults, valid),
-                dev=source.dev,
-            )
-        )
+        try:
+            with anyio.fail_after(HOOK_TIMEOUT):
+                plugin = await anyio.to_thread.run_sync(
+                    lambda: import_plugin(
+                        source.manifest,
+                        folder,
+                        source=source.path,
+                        fingerprint=source.fingerprint,
+                        data_dir=data_dir,
+                        config=merged(defaults, valid),
+                        dev=source.dev,
+                    ),
+                    abandon_on_cancel=True,
+                )
+        except TimeoutError:
+            raise PluginLoadError(f"importing the plugin did not finish within {HOOK_TIMEOUT:.0f} s") from None
         plugin.defaults = defaults
         try:
             await anyio.to_thread.run_sync(data_dir.mkdir, 0o700, True, True)
