@@ -60,6 +60,7 @@ class LoadedPlugin:
     on_unload: Callable[..., Any] | None = None
     dev: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
+    config_stamp: str = ""  # the admin overrides this load runs with, as sorted JSON
 
     @property
     def id(self) -> str:

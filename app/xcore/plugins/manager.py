@@ -109,7 +109,6 @@ class PluginManager:
         self.loaded: dict[str, LoadedPlugin] = {}  # in load order
         self.views: dict[str, PluginView] = {}
         self.reloads = 0  # apps swapped in since start
-        self._configs: dict[str, str] = {}  # plugin id -> stamp of the overrides its loaded version runs with
         self._failed: dict[tuple[str, str], str] = {}  # (fingerprint, config stamp) -> why it failed
         self._routes: dict[str, list[str]] = {}
         # Why versions did not load in the last reconcile: plugin id -> [(fingerprint or "", version, reason)].
@@ -219,7 +218,7 @@ class PluginManager:
                 if (
                     current is not None
                     and current.fingerprint == source.fingerprint
-                    and self._configs.get(pid) == stamp
+                    and current.config_stamp == stamp
                     and pid not in reload
                 ):
                     pick = current
@@ -229,13 +228,12 @@ class PluginManager:
                     self._note(pid, source, self._failed[key])
                     continue
                 try:
-                    pick = await self._load(source, overrides)
+                    pick = await self._load(source, overrides, stamp)
                 except PluginLoadError as exc:
                     self._failed[key] = str(exc)
                     self._note(pid, source, str(exc))
                     log.error("plugin %s %s failed to load: %s", pid, source.manifest.version, exc, extra=CONTEXT)
                     continue
-                self._configs[pid] = stamp
                 fresh.append(pick)
                 break
             # Nothing newer loads, and the plugin was not removed: what served keeps serving.
@@ -285,7 +283,7 @@ class PluginManager:
         self, culprits: list[LoadedPlugin], chosen: dict[str, LoadedPlugin], fresh: list[LoadedPlugin], reason: str
     ) -> None:
         for plugin in culprits:
-            self._failed[(plugin.fingerprint, self._configs.get(plugin.id, ""))] = reason
+            self._failed[(plugin.fingerprint, plugin.config_stamp)] = reason
             self._note(plugin.id, plugin, reason)
             log.error("plugin %s %s failed: %s", plugin.id, plugin.version, reason, extra=CONTEXT)
             fresh.remove(plugin)
@@ -314,7 +312,7 @@ class PluginManager:
             return False
         return True
 
-    async def _load(self, source: Source, overrides: dict[str, Any]) -> LoadedPlugin:
+    async def _load(self, source: Source, overrides: dict[str, Any], stamp: str) -> LoadedPlugin:
         """_load extracts, configures and imports one version, registers its permissions and runs `on_load`."""
         folder = await anyio.to_thread.run_sync(source.folder, self.cache)
         defaults = await anyio.to_thread.run_sync(read_defaults, folder)
@@ -339,7 +337,7 @@ class PluginManager:
                 )
         except TimeoutError:
             raise PluginLoadError(f"importing the plugin did not finish within {HOOK_TIMEOUT:.0f} s") from None
-        plugin.defaults = defaults
+        plugin.defaults, plugin.config_stamp = defaults, stamp
         try:
             await anyio.to_thread.run_sync(data_dir.mkdir, 0o700, True, True)
             await anyio.to_thread.run_sync(self._register_permissions, plugin)
