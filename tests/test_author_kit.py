@@ -289,8 +289,8 @@ def test_cli_install_list_and_remove(tmp_path: Path, data_dir: Path) -> None:
     rows = [line.split(None, 5) for line in result.stdout.splitlines()]
     assert rows == [
         ["ID", "VERSION", "FILE", "CHECK", "ENABLED", "STATE"],
-        ["broken", "?", "broken-1.0.zip", "not-a-zip", "-", "-"],
-        ["clipper", "0.3.0", "clipper-0.3.0.zip", "valid", "-", "-"],
+        ["broken", "?", "broken-1.0.zip", "not-a-zip", "yes", "-"],
+        ["clipper", "0.3.0", "clipper-0.3.0.zip", "valid", "yes", "-"],
         ["memo", "1.2.0", "memo-1.2.0.zip", "valid", "no", f"failed 1.2.0: {error.splitlines()[0]}"],
     ]
 

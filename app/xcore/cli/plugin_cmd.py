@@ -154,7 +154,7 @@ def list_plugins(data_dir: str | None) -> None:
         else:
             plugin_id, version, check = path.stem.split("-", 1)[0], "?", bundle.rule
         state = states.get(plugin_id)
-        enabled = "-" if state is None else ("yes" if state.enabled else "no")
+        enabled = "no" if state is not None and not state.enabled else "yes"  # enabled unless disabled
         rows.append((plugin_id, version, path.name, check, enabled, _state_text(state)))
     _print_table(rows)
 
