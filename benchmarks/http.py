@@ -46,9 +46,25 @@ from typing import IO, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("xcore", "litestar", "fastapi")
-PATHS = {"xcore": ["/api/version", "/health", "/api/admin/system"], "litestar": ["/"], "fastapi": ["/"]}
+PATHS = {
+    "xcore": ["/api/version", "/health", "/api/admin/system", "/app/bench", "/app/bench/me"],
+    "litestar": ["/"],
+    "fastapi": ["/"],
+}
 # Paths measured with a logged-in admin's access token (Bearer JWT), set once xcore is up.
-AUTHENTICATED = {("xcore", "/api/admin/system")}
+AUTHENTICATED = {("xcore", "/api/admin/system"), ("xcore", "/app/bench/me")}
+# A plugin installed in xcore's data dir before it starts: the hello-world route of the baseline, made public by
+# an access rule (it still passes the guard, which finds that rule), and the same behind a login.
+BENCH_PLUGIN = {
+    "plugin.json": '{"id": "bench", "version": "1.0.0"}',
+    "run.py": (
+        "from xcore.sdk import get\n\n\n"
+        '@get("/")\nasync def hello() -> dict[str, str]:\n    return {"hello": "world"}\n\n\n'
+        '@get("/me")\nasync def me() -> dict[str, str]:\n    return {"hello": "world"}\n\n\n'
+        "router = [hello, me]\n"
+    ),
+}
+BENCH_RULES = '{"/app/bench": {"public": true}}'
 BENCH_USER, BENCH_PASSWORD = "bench-admin", "only-for-this-benchmark-42"
 LOGINS = 20
 LABELS = {"xcore": "xcore", "litestar": "Litestar+Granian", "fastapi": "FastAPI+uvicorn"}
@@ -66,6 +82,8 @@ RATIOS = [  # path of xcore, baseline (server, path), its description, target (N
     ("/api/version", ("fastapi", "/"), "FastAPI on uvicorn", "> 1.0"),
     ("/api/admin/system", ("xcore", "/api/version"), "xcore /api/version (unauthenticated)", ">= 0.85"),
     ("/health", ("litestar", "/"), "bare Litestar on Granian", None),
+    ("/app/bench", ("litestar", "/"), "bare Litestar on Granian", ">= 0.85"),
+    ("/app/bench/me", ("xcore", "/app/bench"), "the same plugin route, public", None),
 ]
 
 
@@ -127,6 +145,16 @@ def create_bench_account(data_dir: Path) -> None:
     done = subprocess.run(command, input=BENCH_PASSWORD + "\n", capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise BenchError(f"xcore user create failed: {done.stderr.strip()}")
+
+
+def install_bench_plugin(data_dir: Path) -> None:
+    """The bench plugin's zip, dropped into the plugins folder before the server starts."""
+    import zipfile
+
+    (data_dir / "plugins").mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(data_dir / "plugins" / "bench-1.0.0.zip", "w") as archive:
+        for name, text in BENCH_PLUGIN.items():
+            archive.writestr(name, text)
 
 
 def login(port: int) -> tuple[str, float]:
@@ -290,6 +318,8 @@ def running(name: str, pin: list[str], tmp: Path) -> Iterator[tuple[int, subproc
     if name == "xcore":
         create_bench_account(data_dir)
         env["XCORE_SECURE__ACCESS_TTL"] = "86400"  # outlives any run, so no refresh mid-measurement
+        env["XCORE_XCORE__MIDDLEWARE__ACCESS_RULES"] = BENCH_RULES
+        install_bench_plugin(data_dir)
     with open(tmp / f"{name}.stderr", "w+b") as log:
         proc = subprocess.Popen(
             [*pin, *server_command(name, port, data_dir)],

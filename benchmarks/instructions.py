@@ -6,9 +6,12 @@ request costs in each:
 
 - `bare`: the bare Litestar hello app of benchmarks/apps/litestar_hello.py;
 - `app`: xcore's Litestar app as build_app makes it, called directly;
-- `xcore`: the same app behind the Switch, with the request id and the request log, as a worker serves it;
+- `xcore`: what a worker serves: the Switch (request id, request log) in front of the generation's dispatch
+  (core app and plugins' app, built by the plugin manager with one plugin installed);
 - `xcore-auth`: like `xcore`, on the admin route /api/admin/system with a Bearer access token, so the request
-  also passes the access guard (token check, account lookup, ACCESS_RULES).
+  also passes the access guard (token check, account lookup, ACCESS_RULES);
+- `xcore-plugin`: like `xcore`, on a plugin's hello-world route (`/app/bench`, made public by an access rule),
+  so the request goes to the plugins' app.
 
 Each stack runs twice under callgrind, with N and 3N requests after a warm-up, so start-up costs cancel out:
 instructions per request = (count(3N) - count(N)) / 2N. The server's own work (Granian) is the same for every
@@ -35,7 +38,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # Python put this folder first on sys.path, where benchmarks/http.py would shadow the standard `http`.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-STACKS = ("bare", "app", "xcore", "xcore-auth")
+STACKS = ("bare", "app", "xcore", "xcore-auth", "xcore-plugin")
+BENCH_PLUGIN = {
+    "plugin.json": '{"id": "bench", "version": "1.0.0"}',
+    "run.py": 'from xcore.sdk import get\n\n\n@get("/")\nasync def hello() -> dict[str, str]:\n'
+    '    return {"hello": "world"}\n\n\nrouter = [hello]\n',
+}
+# The plugin route is public; the long interval keeps the plugin watcher's periodic rescan out of the counts.
+BENCH_ENV = {
+    "XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/app/bench": {"public": true}}',
+    "XCORE_MANAGER__PLUGINS__INTERVAL": "60",
+}
 BENCH_USER, BENCH_PASSWORD = "bench-admin", "only-for-this-benchmark-42"
 
 
@@ -44,6 +57,8 @@ async def _drive(stack: str, requests: int) -> None:
     from benchmarks.apps.litestar_hello import app as bare
 
     from xcore.logs import access
+    from xcore.plugins.manager import PluginManager
+    from xcore.plugins.store import plugins_dir, settled
     from xcore.runtime import open_runtime
     from xcore.server import prepare_database
     from xcore.web.app import build_app
@@ -51,14 +66,17 @@ async def _drive(stack: str, requests: int) -> None:
 
     runtime = open_runtime()
     prepare_database(runtime)
+    install_bench_plugin(plugins_dir(runtime), settled)
     app = build_app(runtime)
-    switch = Switch(lambda: app)
-    await switch.swap_in(app)
+    manager = PluginManager(runtime)
+    switch = Switch(startup=manager.start)
+    await manager.start(switch)
     targets = {
         "bare": (bare, "/"),
         "app": (app, "/api/version"),
         "xcore": (switch, "/api/version"),
         "xcore-auth": (switch, "/api/admin/system"),
+        "xcore-plugin": (switch, "/app/bench"),
     }
     target, path = targets[stack]
     headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
@@ -88,6 +106,20 @@ async def _drive(stack: str, requests: int) -> None:
     for _ in range(200 + requests):  # 200 of warm-up
         await target({**scope, "state": {}}, receive, send)
     access.flush()
+    await switch.close()
+    await manager.stop()
+
+
+def install_bench_plugin(folder: Path, settled: Any) -> None:
+    """The bench plugin's zip in the plugins folder, written once (a rewrite would be a reload)."""
+    import zipfile
+
+    target = folder / "bench-1.0.0.zip"
+    if not target.exists():
+        with zipfile.ZipFile(target, "w") as archive:
+            for name, text in BENCH_PLUGIN.items():
+                archive.writestr(name, text)
+        settled(target)
 
 
 def bench_token(runtime: Any) -> str:
@@ -114,7 +146,8 @@ def bench_token(runtime: Any) -> str:
 def count(stack: str, requests: int, data_dir: str) -> int:
     """Total instructions of one run of the loop under callgrind."""
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "XCORE_DATA_DIR": data_dir, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'app'}"}
+        env = {**os.environ, **BENCH_ENV, "XCORE_DATA_DIR": data_dir}
+        env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'app'}"
         done = subprocess.run(
             [
                 "valgrind",
@@ -152,7 +185,7 @@ def main() -> int:
     per_request: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="xcore-instr-") as data_dir:
         # Create and migrate the database once, outside the counted runs.
-        env = {**os.environ, "XCORE_DATA_DIR": data_dir}
+        env = {**os.environ, **BENCH_ENV, "XCORE_DATA_DIR": data_dir}
         subprocess.run(
             [sys.executable, __file__, "--drive", "xcore-auth", "--requests", "0"],
             env=env,
@@ -169,6 +202,8 @@ def main() -> int:
         print(f"  {stack:<10} {per_request[stack]:>10,.0f}   bare / this = {ratio:.3f}")
     auth_ratio = per_request["xcore"] / per_request["xcore-auth"]
     print(f"  authenticated admin GET vs /api/version (xcore / xcore-auth) = {auth_ratio:.3f}")
+    plugin_ratio = per_request["xcore"] / per_request["xcore-plugin"]
+    print(f"  plugin route vs /api/version (xcore / xcore-plugin) = {plugin_ratio:.3f}")
     return 0
 
 
