@@ -587,7 +587,10 @@ def _load_order(
 def _static_problem(
     manifest: Any, chosen: dict[str, LoadedPlugin], candidates: dict[str, list[Source]], stored: _Stored
 ) -> str | None:
-    """_static_problem is why a version cannot load next to the plugins chosen so far: a prefix or a dependency."""
+    """_static_problem is why a version cannot load next to the plugins chosen so far: a prefix or a dependency,
+    or a sandbox this host cannot give."""
+    if manifest.sandbox:
+        return "it asks for a sandbox (a separate worker process), which this xcore does not provide yet"
     for other in chosen.values():
         if overlaps(manifest.prefix, other.manifest.prefix):
             return f"its api_prefix {manifest.prefix} overlaps {other.manifest.prefix} of plugin {other.id}"
