@@ -211,15 +211,17 @@ def api(runtime: Runtime) -> Iterator[Api]:
 
 
 @contextmanager
-def plugin_host(runtime: Runtime, dev_dirs: Sequence[Path] = ()) -> Iterator[Any]:
+def plugin_host(runtime: Runtime, dev_dirs: Sequence[Path] = (), tasks: bool = False) -> Iterator[Any]:
     """plugin_host is a TestClient on what a worker serves: the Switch, driven by a PluginManager (which watches
-    the data dir's plugins folder and `dev_dirs`). `client.manager` is the manager."""
+    the data dir's plugins folder and `dev_dirs`). `client.manager` is the manager. With `tasks`, the process
+    also has a task host and runs the task consumer (`client.manager.tasks`)."""
     from litestar.testing import TestClient
 
     from xcore.plugins.manager import PluginManager
+    from xcore.tasks.host import TaskHost
     from xcore.web.switch import Switch
 
-    manager = PluginManager(runtime, dev_dirs)
+    manager = PluginManager(runtime, dev_dirs, tasks=TaskHost(runtime) if tasks else None)
     with TestClient(Switch(startup=manager.start, shutdown=manager.stop)) as client:
         client.manager = manager
         yield client

@@ -217,7 +217,9 @@ def test_db_commands_end_to_end(data_dir: Path) -> None:
     assert current.stdout.startswith(f"{head} (up to date)")
     history = run_xcore("db", "history", *d)
     assert "0001  (from base)  core tables" in history.stdout
-    assert f"{head}  (from 0001)  accounts" in history.stdout and "<- current" in history.stdout
+    assert "0002  (from 0001)  accounts" in history.stdout
+    newest = history.stdout.splitlines()[0]
+    assert newest.startswith(f"{head}  (from ") and newest.endswith("<- current"), newest
 
     db = data_dir / "xcore.db"
     engine = make_engine(f"sqlite:///{db}")

@@ -129,7 +129,8 @@ def task(
 ) -> Callable[[F], F]:  # fmt: skip
     """task() declares a one-off task, registered as `<plugin id>.<function name>` when the plugin loads.
 
-    Once loaded, `fn.enqueue(*args, delay=None, eta=None)` queues it; before that, enqueue raises RuntimeError.
+    Once loaded, `fn.enqueue(*args, delay=None, eta=None, **kwargs)` queues it and returns the run's id; before
+    that (or in a process without a task host), enqueue raises RuntimeError.
     """
     return _declare(TaskSpec(retries, retry_delay, timeout, retry_on_crash))
 
@@ -155,8 +156,8 @@ def _declare(spec: TaskSpec) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         fn.__xcore_task__ = spec  # type: ignore[attr-defined]
 
-        def enqueue(*args: Any, delay: float | None = None, eta: Any = None, **kwargs: Any) -> str:
-            raise RuntimeError(f"{fn.__name__}.enqueue(): the task is registered when its plugin loads")
+        def enqueue(*args: Any, delay: float | None = None, eta: Any = None, **kwargs: Any) -> int:
+            raise RuntimeError(f"{fn.__name__}.enqueue(): the task is registered when its plugin loads in a server")
 
         fn.enqueue = enqueue  # type: ignore[attr-defined]
         return fn

@@ -13,7 +13,9 @@ a test client logged in as a user of your choice::
 - `config` sets admin overrides of the plugin's settings (checked against its defaults, as the admin API does);
 - `roles` and `permissions` make the user the client acts as; `login=False` gives an anonymous client;
 - `client.plugin` is what the admin API shows about the plugin (state, version, routes, tasks, config), and
-  `client.runtime` the host's Runtime.
+  `client.runtime` the host's Runtime;
+- the plugin's tasks run for real: `fn.enqueue(...)` queues them on a consumer in the test process, and each
+  run is journalled in the host's `task_runs` table.
 
 Setting up fails the test with the plugin's own error when it does not load.
 """
@@ -66,6 +68,7 @@ def _start(
     from xcore.plugins.store import install_bundle
     from xcore.runtime import open_runtime
     from xcore.server import prepare_database
+    from xcore.tasks.host import TaskHost
     from xcore.web.switch import Switch
 
     runtime = open_runtime(data, environ={}, logs=False)
@@ -83,7 +86,7 @@ def _start(
     if config:
         with runtime.auth.transaction() as session:
             replace_overrides(session, plugin_id, config, "test")
-    manager = PluginManager(runtime, dev)
+    manager = PluginManager(runtime, dev, tasks=TaskHost(runtime))
     client: TestClient[Any] = stack.enter_context(TestClient(Switch(startup=manager.start, shutdown=manager.stop)))
     view = manager.views.get(plugin_id)
     if view is None or view.state != "active":

@@ -76,6 +76,12 @@ class TasksConfig(_Section, frozen=True):
     ] = True
     interval: Annotated[float, doc("Seconds between retries of a failed task.", ge=0, le=3600)] = 2.0
     max_retries: Annotated[int, doc("Times a failed task is retried before it is marked failed.", ge=0, le=100)] = 3
+    workers: Annotated[
+        int, doc("Threads that run tasks, in the one server process that runs the task consumer.", ge=1, le=32)
+    ] = 2
+    shutdown_grace: Annotated[
+        float, doc("Seconds running tasks get to finish when the server stops.", ge=0, le=600)
+    ] = 10.0
 
 
 class ManagerConfig(_Section, frozen=True):

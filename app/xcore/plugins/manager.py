@@ -52,6 +52,7 @@ from xcore.plugins.settings import merged, override_problems, read_overrides
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.store import STATE_MARKER, cache_dir, plugin_data_dir, plugins_dir
 from xcore.runtime import Runtime
+from xcore.tasks.host import TaskHost
 from xcore.web.dispatch import Dispatch
 from xcore.web.switch import AppStartupError, Generation, Switch
 
@@ -98,8 +99,9 @@ class _Stored:
 class PluginManager:
     """PluginManager loads, reloads and unloads the plugins of one worker process."""
 
-    def __init__(self, runtime: Runtime, dev_dirs: Iterable[Path] = ()) -> None:
+    def __init__(self, runtime: Runtime, dev_dirs: Iterable[Path] = (), tasks: TaskHost | None = None) -> None:
         self.runtime = runtime
+        self.tasks = tasks  # None: plugin tasks are listed but not registered (an app without a scheduler)
         self.folder = plugins_dir(runtime)
         self.cache = cache_dir(runtime)
         self.dev_dirs = [Path(d).resolve() for d in dev_dirs]
@@ -145,6 +147,8 @@ class PluginManager:
         self._core_life = Generation(self._core, 0)
         await self._core_life.start()
         await self.reconcile(initial=True)
+        if self.tasks is not None:
+            await anyio.to_thread.run_sync(self.tasks.start)
         for _ in range(3):  # a zip written just before the start: give it a moment rather than start without it
             if not any(p.error == STILL_WRITTEN for p in self._scan.problems):
                 break
@@ -162,6 +166,8 @@ class PluginManager:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.tasks is not None:  # running tasks finish (within the grace period) while their plugins are loaded
+            await anyio.to_thread.run_sync(self.tasks.stop)
         async with self._lock:
             plugins, self.loaded = list(self.loaded.values()), {}
             await self._retire(reversed(plugins))
@@ -273,6 +279,10 @@ class PluginManager:
                 await self._switch.swap_in(app, retired=lambda: self._retire(reversed(replaced)))
         self.loaded = chosen
         self.reloads += 1
+        if self.tasks is not None:  # the new versions' functions now serve their names; removed ones are gone
+            self.tasks.sync_plugin_tasks(
+                (name, fn, plugin.context) for plugin in chosen.values() for name, fn in plugin.tasks.items()
+            )
         for plugin in fresh:
             if plugin in chosen.values():
                 log.info(

@@ -14,6 +14,7 @@ from pathlib import Path
 from xcore.logs.setup import forget_configuration
 from xcore.plugins.manager import PluginManager
 from xcore.runtime import open_runtime
+from xcore.tasks.host import TaskHost
 from xcore.web.switch import Switch
 
 ENV_PLUGINS_DEV = "XCORE_PLUGINS_DEV"
@@ -26,5 +27,5 @@ def create_switch() -> Switch:
     forget_configuration()
     runtime = open_runtime()
     dev = [Path(p) for p in os.environ.get(ENV_PLUGINS_DEV, "").split(os.pathsep) if p]
-    manager = PluginManager(runtime, dev)
+    manager = PluginManager(runtime, dev, tasks=TaskHost(runtime))
     return Switch(startup=manager.start, shutdown=manager.stop)

@@ -1,0 +1,320 @@
+"""The task host of one process: the registry of tasks by stable name, enqueueing, and the embedded consumer.
+
+Every task, core or plugin, goes through one Huey task, `xcore.run(name, args, kwargs, run_id, attempt)`, which
+looks the name up in this process's registry when it runs. So:
+
+- names are stable (`<plugin id>.<function>`): a new version of a plugin serves the tasks queued for the old one;
+- a task whose plugin is gone is journalled `dropped: plugin <id> not loaded` instead of failing in Huey;
+- retries are xcore's: each attempt is journalled on the same run.
+
+Each run is journalled in the `task_runs` table (queued → started → succeeded | failed | dropped, `retrying`
+between attempts), because Huey forgets a task when it dequeues it.
+
+Every server process keeps a registry (each loads every plugin), but only one runs the consumer: the holder
+of the file lock `<data>/tasks.lock`. The others try to take the lock every few seconds, so when the leader
+dies another process takes over. The consumer runs in threads inside the server; Huey's `start()`, which
+installs signal handlers, is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock, Timeout
+from huey.consumer import Consumer
+
+from xcore.db.models import TaskRun
+from xcore.sdk import PluginContext, TaskSpec
+from xcore.tasks.queue import XcoreHuey, make_queue
+
+if TYPE_CHECKING:
+    from xcore.runtime import Runtime
+
+log = logging.getLogger("xcore.tasks")
+CONTEXT = {"context": "tasks"}
+LEADER_RETRY = 2.0  # seconds between a follower's attempts to take the consumer's lock
+ARGS_SUMMARY = 500
+
+
+class TaskError(Exception):
+    """TaskError is a task that cannot be enqueued: an unknown name, or no task host in this process."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Entry is one registered task: its function, its declaration, and the plugin it belongs to (None: core)."""
+
+    name: str
+    fn: Callable[..., Any]
+    spec: TaskSpec
+    context: PluginContext | None = None
+
+    @property
+    def plugin_id(self) -> str | None:
+        return self.context.id if self.context else None
+
+
+class EmbeddedConsumer(Consumer):
+    """EmbeddedConsumer is Huey's consumer without its signal handlers: the server owns the signals."""
+
+    def start(self) -> None:
+        self.scheduler.start()
+        for _, worker in self.worker_threads:
+            worker.start()
+
+
+class TaskHost:
+    """TaskHost registers tasks, enqueues them, and (in the leader process) runs the consumer."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.config.manager.tasks
+        self.huey: XcoreHuey = make_queue(runtime.data.root / "tasks.db")
+        self.registry: dict[str, Entry] = {}
+        self._dispatch = self.huey.task(name="run")(self._run)
+        self._lock = FileLock(str(runtime.data.root / "tasks.lock"))
+        self._consumer: EmbeddedConsumer | None = None
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self._mutex = threading.Lock()
+
+    # --- registry --------------------------------------------------------------------------------------------
+
+    def register(self, name: str, fn: Callable[..., Any], context: PluginContext | None = None) -> None:
+        """register makes `name` run `fn`, and binds `fn.enqueue` to this host."""
+        spec: TaskSpec = getattr(fn, "__xcore_task__", None) or TaskSpec()
+        self.registry[name] = Entry(name, fn, spec, context)
+
+        def enqueue(*args: Any, delay: float | None = None, eta: datetime | None = None, **kwargs: Any) -> int:
+            return self.enqueue(name, args, kwargs, delay=delay, eta=eta)
+
+        fn.enqueue = enqueue  # type: ignore[attr-defined]
+
+    def sync_plugin_tasks(self, tasks: Iterable[tuple[str, Callable[..., Any], PluginContext]]) -> None:
+        """sync_plugin_tasks makes the plugin tasks exactly `tasks` (name, function, context); core tasks stay."""
+        wanted = {name: (fn, context) for name, fn, context in tasks}
+        for name, entry in list(self.registry.items()):
+            if entry.context is not None and name not in wanted:
+                del self.registry[name]
+        for name, (fn, context) in wanted.items():
+            current = self.registry.get(name)
+            if current is None or current.fn is not fn:
+                self.register(name, fn, context)
+
+    # --- enqueueing ------------------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        name: str,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        delay: float | None = None,
+        eta: datetime | None = None,
+    ) -> int:
+        """enqueue queues a run of task `name` and returns its run id (a row of `task_runs`)."""
+        entry = self.registry.get(name)
+        if entry is None:
+            raise TaskError(f"no task named {name!r} is registered")
+        args, kwargs = list(args), dict(kwargs or {})
+        task_id = uuid.uuid4().hex
+        run_id = self._journal_queued(entry, args, kwargs, task_id)
+        try:
+            self._send(task_id, (name, args, kwargs, run_id, 1), delay, eta)
+        except Exception as exc:
+            self._journal(run_id, status="failed", error=f"could not be queued: {exc}", finished_at=_now())
+            raise
+        return run_id
+
+    def _send(
+        self, task_id: str, payload: tuple[Any, ...], delay: float | None = None, eta: datetime | None = None
+    ) -> None:
+        """_send puts one attempt on Huey's queue, now or at `eta` / after `delay` seconds."""
+        if eta is not None or delay:
+            self._dispatch.schedule(payload, eta=eta, delay=None if eta is not None else delay, id=task_id)
+        else:
+            self.huey.enqueue(self._dispatch.task_class(payload, {}, id=task_id))
+
+    def _journal_queued(self, entry: Entry, args: list[Any], kwargs: dict[str, Any], task_id: str) -> int:
+        summary = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        with self.runtime.sessions.begin() as session:
+            run = TaskRun(
+                task_id=task_id,
+                name=entry.name,
+                plugin_id=entry.plugin_id,
+                args=summary[:ARGS_SUMMARY],
+                status="queued",
+                attempt=0,
+            )
+            session.add(run)
+            session.flush()
+            return run.id
+
+    # --- running (in a consumer thread) ----------------------------------------------------------------------
+
+    def _run(self, name: str, args: list[Any], kwargs: dict[str, Any], run_id: int, attempt: int) -> None:
+        """_run executes one attempt of a queued task. It never raises: every outcome is journalled."""
+        entry = self.registry.get(name)
+        if entry is None:
+            owner = name.split(".", 1)[0]
+            reason = f"plugin {owner} not loaded" if "." in name else f"task {name} not registered"
+            self._journal(run_id, status="dropped", error=reason, finished_at=_now())
+            log.warning("task %s (run %d) dropped: %s", name, run_id, reason, extra=CONTEXT)
+            return
+        started = time.monotonic()
+        self._journal(run_id, status="started", attempt=attempt, started_at=_now(), pid=os.getpid())
+        try:
+            self._call(entry, args, kwargs)
+        except Exception as exc:
+            retries = entry.spec.retries if entry.spec.retries is not None else self.settings.max_retries
+            error = f"{type(exc).__name__}: {exc}"
+            trace = traceback.format_exc()
+            if attempt <= retries:
+                delay = entry.spec.retry_delay if entry.spec.retry_delay is not None else self.settings.interval
+                task_id = uuid.uuid4().hex
+                self._journal(run_id, status="retrying", error=error, traceback=trace, task_id=task_id)
+                self._send(task_id, (name, args, kwargs, run_id, attempt + 1), delay=max(delay, 0.001))
+                log.warning("task %s (run %d) attempt %d failed: %s", name, run_id, attempt, error, extra=CONTEXT)
+                return
+            self._journal(
+                run_id, status="failed", error=error, traceback=trace, finished_at=_now(),
+                duration=time.monotonic() - started,
+            )  # fmt: skip
+            log.error("task %s (run %d) failed after %d attempt(s): %s", name, run_id, attempt, error, extra=CONTEXT)
+            return
+        self._journal(
+            run_id, status="succeeded", error=None, traceback=None, finished_at=_now(),
+            duration=time.monotonic() - started,
+        )  # fmt: skip
+
+    def _call(self, entry: Entry, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """_call runs the task's function, with `ctx` when it declares one; a `timeout` fails it when exceeded."""
+        fn = entry.fn
+        if entry.context is not None:
+            args, kwargs = with_context(fn, args, kwargs, entry.context)
+
+        def call() -> Any:
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                return asyncio.run(_awaited(result))
+            return result
+
+        timeout = entry.spec.timeout
+        if not timeout:
+            call()
+            return
+        outcome: list[BaseException | None] = []
+
+        def guarded() -> None:
+            try:
+                call()
+                outcome.append(None)
+            except BaseException as exc:  # handed to the consumer thread below
+                outcome.append(exc)
+
+        worker = threading.Thread(target=guarded, name=f"xcore-task-{entry.name}", daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise TimeoutError(f"the task ran longer than its timeout of {timeout:g} s")
+        if outcome and outcome[0] is not None:
+            raise outcome[0]
+
+    def _journal(self, run_id: int, **values: Any) -> None:
+        try:
+            with self.runtime.sessions.begin() as session:
+                run = session.get(TaskRun, run_id)
+                if run is not None:
+                    for key, value in values.items():
+                        setattr(run, key, value)
+        except Exception:  # the journal must never take a consumer thread down
+            log.exception("cannot journal task run %d", run_id, extra=CONTEXT)
+
+    # --- the consumer ----------------------------------------------------------------------------------------
+
+    @property
+    def leading(self) -> bool:
+        """leading is true in the one process that runs the consumer."""
+        return self._consumer is not None
+
+    def start(self) -> None:
+        """start runs the consumer if this process gets the lock, else keeps trying in the background."""
+        self._stop.clear()
+        if not self._try_lead():
+            self._follower = threading.Thread(target=self._follow, name="xcore-task-follower", daemon=True)
+            self._follower.start()
+
+    def _try_lead(self) -> bool:
+        with self._mutex:
+            if self._stop.is_set():
+                return False
+            try:
+                self._lock.acquire(timeout=0)
+            except Timeout:
+                return False
+            self._consumer = EmbeddedConsumer(
+                self.huey,
+                workers=self.settings.workers,
+                periodic=False,
+                initial_delay=0.1,
+                backoff=1.0,
+                max_delay=0.1,
+                worker_type="thread",
+                check_worker_health=False,
+                shutdown_timeout=self.settings.shutdown_grace,
+            )
+            self._consumer.start()
+            log.info("task consumer running here (pid %d) with %d thread(s)", os.getpid(), self.settings.workers,
+                     extra=CONTEXT)  # fmt: skip
+            return True
+
+    def _follow(self) -> None:
+        while not self._stop.wait(LEADER_RETRY):
+            if self._try_lead():
+                return
+
+    def stop(self) -> None:
+        """stop lets running tasks finish (up to `manager.tasks.shutdown_grace` seconds) and releases the lock."""
+        with self._mutex:
+            self._stop.set()
+            consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.stop(graceful=True)
+            self._lock.release()
+        if self._follower is not None:
+            self._follower.join(timeout=LEADER_RETRY + 1)
+        self.huey.storage.close()
+
+
+def with_context(
+    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], context: PluginContext
+) -> tuple[list[Any], dict[str, Any]]:
+    """with_context passes `context` as the function's `ctx` parameter, if it has one, wherever it stands: the
+    caller's arguments (`fn.enqueue(*args)`) go to the other parameters. Raises TypeError when they do not fit."""
+    signature = inspect.signature(fn)
+    if "ctx" not in signature.parameters:
+        return args, kwargs
+    others = signature.replace(parameters=[p for n, p in signature.parameters.items() if n != "ctx"])
+    arguments = {**others.bind(*args, **kwargs).arguments, "ctx": context}
+    ordered = {name: arguments[name] for name in signature.parameters if name in arguments}
+    bound = inspect.BoundArguments(signature, ordered)
+    return list(bound.args), dict(bound.kwargs)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

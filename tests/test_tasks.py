@@ -1,0 +1,209 @@
+"""Tasks (issue 5, first part): plugin tasks run on the embedded Huey consumer and every run is journalled.
+
+Real SQLite queue (`<data>/tasks.db`), real consumer threads, real plugins loaded from zips.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import PASSWORDS, create_account, plugin_host
+from xcore.db.models import TaskRun
+from xcore.plugins.store import plugins_dir, settled
+from xcore.runtime import Runtime
+from xcore.sdk import PluginContext
+from xcore.tasks.host import TaskHost, with_context
+
+WAIT = 10.0
+
+RUN_PY = """
+import time
+
+from xcore.sdk import Ctx, FromPath, FromQuery, get, task
+
+VERSION = "{version}"
+
+
+@task(retries=2, retry_delay=0)
+def record(ctx, text, fail_first=0):
+    table = ctx.db["hits"]
+    table.insert({{"text": text, "version": VERSION}})
+    if table.count_where("text = ?", [text]) <= fail_first:
+        raise RuntimeError(f"attempt failed on purpose: {{text}}")
+
+
+@task(retries=0)
+def always_fails():
+    raise ValueError("this task always fails")
+
+
+@task(retries=0, timeout=0.3)
+def too_slow():
+    time.sleep(3)
+
+
+@get("/enqueue/{{name:str}}", sync_to_thread=True)
+def enqueue(
+    ctx: Ctx, name: FromPath[str], text: FromQuery[str] = "x", fail_first: FromQuery[int] = 0,
+    delay: FromQuery[float] = 0,
+) -> dict:
+    functions = {{"record": record, "always_fails": always_fails, "too_slow": too_slow}}
+    if name == "record":
+        return {{"run": record.enqueue(text, fail_first=fail_first, delay=delay or None)}}
+    return {{"run": functions[name].enqueue()}}
+
+
+@get("/hits", sync_to_thread=True)
+def hits(ctx: Ctx) -> list:
+    return list(ctx.db["hits"].rows) if ctx.db["hits"].exists() else []
+
+
+router = [enqueue, hits]
+"""
+
+
+def bundle(folder: Path, version: str) -> Path:
+    path = folder / f"tk-{version}.zip"
+    folder.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("plugin.json", json.dumps({"id": "tk", "version": version}))
+        archive.writestr("run.py", RUN_PY.format(version=version))
+    return path
+
+
+def install(runtime: Runtime, source: Path, name: str = "tk.zip") -> None:
+    target = plugins_dir(runtime) / name
+    target.write_bytes(source.read_bytes())
+    settled(target)
+
+
+def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def run_of(runtime: Runtime, run_id: int) -> TaskRun:
+    with runtime.sessions() as session:
+        found = session.get(TaskRun, run_id)
+        assert found is not None
+        return found
+
+
+def finished(runtime: Runtime, run_id: int) -> TaskRun | None:
+    run = run_of(runtime, run_id)
+    return run if run.status in ("succeeded", "failed", "dropped") else None
+
+
+class Host:
+    def __init__(self, client: Any, runtime: Runtime) -> None:
+        self.client = client
+        self.runtime = runtime
+        token = client.post("/api/auth/login", json={"username": "root", "password": PASSWORDS["root"]})
+        self.headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = self.client.get(path, headers=self.headers, params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def enqueue(self, name: str, **params: Any) -> int:
+        run: int = self.get(f"/app/tk/enqueue/{name}", **params)["run"]
+        return run
+
+
+@pytest.fixture
+def host(runtime: Runtime, tmp_path: Path) -> Iterator[Host]:
+    create_account(runtime, "root", ["superadmin"])
+    install(runtime, bundle(tmp_path, "1.0.0"))
+    with plugin_host(runtime, tasks=True) as client:
+        yield Host(client, runtime)
+
+
+def test_a_plugin_task_enqueued_from_a_route_runs_with_its_context_and_is_journalled(host: Host) -> None:
+    assert host.client.manager.tasks.leading, "the only process runs the consumer"
+    run_id = host.enqueue("record", text="hello")
+    run = until(lambda: finished(host.runtime, run_id), "the run to finish")
+    assert host.get("/app/tk/hits") == [{"text": "hello", "version": "1.0.0"}]
+    assert (run.status, run.attempt, run.name, run.plugin_id) == ("succeeded", 1, "tk.record", "tk")
+    assert run.args == "'hello', fail_first=0"
+    assert run.started_at is not None and run.finished_at is not None and run.duration is not None
+    assert run.pid is not None and run.task_id and run.error is None
+
+
+def test_a_task_failing_twice_then_succeeding_records_three_attempts(host: Host) -> None:
+    run_id = host.enqueue("record", text="flaky", fail_first=2)
+    run = until(lambda: finished(host.runtime, run_id), "the run to finish")
+    assert (run.status, run.attempt) == ("succeeded", 3)
+    assert len([h for h in host.get("/app/tk/hits") if h["text"] == "flaky"]) == 3
+
+
+def test_a_task_that_keeps_failing_is_failed_with_its_error_and_traceback(host: Host) -> None:
+    run_id = host.enqueue("always_fails")
+    run = until(lambda: finished(host.runtime, run_id), "the run to finish")
+    assert (run.status, run.attempt) == ("failed", 1)
+    assert run.error == "ValueError: this task always fails"
+    assert run.traceback is not None and "raise ValueError" in run.traceback
+
+
+def test_a_task_past_its_timeout_is_failed(host: Host) -> None:
+    run_id = host.enqueue("too_slow")
+    run = until(lambda: finished(host.runtime, run_id), "the run to finish")
+    assert run.status == "failed" and "timeout of 0.3 s" in (run.error or "")
+    assert run.duration is not None and run.duration < 2
+
+
+def test_a_queued_task_is_served_by_the_new_version_after_a_replacement(host: Host, tmp_path: Path) -> None:
+    run_id = host.enqueue("record", text="later", delay=1.5)
+    install(host.runtime, bundle(tmp_path / "v2", "2.0.0"))
+    until(lambda: host.client.manager.views["tk"].version == "2.0.0", "version 2.0.0 to serve")
+    run = until(lambda: finished(host.runtime, run_id), "the run to finish")
+    assert run.status == "succeeded"
+    assert [h for h in host.get("/app/tk/hits") if h["text"] == "later"] == [{"text": "later", "version": "2.0.0"}]
+
+
+def test_a_queued_task_of_a_disabled_plugin_is_dropped(host: Host) -> None:
+    run_id = host.enqueue("record", text="orphan", delay=1.5)
+    response = host.client.post("/api/admin/plugins/tk/disable", headers=host.headers)
+    assert response.status_code == 200 and response.json()["state"] == "disabled"
+    run = until(lambda: finished(host.runtime, run_id), "the run to finish")
+    assert (run.status, run.error) == ("dropped", "plugin tk not loaded")
+
+
+def test_one_process_of_two_runs_the_consumer_and_another_takes_over(runtime: Runtime) -> None:
+    first, second = TaskHost(runtime), TaskHost(runtime)
+    try:
+        first.start()
+        second.start()
+        assert first.leading and not second.leading
+        first.stop()
+        until(lambda: second.leading, "the second host to take over", timeout=6)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_ctx_goes_to_the_ctx_parameter_wherever_it_stands(tmp_path: Path) -> None:
+    ctx = PluginContext("p", "1", tmp_path)
+
+    def first(ctx: PluginContext, a: int, b: int = 2) -> None: ...
+    def middle(a: int, ctx: PluginContext, *, b: int) -> None: ...
+    def none(a: int) -> None: ...
+
+    assert with_context(first, [1], {"b": 3}, ctx) == ([ctx, 1, 3], {})
+    assert with_context(middle, [1], {"b": 3}, ctx) == ([1, ctx], {"b": 3})
+    assert with_context(none, [1], {}, ctx) == ([1], {})
+    with pytest.raises(TypeError):
+        with_context(first, [1, 2, 3], {}, ctx)
