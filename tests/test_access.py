@@ -108,6 +108,11 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("DELETE", "/api/admin/plugins/{plugin_id:str}"): ADMIN,
     ("GET", "/api/admin/plugins/{plugin_id:str}/config"): ADMIN,
     ("PUT", "/api/admin/plugins/{plugin_id:str}/config"): ADMIN,
+    # Tasks: admins (tasks.read, tasks.manage).
+    ("GET", "/api/admin/tasks"): ADMIN,
+    ("POST", "/api/admin/tasks/{name:str}/run"): ADMIN,
+    ("GET", "/api/admin/tasks/runs"): ADMIN,
+    ("GET", "/api/admin/tasks/runs/{run_id:int}"): ADMIN,
 }
 
 # What to send: plausible path parameters, query strings and bodies (a body may depend on the persona).
@@ -121,6 +126,7 @@ def path_values(template: Template) -> dict[str, str]:
         "file_path": "swagger-ui/swagger-ui.css",
         "path": "swagger",
         "plugin_id": "absent",
+        "run_id": "1",
     }
 
 
@@ -244,7 +250,7 @@ def copy_of(template: Template, data_dir: Path) -> Iterator[TestClient]:
     shutil.copytree(template.data_dir, data_dir)
     runtime = Runtime(template.runtime.loaded, DataDir(data_dir).prepare())
     try:
-        with plugin_host(runtime) as client:
+        with plugin_host(runtime, tasks=True) as client:
             yield client
     finally:
         runtime.close()
@@ -348,6 +354,7 @@ def test_before_setup_every_protected_route_answers_503_and_public_ones_do_not(a
         "file_path": "swagger-ui/swagger-ui.css",
         "path": "swagger",
         "plugin_id": "absent",
+        "run_id": "1",
     }
     wrong = []
     for method, route in routes:

@@ -207,3 +207,64 @@ def test_ctx_goes_to_the_ctx_parameter_wherever_it_stands(tmp_path: Path) -> Non
     assert with_context(none, [1], {}, ctx) == ([1], {})
     with pytest.raises(TypeError):
         with_context(first, [1, 2, 3], {}, ctx)
+
+
+def test_the_admin_api_lists_tasks_runs_one_and_shows_the_journal(host: Host) -> None:
+    tasks = {t["name"]: t for t in host.get("/api/admin/tasks")}
+    assert {"tk.record", "tk.always_fails", "tk.too_slow"} <= set(tasks)
+    assert tasks["tk.too_slow"] | {"last_run": None} == {
+        "name": "tk.too_slow", "plugin": "tk", "kind": "task", "cron": None, "every": None, "retries": 0,
+        "timeout": 0.3, "last_run": None,
+    }  # fmt: skip
+
+    response = host.client.post(
+        "/api/admin/tasks/tk.record/run", headers=host.headers, json={"args": ["by the api"], "kwargs": {}}
+    )
+    assert response.status_code == 201, response.text
+    run_id = response.json()["run"]
+    until(lambda: finished(host.runtime, run_id), "the run to finish")
+    failing = host.client.post("/api/admin/tasks/tk.always_fails/run", headers=host.headers).json()["run"]
+    until(lambda: finished(host.runtime, failing), "the failing run to finish")
+
+    page = host.get("/api/admin/tasks/runs", name="tk.record")
+    assert page["total"] == 1 and page["items"][0]["id"] == run_id and page["items"][0]["status"] == "succeeded"
+    assert page["items"][0]["args"] == "'by the api'"
+    failed = host.get("/api/admin/tasks/runs", status="failed")["items"]
+    assert [r["id"] for r in failed] == [failing]
+    detail = host.get(f"/api/admin/tasks/runs/{failing}")
+    assert detail["error"] == "ValueError: this task always fails" and "Traceback" in detail["traceback"]
+    listed = {t["name"]: t for t in host.get("/api/admin/tasks")}
+    assert listed["tk.always_fails"]["last_run"]["status"] == "failed"
+
+    for method, url, body, status in [
+        ("POST", "/api/admin/tasks/tk.nothing/run", None, 404),
+        ("POST", "/api/admin/tasks/tk.record/run", {"args": "not a list"}, 400),
+        ("POST", "/api/admin/tasks/tk.record/run", {"argz": []}, 400),
+        ("GET", "/api/admin/tasks/runs/999999", None, 404),
+        ("GET", "/api/admin/tasks/runs?status=sleeping", None, 400),
+    ]:
+        response = host.client.request(method, url, headers=host.headers, json=body)
+        assert response.status_code == status, (url, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_run_left_started_by_a_dead_process_is_interrupted_and_runs_again(runtime: Runtime, tmp_path: Path) -> None:
+    import pickle
+
+    create_account(runtime, "root", ["superadmin"])
+    install(runtime, bundle(tmp_path, "1.0.0"))
+    with runtime.sessions.begin() as session:
+        stale = TaskRun(
+            task_id="gone", name="tk.record", plugin_id="tk", args="'crashed'", status="started", attempt=1,
+            payload=pickle.dumps((["crashed"], {})), pid=2**22 + 1,
+        )  # fmt: skip
+        session.add(stale)
+        session.flush()
+        stale_id = stale.id
+    with plugin_host(runtime, tasks=True) as client:
+        running = Host(client, runtime)
+        assert run_of(runtime, stale_id).status == "interrupted"
+        assert "stopped before it finished" in (run_of(runtime, stale_id).error or "")
+        until(lambda: [h for h in running.get("/app/tk/hits") if h["text"] == "crashed"], "the run to happen again")
+        runs = running.get("/api/admin/tasks/runs", name="tk.record")["items"]
+        assert [r["status"] for r in runs] == ["succeeded", "interrupted"]

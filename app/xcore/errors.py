@@ -39,3 +39,18 @@ class ServerError(XcoreError):
     """ServerError is a server that cannot start, for example because its port is taken."""
 
     exit_code = 2
+
+
+class RequestError(XcoreError):
+    """RequestError is a refused operation a web route answers with `status`; `field` names the input at fault.
+
+    `errors` lists (field, message) pairs when there are several.
+    """
+
+    status = 400
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None, errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.errors = errors or ([(field, message)] if field else [])

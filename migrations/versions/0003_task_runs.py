@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("plugin_id", sa.String(40)),
         sa.Column("args", sa.Text(), nullable=False),
+        sa.Column("payload", sa.LargeBinary()),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, String, Table, Text
+from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -181,6 +181,7 @@ class TaskRun(Base):
     name: Mapped[str] = mapped_column(String(200), index=True)
     plugin_id: Mapped[str | None] = mapped_column(String(40), index=True)
     args: Mapped[str] = mapped_column(Text, default="")  # a summary, at most 500 characters
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)  # the pickled (args, kwargs), to run it again
     status: Mapped[str] = mapped_column(String(16), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from xcore.errors import XcoreError
+from xcore.errors import RequestError
 
 
-class PluginError(XcoreError):
+class PluginError(RequestError):
     """PluginError is a refused plugin operation; `status` is its HTTP status, `field` the input at fault."""
-
-    status = 400
-    exit_code = 2
-
-    def __init__(self, message: str, *, field: str | None = None, errors: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-        self.errors = errors or ([(field, message)] if field else [])
 
 
 class PluginNotFound(PluginError):

@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import logging
 import os
+import pickle
 import threading
 import time
 import traceback
@@ -33,8 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 from huey.consumer import Consumer
+from sqlalchemy import select
 
 from xcore.db.models import TaskRun
+from xcore.errors import RequestError
 from xcore.sdk import PluginContext, TaskSpec
 from xcore.tasks.queue import XcoreHuey, make_queue
 
@@ -47,8 +50,10 @@ LEADER_RETRY = 2.0  # seconds between a follower's attempts to take the consumer
 ARGS_SUMMARY = 500
 
 
-class TaskError(Exception):
-    """TaskError is a task that cannot be enqueued: an unknown name, or no task host in this process."""
+class TaskError(RequestError):
+    """TaskError is a task that cannot be enqueued: no task of that name is registered."""
+
+    status = 404
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class TaskHost:
                 name=entry.name,
                 plugin_id=entry.plugin_id,
                 args=summary[:ARGS_SUMMARY],
+                payload=pickle.dumps((args, kwargs)),
                 status="queued",
                 attempt=0,
             )
@@ -274,10 +280,29 @@ class TaskHost:
                 check_worker_health=False,
                 shutdown_timeout=self.settings.shutdown_grace,
             )
+            self._recover()
             self._consumer.start()
             log.info("task consumer running here (pid %d) with %d thread(s)", os.getpid(), self.settings.workers,
                      extra=CONTEXT)  # fmt: skip
             return True
+
+    def _recover(self) -> None:
+        """_recover marks runs left `started` by a process that died `interrupted`, and queues them again
+        (unless their task says `retry_on_crash=False`). Only the consumer's lock holder runs tasks, and it has
+        just taken the lock, so no run can really be in progress."""
+        with self.runtime.sessions.begin() as session:
+            stale = list(session.scalars(select(TaskRun).where(TaskRun.status == "started")))
+            for run in stale:
+                run.status, run.finished_at = "interrupted", _now()
+                run.error = f"the process running it (pid {run.pid}) stopped before it finished"
+        for run in stale:
+            entry = self.registry.get(run.name)
+            log.warning("task %s (run %d) was interrupted by a crash", run.name, run.id, extra=CONTEXT)
+            if entry is None or not entry.spec.retry_on_crash or run.payload is None:
+                continue
+            args, kwargs = pickle.loads(run.payload)
+            again = self.enqueue(run.name, args, kwargs)
+            log.info("task %s (run %d) queued again as run %d", run.name, run.id, again, extra=CONTEXT)
 
     def _follow(self) -> None:
         while not self._stop.wait(LEADER_RETRY):

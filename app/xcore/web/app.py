@@ -16,6 +16,7 @@ from xcore.web.me_routes import me_handlers
 from xcore.web.plugin_routes import plugin_handlers
 from xcore.web.problems import handle_exception
 from xcore.web.routes import health, version_handler
+from xcore.web.task_routes import task_handlers
 from xcore.web.users import user_handlers
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def build_app(
             *user_handlers(),
             *admin_handlers(runtime),
             *plugin_handlers(),
+            *task_handlers(),
         ],
     )
     return _litestar(runtime, [core, *(route_handlers or [])], manager)

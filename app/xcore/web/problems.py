@@ -15,9 +15,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from xcore.auth.errors import AuthError, NotAuthenticated
-from xcore.errors import DatabaseError
+from xcore.errors import DatabaseError, RequestError
 from xcore.plugins.bundle import BundleError
-from xcore.plugins.errors import PluginError
 
 log = logging.getLogger("xcore.api")
 
@@ -69,7 +68,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     if isinstance(exc, BundleError):
         errors = [{"field": exc.entry, "message": exc.detail, "rule": exc.rule}]
         return problem(422, str(exc), errors=errors, rule=exc.rule, entry=exc.entry)
-    if isinstance(exc, PluginError):
+    if isinstance(exc, RequestError):
         fields = [{"field": field, "message": message} for field, message in exc.errors]
         return problem(exc.status, str(exc), errors=fields or None)
     if isinstance(exc, DatabaseError):

@@ -1,0 +1,161 @@
+"""The tasks admin API: the registered tasks, running one now, and the run journal (with errors and tracebacks,
+which is why all of it is for admins)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import anyio.to_thread
+from litestar import Request, get, post
+from litestar.params import FromQuery, JSONBody, Parameter
+from litestar.status_codes import HTTP_201_CREATED
+from msgspec import Meta, Struct
+from sqlalchemy import func, select
+
+from xcore.db.models import TaskRun, as_utc
+from xcore.plugins.errors import PluginUnavailable
+from xcore.tasks.host import Entry, TaskError, TaskHost
+from xcore.web.context import actor, service
+from xcore.web.schemas import Page
+
+TAGS = ["tasks"]
+TaskName = Annotated[str, Parameter(max_length=200, description="The task's name, e.g. notes.purge_empty.")]
+STATUSES = ("queued", "started", "retrying", "succeeded", "failed", "dropped", "interrupted")
+
+
+class RunOut(Struct):
+    id: int
+    name: str
+    plugin: str | None
+    args: str
+    status: str
+    attempt: int
+    enqueued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None
+    error: str | None
+    pid: int | None
+
+
+class TaskOut(Struct):
+    name: str
+    plugin: str | None
+    kind: str  # task | periodic
+    cron: str | None
+    every: float | None
+    retries: int | None
+    timeout: float | None
+    last_run: RunOut | None
+
+
+class RunDetail(RunOut):
+    traceback: str | None
+
+
+class RunIn(Struct, forbid_unknown_fields=True):
+    args: Annotated[list[Any], Meta(description="Positional arguments (JSON values).")] = []
+    kwargs: Annotated[dict[str, Any], Meta(description="Keyword arguments (JSON values).")] = {}
+
+
+class Queued(Struct):
+    run: int
+
+
+def host_of(request: Request[Any, Any, Any]) -> TaskHost:
+    manager = request.app.state.plugins
+    tasks: TaskHost | None = manager.tasks if manager is not None else None
+    if tasks is None:
+        raise PluginUnavailable("tasks are not run in this process")
+    return tasks
+
+
+def run_out(run: TaskRun) -> RunOut:
+    return RunOut(
+        run.id, run.name, run.plugin_id, run.args, run.status, run.attempt, as_utc(run.enqueued_at),
+        _maybe(run.started_at), _maybe(run.finished_at), run.duration, run.error, run.pid,
+    )  # fmt: skip
+
+
+def _maybe(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
+
+
+@get("/api/admin/tasks", tags=TAGS, summary="List tasks")
+async def list_tasks(request: Request[Any, Any, Any]) -> list[TaskOut]:
+    """Every registered task, core and plugin, with its schedule and its latest run."""
+    actor(request, "tasks.read")
+    tasks = host_of(request)
+    entries = sorted(tasks.registry.values(), key=lambda e: e.name)
+
+    def latest() -> dict[str, RunOut]:
+        with service(request).sessions() as session:
+            newest = select(TaskRun.name, func.max(TaskRun.id)).group_by(TaskRun.name).subquery()
+            runs = session.scalars(select(TaskRun).join(newest, TaskRun.id == newest.c[1]))
+            return {run.name: run_out(run) for run in runs}
+
+    last = await anyio.to_thread.run_sync(latest)
+    return [task_out(entry, last.get(entry.name)) for entry in entries]
+
+
+def task_out(entry: Entry, last: RunOut | None) -> TaskOut:
+    spec = entry.spec
+    kind = "periodic" if spec.cron or spec.every else "task"
+    return TaskOut(entry.name, entry.plugin_id, kind, spec.cron, spec.every, spec.retries, spec.timeout, last)
+
+
+@post("/api/admin/tasks/{name:str}/run", tags=TAGS, summary="Run a task now", status_code=HTTP_201_CREATED)
+async def run_task(request: Request[Any, Any, Any], name: TaskName, data: JSONBody[RunIn | None] = None) -> Queued:
+    """Queues one run of the task with these arguments; the answer is the run's id in the journal."""
+    actor(request, "tasks.manage")
+    tasks = host_of(request)
+    body = data or RunIn()
+    run = await anyio.to_thread.run_sync(lambda: tasks.enqueue(name, body.args, body.kwargs))
+    return Queued(run)
+
+
+@get("/api/admin/tasks/runs", tags=TAGS, summary="The run journal", sync_to_thread=True)
+def list_runs(
+    request: Request[Any, Any, Any],
+    name: Annotated[str | None, Parameter(max_length=200, description="Runs of this task")] = None,
+    status: Annotated[str | None, Parameter(pattern="^(" + "|".join(STATUSES) + ")$")] = None,
+    since: FromQuery[datetime | None] = None,
+    until: FromQuery[datetime | None] = None,
+    page: Annotated[int, Parameter(ge=1, le=1_000_000)] = 1,
+    per_page: Annotated[int, Parameter(ge=1, le=500)] = 100,
+) -> Page:
+    """Runs, newest first, filtered by task name, status and the time they were queued (ISO 8601)."""
+    actor(request, "tasks.read")
+    query = select(TaskRun)
+    if name:
+        query = query.where(TaskRun.name == name)
+    if status:
+        query = query.where(TaskRun.status == status)
+    if since:
+        query = query.where(TaskRun.enqueued_at >= _utc(since))
+    if until:
+        query = query.where(TaskRun.enqueued_at <= _utc(until))
+    with service(request).sessions() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        runs = session.scalars(query.order_by(TaskRun.id.desc()).offset((page - 1) * per_page).limit(per_page))
+        items = [run_out(run) for run in runs]
+    return Page(items, total, page, per_page)
+
+
+@get("/api/admin/tasks/runs/{run_id:int}", tags=TAGS, summary="One run, with its traceback", sync_to_thread=True)
+def show_run(request: Request[Any, Any, Any], run_id: Annotated[int, Parameter(ge=1)]) -> RunDetail:
+    actor(request, "tasks.read")
+    with service(request).sessions() as session:
+        run = session.get(TaskRun, run_id)
+        if run is None:
+            raise TaskError(f"there is no task run {run_id}")
+        return RunDetail(**{f: getattr(run_out(run), f) for f in RunOut.__struct_fields__}, traceback=run.traceback)
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def task_handlers() -> list[Any]:
+    return [list_tasks, run_task, list_runs, show_run]
