@@ -111,6 +111,8 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     # Tasks: admins (tasks.read, tasks.manage).
     ("GET", "/api/admin/tasks"): ADMIN,
     ("POST", "/api/admin/tasks/{name:str}/run"): ADMIN,
+    ("POST", "/api/admin/tasks/{name:str}/pause"): ADMIN,
+    ("POST", "/api/admin/tasks/{name:str}/resume"): ADMIN,
     ("GET", "/api/admin/tasks/runs"): ADMIN,
     ("GET", "/api/admin/tasks/runs/{run_id:int}"): ADMIN,
 }

@@ -214,7 +214,7 @@ def test_the_admin_api_lists_tasks_runs_one_and_shows_the_journal(host: Host) ->
     assert {"tk.record", "tk.always_fails", "tk.too_slow"} <= set(tasks)
     assert tasks["tk.too_slow"] | {"last_run": None} == {
         "name": "tk.too_slow", "plugin": "tk", "kind": "task", "cron": None, "every": None, "retries": 0,
-        "timeout": 0.3, "last_run": None,
+        "timeout": 0.3, "paused": False, "paused_reason": None, "failures": 0, "next_run": None, "last_run": None,
     }  # fmt: skip
 
     response = host.client.post(
@@ -268,3 +268,108 @@ def test_a_run_left_started_by_a_dead_process_is_interrupted_and_runs_again(runt
         until(lambda: [h for h in running.get("/app/tk/hits") if h["text"] == "crashed"], "the run to happen again")
         runs = running.get("/api/admin/tasks/runs", name="tk.record")["items"]
         assert [r["status"] for r in runs] == ["succeeded", "interrupted"]
+
+
+PERIODIC_PY = """
+from xcore.sdk import Ctx, get, periodic
+
+
+@periodic(every={every})
+def tick(ctx):
+    ctx.db["ticks"].insert({{"at": 1}})
+    if {fail}:
+        raise RuntimeError("tick failed on purpose")
+
+
+@periodic(cron="0 3 * * *")
+def nightly(ctx):
+    pass
+
+
+@get("/ticks", sync_to_thread=True)
+def ticks(ctx: Ctx) -> int:
+    return ctx.db["ticks"].count if ctx.db["ticks"].exists() else 0
+
+
+router = [ticks]
+"""
+
+
+def periodic_bundle(folder: Path, version: str = "1.0.0", every: float = 1, fail: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"pp-{version}.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("plugin.json", json.dumps({"id": "pp", "version": version}))
+        archive.writestr("run.py", PERIODIC_PY.format(every=every, fail=fail))
+    return path
+
+
+def test_an_every_task_runs_on_its_interval_and_a_cron_task_waits_for_its_minute(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    create_account(runtime, "root", ["superadmin"])
+    install(runtime, periodic_bundle(tmp_path, every=0.5), "pp.zip")
+    with plugin_host(runtime, tasks=True) as client:
+        host = Host(client, runtime)
+        started = time.monotonic()
+        until(lambda: host.get("/app/pp/ticks") >= 5, "five ticks")
+        elapsed = time.monotonic() - started
+        assert elapsed < 4.5, f"five runs of an every=0.5 task took {elapsed:.1f} s"
+        listed = {t["name"]: t for t in host.get("/api/admin/tasks")}
+        assert listed["pp.tick"]["kind"] == "periodic" and listed["pp.tick"]["every"] == 0.5
+        nightly = listed["pp.nightly"]
+        assert nightly["cron"] == "0 3 * * *" and nightly["last_run"] is None
+        assert nightly["next_run"] is not None and nightly["next_run"][11:16] in {f"{h:02d}:00" for h in range(24)}, (
+            "a whole hour (in UTC it depends on the machine's zone)"
+        )
+
+
+def test_pause_holds_a_periodic_task_and_survives_a_restart(runtime: Runtime, tmp_path: Path) -> None:
+    create_account(runtime, "root", ["superadmin"])
+    install(runtime, periodic_bundle(tmp_path, every=0.3), "pp.zip")
+    with plugin_host(runtime, tasks=True) as client:
+        host = Host(client, runtime)
+        until(lambda: host.get("/app/pp/ticks") >= 1, "a first tick")
+        response = client.post("/api/admin/tasks/pp.tick/pause", headers=host.headers)
+        assert response.status_code == 200 and response.json()["paused"] is True, response.text
+        assert response.json()["paused_reason"] == "paused by root"
+        time.sleep(0.5)  # a run queued just before the pause may still finish
+        count = host.get("/app/pp/ticks")
+        time.sleep(1.2)
+        assert host.get("/app/pp/ticks") == count, "no run while paused"
+    with plugin_host(runtime, tasks=True) as client:
+        host = Host(client, runtime)
+        time.sleep(1.2)
+        assert host.get("/app/pp/ticks") == count, "still paused after a restart"
+        assert client.post("/api/admin/tasks/pp.tick/resume", headers=host.headers).status_code == 200
+        until(lambda: host.get("/app/pp/ticks") > count, "a tick after the resume")
+        actions = [e["action"] for e in host.get("/api/admin/audit", action="task.*")["items"]]
+        assert actions == ["task.resume", "task.pause"]
+
+
+def test_a_periodic_task_that_keeps_failing_is_paused_and_resumes_when_its_plugin_loads_again(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    from xcore.runtime import open_runtime
+    from xcore.server import prepare_database
+
+    runtime = open_runtime(data_dir, environ={"XCORE_MANAGER__TASKS__PAUSE_AFTER": "2"})
+    try:
+        prepare_database(runtime)
+        create_account(runtime, "root", ["superadmin"])
+        install(runtime, periodic_bundle(tmp_path, every=0.2, fail=True), "pp.zip")
+        with plugin_host(runtime, tasks=True) as client:
+            host = Host(client, runtime)
+
+            def paused() -> dict[str, Any] | None:
+                task = {t["name"]: t for t in host.get("/api/admin/tasks")}["pp.tick"]
+                return task if task["paused"] else None
+
+            task = until(paused, "the task to be paused")
+            assert task["failures"] == 2 and task["paused_reason"].startswith("paused after 2 failed runs in a row")
+            assert "RuntimeError: tick failed on purpose" in task["paused_reason"]
+            install(runtime, periodic_bundle(tmp_path / "v2", "2.0.0", every=0.2), "pp.zip")
+            until(lambda: not paused(), "the new version to resume it")
+            until(lambda: host.get("/api/admin/tasks/runs", name="pp.tick", status="succeeded")["total"], "a success")
+    finally:
+        runtime.close()

@@ -72,8 +72,15 @@ class PluginsConfig(_Section, frozen=True):
 
 class TasksConfig(_Section, frozen=True):
     auto_restart: Annotated[
-        bool, doc("Re-queue tasks that were running when the process stopped, at the next start.")
+        bool,
+        doc(
+            "Resume a periodic task paused after repeated failures when its plugin loads again (or the server "
+            "restarts)."
+        ),
     ] = True
+    pause_after: Annotated[
+        int, doc("Consecutive failed runs after which a periodic task is paused (0: never).", ge=0, le=1000)
+    ] = 5
     interval: Annotated[float, doc("Seconds between retries of a failed task.", ge=0, le=3600)] = 2.0
     max_retries: Annotated[int, doc("Times a failed task is retried before it is marked failed.", ge=0, le=100)] = 3
     workers: Annotated[

@@ -191,3 +191,16 @@ class TaskRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     pid: Mapped[int | None] = mapped_column(Integer)
+
+
+class TaskState(Base):
+    """TaskState is what the host remembers about one task name: paused or not, and why."""
+
+    __tablename__ = "task_state"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    paused: Mapped[bool] = mapped_column(default=False)
+    reason: Mapped[str | None] = mapped_column(Text)  # why it was paused: by whom, or after which failures
+    auto_paused: Mapped[bool] = mapped_column(default=False)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed runs
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

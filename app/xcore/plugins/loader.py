@@ -33,6 +33,7 @@ from litestar.static_files import create_static_files_router
 from xcore.errors import XcoreError
 from xcore.plugins.manifest import Manifest
 from xcore.sdk import PluginContext, TaskSpec
+from xcore.tasks.schedule import cron_check
 
 _numbers = itertools.count(1)
 CONFIG_FILES = ("config.yaml", "config.yml", "config.json")
@@ -202,6 +203,12 @@ def _tasks(manifest: Manifest, package: str) -> dict[str, Callable[..., Any]]:
         for value in vars(module).values():
             if callable(value) and hasattr(value, "__xcore_task__") and getattr(value, "__module__", "") == name:
                 task_name = f"{manifest.id}.{value.__name__}"
+                cron = value.__xcore_task__.cron
+                if cron:
+                    try:
+                        cron_check(cron)
+                    except ValueError as exc:
+                        raise PluginLoadError(f"task {task_name}: {exc}") from None
                 if task_name in found and found[task_name] is not value:
                     raise PluginLoadError(f"two tasks are named {task_name}: task function names must be unique")
                 found[task_name] = value

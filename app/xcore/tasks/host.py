@@ -36,10 +36,11 @@ from filelock import FileLock, Timeout
 from huey.consumer import Consumer
 from sqlalchemy import select
 
-from xcore.db.models import TaskRun
+from xcore.db.models import TaskRun, TaskState
 from xcore.errors import RequestError
 from xcore.sdk import PluginContext, TaskSpec
 from xcore.tasks.queue import XcoreHuey, make_queue
+from xcore.tasks.schedule import Schedule
 
 if TYPE_CHECKING:
     from xcore.runtime import Runtime
@@ -48,6 +49,7 @@ log = logging.getLogger("xcore.tasks")
 CONTEXT = {"context": "tasks"}
 LEADER_RETRY = 2.0  # seconds between a follower's attempts to take the consumer's lock
 ARGS_SUMMARY = 500
+PAUSED_RECHECK = 5.0  # seconds after which a held run of a paused task looks again
 
 
 class TaskError(RequestError):
@@ -92,7 +94,9 @@ class TaskHost:
         self._consumer: EmbeddedConsumer | None = None
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
+        self._schedule: Schedule | None = None
         self._mutex = threading.Lock()
+        self.states: dict[str, TaskState] = {}  # by name; refreshed from the database (see refresh_states)
 
     # --- registry --------------------------------------------------------------------------------------------
 
@@ -100,6 +104,8 @@ class TaskHost:
         """register makes `name` run `fn`, and binds `fn.enqueue` to this host."""
         spec: TaskSpec = getattr(fn, "__xcore_task__", None) or TaskSpec()
         self.registry[name] = Entry(name, fn, spec, context)
+        if self.settings.auto_restart:
+            self._resume_auto_paused(name)
 
         def enqueue(*args: Any, delay: float | None = None, eta: datetime | None = None, **kwargs: Any) -> int:
             return self.enqueue(name, args, kwargs, delay=delay, eta=eta)
@@ -109,6 +115,7 @@ class TaskHost:
     def sync_plugin_tasks(self, tasks: Iterable[tuple[str, Callable[..., Any], PluginContext]]) -> None:
         """sync_plugin_tasks makes the plugin tasks exactly `tasks` (name, function, context); core tasks stay."""
         wanted = {name: (fn, context) for name, fn, context in tasks}
+        self.refresh_states()
         for name, entry in list(self.registry.items()):
             if entry.context is not None and name not in wanted:
                 del self.registry[name]
@@ -178,6 +185,9 @@ class TaskHost:
             self._journal(run_id, status="dropped", error=reason, finished_at=_now())
             log.warning("task %s (run %d) dropped: %s", name, run_id, reason, extra=CONTEXT)
             return
+        if self.is_paused(name):  # held, not lost: it runs once the task is resumed
+            self._send(uuid.uuid4().hex, (name, args, kwargs, run_id, attempt), delay=PAUSED_RECHECK)
+            return
         started = time.monotonic()
         self._journal(run_id, status="started", attempt=attempt, started_at=_now(), pid=os.getpid())
         try:
@@ -198,11 +208,59 @@ class TaskHost:
                 duration=time.monotonic() - started,
             )  # fmt: skip
             log.error("task %s (run %d) failed after %d attempt(s): %s", name, run_id, attempt, error, extra=CONTEXT)
+            if entry.spec.cron or entry.spec.every:
+                self._count_failure(name, error)
             return
         self._journal(
             run_id, status="succeeded", error=None, traceback=None, finished_at=_now(),
             duration=time.monotonic() - started,
         )  # fmt: skip
+        state = self.states.get(name)
+        if state is not None and state.failures:
+            self._update_state(name, failures=0)
+
+    # --- pausing ---------------------------------------------------------------------------------------------
+
+    def refresh_states(self) -> None:
+        """refresh_states reads every task's paused flag and failure count (another process may have changed them)."""
+        with self.runtime.sessions() as session:
+            self.states = {s.name: s for s in session.scalars(select(TaskState))}
+
+    def is_paused(self, name: str) -> bool:
+        state = self.states.get(name)
+        return state is not None and state.paused
+
+    def pause(self, name: str, reason: str) -> None:
+        """pause stops a periodic task's schedule and holds the task's queued runs until `resume`."""
+        self._update_state(name, paused=True, reason=reason, auto_paused=False)
+
+    def resume(self, name: str) -> None:
+        self._update_state(name, paused=False, reason=None, auto_paused=False, failures=0)
+
+    def _count_failure(self, name: str, error: str) -> None:
+        state = self.states.get(name)
+        failures = (state.failures if state else 0) + 1
+        limit = self.settings.pause_after
+        if limit and failures >= limit and not self.is_paused(name):
+            reason = f"paused after {failures} failed runs in a row; the last one: {error}"
+            self._update_state(name, failures=failures, paused=True, reason=reason, auto_paused=True)
+            log.error("task %s %s", name, reason, extra=CONTEXT)
+        else:
+            self._update_state(name, failures=failures)
+
+    def _resume_auto_paused(self, name: str) -> None:
+        state = self.states.get(name)
+        if state is not None and state.auto_paused:
+            self._update_state(name, paused=False, reason=None, auto_paused=False, failures=0)
+            log.info("task %s resumed: its plugin loaded again (manager.tasks.auto_restart)", name, extra=CONTEXT)
+
+    def _update_state(self, name: str, **values: Any) -> None:
+        with self.runtime.sessions.begin() as session:
+            state = session.get(TaskState, name) or TaskState(name=name, paused=False, auto_paused=False, failures=0)
+            for key, value in values.items():
+                setattr(state, key, value)
+            session.add(state)
+        self.refresh_states()
 
     def _call(self, entry: Entry, args: list[Any], kwargs: dict[str, Any]) -> None:
         """_call runs the task's function, with `ctx` when it declares one; a `timeout` fails it when exceeded."""
@@ -282,6 +340,8 @@ class TaskHost:
             )
             self._recover()
             self._consumer.start()
+            self._schedule = Schedule(self, self._stop)
+            self._schedule.start()
             log.info("task consumer running here (pid %d) with %d thread(s)", os.getpid(), self.settings.workers,
                      extra=CONTEXT)  # fmt: skip
             return True
@@ -319,6 +379,8 @@ class TaskHost:
             self._lock.release()
         if self._follower is not None:
             self._follower.join(timeout=LEADER_RETRY + 1)
+        if self._schedule is not None:
+            self._schedule.join(timeout=2)
         self.huey.storage.close()
 
 

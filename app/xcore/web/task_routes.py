@@ -3,6 +3,7 @@ which is why all of it is for admins)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,10 +14,12 @@ from litestar.status_codes import HTTP_201_CREATED
 from msgspec import Meta, Struct
 from sqlalchemy import func, select
 
+from xcore.auth import audit
 from xcore.db.models import TaskRun, as_utc
 from xcore.plugins.errors import PluginUnavailable
 from xcore.tasks.host import Entry, TaskError, TaskHost
-from xcore.web.context import actor, service
+from xcore.tasks.schedule import cron_check, next_cron
+from xcore.web.context import actor, client_of, service
 from xcore.web.schemas import Page
 
 TAGS = ["tasks"]
@@ -47,6 +50,10 @@ class TaskOut(Struct):
     every: float | None
     retries: int | None
     timeout: float | None
+    paused: bool
+    paused_reason: str | None
+    failures: int  # consecutive failed runs
+    next_run: datetime | None  # for a periodic task that is not paused
     last_run: RunOut | None
 
 
@@ -96,13 +103,58 @@ async def list_tasks(request: Request[Any, Any, Any]) -> list[TaskOut]:
             return {run.name: run_out(run) for run in runs}
 
     last = await anyio.to_thread.run_sync(latest)
-    return [task_out(entry, last.get(entry.name)) for entry in entries]
+    await anyio.to_thread.run_sync(tasks.refresh_states)
+    return [task_out(tasks, entry, last.get(entry.name)) for entry in entries]
 
 
-def task_out(entry: Entry, last: RunOut | None) -> TaskOut:
+def task_out(tasks: TaskHost, entry: Entry, last: RunOut | None) -> TaskOut:
     spec = entry.spec
-    kind = "periodic" if spec.cron or spec.every else "task"
-    return TaskOut(entry.name, entry.plugin_id, kind, spec.cron, spec.every, spec.retries, spec.timeout, last)
+    state = tasks.states.get(entry.name)
+    paused = bool(state and state.paused)
+    next_run = None
+    if not paused and spec.cron:
+        next_run = datetime.fromtimestamp(next_cron(cron_check(spec.cron), time.time()), UTC)
+    elif not paused and spec.every:
+        start = last.enqueued_at.timestamp() + spec.every if last else time.time()
+        next_run = datetime.fromtimestamp(max(start, time.time()), UTC)
+    return TaskOut(
+        entry.name, entry.plugin_id, "periodic" if spec.cron or spec.every else "task", spec.cron, spec.every,
+        spec.retries, spec.timeout, paused, state.reason if state else None, state.failures if state else 0,
+        next_run, last,
+    )  # fmt: skip
+
+
+@post("/api/admin/tasks/{name:str}/pause", tags=TAGS, summary="Pause a task", status_code=200)
+async def pause_task(request: Request[Any, Any, Any], name: TaskName) -> TaskOut:
+    """A paused periodic task is not scheduled, and queued runs of a paused task wait. Survives restarts."""
+    return await _set_paused(request, name, True)
+
+
+@post("/api/admin/tasks/{name:str}/resume", tags=TAGS, summary="Resume a task", status_code=200)
+async def resume_task(request: Request[Any, Any, Any], name: TaskName) -> TaskOut:
+    return await _set_paused(request, name, False)
+
+
+async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) -> TaskOut:
+    who = actor(request, "tasks.manage")
+    tasks = host_of(request)
+    entry = tasks.registry.get(name)
+    if entry is None:
+        raise TaskError(f"no task named {name!r} is registered")
+
+    def store() -> None:
+        if paused:
+            tasks.pause(name, f"paused by {who.username}")
+        else:
+            tasks.resume(name)
+        with service(request).transaction() as session:
+            audit.record(
+                session, "task.pause" if paused else "task.resume", actor=who.username, target=name,
+                ip=client_of(request).ip,
+            )  # fmt: skip
+
+    await anyio.to_thread.run_sync(store)
+    return task_out(tasks, entry, None)
 
 
 @post("/api/admin/tasks/{name:str}/run", tags=TAGS, summary="Run a task now", status_code=HTTP_201_CREATED)
@@ -158,4 +210,4 @@ def _utc(value: datetime) -> datetime:
 
 
 def task_handlers() -> list[Any]:
-    return [list_tasks, run_task, list_runs, show_run]
+    return [list_tasks, run_task, pause_task, resume_task, list_runs, show_run]
