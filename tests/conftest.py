@@ -214,14 +214,18 @@ def api(runtime: Runtime) -> Iterator[Api]:
 def plugin_host(runtime: Runtime, dev_dirs: Sequence[Path] = (), tasks: bool = False) -> Iterator[Any]:
     """plugin_host is a TestClient on what a worker serves: the Switch, driven by a PluginManager (which watches
     the data dir's plugins folder and `dev_dirs`). `client.manager` is the manager. With `tasks`, the process
-    also has a task host and runs the task consumer (`client.manager.tasks`)."""
+    also has a task host with the core tasks and runs the task consumer (`client.manager.tasks`), as a worker."""
     from litestar.testing import TestClient
 
     from xcore.plugins.manager import PluginManager
+    from xcore.tasks.core import register_core_tasks
     from xcore.tasks.host import TaskHost
     from xcore.web.switch import Switch
 
-    manager = PluginManager(runtime, dev_dirs, tasks=TaskHost(runtime) if tasks else None)
+    host = TaskHost(runtime) if tasks else None
+    manager = PluginManager(runtime, dev_dirs, tasks=host)
+    if host is not None:
+        register_core_tasks(host, manager.collect_garbage)
     with TestClient(Switch(startup=manager.start, shutdown=manager.stop)) as client:
         client.manager = manager
         yield client

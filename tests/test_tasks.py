@@ -373,3 +373,43 @@ def test_a_periodic_task_that_keeps_failing_is_paused_and_resumes_when_its_plugi
             until(lambda: host.get("/api/admin/tasks/runs", name="pp.tick", status="succeeded")["total"], "a success")
     finally:
         runtime.close()
+
+
+def test_the_core_tasks_prune_what_is_past_its_retention_and_back_up_the_database(host: Host) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from xcore.db.models import AuditEvent, RefreshToken
+
+    listed = {t["name"]: t for t in host.get("/api/admin/tasks")}
+    for name in ("xcore.prune_sessions", "xcore.prune_history", "xcore.backup", "xcore.plugin_cache"):
+        assert listed[name]["kind"] == "periodic" and listed[name]["plugin"] is None, name
+    backups = host.runtime.backups_dir
+    until(lambda: list(backups.glob("xcore-*.db")), "the first scheduled backup")
+
+    now = datetime.now(UTC)
+    with host.runtime.sessions.begin() as session:
+        for days, tag in ((-1, "expired"), (1, "valid")):
+            session.add(
+                RefreshToken(
+                    token_hash=tag * 8, family=tag, user_id=1, token_version=0, expires_at=now + timedelta(days=days)
+                )
+            )
+        session.add(AuditEvent(action="old.event", at=now - timedelta(days=400), detail={}))
+        session.add(TaskRun(task_id="old", name="tk.record", args="", status="succeeded", attempt=1,
+                            enqueued_at=now - timedelta(days=40)))  # fmt: skip
+    for name in ("xcore.prune_sessions", "xcore.prune_history"):
+        run_id = host.client.post(f"/api/admin/tasks/{name}/run", headers=host.headers).json()["run"]
+        assert until(lambda r=run_id: finished(host.runtime, r), name).status == "succeeded"
+    with host.runtime.sessions() as session:
+        assert {
+            t.family for t in session.query(RefreshToken).filter(RefreshToken.family.in_(["expired", "valid"]))
+        } == {"valid"}
+        assert session.query(AuditEvent).filter_by(action="old.event").count() == 0
+        assert session.query(TaskRun).filter_by(task_id="old").count() == 0
+        assert session.query(AuditEvent).count() > 0, "recent events stay"
+
+
+def test_health_reports_the_scheduler(host: Host) -> None:
+    body = host.client.get("/health").json()
+    assert body["scheduler"]["status"] == "ok" and body["scheduler"]["consumer"] == "running here"
+    assert body["scheduler"]["queued"] >= 0 and "oldest_queued_seconds" in body["scheduler"]

@@ -89,6 +89,25 @@ class TasksConfig(_Section, frozen=True):
     shutdown_grace: Annotated[
         float, doc("Seconds running tasks get to finish when the server stops.", ge=0, le=600)
     ] = 10.0
+    maintenance_every: Annotated[
+        float,
+        doc(
+            "Seconds between runs of the core's housekeeping tasks (expired sessions, old history, plugin cache).",
+            ge=10,
+            le=7 * 86400,
+        ),
+    ] = 3600.0
+    history_days: Annotated[int, doc("Days finished task runs are kept in the journal.", ge=1, le=3650)] = 30
+    audit_days: Annotated[int, doc("Days audit events are kept.", ge=1, le=36500)] = 365
+    backup_every: Annotated[
+        float,
+        doc(
+            "Seconds between scheduled backups of the SQLite database (kept: migration.backup.max_backup_files); "
+            "0 turns them off.",
+            ge=0,
+            le=365 * 86400,
+        ),
+    ] = 86400.0
 
 
 class ManagerConfig(_Section, frozen=True):

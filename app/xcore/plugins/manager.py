@@ -156,7 +156,7 @@ class PluginManager:
             await self.reconcile()
         self._stop = asyncio.Event()
         self._watcher = asyncio.create_task(self._watch(), name="xcore-plugin-watcher")
-        await anyio.to_thread.run_sync(self._collect_garbage)
+        await anyio.to_thread.run_sync(self.collect_garbage)
 
     async def stop(self) -> None:
         """stop ends the watcher and runs every loaded plugin's `on_unload`. The Switch's shutdown hook."""
@@ -512,20 +512,27 @@ class PluginManager:
             return
         self._persisted.update(changed)
 
-    def _collect_garbage(self) -> None:
+    def touch_in_use(self) -> set[Path]:
+        """touch_in_use marks the extracted bundles this worker serves as used now; returns them."""
         in_use = {p.folder for p in self.loaded.values() if not p.dev}
         for folder in in_use:
-            os.utime(folder)  # other workers see that this extraction is still served
-        removed = collect_garbage(self.cache, in_use, idle=CACHE_IDLE)
+            os.utime(folder)  # another worker's garbage collection sees that this extraction is still served
+        return in_use
+
+    def collect_garbage(self) -> int:
+        """collect_garbage deletes extracted bundles no worker has touched for CACHE_IDLE seconds (the core task
+        xcore.plugin_cache runs it); returns how many."""
+        removed = collect_garbage(self.cache, self.touch_in_use(), idle=CACHE_IDLE)
         if removed:
             log.info("plugin cache: removed %d unused folder(s)", len(removed), extra=CONTEXT)
+        return len(removed)
 
     # --- watching --------------------------------------------------------------------------------------------
 
     async def _watch(self) -> None:
         assert self._stop is not None
         paths = [self.folder, *(d for d in self.dev_dirs if d.is_dir())]
-        last_gc = time.monotonic()
+        last_touch = time.monotonic()
         async for _ in awatch(
             *paths,
             watch_filter=self._relevant,
@@ -537,9 +544,9 @@ class PluginManager:
         ):
             try:
                 await self.reconcile()
-                if time.monotonic() - last_gc > CACHE_IDLE / 4:
-                    last_gc = time.monotonic()
-                    await anyio.to_thread.run_sync(self._collect_garbage)
+                if time.monotonic() - last_touch > CACHE_IDLE / 4:
+                    last_touch = time.monotonic()
+                    await anyio.to_thread.run_sync(self.touch_in_use)
             except Exception:
                 log.exception("plugin reload failed", extra=CONTEXT)
 

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 from huey.consumer import Consumer
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from xcore.db.models import TaskRun, TaskState
+from xcore.db.models import TaskRun, TaskState, as_utc
 from xcore.errors import RequestError
 from xcore.sdk import PluginContext, TaskSpec
 from xcore.tasks.queue import XcoreHuey, make_queue
@@ -363,6 +363,31 @@ class TaskHost:
             args, kwargs = pickle.loads(run.payload)
             again = self.enqueue(run.name, args, kwargs)
             log.info("task %s (run %d) queued again as run %d", run.name, run.id, again, extra=CONTEXT)
+
+    def health(self) -> dict[str, Any]:
+        """health is what /health reports of the scheduler: whether a consumer runs (here or in another process),
+        how many runs wait in the queue and the schedule, and how long the oldest queued run has waited."""
+        if self.leading:
+            consumer = "running here"
+        else:
+            probe = FileLock(self._lock.lock_file)
+            try:
+                probe.acquire(timeout=0)
+            except Timeout:
+                consumer = "running in another process"
+            else:
+                probe.release()
+                consumer = "stopped"
+        with self.runtime.sessions() as session:
+            oldest = session.scalar(select(func.min(TaskRun.enqueued_at)).where(TaskRun.status == "queued"))
+        age = (_now() - as_utc(oldest)).total_seconds() if oldest is not None else None
+        return {
+            "status": "ok" if consumer != "stopped" else "stopped",
+            "consumer": consumer,
+            "queued": self.huey.pending_count(),
+            "scheduled": self.huey.scheduled_count(),
+            "oldest_queued_seconds": round(age, 3) if age is not None else None,
+        }
 
     def _follow(self) -> None:
         while not self._stop.wait(LEADER_RETRY):

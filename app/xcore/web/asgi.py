@@ -14,6 +14,7 @@ from pathlib import Path
 from xcore.logs.setup import forget_configuration
 from xcore.plugins.manager import PluginManager
 from xcore.runtime import open_runtime
+from xcore.tasks.core import register_core_tasks
 from xcore.tasks.host import TaskHost
 from xcore.web.switch import Switch
 
@@ -27,5 +28,7 @@ def create_switch() -> Switch:
     forget_configuration()
     runtime = open_runtime()
     dev = [Path(p) for p in os.environ.get(ENV_PLUGINS_DEV, "").split(os.pathsep) if p]
-    manager = PluginManager(runtime, dev, tasks=TaskHost(runtime))
+    tasks = TaskHost(runtime)
+    manager = PluginManager(runtime, dev, tasks=tasks)
+    register_core_tasks(tasks, manager.collect_garbage)
     return Switch(startup=manager.start, shutdown=manager.stop)

@@ -31,11 +31,20 @@ class DatabaseHealth(msgspec.Struct):
     error: str | None = None
 
 
+class SchedulerHealth(msgspec.Struct):
+    status: str  # ok | stopped
+    consumer: str  # running here | running in another process | stopped
+    queued: int  # runs waiting in the queue now
+    scheduled: int  # runs waiting for their time (delays, retries)
+    oldest_queued_seconds: float | None  # how long the oldest run still marked queued has waited
+
+
 class Health(msgspec.Struct):
     status: str
     version: str
     uptime_seconds: float
     database: DatabaseHealth
+    scheduler: SchedulerHealth | None = None  # None in a process without a task host
 
 
 class VersionInfo(msgspec.Struct):
@@ -67,11 +76,18 @@ def check_database(runtime: Runtime) -> DatabaseHealth:
 
 @get("/health", sync_to_thread=True, tags=["system"], summary="Health of this xcore process")
 def health(state: State) -> Response[Health]:
-    """Reports the database, version and uptime. 200 when the database answers and is up to date, else 503."""
+    """Reports the database, the task scheduler, version and uptime. 200 when the database answers and is up to
+    date, else 503. A stopped task consumer is reported, not a failure of this process."""
     runtime: Runtime = state.runtime
     database = check_database(runtime)
     ok = database.status == "ok"
     body = Health("ok" if ok else "unavailable", runtime.version, round(runtime.uptime(), 3), database)
+    manager = state.get("plugins")
+    if ok and manager is not None and manager.tasks is not None:
+        try:
+            body.scheduler = SchedulerHealth(**manager.tasks.health())
+        except Exception as exc:  # the task queue's file is unreadable: say so, do not fail the health check
+            body.scheduler = SchedulerHealth("error", f"{type(exc).__name__}: {exc}", 0, 0, None)
     return Response(body, status_code=HEALTHY if ok else UNHEALTHY)
 
 

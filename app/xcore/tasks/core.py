@@ -1,0 +1,91 @@
+"""The core's own tasks: housekeeping that keeps a long-running xcore small and recoverable.
+
+They are periodic tasks like a plugin's, named `xcore.<function>`, with intervals from `manager.tasks`:
+
+- `xcore.prune_sessions`: refresh tokens past their expiry and login-throttle records no longer in force;
+- `xcore.prune_history`: task runs older than `manager.tasks.history_days` and audit events older than
+  `manager.tasks.audit_days`;
+- `xcore.backup`: a backup of the SQLite database into `migration.backup.backup_directory`, keeping the newest
+  `migration.backup.max_backup_files` (not registered when `manager.tasks.backup_every` is 0, or when the
+  database is not SQLite);
+- `xcore.plugin_cache`: deletes extracted bundles no worker has used for a while.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Delete, delete, or_
+
+from xcore.db.models import AuditEvent, LoginThrottle, RefreshToken, TaskRun
+from xcore.runtime import Runtime
+from xcore.sdk import periodic
+from xcore.tasks.host import TaskHost
+
+log = logging.getLogger("xcore.tasks")
+CONTEXT = {"context": "tasks"}
+FINISHED = ("succeeded", "failed", "dropped", "interrupted")
+
+
+def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None = None) -> None:
+    """register_core_tasks adds the core's periodic tasks to `host`."""
+    runtime = host.runtime
+    settings = runtime.config.manager.tasks
+    every = settings.maintenance_every
+
+    @periodic(every=every, retries=0)
+    def prune_sessions() -> int:
+        now = datetime.now(UTC)
+        window = timedelta(seconds=runtime.config.secure.lockout.max_delay)
+        expired = delete(RefreshToken).where(RefreshToken.expires_at < now)
+        stale = delete(LoginThrottle).where(
+            or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
+            LoginThrottle.last_failure_at < now - window,
+        )
+        tokens, throttles = _delete(runtime, expired, stale)
+        log.info("pruned %d expired refresh token(s) and %d login throttle record(s)", tokens, throttles, extra=CONTEXT)
+        return tokens + throttles
+
+    @periodic(every=every, retries=0)
+    def prune_history() -> int:
+        now = datetime.now(UTC)
+        old_runs = delete(TaskRun).where(
+            TaskRun.status.in_(FINISHED), TaskRun.enqueued_at < now - timedelta(days=settings.history_days)
+        )
+        old_events = delete(AuditEvent).where(AuditEvent.at < now - timedelta(days=settings.audit_days))
+        runs, events = _delete(runtime, old_runs, old_events)
+        log.info("pruned %d task run(s) and %d audit event(s) past their retention", runs, events, extra=CONTEXT)
+        return runs + events
+
+    host.register("xcore.prune_sessions", prune_sessions)
+    host.register("xcore.prune_history", prune_history)
+    db = runtime.database_file
+    if settings.backup_every and db is not None:
+
+        @periodic(every=settings.backup_every, retries=1)
+        def backup() -> str:
+            from xcore.db.backup import make_backup
+            from xcore.db.migrate import current_revision
+
+            keep = runtime.config.migration.backup.max_backup_files
+            made = make_backup(db, runtime.backups_dir, current_revision(runtime.engine), keep)
+            log.info("scheduled backup: %s", made, extra=CONTEXT)
+            return str(made)
+
+        host.register("xcore.backup", backup)
+    if collect_cache is not None:
+
+        @periodic(every=every, retries=0)
+        def plugin_cache() -> Any:
+            return collect_cache()
+
+        host.register("xcore.plugin_cache", plugin_cache)
+
+
+def _delete(runtime: Runtime, *statements: Delete) -> list[int]:
+    """_delete runs the DELETE statements in one transaction; returns how many rows each removed."""
+    with runtime.sessions.begin() as session:
+        return [session.execute(statement).rowcount for statement in statements]  # type: ignore[attr-defined]
