@@ -413,3 +413,35 @@ def test_health_reports_the_scheduler(host: Host) -> None:
     body = host.client.get("/health").json()
     assert body["scheduler"]["status"] == "ok" and body["scheduler"]["consumer"] == "running here"
     assert body["scheduler"]["queued"] >= 0 and "oldest_queued_seconds" in body["scheduler"]
+
+
+def test_the_tasks_commands_list_run_and_show_history_while_the_server_runs(host: Host) -> None:
+    from conftest import run_xcore
+
+    data = ("--data-dir", str(host.runtime.data.root))
+    listed = run_xcore("tasks", "list", *data)
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "tk.record" in lines and "xcore.backup" in lines and "every 86400s" in lines["xcore.backup"]
+    assert listed.stdout.splitlines()[0].split() == ["NAME", "PLUGIN", "SCHEDULE", "PAUSED", "LAST", "RUN"]
+
+    queued = run_xcore("tasks", "run", "tk.record", "--args", '["from the cli"]', *data)
+    assert queued.returncode == 0, queued.stderr
+    run_id = int(queued.stdout.split()[-1])
+    run = until(lambda: finished(host.runtime, run_id), "the consumer to run it", timeout=WAIT)
+    assert run.status == "succeeded" and run.args == "'from the cli'"
+    assert {"text": "from the cli", "version": "1.0.0"} in host.get("/app/tk/hits")
+
+    shown = run_xcore("tasks", "history", "--name", "tk.record", "--json", *data)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[0]["id"] == run_id and json.loads(shown.stdout)[0]["status"] == "succeeded"
+
+    for args, says in [
+        (("run", "tk.nothing"), "no task named 'tk.nothing' is registered"),
+        (("run", "tk.record", "--args", "[oops"), "--args: not valid JSON"),
+        (("run", "tk.record", "--kwargs", "[]"), "--kwargs: must be a JSON object"),
+        (("history", "--status", "sleeping"), "Invalid value for '--status'"),
+    ]:
+        refused = run_xcore("tasks", *args, *data)
+        assert refused.returncode == 2 and says in refused.stderr, (args, refused.stderr)
+        assert "Traceback" not in refused.stderr

@@ -14,6 +14,7 @@ from xcore.cli.db_cmd import db
 from xcore.cli.logs_cmd import logs
 from xcore.cli.plugin_cmd import plugin
 from xcore.cli.serve_cmd import serve
+from xcore.cli.tasks_cmd import tasks
 from xcore.cli.user_cmd import user
 from xcore.errors import XcoreError
 
@@ -30,6 +31,7 @@ cli.add_command(db)
 cli.add_command(logs)
 cli.add_command(user)
 cli.add_command(plugin)
+cli.add_command(tasks)
 
 
 def main(argv: list[str] | None = None) -> None:

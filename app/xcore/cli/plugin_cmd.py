@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING
 import click
 
 from xcore import __version__
-from xcore.cli.options import data_dir_option
+from xcore.cli.options import data_dir_option, echo_table, migrated_runtime
 from xcore.errors import XcoreError
-from xcore.runtime import Runtime, open_runtime
 
 if TYPE_CHECKING:
     from xcore.db.models import PluginState
@@ -36,14 +35,6 @@ class GitError(XcoreError):
     """GitError is a git repository that could not be cloned, or a machine without git."""
 
     exit_code = 2
-
-
-def _runtime(data_dir: str | None) -> Runtime:
-    from xcore.server import prepare_database
-
-    runtime = open_runtime(data_dir, logs=False)
-    prepare_database(runtime)
-    return runtime
 
 
 @click.group()
@@ -87,7 +78,7 @@ def install(source: str, data_dir: str | None) -> None:
     from xcore.plugins.pack import pack_folder
     from xcore.plugins.store import install_bundle
 
-    runtime = _runtime(data_dir)
+    runtime = migrated_runtime(data_dir)
     with tempfile.TemporaryDirectory(prefix="xcore-install-") as tmp:
         work = Path(tmp)
         local = Path(source)
@@ -140,7 +131,7 @@ def list_plugins(data_dir: str | None) -> None:
     from xcore.plugins.bundle import Bundle
     from xcore.plugins.store import installed_bundles, plugins_dir
 
-    runtime = _runtime(data_dir)
+    runtime = migrated_runtime(data_dir)
     found = installed_bundles(runtime)
     if not found:
         click.echo(f"no plugins in {plugins_dir(runtime)}; `xcore plugin install FILE.zip` adds one")
@@ -156,7 +147,7 @@ def list_plugins(data_dir: str | None) -> None:
         state = states.get(plugin_id)
         enabled = "no" if state is not None and not state.enabled else "yes"  # enabled unless disabled
         rows.append((plugin_id, version, path.name, check, enabled, _state_text(state)))
-    _print_table(rows)
+    echo_table(rows[0], rows[1:])
 
 
 def _state_text(state: PluginState | None) -> str:
@@ -166,13 +157,6 @@ def _state_text(state: PluginState | None) -> str:
     text = f"{state.state} {state.version or ''}".rstrip()
     error = (state.error or "").strip()
     return f"{text}: {error.splitlines()[0]}" if error else text
-
-
-def _print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, row[-1]]).rstrip())
 
 
 @plugin.command("remove")
@@ -187,7 +171,7 @@ def remove(plugin_id: str, purge: bool, yes: bool, data_dir: str | None) -> None
 
     if not re.match(PLUGIN_ID, plugin_id):
         raise click.BadParameter(f"{plugin_id!r} is not a plugin id; `xcore plugin list` shows them", param_hint="ID")
-    runtime = _runtime(data_dir)
+    runtime = migrated_runtime(data_dir)
     if not yes:
         if not sys.stdin.isatty():
             raise click.UsageError("no terminal to confirm on; add --yes to remove without asking")

@@ -12,16 +12,7 @@ import sys
 
 import click
 
-from xcore.cli.options import data_dir_option
-from xcore.runtime import Runtime, open_runtime
-
-
-def _runtime(data_dir: str | None) -> Runtime:
-    from xcore.server import prepare_database
-
-    runtime = open_runtime(data_dir, logs=False)
-    prepare_database(runtime)
-    return runtime
+from xcore.cli.options import data_dir_option, migrated_runtime
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -59,7 +50,7 @@ def create(
     from xcore.auth import accounts
     from xcore.auth.service import Client
 
-    runtime = _runtime(data_dir)
+    runtime = migrated_runtime(data_dir)
     password = _read_password(password_stdin)
     auth = runtime.auth
     client = Client(ip="command line")
@@ -86,7 +77,7 @@ def passwd(username: str, password_stdin: bool, data_dir: str | None) -> None:
     from xcore.auth.service import Client
     from xcore.db.models import User
 
-    runtime = _runtime(data_dir)
+    runtime = migrated_runtime(data_dir)
     with runtime.sessions() as session:  # before asking for a password twice
         if session.scalar(select(User.id).where(User.username == username)) is None:
             raise NotFound(f"there is no user {username!r}; `xcore user list` shows the accounts")
@@ -103,7 +94,7 @@ def list_users(data_dir: str | None) -> None:
 
     from xcore.db.models import User
 
-    runtime = _runtime(data_dir)
+    runtime = migrated_runtime(data_dir)
     with runtime.sessions() as session:
         users = session.scalars(select(User).order_by(User.username)).all()
         if not users:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import JSON, Column, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Table, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -203,4 +203,8 @@ class TaskState(Base):
     reason: Mapped[str | None] = mapped_column(Text)  # why it was paused: by whom, or after which failures
     auto_paused: Mapped[bool] = mapped_column(default=False)
     failures: Mapped[int] = mapped_column(Integer, default=0)  # consecutive failed runs
+    # What the running server registered under this name, for `xcore tasks list` (which loads no plugin).
+    plugin_id: Mapped[str | None] = mapped_column(String(40))
+    schedule: Mapped[str | None] = mapped_column(String(100))  # "every 30s", "cron */5 * * * *", or None
+    registered: Mapped[bool] = mapped_column(default=False, server_default=false())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

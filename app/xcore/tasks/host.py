@@ -123,6 +123,26 @@ class TaskHost:
             current = self.registry.get(name)
             if current is None or current.fn is not fn:
                 self.register(name, fn, context)
+        self.publish()
+
+    def publish(self) -> None:
+        """publish records in `task_state` which tasks this server registered, for `xcore tasks list`."""
+        try:
+            with self.runtime.sessions.begin() as session:
+                rows = {s.name: s for s in session.scalars(select(TaskState))}
+                for name, entry in self.registry.items():
+                    row = rows.get(name) or TaskState(name=name, paused=False, auto_paused=False, failures=0)
+                    schedule = (entry.spec.cron and f"cron {entry.spec.cron}") or (
+                        f"every {entry.spec.every:g}s" if entry.spec.every else None
+                    )
+                    if (row.plugin_id, row.schedule, row.registered) != (entry.plugin_id, schedule, True):
+                        row.plugin_id, row.schedule, row.registered = entry.plugin_id, schedule, True
+                        session.add(row)
+                for name, row in rows.items():
+                    if name not in self.registry and row.registered:
+                        row.registered = False
+        except Exception:  # another worker publishing the same rows at this moment: it writes the same
+            log.debug("task registry not published this time", exc_info=True, extra=CONTEXT)
 
     # --- enqueueing ------------------------------------------------------------------------------------------
 
@@ -139,9 +159,23 @@ class TaskHost:
         entry = self.registry.get(name)
         if entry is None:
             raise TaskError(f"no task named {name!r} is registered")
+        return self.submit(name, entry.plugin_id, args, kwargs, delay=delay, eta=eta)
+
+    def submit(
+        self,
+        name: str,
+        plugin_id: str | None,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        delay: float | None = None,
+        eta: datetime | None = None,
+    ) -> int:
+        """submit queues a run of `name` without looking it up here (the CLI has no registry: the consumer checks
+        the name when the run comes up). Returns the run id."""
         args, kwargs = list(args), dict(kwargs or {})
         task_id = uuid.uuid4().hex
-        run_id = self._journal_queued(entry, args, kwargs, task_id)
+        run_id = self._journal_queued(name, plugin_id, args, kwargs, task_id)
         try:
             self._send(task_id, (name, args, kwargs, run_id, 1), delay, eta)
         except Exception as exc:
@@ -158,13 +192,15 @@ class TaskHost:
         else:
             self.huey.enqueue(self._dispatch.task_class(payload, {}, id=task_id))
 
-    def _journal_queued(self, entry: Entry, args: list[Any], kwargs: dict[str, Any], task_id: str) -> int:
+    def _journal_queued(
+        self, name: str, plugin_id: str | None, args: list[Any], kwargs: dict[str, Any], task_id: str
+    ) -> int:
         summary = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
         with self.runtime.sessions.begin() as session:
             run = TaskRun(
                 task_id=task_id,
-                name=entry.name,
-                plugin_id=entry.plugin_id,
+                name=name,
+                plugin_id=plugin_id,
                 args=summary[:ARGS_SUMMARY],
                 payload=pickle.dumps((args, kwargs)),
                 status="queued",
