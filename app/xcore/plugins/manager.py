@@ -147,13 +147,13 @@ class PluginManager:
         self._core_life = Generation(self._core, 0)
         await self._core_life.start()
         await self.reconcile(initial=True)
-        if self.tasks is not None:
-            await anyio.to_thread.run_sync(self.tasks.start)
         for _ in range(3):  # a zip written just before the start: give it a moment rather than start without it
             if not any(p.error == STILL_WRITTEN for p in self._scan.problems):
                 break
             await asyncio.sleep(SETTLE)
             await self.reconcile()
+        if self.tasks is not None:  # after the plugins: runs a crash interrupted find their tasks registered
+            await anyio.to_thread.run_sync(self.tasks.start)
         self._stop = asyncio.Event()
         self._watcher = asyncio.create_task(self._watch(), name="xcore-plugin-watcher")
         await anyio.to_thread.run_sync(self.collect_garbage)

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 from huey.consumer import Consumer
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from xcore.db.models import TaskRun, TaskState, as_utc
+from xcore.db.models import Base, TaskRun, TaskState, as_utc
 from xcore.errors import RequestError
 from xcore.sdk import PluginContext, TaskSpec
 from xcore.tasks.queue import XcoreHuey, make_queue
@@ -49,6 +49,8 @@ log = logging.getLogger("xcore.tasks")
 CONTEXT = {"context": "tasks"}
 LEADER_RETRY = 2.0  # seconds between a follower's attempts to take the consumer's lock
 ARGS_SUMMARY = 500
+RUNS = Base.metadata.tables["task_runs"]
+INSERT_RUN = insert(RUNS)  # built once; the parameters come with each execution
 PAUSED_RECHECK = 5.0  # seconds after which a held run of a paused task looks again
 
 
@@ -96,6 +98,7 @@ class TaskHost:
         self._follower: threading.Thread | None = None
         self._schedule: Schedule | None = None
         self._mutex = threading.Lock()
+        self._counting = threading.Lock()
         self.states: dict[str, TaskState] = {}  # by name; refreshed from the database (see refresh_states)
 
     # --- registry --------------------------------------------------------------------------------------------
@@ -196,19 +199,14 @@ class TaskHost:
         self, name: str, plugin_id: str | None, args: list[Any], kwargs: dict[str, Any], task_id: str
     ) -> int:
         summary = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-        with self.runtime.sessions.begin() as session:
-            run = TaskRun(
-                task_id=task_id,
-                name=name,
-                plugin_id=plugin_id,
-                args=summary[:ARGS_SUMMARY],
-                payload=pickle.dumps((args, kwargs)),
-                status="queued",
-                attempt=0,
-            )
-            session.add(run)
-            session.flush()
-            return run.id
+        row = {
+            "task_id": task_id, "name": name, "plugin_id": plugin_id, "args": summary[:ARGS_SUMMARY],
+            "payload": pickle.dumps((args, kwargs)), "status": "queued", "attempt": 0, "enqueued_at": _now(),
+        }  # fmt: skip
+        with self.runtime.engine.begin() as connection:  # a Core insert: the ORM's unit of work costs more here
+            inserted = connection.execute(INSERT_RUN, row).inserted_primary_key
+        assert inserted is not None
+        return int(inserted[0])
 
     # --- running (in a consumer thread) ----------------------------------------------------------------------
 
@@ -251,9 +249,10 @@ class TaskHost:
             run_id, status="succeeded", error=None, traceback=None, finished_at=_now(),
             duration=time.monotonic() - started,
         )  # fmt: skip
-        state = self.states.get(name)
-        if state is not None and state.failures:
-            self._update_state(name, failures=0)
+        with self._counting:
+            state = self.states.get(name)
+            if state is not None and state.failures:
+                self._update_state(name, failures=0)
 
     # --- pausing ---------------------------------------------------------------------------------------------
 
@@ -274,15 +273,16 @@ class TaskHost:
         self._update_state(name, paused=False, reason=None, auto_paused=False, failures=0)
 
     def _count_failure(self, name: str, error: str) -> None:
-        state = self.states.get(name)
-        failures = (state.failures if state else 0) + 1
-        limit = self.settings.pause_after
-        if limit and failures >= limit and not self.is_paused(name):
-            reason = f"paused after {failures} failed runs in a row; the last one: {error}"
-            self._update_state(name, failures=failures, paused=True, reason=reason, auto_paused=True)
-            log.error("task %s %s", name, reason, extra=CONTEXT)
-        else:
-            self._update_state(name, failures=failures)
+        with self._counting:  # consumer threads finish runs of one task at once; only this process runs them
+            state = self.states.get(name)
+            failures = (state.failures if state else 0) + 1
+            limit = self.settings.pause_after
+            if limit and failures >= limit and not self.is_paused(name):
+                reason = f"paused after {failures} failed runs in a row; the last one: {error}"
+                self._update_state(name, failures=failures, paused=True, reason=reason, auto_paused=True)
+                log.error("task %s %s", name, reason, extra=CONTEXT)
+            else:
+                self._update_state(name, failures=failures)
 
     def _resume_auto_paused(self, name: str) -> None:
         state = self.states.get(name)
@@ -333,11 +333,8 @@ class TaskHost:
 
     def _journal(self, run_id: int, **values: Any) -> None:
         try:
-            with self.runtime.sessions.begin() as session:
-                run = session.get(TaskRun, run_id)
-                if run is not None:
-                    for key, value in values.items():
-                        setattr(run, key, value)
+            with self.runtime.engine.begin() as connection:  # Core, like the insert: two of these per run
+                connection.execute(RUNS.update().where(RUNS.c.id == run_id).values(**values))
         except Exception:  # the journal must never take a consumer thread down
             log.exception("cannot journal task run %d", run_id, extra=CONTEXT)
 
@@ -394,10 +391,12 @@ class TaskHost:
         for run in stale:
             entry = self.registry.get(run.name)
             log.warning("task %s (run %d) was interrupted by a crash", run.name, run.id, extra=CONTEXT)
-            if entry is None or not entry.spec.retry_on_crash or run.payload is None:
+            if (entry is not None and not entry.spec.retry_on_crash) or run.payload is None:
                 continue
+            # Queued again even if its plugin is not loaded (yet): when the run comes up, it runs, or is
+            # journalled as dropped with the reason; it is never silently lost.
             args, kwargs = pickle.loads(run.payload)
-            again = self.enqueue(run.name, args, kwargs)
+            again = self.submit(run.name, run.plugin_id, args, kwargs)
             log.info("task %s (run %d) queued again as run %d", run.name, run.id, again, extra=CONTEXT)
 
     def health(self) -> dict[str, Any]:
