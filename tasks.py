@@ -32,7 +32,7 @@ MIN_PYTHON = (3, 11)
 
 # Debian packages each command needs, keyed by the executable that proves the package is there.
 # The test suite needs none yet; later features (browser tests, the desktop window) add theirs here.
-APT_FOR_TEST: dict[str, str] = {}
+APT_FOR_TEST: dict[str, str] = {"redis-server": "redis-server"}  # the Redis queue tests run a real one
 APT_FOR_BENCH: dict[str, str] = {"wrk": "wrk", "taskset": "util-linux", "valgrind": "valgrind"}
 
 

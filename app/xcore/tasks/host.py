@@ -32,14 +32,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock, Timeout
+from huey import Huey
 from huey.consumer import Consumer
 from sqlalchemy import func, insert, select
 
 from xcore.db.models import Base, TaskRun, TaskState, as_utc
 from xcore.errors import RequestError
 from xcore.sdk import PluginContext, TaskSpec
-from xcore.tasks.queue import XcoreHuey, make_queue
+from xcore.tasks.leader import leadership
+from xcore.tasks.queue import make_queue
 from xcore.tasks.schedule import Schedule
 
 if TYPE_CHECKING:
@@ -89,12 +90,13 @@ class TaskHost:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.config.manager.tasks
-        self.huey: XcoreHuey = make_queue(runtime.data.root / "tasks.db")
+        self.huey: Huey = make_queue(runtime.data.root / "tasks.db", runtime.config.redis)
         self.registry: dict[str, Entry] = {}
         self._dispatch = self.huey.task(name="run")(self._run)
-        self._lock = FileLock(str(runtime.data.root / "tasks.lock"))
+        self._leader = leadership(runtime, on_lost=self._step_down)
         self._consumer: EmbeddedConsumer | None = None
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the host stops
+        self._leading = threading.Event()  # cleared when this process stops leading: the schedule ends
         self._follower: threading.Thread | None = None
         self._schedule: Schedule | None = None
         self._mutex = threading.Lock()
@@ -349,16 +351,11 @@ class TaskHost:
         """start runs the consumer if this process gets the lock, else keeps trying in the background."""
         self._stop.clear()
         if not self._try_lead():
-            self._follower = threading.Thread(target=self._follow, name="xcore-task-follower", daemon=True)
-            self._follower.start()
+            self._follow_later()
 
     def _try_lead(self) -> bool:
         with self._mutex:
-            if self._stop.is_set():
-                return False
-            try:
-                self._lock.acquire(timeout=0)
-            except Timeout:
+            if self._stop.is_set() or not self._leader.acquire():
                 return False
             self._consumer = EmbeddedConsumer(
                 self.huey,
@@ -373,7 +370,8 @@ class TaskHost:
             )
             self._recover()
             self._consumer.start()
-            self._schedule = Schedule(self, self._stop)
+            self._leading = threading.Event()
+            self._schedule = Schedule(self, self._leading)
             self._schedule.start()
             log.info("task consumer running here (pid %d) with %d thread(s)", os.getpid(), self.settings.workers,
                      extra=CONTEXT)  # fmt: skip
@@ -404,15 +402,10 @@ class TaskHost:
         how many runs wait in the queue and the schedule, and how long the oldest queued run has waited."""
         if self.leading:
             consumer = "running here"
+        elif self._leader.held_elsewhere():
+            consumer = "running in another process"
         else:
-            probe = FileLock(self._lock.lock_file)
-            try:
-                probe.acquire(timeout=0)
-            except Timeout:
-                consumer = "running in another process"
-            else:
-                probe.release()
-                consumer = "stopped"
+            consumer = "stopped"
         with self.runtime.sessions() as session:
             oldest = session.scalar(select(func.min(TaskRun.enqueued_at)).where(TaskRun.status == "queued"))
         age = (_now() - as_utc(oldest)).total_seconds() if oldest is not None else None
@@ -429,14 +422,29 @@ class TaskHost:
             if self._try_lead():
                 return
 
+    def _follow_later(self) -> None:
+        self._follower = threading.Thread(target=self._follow, name="xcore-task-follower", daemon=True)
+        self._follower.start()
+
+    def _step_down(self) -> None:
+        """_step_down stops the consumer and the schedule after the lock was lost, and follows again."""
+        with self._mutex:
+            consumer, self._consumer = self._consumer, None
+            self._leading.set()
+        if consumer is not None:
+            consumer.stop(graceful=False)
+        if not self._stop.is_set():
+            self._follow_later()
+
     def stop(self) -> None:
         """stop lets running tasks finish (up to `manager.tasks.shutdown_grace` seconds) and releases the lock."""
         with self._mutex:
             self._stop.set()
+            self._leading.set()
             consumer, self._consumer = self._consumer, None
         if consumer is not None:
             consumer.stop(graceful=True)
-            self._lock.release()
+            self._leader.release()
         if self._follower is not None:
             self._follower.join(timeout=LEADER_RETRY + 1)
         if self._schedule is not None:

@@ -1,8 +1,10 @@
-"""The task queue: Huey on SQLite in `<data>/tasks.db`, with a dequeue that wakes as soon as a task arrives.
+"""The task queue: Huey on SQLite in `<data>/tasks.db`, with a dequeue that wakes as soon as a task arrives; or
+Huey on Redis when the `redis` settings (or REDIS_URL) switch it on, for several machines.
 
-Huey's consumer polls an empty queue with a growing back-off (up to seconds). This storage instead blocks in
-`dequeue` on a condition that `enqueue` notifies, so a task enqueued in the same process starts at once. A task
-enqueued by another process (another worker, the CLI) is seen within `POLL` seconds.
+Huey's consumer polls an empty queue with a growing back-off (up to seconds). The SQLite storage here instead
+blocks in `dequeue` on a condition that `enqueue` notifies, so a task enqueued in the same process starts at
+once; one enqueued by another process (another worker, the CLI) is seen within `POLL` seconds. Huey's Redis
+storage blocks in BRPOP, so it wakes at once from any process.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from huey import SqliteHuey
+from huey import Huey, RedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
+
+from xcore.config.schema import RedisConfig
 
 POLL = 0.1  # seconds an idle consumer thread waits before it looks at the queue again
 QUEUE_NAME = "xcore"
@@ -54,7 +58,17 @@ class XcoreHuey(SqliteHuey):
     storage_class = NotifyingSqliteStorage
 
 
-def make_queue(path: Path) -> XcoreHuey:
-    """make_queue opens the task queue in the SQLite file `path` (created when missing)."""
+def make_queue(path: Path, redis: RedisConfig | None = None) -> Huey:
+    """make_queue opens the task queue: in the SQLite file `path` (created when missing), or on Redis when
+    `redis` is active."""
+    if redis is not None and redis.active:
+        return RedisHuey(QUEUE_NAME, results=False, utc=True, blocking=True, read_timeout=1, **redis_params(redis))
     path.parent.mkdir(parents=True, exist_ok=True)
     return XcoreHuey(QUEUE_NAME, filename=str(path), results=False, utc=True, timeout=10.0)
+
+
+def redis_params(redis: RedisConfig) -> dict[str, Any]:
+    """redis_params are the connection settings: the URL when set, else host, port, db and password."""
+    if redis.url:
+        return {"url": redis.url}
+    return {"host": redis.host, "port": redis.port, "db": redis.db, "password": redis.password}
