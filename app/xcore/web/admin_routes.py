@@ -182,9 +182,9 @@ def audit_log(
             AuditEvent.action.startswith(action[:-1]) if action.endswith("*") else AuditEvent.action == action
         )
     if since:
-        query = query.where(AuditEvent.at >= _utc(since))
+        query = query.where(AuditEvent.at >= as_utc(since))
     if until:
-        query = query.where(AuditEvent.at <= _utc(until))
+        query = query.where(AuditEvent.at <= as_utc(until))
     with service(request).sessions() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         events = session.scalars(
@@ -192,10 +192,6 @@ def audit_log(
         )
         items = [AuditOut(e.id, as_utc(e.at), e.actor, e.action, e.target, e.ip, e.detail or {}) for e in events]
     return Page(items, total, page, per_page)
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def system_handler(runtime: Runtime) -> Any:

@@ -185,9 +185,9 @@ def list_runs(
     if status:
         query = query.where(TaskRun.status == status)
     if since:
-        query = query.where(TaskRun.enqueued_at >= _utc(since))
+        query = query.where(TaskRun.enqueued_at >= as_utc(since))
     if until:
-        query = query.where(TaskRun.enqueued_at <= _utc(until))
+        query = query.where(TaskRun.enqueued_at <= as_utc(until))
     with service(request).sessions() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         runs = session.scalars(query.order_by(TaskRun.id.desc()).offset((page - 1) * per_page).limit(per_page))
@@ -203,10 +203,6 @@ def show_run(request: Request[Any, Any, Any], run_id: Annotated[int, Parameter(g
         if run is None:
             raise TaskError(f"there is no task run {run_id}")
         return RunDetail(**{f: getattr(run_out(run), f) for f in RunOut.__struct_fields__}, traceback=run.traceback)
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def task_handlers() -> list[Any]:
