@@ -53,6 +53,7 @@ ARGS_SUMMARY = 500
 RUNS = Base.metadata.tables["task_runs"]
 INSERT_RUN = insert(RUNS)  # built once; the parameters come with each execution
 PAUSED_RECHECK = 5.0  # seconds after which a held run of a paused task looks again
+HEALTH_TTL = 1.0  # seconds /health's scheduler facts are reused
 
 
 class TaskError(RequestError):
@@ -101,6 +102,7 @@ class TaskHost:
         self._schedule: Schedule | None = None
         self._mutex = threading.Lock()
         self._counting = threading.Lock()
+        self._health: tuple[float, dict[str, Any]] | None = None
         self.states: dict[str, TaskState] = {}  # by name; refreshed from the database (see refresh_states)
 
     # --- registry --------------------------------------------------------------------------------------------
@@ -373,6 +375,7 @@ class TaskHost:
             self._leading = threading.Event()
             self._schedule = Schedule(self, self._leading)
             self._schedule.start()
+            self._health = None
             log.info("task consumer running here (pid %d) with %d thread(s)", os.getpid(), self.settings.workers,
                      extra=CONTEXT)  # fmt: skip
             return True
@@ -399,7 +402,19 @@ class TaskHost:
 
     def health(self) -> dict[str, Any]:
         """health is what /health reports of the scheduler: whether a consumer runs (here or in another process),
-        how many runs wait in the queue and the schedule, and how long the oldest queued run has waited."""
+        how many runs wait in the queue and the schedule, and how long the oldest queued run has waited.
+
+        The answer is kept for a second: it costs three queries, and /health may be polled often.
+        """
+        now = time.monotonic()
+        cached = self._health
+        if cached is not None and now - cached[0] < HEALTH_TTL:
+            return cached[1]
+        facts = self._health_facts()
+        self._health = (now, facts)
+        return facts
+
+    def _health_facts(self) -> dict[str, Any]:
         if self.leading:
             consumer = "running here"
         elif self._leader.held_elsewhere():
@@ -431,6 +446,7 @@ class TaskHost:
         with self._mutex:
             consumer, self._consumer = self._consumer, None
             self._leading.set()
+            self._health = None
         if consumer is not None:
             consumer.stop(graceful=False)
         if not self._stop.is_set():
