@@ -83,8 +83,7 @@ class PluginView:
     permissions: list[str] = field(default_factory=list)
     dependencies: dict[str, str] = field(default_factory=dict)
     versions: list[dict[str, Any]] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    defaults: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the merged settings; GET .../config has the parts
 
 
 @dataclass
