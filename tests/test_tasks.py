@@ -445,3 +445,15 @@ def test_the_tasks_commands_list_run_and_show_history_while_the_server_runs(host
         refused = run_xcore("tasks", *args, *data)
         assert refused.returncode == 2 and says in refused.stderr, (args, refused.stderr)
         assert "Traceback" not in refused.stderr
+
+
+def test_the_plugin_client_fixture_runs_a_plugins_tasks(plugin_client: Any, tmp_path: Path) -> None:
+    client = plugin_client(bundle(tmp_path, "1.0.0"))
+    run_id = client.get("/app/tk/enqueue/record", params={"text": "in a test"}).json()["run"]
+
+    def done() -> dict[str, Any] | None:
+        run: dict[str, Any] = client.get(f"/api/admin/tasks/runs/{run_id}").json()
+        return run if run["status"] == "succeeded" else None
+
+    until(done, "the run to succeed")
+    assert client.get("/app/tk/hits").json() == [{"text": "in a test", "version": "1.0.0"}]
