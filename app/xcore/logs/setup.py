@@ -148,6 +148,7 @@ def build_logging_config(logs: LogsConfig, log_file: Path | None, echo_sql: bool
         "sqlalchemy.engine": {"level": "INFO" if echo_sql else "WARNING"},
         "alembic": {"level": "WARNING"},  # xcore logs each migration step itself
         "watchfiles": {"level": "WARNING"},
+        "huey": {"level": "WARNING"},  # a line per task run; xcore journals runs and logs their failures itself
         "httpx": {"level": "WARNING"},
     }
     return {
