@@ -46,7 +46,8 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
             LoginThrottle.last_failure_at < now - window,
         )
         tokens, throttles = _delete(runtime, expired, stale)
-        log.info("pruned %d expired refresh token(s) and %d login throttle record(s)", tokens, throttles, extra=CONTEXT)
+        if tokens or throttles:
+            log.info("pruned %d expired refresh token(s), %d login throttle(s)", tokens, throttles, extra=CONTEXT)
         return tokens + throttles
 
     @periodic(every=every, retries=0)
@@ -57,7 +58,8 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
         )
         old_events = delete(AuditEvent).where(AuditEvent.at < now - timedelta(days=settings.audit_days))
         runs, events = _delete(runtime, old_runs, old_events)
-        log.info("pruned %d task run(s) and %d audit event(s) past their retention", runs, events, extra=CONTEXT)
+        if runs or events:
+            log.info("pruned %d task run(s), %d audit event(s) past their retention", runs, events, extra=CONTEXT)
         return runs + events
 
     host.register("xcore.prune_sessions", prune_sessions)
@@ -71,9 +73,7 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
             from xcore.db.migrate import current_revision
 
             keep = runtime.config.migration.backup.max_backup_files
-            made = make_backup(db, runtime.backups_dir, current_revision(runtime.engine), keep)
-            log.info("scheduled backup: %s", made, extra=CONTEXT)
-            return str(made)
+            return str(make_backup(db, runtime.backups_dir, current_revision(runtime.engine), keep))  # it logs
 
         host.register("xcore.backup", backup)
     if collect_cache is not None:
