@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -255,27 +256,28 @@ class PluginManager:
             await self._swap(chosen, fresh)
 
     async def _swap(self, chosen: dict[str, LoadedPlugin], fresh: list[LoadedPlugin]) -> None:
-        """_swap builds the app of `chosen` and swaps it in; a version that breaks the build is dropped."""
+        """_swap builds the app of `chosen` and swaps it in. A new version that breaks the build, or the new app's
+        start, is dropped and the rest tried again; what served before stays for its id."""
         assert self._switch is not None
         while True:
             try:
                 app = await anyio.to_thread.run_sync(self._build, list(chosen.values()))
-                break
             except Exception as exc:
                 culprits = [p for p in fresh if not await anyio.to_thread.run_sync(self._builds_alone, p)] or fresh
                 if not culprits:
                     raise  # the core alone does not build: a bug, not a plugin's fault
-                reason = f"its routes cannot be mounted: {' '.join(str(exc).split())}"
-                await self._reject(culprits, chosen, fresh, reason)
-        replaced = [p for pid, p in self.loaded.items() if chosen.get(pid) is not p]
-        try:
-            await self._switch.swap_in(app, retired=lambda: self._retire(reversed(replaced)))
-        except AppStartupError as exc:
-            await self._reject(list(fresh), chosen, fresh, f"the app did not start: {exc}")
-            if fresh or not self._switch.app:
-                app = await anyio.to_thread.run_sync(self._build, list(chosen.values()))
-                replaced = [p for pid, p in self.loaded.items() if chosen.get(pid) is not p]
-                await self._switch.swap_in(app, retired=lambda: self._retire(reversed(replaced)))
+                await self._reject(
+                    culprits, chosen, fresh, f"its routes cannot be mounted: {' '.join(str(exc).split())}"
+                )
+                continue
+            replaced = [p for pid, p in self.loaded.items() if chosen.get(pid) is not p]
+            try:
+                await self._switch.swap_in(app, retired=partial(self._retire, reversed(replaced)))
+                break
+            except AppStartupError as exc:
+                if not fresh:
+                    raise  # what served before does not start again: not a new version's fault
+                await self._reject(list(fresh), chosen, fresh, f"the app did not start: {exc}")
         self.loaded = chosen
         self.reloads += 1
         if self.tasks is not None:  # the new versions' functions now serve their names; removed ones are gone
