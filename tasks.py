@@ -30,9 +30,44 @@ VENV = ROOT / ".venv"
 STAMP = VENV / "xcore-install.json"
 MIN_PYTHON = (3, 11)
 
-# Debian packages each command needs, keyed by the executable that proves the package is there.
-# The test suite needs none yet; later features (browser tests, the desktop window) add theirs here.
-APT_FOR_TEST: dict[str, str] = {"redis-server": "redis-server"}  # the Redis queue tests run a real one
+# Debian packages each command needs, keyed by what proves the package is there: an executable on PATH, or a
+# shared library (a name holding ".so") in the dynamic linker's cache (`ldconfig -p`).
+APT_FOR_TEST: dict[str, str] = {
+    "redis-server": "redis-server",  # the Redis queue tests run a real one
+    "chromium": "chromium",  # the admin UI tests drive it headless through Playwright
+    # The desktop test: `xcore desktop` under Xvfb; xdotool finds its window, xwd takes the screenshot.
+    "Xvfb": "xvfb",
+    "xdotool": "xdotool",
+    "xwd": "x11-apps",
+    # What PyQt6's xcb platform plugin and Qt WebEngine link against (from `ldd`) beyond a base system.
+    **{
+        f"{lib}.so.{major}": package
+        for lib, major, package in (
+            ("libxcb-icccm", 4, "libxcb-icccm4"),
+            ("libxcb-keysyms", 1, "libxcb-keysyms1"),
+            ("libxcb-image", 0, "libxcb-image0"),
+            ("libxcb-render-util", 0, "libxcb-render-util0"),
+            ("libxcb-randr", 0, "libxcb-randr0"),
+            ("libxcb-shape", 0, "libxcb-shape0"),
+            ("libxcb-cursor", 0, "libxcb-cursor0"),
+            ("libxcb-xkb", 1, "libxcb-xkb1"),
+            ("libxkbcommon-x11", 0, "libxkbcommon-x11-0"),
+            ("libX11-xcb", 1, "libx11-xcb1"),
+            ("libXcomposite", 1, "libxcomposite1"),
+            ("libXdamage", 1, "libxdamage1"),
+            ("libXrandr", 2, "libxrandr2"),
+            ("libXtst", 6, "libxtst6"),
+            ("libxkbfile", 1, "libxkbfile1"),
+            ("libfontconfig", 1, "libfontconfig1"),
+            ("libglib-2.0", 0, "libglib2.0-0"),
+            ("libEGL", 1, "libegl1"),
+            ("libGL", 1, "libgl1"),
+            ("libgbm", 1, "libgbm1"),
+            ("libasound", 2, "libasound2"),
+        )
+    },
+    "libnss3.so": "libnss3",
+}
 APT_FOR_BENCH: dict[str, str] = {"wrk": "wrk", "taskset": "util-linux", "valgrind": "valgrind"}
 
 
@@ -84,9 +119,21 @@ def ensure_venv(extras: set[str]) -> None:
     STAMP.write_text(json.dumps({"pyproject": digest, "extras": sorted(extras)}))
 
 
+def linked_libraries() -> set[str]:
+    """The shared library names in the dynamic linker's cache (empty where there is no ldconfig)."""
+    ldconfig = shutil.which("ldconfig") or shutil.which("ldconfig", path="/sbin:/usr/sbin")
+    if ldconfig is None:
+        return set()
+    listing = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False).stdout
+    return {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
+
+
 def ensure_apt(packages: dict[str, str]) -> None:
-    """Install the Debian packages whose executables are missing; do nothing when all are present."""
-    missing = sorted({pkg for exe, pkg in packages.items() if shutil.which(exe) is None})
+    """Install the Debian packages whose executable or library is missing; do nothing when all are present."""
+    libraries = linked_libraries() if any(".so" in key for key in packages) else set()
+    missing = sorted(
+        {pkg for key, pkg in packages.items() if (key not in libraries if ".so" in key else shutil.which(key) is None)}
+    )
     if not missing:
         return
     if shutil.which("apt-get") is None:
@@ -123,7 +170,7 @@ def cmd_run(args: list[str]) -> int:
 
 
 def cmd_test(args: list[str]) -> int:
-    ensure_venv({"test"})
+    ensure_venv({"test", "desktop"})
     ensure_apt(APT_FOR_TEST)
     return run_in_venv([str(venv_bin("python")), "-m", "pytest", *args])
 

@@ -20,6 +20,8 @@ import pytest
 from xcore.logs.setup import forget_configuration
 from xcore.runtime import Runtime, open_runtime
 
+pytest_plugins = ["browser"]  # the browser fixtures (tests/browser.py): chromium, ui_server, page, admin_page
+
 # Tests never read the developer's own settings or data.
 CLEAN_ENV = {
     k: v for k, v in os.environ.items() if not k.startswith("XCORE_") and k not in ("DATABASE_URL", "REDIS_URL")

@@ -52,6 +52,8 @@ PUBLIC = (OK, OK, OK, OK)
 LOGIN = (401, OK, OK, OK)
 ADMIN = (401, 403, OK, OK)
 SUPERADMIN = (401, 403, 403, OK)  # the guard lets admins in; the handler wants a permission only superadmin holds
+# The guard itself refuses admins: an ACCESS_RULES rule requires the role superadmin.
+SUPERADMIN_RULE = (401, 403, 403, OK)
 
 # The scenario table: every (method, path template) the app serves, with the outcome for each persona.
 ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
@@ -63,6 +65,10 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("GET", "/redoc"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/static/vendor/{file_path:path}"): PUBLIC,
+    # The admin UI: the page and its scripts hold no data; the API they call checks the session.
+    ("GET", "/admin"): PUBLIC,
+    ("GET", "/admin/{path:path}"): PUBLIC,
+    ("GET", "/admin/static/{file_path:path}"): PUBLIC,
     ("GET", "/schema"): LOGIN,
     ("GET", "/schema/openapi.json"): LOGIN,
     ("GET", "/schema/{path:str}"): LOGIN,
@@ -70,6 +76,7 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("GET", "/api/setup"): PUBLIC,
     ("POST", "/api/setup"): PUBLIC,
     ("POST", "/api/auth/login"): PUBLIC,
+    ("POST", "/api/auth/desktop"): PUBLIC,  # no body here: 400; the token rules are in test_desktop
     ("POST", "/api/auth/refresh"): PUBLIC,
     ("POST", "/api/auth/logout"): PUBLIC,
     # One's own account: any logged-in user.
@@ -115,6 +122,14 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("POST", "/api/admin/tasks/{name:str}/resume"): ADMIN,
     ("GET", "/api/admin/tasks/runs"): ADMIN,
     ("GET", "/api/admin/tasks/runs/{run_id:int}"): ADMIN,
+    # Logs: admins (logs.read).
+    ("GET", "/api/admin/logs"): ADMIN,
+    ("GET", "/api/admin/logs/download"): ADMIN,
+    # Backups: superadmins (ACCESS_RULES /api/admin/backups* requires the role; the handlers, backups.manage).
+    ("GET", "/api/admin/backups"): SUPERADMIN_RULE,
+    ("POST", "/api/admin/backups"): SUPERADMIN_RULE,
+    ("GET", "/api/admin/backups/{name:str}"): SUPERADMIN_RULE,
+    ("POST", "/api/admin/backups/{name:str}/restore"): SUPERADMIN_RULE,
 }
 
 # What to send: plausible path parameters, query strings and bodies (a body may depend on the persona).
@@ -301,7 +316,7 @@ def test_every_route_answers_each_persona_as_the_access_table_says(
     if key not in ACCESS_TABLE:
         pytest.fail(
             f"classify this route: {method} {route} is served by the app but has no row in ACCESS_TABLE "
-            "(say who may call it: PUBLIC, LOGIN, ADMIN or SUPERADMIN)"
+            "(say who may call it: PUBLIC, LOGIN, ADMIN, SUPERADMIN or SUPERADMIN_RULE)"
         )
     expected = ACCESS_TABLE[key][PERSONAS.index(persona)]
     url = fill(route, path_values(template))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,24 @@ def test_request_lines_fall_back_to_ordinary_logging(runtime: Runtime, caplog: p
         test_client.get("/api/version", headers={"X-Request-ID": "plain-record"})
     record = next(r for r in caplog.records if getattr(r, "data", {}).get("request_id") == "plain-record")
     assert record.context == "api" and record.data["status"] == 200  # type: ignore[attr-defined]
+
+
+def test_health_counts_the_plugins_by_state(runtime: Runtime, tmp_path: Path) -> None:
+    from conftest import plugin_host
+
+    dev = tmp_path / "dev"
+    for plugin_id, code in (("fine", "x = 1\n"), ("broken", "broken(\n")):
+        (dev / plugin_id).mkdir(parents=True)
+        (dev / plugin_id / "plugin.json").write_text(json.dumps({"id": plugin_id, "version": "0.1.0"}))
+        (dev / plugin_id / "run.py").write_text(code)
+    with plugin_host(runtime, [dev]) as host:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            plugins = host.get("/health").json()["plugins"]
+            if plugins["active"] + plugins["failed"] == 2:
+                break
+            time.sleep(0.1)
+        assert plugins == {"active": 1, "disabled": 0, "failed": 1, "pending": 0}
+    # Without a plugin manager (an app built for a test), there is nothing to count.
+    with TestClient(build_app(runtime)) as plain:
+        assert plain.get("/health").json()["plugins"] is None

@@ -7,10 +7,12 @@ never race to migrate the same database.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import socket
+from collections.abc import Iterator
 
 from filelock import Timeout
 from granian import Granian
@@ -76,13 +78,14 @@ def apply_migrations(runtime: Runtime, pending: list[str]) -> None:
         log.info("backup before migration: %s", result.backup, extra={"context": "db"})
 
 
-def announce_setup(runtime: Runtime, url: str) -> None:
-    """announce_setup prints a one-time setup URL while no account exists. The token is also in
-    <data>/setup-token (mode 0600); it is new at every start and dies once used."""
+def announce_setup(runtime: Runtime, url: str) -> str | None:
+    """announce_setup prints a one-time setup URL while no account exists and returns its token (None once an
+    account exists). The token is also in <data>/setup-token (mode 0600); it is new at every start and dies
+    once used."""
     auth = runtime.auth
     if not auth.setup_required():
         auth.setup_token.remove()
-        return
+        return None
     token = auth.setup_token.create()
     print(
         f"First run: no account exists yet. Create the first superadmin at {url}/admin/setup?token={token}\n"
@@ -90,6 +93,7 @@ def announce_setup(runtime: Runtime, url: str) -> None:
         flush=True,
     )
     log.info("first run: waiting for setup; the setup token is in %s", auth.setup_token.path)
+    return token
 
 
 def display_url(host: str, port: int) -> str:
@@ -110,9 +114,10 @@ def worker_environment(runtime: Runtime) -> dict[str, str]:
     }
 
 
-def serve(runtime: Runtime) -> int:
-    """serve runs the server until SIGINT or SIGTERM and returns the exit code (0 after a clean stop)."""
-    server = runtime.config.server
+@contextlib.contextmanager
+def serving_database(runtime: Runtime) -> Iterator[None]:
+    """serving_database holds the server lock on the SQLite database while this process serves it, so that no
+    second server (and no restore) uses the same database. Raises ServerError when another server holds it."""
     runtime.data.signing_key()  # created at first run, mode 0600; never printed
     db_file = runtime.database_file
     lock = server_lock(db_file) if db_file is not None else None
@@ -125,6 +130,16 @@ def serve(runtime: Runtime) -> int:
                 "another --data-dir"
             ) from None
     try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def serve(runtime: Runtime) -> int:
+    """serve runs the server until SIGINT or SIGTERM and returns the exit code (0 after a clean stop)."""
+    server = runtime.config.server
+    with serving_database(runtime):
         check_port_free(server.host, server.port)
         prepare_database(runtime)
         os.environ.update(worker_environment(runtime))
@@ -155,6 +170,3 @@ def serve(runtime: Runtime) -> int:
             return code
         log.info("xcore stopped cleanly")
         return 0
-    finally:
-        if lock is not None:
-            lock.release()

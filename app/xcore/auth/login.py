@@ -136,6 +136,12 @@ def _second_factor(
     return True
 
 
+def start_session(svc: AuthService, session: Session, user: User) -> Tokens:
+    """start_session opens a new session (a new refresh family) for `user`, whom the caller has authenticated
+    another way (the desktop token). The caller audits and commits."""
+    return _open_session(svc, session, user, secrets.token_hex(16))
+
+
 def _open_session(svc: AuthService, session: Session, user: User, family: str) -> Tokens:
     raw = secrets.token_urlsafe(32)
     expires = datetime.now(UTC) + timedelta(seconds=svc.secure.session_ttl)

@@ -11,6 +11,7 @@ import click
 from xcore import __version__
 from xcore.cli.config_cmd import config
 from xcore.cli.db_cmd import db
+from xcore.cli.desktop_cmd import desktop
 from xcore.cli.logs_cmd import logs
 from xcore.cli.plugin_cmd import plugin
 from xcore.cli.serve_cmd import serve
@@ -26,6 +27,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(desktop)
 cli.add_command(config)
 cli.add_command(db)
 cli.add_command(logs)
@@ -35,7 +37,15 @@ cli.add_command(tasks)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """main runs the CLI and turns every error a user can cause into one line and an exit code."""
+    """main runs the CLI and turns every error a user can cause into one line and an exit code.
+
+    A frozen build started without arguments (double-clicked) opens the desktop window when it can.
+    """
+    if argv is None and len(sys.argv) == 1 and getattr(sys, "frozen", False):
+        from xcore.desktop import gui_problem
+
+        if gui_problem() is None:
+            argv = ["desktop"]
     try:
         result = cli.main(args=argv, prog_name="xcore", standalone_mode=False)
     except XcoreError as exc:

@@ -104,7 +104,8 @@ def backup(data_dir: str | None) -> None:
     if not db_file.exists():
         raise DatabaseError(f"there is no database yet at {db_file}")
     revision = migrate.current_revision(runtime.engine)
-    path = make_backup(db_file, runtime.backups_dir, revision, runtime.config.migration.backup.max_backup_files)
+    keep = runtime.config.migration.backup.max_backup_files
+    path = make_backup(db_file, runtime.backups_dir, revision, keep, kind="manual")
     click.echo(f"backup written: {path}")
 
 
@@ -126,7 +127,7 @@ def restore(file: Path, data_dir: str | None) -> None:
             revision = migrate.current_revision(runtime.engine)
             runtime.engine.dispose()
             keep = runtime.config.migration.backup.max_backup_files
-            safety = make_backup(db_file, runtime.backups_dir, revision, keep)
+            safety = make_backup(db_file, runtime.backups_dir, revision, keep, kind="safety")
             click.echo(f"the current database was backed up first: {safety}")
         restore_backup(file, db_file)
     click.echo(f"restored {db_file} from {file}")

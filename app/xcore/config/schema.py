@@ -256,6 +256,7 @@ def default_access_rules() -> dict[str, AccessRule]:
     """default_access_rules is the shipped table: admin routes need admin, a few entry points are public."""
     return {
         "/api/admin/*": AccessRule(roles=["admin"]),
+        "/api/admin/backups*": AccessRule(roles=["superadmin"]),  # a restore replaces every account
         "/api/me/*": LOGGED_IN,
         "/api/auth/*": PUBLIC,
         "/api/setup": PUBLIC,
@@ -265,6 +266,7 @@ def default_access_rules() -> dict[str, AccessRule]:
         "/redoc": PUBLIC,
         "/openapi.json": PUBLIC,
         "/static/vendor/*": PUBLIC,
+        "/admin": PUBLIC,
         "/admin/*": PUBLIC,
     }
 

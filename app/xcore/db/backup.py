@@ -21,14 +21,29 @@ from xcore.errors import DatabaseError
 
 log = logging.getLogger("xcore.db")
 
-BACKUP_NAME = re.compile(r"^xcore-(\d{8}T\d{6}Z)-([A-Za-z0-9_.]+?)(?:-(\d+))?\.db$")
+# Why a backup was made: by an admin (CLI or API), on schedule, before a migration, or before a restore.
+KINDS = ("manual", "scheduled", "migration", "safety")
+BACKUP_NAME = re.compile(r"^xcore-(\d{8}T\d{6}Z)-([A-Za-z0-9_.]+?)(?:-(" + "|".join(KINDS) + r"))?(?:-(\d+))?\.db$")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def backup_name(revision: str | None, when: datetime | None = None) -> str:
-    """backup_name is `xcore-<UTC time>-<revision>.db`; the revision is `base` for an unmigrated database."""
+def backup_name(revision: str | None, when: datetime | None = None, kind: str | None = None) -> str:
+    """backup_name is `xcore-<UTC time>-<revision>[-<kind>].db`; the revision is `base` for an unmigrated
+    database. Names without a kind come from xcore versions that did not record it."""
     stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"xcore-{stamp}-{revision or 'base'}.db"
+    return f"xcore-{stamp}-{revision or 'base'}{f'-{kind}' if kind else ''}.db"
+
+
+def backup_kind(name: str) -> str:
+    """backup_kind is the kind in a backup's name: manual, scheduled, migration, safety, or unknown."""
+    match = BACKUP_NAME.match(name)
+    return (match.group(3) if match else None) or "unknown"
+
+
+def backup_time(name: str) -> datetime | None:
+    """backup_time is the UTC time in a backup's name (when it was made), or None for another name."""
+    match = BACKUP_NAME.match(name)
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) if match else None
 
 
 def copy_database(source: Path, target: Path) -> None:
@@ -57,13 +72,16 @@ def is_empty(db: Path) -> bool:
         conn.close()
 
 
-def make_backup(db: Path, directory: Path, revision: str | None, keep: int) -> Path:
-    """make_backup writes a backup of `db` into `directory` and keeps only the newest `keep` backups."""
+def make_backup(db: Path, directory: Path, revision: str | None, keep: int, kind: str | None = None) -> Path:
+    """make_backup writes a backup of `db` into `directory` and keeps only the newest `keep` backups.
+
+    `kind` (one of KINDS) goes into the name, so a listing can say why each backup exists."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = directory / backup_name(revision)
+    name = backup_name(revision, kind=kind)
+    target = directory / name
     n = 2
     while target.exists():  # two backups within one second
-        target = directory / backup_name(revision).replace(".db", f"-{n}.db")
+        target = directory / name.replace(".db", f"-{n}.db")
         n += 1
     try:
         copy_database(db, target)
@@ -83,6 +101,35 @@ def list_backups(directory: Path) -> list[Path]:
         return []
     found = [p for p in directory.iterdir() if BACKUP_NAME.match(p.name)]
     return sorted(found, key=lambda p: (BACKUP_NAME.match(p.name).group(1), p.stat().st_mtime_ns))  # type: ignore[union-attr]
+
+
+def find_backup(directory: Path, name: str) -> Path | None:
+    """find_backup is the backup called `name` in `directory`, or None: for a name that is not a backup's
+    (a path, `..`, another file) as for a backup that does not exist."""
+    if not BACKUP_NAME.fullmatch(name):
+        return None
+    path = directory / name
+    try:
+        if not path.is_file() or path.resolve().parent != directory.resolve():
+            return None
+    except OSError:
+        return None
+    return path
+
+
+def backup_revision(path: Path) -> str | None:
+    """backup_revision reads the Alembic revision of a SQLite file (None when it has none). Raises DatabaseError."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "alembic_version" not in tables:
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return str(row[0]) if row else None
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"backup file {path}: cannot be read: {exc}") from None
+    finally:
+        conn.close()
 
 
 def prune_backups(directory: Path, keep: int) -> list[Path]:

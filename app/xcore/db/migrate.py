@@ -152,7 +152,7 @@ def _migrate(
     checkpoint(db)
     kept: Path | None = None
     if backup.auto_backup_before_migration:
-        kept = make_backup(db, backups, before, backup.max_backup_files)
+        kept = make_backup(db, backups, before, backup.max_backup_files, kind="migration")
     working = db.with_name(db.name + ".migrating")
     _remove_sqlite_files(working)
     try:

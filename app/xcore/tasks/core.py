@@ -73,7 +73,8 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
             from xcore.db.migrate import current_revision
 
             keep = runtime.config.migration.backup.max_backup_files
-            return str(make_backup(db, runtime.backups_dir, current_revision(runtime.engine), keep))  # it logs
+            # make_backup logs the backup itself
+            return str(make_backup(db, runtime.backups_dir, current_revision(runtime.engine), keep, kind="scheduled"))
 
         host.register("xcore.backup", backup)
     if collect_cache is not None:

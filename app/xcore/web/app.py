@@ -10,13 +10,16 @@ from litestar.datastructures import State
 from xcore.runtime import Runtime
 from xcore.web.admin_routes import admin_handlers
 from xcore.web.auth_routes import auth_handlers
+from xcore.web.backup_routes import backup_handlers
 from xcore.web.docs import docs_handlers, openapi_config, vendor_assets_router
 from xcore.web.guard import AccessGuard
+from xcore.web.log_routes import log_handlers
 from xcore.web.me_routes import me_handlers
 from xcore.web.plugin_routes import plugin_handlers
 from xcore.web.problems import handle_exception
 from xcore.web.routes import health, version_handler
 from xcore.web.task_routes import task_handlers
+from xcore.web.ui_routes import ui_handlers
 from xcore.web.users import user_handlers
 
 if TYPE_CHECKING:
@@ -51,6 +54,9 @@ def build_app(
             *admin_handlers(runtime),
             *plugin_handlers(),
             *task_handlers(),
+            *log_handlers(),
+            *backup_handlers(),
+            *ui_handlers(),
         ],
     )
     return _litestar(runtime, [core, *(route_handlers or [])], manager)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from xcore.logs.setup import forget_configuration
 from xcore.plugins.manager import PluginManager
-from xcore.runtime import open_runtime
+from xcore.runtime import Runtime, open_runtime
 from xcore.tasks.core import register_core_tasks
 from xcore.tasks.host import TaskHost
 from xcore.web.switch import Switch
@@ -28,6 +28,15 @@ def create_switch() -> Switch:
     forget_configuration()
     runtime = open_runtime()
     dev = [Path(p) for p in os.environ.get(ENV_PLUGINS_DEV, "").split(os.pathsep) if p]
+    return build_switch(runtime, dev)
+
+
+def build_switch(runtime: Runtime, dev: list[Path]) -> Switch:
+    """build_switch is what one server process serves: the Switch, driven by a plugin manager (plugins from the
+    data directory and the `dev` folders) that also starts and stops the task host with the core tasks.
+
+    Used by every Granian worker of `xcore serve` and by the embedded server of `xcore desktop`.
+    """
     tasks = TaskHost(runtime)
     manager = PluginManager(runtime, dev, tasks=tasks)
     register_core_tasks(tasks, manager.collect_garbage)

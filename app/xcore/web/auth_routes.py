@@ -1,4 +1,4 @@
-"""First-run setup and sessions: /api/setup and /api/auth/{login,refresh,logout}. All public by rule."""
+"""First-run setup and sessions: /api/setup and /api/auth/{login,desktop,refresh,logout}. All public by rule."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from xcore.auth import accounts
 from xcore.auth import login as sessions
-from xcore.auth.errors import AuthError, InvalidInput
+from xcore.auth.desktop import DesktopTokens, desktop_login
+from xcore.auth.errors import AuthError, Forbidden, InvalidInput
 from xcore.web.context import client_of, service
 from xcore.web.guard import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE, authenticate, csrf_config
-from xcore.web.schemas import LoginIn, RefreshIn, SessionOut, SetupIn, SetupState, UserOut
+from xcore.web.schemas import DesktopLoginIn, LoginIn, RefreshIn, SessionOut, SetupIn, SetupState, UserOut
 from xcore.web.users import user_out
 
 TAGS = ["auth"]
+# A request carrying one of these came through a proxy, so its loopback address says nothing of its origin.
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
 @get("/api/setup", sync_to_thread=True, tags=TAGS, summary="Whether first-run setup is needed")
@@ -57,6 +60,20 @@ def login(request: Request[Any, Any, Any], data: JSONBody[LoginIn]) -> Response[
         service(request), data.username, data.password, client_of(request), data.totp, data.recovery_code
     )
     return session_response(request, tokens, data.cookie)
+
+
+@post("/api/auth/desktop", sync_to_thread=True, tags=TAGS, status_code=200, summary="Sign in the desktop window")
+def desktop(request: Request[Any, Any, Any], data: JSONBody[DesktopLoginIn]) -> Response[SessionOut]:
+    """Signs the desktop owner (the oldest active superadmin) in with the one-time token `xcore desktop` passed
+    to its window, and answers as a login with `cookie: true` does.
+
+    Only from 127.0.0.1 or ::1 and never through a proxy (403); a token works once and for two minutes (401
+    otherwise); 409 while no account exists.
+    """
+    if any(h in request.headers for h in PROXY_HEADERS):
+        raise Forbidden("the desktop sign-in works only from this machine, not through a proxy")
+    tokens = DesktopTokens(request.app.state.runtime.data.root)
+    return session_response(request, desktop_login(service(request), tokens, data.token, client_of(request)), True)
 
 
 @post("/api/auth/refresh", sync_to_thread=True, tags=TAGS, status_code=200, summary="Refresh a session")
@@ -115,4 +132,4 @@ def session_response(request: Request[Any, Any, Any], tokens: sessions.Tokens, c
 
 
 def auth_handlers() -> list[Any]:
-    return [setup_state, setup, login, refresh, logout]
+    return [setup_state, setup, login, desktop, refresh, logout]

@@ -5,6 +5,10 @@ requests that arrive while apps are being swapped. Each request gets an id: the 
 when it is sane (1-128 characters of letters, digits, `.`, `_`, `-`), else a new one: a random prefix
 drawn once per process plus a counter (a system call for randomness on every request costs measurably). The id is
 echoed in the response's `X-Request-ID` header, stored in `scope["state"]["request_id"]`, and logged.
+
+A handler can keep its own successful answers out of the request log with `quiet(request)`: the admin UI's live
+log tail polls every two seconds, and would otherwise fill the log it shows with its own requests. Errors are
+logged all the same.
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ log = logging.getLogger("xcore.api")
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
 _PREFIX = b""
 _counter = itertools.count(1)
+
+
+QUIET = "xcore_quiet"
+
+
+def quiet(request: Any) -> None:
+    """quiet keeps this request out of the request log unless it fails (status 400 or more)."""
+    request.scope.setdefault("state", {})[QUIET] = True
 
 
 def _reseed() -> None:
@@ -75,7 +87,9 @@ async def logged(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> No
         await app(scope, receive, send_with_id)
     finally:
         sink = access.SINK
-        if sink is not None:
+        if status < 400 and QUIET in state:
+            pass
+        elif sink is not None:
             if sink.info or (status >= 500 and sink.error):
                 end = perf_counter()
                 pending = sink.pending

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
@@ -45,6 +46,7 @@ class Health(msgspec.Struct):
     uptime_seconds: float
     database: DatabaseHealth
     scheduler: SchedulerHealth | None = None  # None in a process without a task host
+    plugins: dict[str, int] | None = None  # plugins by state; None in a process without a plugin manager
 
 
 class VersionInfo(msgspec.Struct):
@@ -76,19 +78,33 @@ def check_database(runtime: Runtime) -> DatabaseHealth:
 
 @get("/health", sync_to_thread=True, tags=["system"], summary="Health of this xcore process")
 def health(state: State) -> Response[Health]:
-    """Reports the database, the task scheduler, version and uptime. 200 when the database answers and is up to
-    date, else 503. A stopped task consumer is reported, not a failure of this process."""
+    """Reports the database, the task scheduler, the plugins by state (active, disabled, failed, pending), version
+    and uptime. 200 when the database answers and is up to date, else 503. A stopped task consumer or a failed
+    plugin is reported, not a failure of this process."""
     runtime: Runtime = state.runtime
     database = check_database(runtime)
     ok = database.status == "ok"
     body = Health("ok" if ok else "unavailable", runtime.version, round(runtime.uptime(), 3), database)
     manager = state.get("plugins")
+    if manager is not None:
+        body.plugins = plugin_counts(list(manager.views.values()))  # a snapshot: the manager runs on the loop
     if ok and manager is not None and manager.tasks is not None:
         try:
             body.scheduler = SchedulerHealth(**manager.tasks.health())
         except Exception as exc:  # the task queue's file is unreadable: say so, do not fail the health check
             body.scheduler = SchedulerHealth("error", f"{type(exc).__name__}: {exc}", 0, 0, None)
     return Response(body, status_code=HEALTHY if ok else UNHEALTHY)
+
+
+PLUGIN_STATES = ("active", "disabled", "failed", "pending")
+
+
+def plugin_counts(views: Iterable[Any]) -> dict[str, int]:
+    """plugin_counts counts plugins by state; the usual states are always there, zero or not."""
+    counts = dict.fromkeys(PLUGIN_STATES, 0)
+    for view in views:
+        counts[view.state] = counts.get(view.state, 0) + 1
+    return counts
 
 
 def version_handler(runtime: Runtime) -> Any:

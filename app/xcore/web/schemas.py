@@ -40,6 +40,10 @@ class RefreshIn(Body):
     refresh_token: Annotated[str, Meta(max_length=200)] | None = None
 
 
+class DesktopLoginIn(Body):
+    token: Annotated[str, Meta(min_length=1, max_length=200, description="The desktop window's one-time token.")]
+
+
 class SessionOut(Struct, omit_defaults=True):
     """SessionOut is a new session. Cookie sessions carry no tokens in the body: they are in HttpOnly cookies."""
 

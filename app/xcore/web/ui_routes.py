@@ -1,0 +1,64 @@
+"""The admin UI at /admin: static files from `ui/admin/`, served by xcore itself (no CDN, works offline).
+
+The UI is a single page written as plain ES modules, with no build step. Every path under /admin that is not a
+file under /admin/static answers the same `index.html`, and the page's own router picks the view, so a
+reload or a bookmarked /admin/plugins/notes works. The files are public (the access rule `/admin/*`): they hold
+no data, and every piece of data comes from the JSON API, which checks the session as for any other client.
+
+The page is served with a Content-Security-Policy that allows only this origin: no inline script, no outside
+host, no framing by another site.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from litestar import Response, Router, get
+from litestar.datastructures import CacheControlHeader
+from litestar.static_files import create_static_files_router
+
+from xcore.resources import resource_path
+
+UI_URL = "/admin"
+STATIC_URL = f"{UI_URL}/static"
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-cache",
+}
+
+
+def ui_dir() -> Path:
+    return resource_path("ui") / "admin"
+
+
+@cache
+def _index() -> bytes:
+    return (ui_dir() / "index.html").read_bytes()
+
+
+@get([UI_URL, f"{UI_URL}/{{path:path}}"], include_in_schema=False, sync_to_thread=False, name="admin-ui")
+def admin_page() -> Response[bytes]:
+    """The UI's page for every view; the page's script routes by the URL."""
+    return Response(_index(), media_type="text/html", headers=SECURITY_HEADERS)
+
+
+def ui_handlers() -> list[Any]:
+    """ui_handlers: the page, and its scripts and styles under /admin/static (revalidated on every load, so an
+    upgraded xcore never runs yesterday's script against today's API)."""
+    static: Router = create_static_files_router(
+        path=STATIC_URL,
+        directories=[ui_dir() / "static"],
+        include_in_schema=False,
+        name="admin-static",
+        cache_control=CacheControlHeader(no_cache=True),
+    )
+    return [admin_page, static]

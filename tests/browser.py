@@ -1,0 +1,254 @@
+"""Browser test support: headless Chromium (Debian's `chromium`) driven by Playwright against a real `xcore serve`.
+
+Test modules use it with `pytest_plugins`-free imports: `from browser import ...` plus the fixtures below, which
+conftest.py registers. Every page a test opens is watched:
+- a request to any host but 127.0.0.1 fails the test (the UI must work offline, with no CDN);
+- an uncaught script error (`pageerror`) fails the test;
+- `shot(page, name)` saves a screenshot under the session's pytest temporary directory (`screenshots/`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from conftest import CLEAN_ENV, XcoreServer, free_port, xcore_command
+
+OWNER = "owner"
+OWNER_PASSWORD = "correct-horse-battery-9"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
+SIZES = {"desktop": {"width": 1024, "height": 700}, "large": {"width": 1920, "height": 1080}}
+
+
+def chromium_path() -> str:
+    """chromium_path is Debian's Chromium (tasks.py test installs it), or XCORE_CHROMIUM."""
+    path = os.environ.get("XCORE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        raise AssertionError("Chromium is missing: run `python3 tasks.py test`, which installs Debian's chromium")
+    return path
+
+
+@dataclass
+class UiServer:
+    """UiServer is a real xcore serve, set up with the owner account, plus an API client logged in as the owner."""
+
+    server: XcoreServer
+    api: httpx.Client
+    data_dir: Path
+    setup_token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def login_api(self, username: str, password: str) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=30)
+        response = client.post("/api/auth/login", json={"username": username, "password": password})
+        assert response.status_code == 200, response.text
+        client.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+        return client
+
+
+@dataclass
+class Watch:
+    """Watch records what the pages of one browser context did: every request URL and every script error."""
+
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def outside_hosts(self) -> list[str]:
+        outside = []
+        for url in self.requests:
+            parts = urlsplit(url)
+            if parts.scheme in ("data", "blob", "about"):
+                continue
+            if parts.hostname != "127.0.0.1":
+                outside.append(url)
+        return outside
+
+
+def watch_page(page: Any, watch: Watch) -> None:
+    """watch_page records a page's uncaught script errors and its Content-Security-Policy violations."""
+    page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
+
+    def console(message: Any) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            watch.errors.append(message.text)
+
+    page.on("console", console)
+
+
+def start_ui_server(data_dir: Path, *, setup: bool = True, extra: tuple[str, ...] = ()) -> UiServer:
+    """start_ui_server starts `xcore serve` and, with `setup`, creates the owner through the API."""
+    server = XcoreServer(data_dir, free_port(), extra)
+    server.wait_ready(timeout=60)
+    token_file = data_dir / "setup-token"
+    token = token_file.read_text().strip() if token_file.exists() else None
+    api = httpx.Client(base_url=server.url, timeout=30)
+    ui = UiServer(server, api, data_dir, token)
+    if setup:
+        assert token, "a fresh data dir has a setup token"
+        response = api.post("/api/setup", json={"token": token, "username": OWNER, "password": OWNER_PASSWORD})
+        assert response.status_code == 201, response.text
+        login = api.post("/api/auth/login", json={"username": OWNER, "password": OWNER_PASSWORD})
+        assert login.status_code == 200, login.text
+        api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+    return ui
+
+
+def pack_example(name: str, out: Path) -> Path:
+    """pack_example packs plugins/<name> with the real CLI and returns the zip."""
+    root = Path(__file__).resolve().parent.parent
+    out.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        xcore_command("plugin", "pack", str(root / "plugins" / name), "--out", str(out)),
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    return next(out.glob(f"{name}-*.zip"))
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """chromium: one headless Chromium for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """screenshots: the folder where `shot` saves page images (under the session's pytest temporary dir)."""
+    return tmp_path_factory.mktemp("screenshots", numbered=False)
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """ui_server: a real xcore for the test module, with the owner account created (OWNER, OWNER_PASSWORD)."""
+    ui = start_ui_server(tmp_path_factory.mktemp("ui") / "data")
+    yield ui
+    ui.api.close()
+    code = ui.server.stop()
+    assert code == 0, ui.server.output
+
+
+@contextmanager
+def watched_context(chromium: Any) -> Iterator[tuple[Any, Watch]]:
+    """watched_context: a fresh browser context (no cookies) at the desktop window's size; on leaving, it fails
+    the test if a page had a script error or a CSP violation, or sent a request to a host other than 127.0.0.1."""
+    context = chromium.new_context(viewport=SIZES["desktop"], locale="en-GB", timezone_id="UTC")
+    context.set_default_timeout(15_000)
+    watch = Watch()
+    context.on("request", lambda request: watch.requests.append(request.url))
+    context.on("page", lambda page: watch_page(page, watch))
+    try:
+        yield context, watch
+    finally:
+        context.close()
+    assert not watch.errors, f"script errors in the page: {watch.errors}"
+    assert not watch.outside_hosts(), f"requests to hosts other than 127.0.0.1: {watch.outside_hosts()}"
+    assert watch.requests, "the test made no request at all"
+
+
+@pytest.fixture
+def browser_context(chromium: Any) -> Iterator[tuple[Any, Watch]]:
+    """browser_context: a watched context for one test (see watched_context)."""
+    with watched_context(chromium) as (context, watch):
+        yield context, watch
+
+
+@pytest.fixture
+def page(browser_context: tuple[Any, Watch]) -> Any:
+    """page: a new page in a watched context, not logged in."""
+    context, _ = browser_context
+    return context.new_page()
+
+
+def login(page: Any, url: str, username: str = OWNER, password: str = OWNER_PASSWORD, path: str = "/admin") -> None:
+    """login signs in through the login page and waits for the page at `path` to show."""
+    page.goto(url + path)
+    page.get_by_label("Username or email").fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector("nav[aria-label='Main'], main h1:not(:text('Log in to xcore'))")
+    page.wait_for_function("() => !location.pathname.startsWith('/admin/login')")
+
+
+@pytest.fixture
+def admin_page(page: Any, ui_server: UiServer) -> Any:
+    """admin_page: a page logged in as the owner (superadmin), showing the dashboard."""
+    login(page, ui_server.url)
+    page.get_by_role("heading", level=1, name="Dashboard").wait_for()
+    return page
+
+
+def nav_link(page: Any, name: str) -> Any:
+    """nav_link is the main navigation's link with exactly this text."""
+    return page.locator("nav[aria-label='Main']").get_by_role("link", name=name, exact=True)
+
+
+def shot(page: Any, screenshots: Path, name: str) -> Path:
+    """shot saves a full-page screenshot as <screenshots>/<name>.png and returns its path."""
+    path = screenshots / f"{re.sub(r'[^a-z0-9_-]+', '-', name.lower())}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000
+    return path
+
+
+def one_h1(page: Any) -> str:
+    """one_h1 asserts the page has exactly one h1 and returns its text."""
+    headings = page.locator("h1")
+    headings.first.wait_for()
+    page.wait_for_load_state("networkidle")
+    assert headings.count() == 1, f"{page.url} has {headings.count()} h1 elements"
+    return str(headings.first.inner_text())
+
+
+def unlabelled_controls(page: Any) -> list[str]:
+    """unlabelled_controls lists the visible form controls that have no accessible name."""
+    found: list[str] = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea, button')]
+            .filter((el) => el.type !== 'hidden' && el.offsetParent !== null)
+            .filter((el) => {
+              if (el.labels && el.labels.length) return false;
+              if (el.getAttribute('aria-label') || el.getAttribute('aria-labelledby')) return false;
+              if (el.tagName === 'BUTTON' && el.textContent.trim()) return false;
+              if (el.title) return false;
+              return true;
+            })
+            .map((el) => el.outerHTML.slice(0, 120))"""
+    )
+    return found
+
+
+def as_json(text: str) -> Any:
+    return json.loads(text)

@@ -1,0 +1,381 @@
+"""The backups admin API on real SQLite files: list, create, download and restore (superadmin only), the safety
+backup, refused backups (newer schema, no account, damaged, unknown names and path tricks), the audit trail,
+PostgreSQL's "not supported", and a restore on a real `xcore serve` with two workers that both serve the
+restored data at once.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import PASSWORDS, Api
+from xcore.config.schema import BackupConfig
+from xcore.db import migrate
+from xcore.db.backup import BACKUP_NAME, SQLITE_MAGIC
+from xcore.runtime import Runtime
+
+PROBLEM_JSON = "application/problem+json"
+EVE = {"username": "eve", "password": "a-long-enough-secret-6", "roles": ["user"]}
+
+
+def problem(response: Any, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM_JSON)
+    return str(response.json()["detail"])
+
+
+def usernames(api: Api, headers: dict[str, str]) -> list[str]:
+    response = api.client.get("/api/admin/users", headers=headers, params={"per_page": 100})
+    assert response.status_code == 200, response.text
+    return sorted(u["username"] for u in response.json()["items"])
+
+
+def user_id(api: Api, headers: dict[str, str], name: str) -> int:
+    users = api.client.get("/api/admin/users", headers=headers, params={"per_page": 100}).json()["items"]
+    return int(next(u["id"] for u in users if u["username"] == name))
+
+
+def audit_actions(api: Api, headers: dict[str, str], action: str) -> list[dict[str, Any]]:
+    response = api.client.get("/api/admin/audit", headers=headers, params={"action": action})
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def create_backup(api: Api, headers: dict[str, str]) -> dict[str, Any]:
+    response = api.client.post("/api/admin/backups", headers=headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def restore(api: Api, headers: dict[str, str], name: str) -> Any:
+    return api.client.post(f"/api/admin/backups/{name}/restore", headers=headers)
+
+
+def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def placed_backup(runtime: Runtime, source: Path, name: str) -> Path:
+    """placed_backup copies a SQLite file into the backup directory under a backup's name."""
+    target = runtime.backups_dir / name
+    shutil.copyfile(source, target)
+    return target
+
+
+@pytest.fixture
+def root(accounts_api: Api) -> dict[str, str]:
+    return accounts_api.login("root")
+
+
+# List, create, download
+
+
+def test_create_list_and_download(accounts_api: Api, root: dict[str, str]) -> None:
+    runtime = accounts_api.runtime
+    item = create_backup(accounts_api, root)
+    assert BACKUP_NAME.fullmatch(item["name"]) and item["name"].endswith(f"-{migrate.head_revision()}-manual.db")
+    assert item["kind"] == "manual"
+    assert item["size"] == (runtime.backups_dir / item["name"]).stat().st_size > 0
+    assert item["created"].endswith("Z")
+
+    listing = accounts_api.client.get("/api/admin/backups", headers=root).json()
+    assert listing["items"][0] == item
+    assert listing["directory"] == str(runtime.backups_dir)
+    assert listing["restore"] == {"supported": True, "reason": None}
+
+    second = create_backup(accounts_api, root)
+    names = [b["name"] for b in accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]]
+    assert names == [second["name"], item["name"]], "newest first"
+
+    response = accounts_api.client.get(f"/api/admin/backups/{item['name']}", headers=root)
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == f'attachment; filename="{item["name"]}"'
+    assert response.content.startswith(SQLITE_MAGIC)
+    assert response.content == (runtime.backups_dir / item["name"]).read_bytes()
+
+    assert [e["target"] for e in audit_actions(accounts_api, root, "backup.create")] == [second["name"], item["name"]]
+    assert [(e["actor"], e["target"]) for e in audit_actions(accounts_api, root, "backup.download")] == [
+        ("root", item["name"])
+    ]
+
+
+def test_the_listing_says_why_each_backup_was_made(accounts_api: Api, root: dict[str, str]) -> None:
+    runtime = accounts_api.runtime
+    made = create_backup(accounts_api, root)
+    source = runtime.backups_dir / made["name"]
+    for name in ("xcore-20200101T000000Z-0005-scheduled.db", "xcore-20200102T000000Z-0004.db"):
+        placed_backup(runtime, source, name)
+    kinds = {b["name"]: b["kind"] for b in accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]}
+    assert kinds == {
+        made["name"]: "manual",
+        "xcore-20200101T000000Z-0005-scheduled.db": "scheduled",
+        "xcore-20200102T000000Z-0004.db": "unknown",  # made by an xcore that did not record the kind
+    }
+
+
+# Restore
+
+
+def test_restore_round_trip(accounts_api: Api, root: dict[str, str]) -> None:
+    runtime = accounts_api.runtime
+    db = runtime.database_file
+    assert db is not None
+    ids = {name: user_id(accounts_api, root, name) for name in ("bob", "cyd")}
+    cyd_before = accounts_api.login("cyd")  # a session from before the backup
+    backup = create_backup(accounts_api, root)
+
+    # After the backup: a new account, a changed one, a promotion, and cyd's sessions revoked.
+    assert accounts_api.client.post("/api/admin/users", headers=root, json=EVE).status_code == 201
+    patched = accounts_api.client.patch(f"/api/admin/users/{ids['cyd']}", headers=root, json={"email": "c@example.org"})
+    assert patched.status_code == 200, patched.text
+    promoted = accounts_api.client.put(f"/api/admin/users/{ids['bob']}/roles", headers=root, json={"roles": ["admin"]})
+    assert promoted.status_code == 200, promoted.text
+    bob = accounts_api.login("bob")
+    assert accounts_api.client.get("/api/admin/users", headers=bob).status_code == 200
+    revoked = accounts_api.client.post(f"/api/admin/users/{ids['cyd']}/revoke-sessions", headers=root)
+    assert revoked.status_code in (200, 204), revoked.text
+    assert accounts_api.client.get("/api/me", headers=cyd_before).status_code == 401
+    assert "eve" in usernames(accounts_api, root)
+
+    response = restore(accounts_api, root, backup["name"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["restored"] == backup["name"]
+    assert body["restart_required"] is False
+    assert "sign in again" in body["message"] and body["safety_backup"] in body["message"]
+    safety = runtime.backups_dir / body["safety_backup"]
+    assert BACKUP_NAME.fullmatch(safety.name) and safety.name.endswith("-safety.db")
+
+    # The old data is back, in the live database.
+    assert usernames(accounts_api, root) == ["ada", "bob", "cyd", "root"]
+    assert rows(db, "SELECT email FROM users WHERE username = 'cyd'") == [(None,)]
+    # The safety backup holds the data as it was just before.
+    assert ("eve",) in rows(safety, "SELECT username FROM users")
+    listed = accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]
+    assert {"name": safety.name, "kind": "safety"}.items() <= listed[0].items()
+
+    # Access follows the restored accounts at once: bob is a plain user again, with the same token.
+    assert problem(accounts_api.client.get("/api/admin/users", headers=bob), 403)
+    # A revocation made after the backup stays in force: cyd's old session does not come back.
+    assert accounts_api.client.get("/api/me", headers=cyd_before).status_code == 401
+    assert accounts_api.client.get("/api/me", headers=accounts_api.login("cyd")).status_code == 200
+    # Root's session predates the backup and goes on; eve's account is gone, so she cannot log in.
+    assert accounts_api.client.get("/api/admin/backups", headers=root).status_code == 200
+    login = accounts_api.client.post("/api/auth/login", json={"username": "eve", "password": EVE["password"]})
+    assert login.status_code == 401
+
+    # The restore is in the (restored) audit log, with its safety backup.
+    events = audit_actions(accounts_api, root, "backup.restore")
+    assert [(e["actor"], e["target"], e["detail"]["safety_backup"]) for e in events] == [
+        ("root", backup["name"], safety.name)
+    ]
+
+    # Restoring the safety backup undoes the restore.
+    undo = restore(accounts_api, root, safety.name)
+    assert undo.status_code == 200, undo.text
+    assert "eve" in usernames(accounts_api, root)
+
+
+def test_an_older_backup_is_migrated_before_it_goes_in(accounts_api: Api, root: dict[str, str], tmp_path: Path) -> None:
+    runtime = accounts_api.runtime
+    made = create_backup(accounts_api, root)
+    old = tmp_path / "old.db"
+    shutil.copyfile(runtime.backups_dir / made["name"], old)
+    migrate.downgrade(f"sqlite:///{old}", tmp_path, BackupConfig(auto_backup_before_migration=False), "0003")
+    name = "xcore-20200101T000000Z-0003-manual.db"
+    placed_backup(runtime, old, name)
+    assert accounts_api.client.post("/api/admin/users", headers=root, json=EVE).status_code == 201
+
+    response = restore(accounts_api, root, name)
+    assert response.status_code == 200, response.text
+    assert f"migrated to {migrate.head_revision()}" in response.json()["message"]
+    db = runtime.database_file
+    assert db is not None
+    assert rows(db, "SELECT version_num FROM alembic_version") == [(migrate.head_revision(),)]
+    assert usernames(accounts_api, root) == ["ada", "bob", "cyd", "root"]
+    assert "task_state" in {r[0] for r in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert accounts_api.client.get("/health").json()["database"]["status"] == "ok"
+
+
+def test_a_backup_from_a_newer_xcore_is_refused_and_nothing_changes(
+    accounts_api: Api, root: dict[str, str], tmp_path: Path
+) -> None:
+    runtime = accounts_api.runtime
+    made = create_backup(accounts_api, root)
+    newer = tmp_path / "newer.db"
+    shutil.copyfile(runtime.backups_dir / made["name"], newer)
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    name = "xcore-20990101T000000Z-9999-manual.db"
+    placed_backup(runtime, newer, name)
+    assert accounts_api.client.post("/api/admin/users", headers=root, json=EVE).status_code == 201
+    before = sorted(p.name for p in runtime.backups_dir.iterdir())
+
+    detail = problem(restore(accounts_api, root, name), 409)
+    assert "'9999'" in detail and "newer xcore" in detail and migrate.head_revision() in detail
+    assert "eve" in usernames(accounts_api, root), "the database is untouched"
+    assert sorted(p.name for p in runtime.backups_dir.iterdir()) == before, "no safety backup for a refused restore"
+    refused = audit_actions(accounts_api, root, "backup.restore_refused")
+    assert [(e["actor"], e["target"]) for e in refused] == [("root", name)]
+    assert "9999" in refused[0]["detail"]["reason"]
+
+
+def test_a_backup_without_accounts_or_a_damaged_one_is_refused(
+    accounts_api: Api, root: dict[str, str], tmp_path: Path
+) -> None:
+    runtime = accounts_api.runtime
+    made = create_backup(accounts_api, root)
+    empty = tmp_path / "empty.db"
+    shutil.copyfile(runtime.backups_dir / made["name"], empty)
+    migrate.downgrade(f"sqlite:///{empty}", tmp_path, BackupConfig(auto_backup_before_migration=False), "0001")
+    placed_backup(runtime, empty, "xcore-20200101T000000Z-0001-manual.db")
+    detail = problem(restore(accounts_api, root, "xcore-20200101T000000Z-0001-manual.db"), 409)
+    assert "holds no account" in detail
+
+    (runtime.backups_dir / "xcore-20200102T000000Z-0005-manual.db").write_bytes(b"not a database at all" * 100)
+    detail = problem(restore(accounts_api, root, "xcore-20200102T000000Z-0005-manual.db"), 409)
+    assert "is not a SQLite database" in detail
+    assert usernames(accounts_api, root) == ["ada", "bob", "cyd", "root"]
+    assert not list(runtime.data.root.glob("*.restoring*")), "no working copy is left behind"
+
+
+# Names: only backups, nothing else
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "xcore-20200101T000000Z-0005-manual.db",  # the right shape, but no such backup
+        "xcore.db",
+        "secret.key",
+        "..",
+        "..%2Fxcore.db",
+        "%2E%2E%2Fsecret.key",
+        "xcore-20200101T000000Z-0005.db%0A",
+        "xcore-20200101T000000Z-0005-manual.db.txt",
+    ],
+)
+def test_unknown_names_and_path_tricks_are_404(accounts_api: Api, root: dict[str, str], name: str) -> None:
+    create_backup(accounts_api, root)
+    download = accounts_api.client.get(f"/api/admin/backups/{name}", headers=root)
+    assert download.status_code == 404, download.text
+    assert not download.content.startswith(SQLITE_MAGIC)
+    assert restore(accounts_api, root, name).status_code == 404
+
+
+def test_a_link_named_like_a_backup_is_not_followed_out_of_the_directory(
+    accounts_api: Api, root: dict[str, str]
+) -> None:
+    runtime = accounts_api.runtime
+    create_backup(accounts_api, root)
+    link = runtime.backups_dir / "xcore-20200101T000000Z-0005-manual.db"
+    assert runtime.database_file is not None
+    link.symlink_to(runtime.database_file)  # a real SQLite file, outside the backup directory
+    assert problem(accounts_api.client.get(f"/api/admin/backups/{link.name}", headers=root), 404)
+    assert problem(restore(accounts_api, root, link.name), 404)
+
+
+# Who may
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/admin/backups"),
+        ("POST", "/api/admin/backups"),
+        ("GET", "/api/admin/backups/{name}"),
+        ("POST", "/api/admin/backups/{name}/restore"),
+    ],
+)
+def test_only_superadmins_handle_backups(accounts_api: Api, root: dict[str, str], method: str, path: str) -> None:
+    name = create_backup(accounts_api, root)["name"]
+    url = path.format(name=name)
+    assert accounts_api.client.request(method, url).status_code == 401
+    for who in ("ada", "bob"):
+        detail = problem(accounts_api.client.request(method, url, headers=accounts_api.login(who)), 403)
+        assert "role superadmin" in detail and "/api/admin/backups*" in detail
+    listed = accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]
+    assert [b["name"] for b in listed] == [name], "a refused request made no backup and restored nothing"
+
+
+def test_on_a_database_other_than_sqlite_restore_is_not_supported(
+    accounts_api: Api, root: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = create_backup(accounts_api, root)["name"]
+    monkeypatch.setattr(Runtime, "database_file", property(lambda self: None))  # as with PostgreSQL
+    listing = accounts_api.client.get("/api/admin/backups", headers=root).json()
+    assert listing["restore"]["supported"] is False
+    assert "pg_dump" in listing["restore"]["reason"]
+    assert "pg_restore" in problem(restore(accounts_api, root, name), 409)
+    assert "not a SQLite file" in problem(accounts_api.client.post("/api/admin/backups", headers=root), 409)
+
+
+# A real server with two workers
+
+
+def test_a_restore_takes_effect_in_every_worker_of_a_running_server(start_server: Any, tmp_path: Path) -> None:
+    server = start_server(None, "--workers", "2")
+    server.wait_ready()
+    data = server.data_dir
+    # No keep-alive: each request opens a new connection, so requests spread over both workers.
+    http = httpx.Client(base_url=server.url, timeout=15, limits=httpx.Limits(max_keepalive_connections=0))
+    token = (data / "setup-token").read_text().strip()
+    setup = http.post("/api/setup", json={"token": token, "username": "root", "password": PASSWORDS["root"]})
+    assert setup.status_code == 201, setup.text
+
+    def login(name: str) -> dict[str, str]:
+        response = http.post("/api/auth/login", json={"username": name, "password": PASSWORDS[name]})
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    def names(response: httpx.Response) -> set[str]:
+        assert response.status_code == 200, response.text
+        return {u["username"] for u in response.json()["items"]}
+
+    root = login("root")
+    created = http.post("/api/admin/users", headers=root, json={"username": "bob", "password": PASSWORDS["bob"]})
+    assert created.status_code == 201, created.text
+    bob_id = created.json()["id"]
+    backup = http.post("/api/admin/backups", headers=root)
+    assert backup.status_code == 201, backup.text
+
+    assert http.post("/api/admin/users", headers=root, json=EVE).status_code == 201
+    assert http.put(f"/api/admin/users/{bob_id}/roles", headers=root, json={"roles": ["admin"]}).status_code == 200
+    bob = login("bob")
+    for _ in range(12):  # both workers load and cache the accounts as they are now
+        assert "eve" in names(http.get("/api/admin/users", headers=root))
+        assert http.get("/api/admin/users", headers=bob).status_code == 200
+
+    restored = http.post(f"/api/admin/backups/{backup.json()['name']}/restore", headers=root)
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["restart_required"] is False
+
+    request_ids = []
+    for _ in range(30):
+        response = http.get("/api/admin/users", headers=root)
+        assert names(response) == {"root", "bob"}, "every worker serves the restored accounts"
+        request_ids.append(response.headers["x-request-id"])
+        assert http.get("/api/admin/users", headers=bob).status_code == 403, "and the restored roles"
+
+    # Which worker answered each request: the request log line carries the request id and the process id.
+    log_file = data / "logs" / "xcore.log"
+    deadline = time.monotonic() + 10
+    pids: dict[str, int] = {}
+    while time.monotonic() < deadline and len(pids) < len(request_ids):
+        for line in log_file.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("request_id") in request_ids:
+                pids[entry["request_id"]] = entry["pid"]
+        time.sleep(0.2)
+    assert len(pids) == len(request_ids), "every request is in the log"
+    assert len(set(pids.values())) == 2, f"the requests should have reached both workers: {set(pids.values())}"
+    assert server.stop() == 0

@@ -1,0 +1,96 @@
+// Dashboard: is this xcore healthy, what runs, where its data lives, and what went wrong lately.
+import * as api from "../api.js";
+import { badge, errorMessage, fmtDuration, fmtTime, h, link, section } from "../dom.js";
+
+export const title = "Dashboard";
+
+function facts(pairs) {
+  return h("dl", { class: "stats" }, pairs.flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value ?? "—")]));
+}
+
+async function settle(promise) {
+  try {
+    return { value: await promise };
+  } catch (err) {
+    return { error: err };
+  }
+}
+
+export async function render({ main }) {
+  main.append(h("h1", {}, "Dashboard"));
+  const [health, system, plugins, logs] = await Promise.all([
+    // /health answers 503 with the same body when the database is not usable: show it, do not fail.
+    settle(fetch("/health", { credentials: "same-origin" }).then((r) => r.json())),
+    settle(api.get("/api/admin/system")),
+    settle(api.get("/api/admin/plugins")),
+    settle(api.get("/api/admin/logs", { level: "WARNING", limit: 10 })),
+  ]);
+  const grid = h("div", { class: "grid" });
+  main.append(grid);
+
+  if (health.value) {
+    const hv = health.value;
+    const db = hv.database || {};
+    const sched = hv.scheduler;
+    grid.append(section(
+      "Health",
+      facts([
+        ["Status", badge(hv.status)],
+        ["Database", h("span", {}, badge(db.status), " ", db.backend || "", db.latency_ms != null ? ` · ${db.latency_ms} ms` : "")],
+        ["Schema", db.revision ? `${db.revision}${db.revision !== db.head ? ` (code expects ${db.head})` : ""}` : "—"],
+        ["Scheduler", sched ? h("span", {}, badge(sched.status), " ", sched.consumer) : "not run by this process"],
+        ["Queued tasks", sched ? `${sched.queued} waiting, ${sched.scheduled} scheduled` : "—"],
+      ]),
+    ));
+  } else {
+    grid.append(section("Health", h("p", { role: "alert" }, errorMessage(health.error))));
+  }
+
+  if (system.value) {
+    const s = system.value;
+    grid.append(section(
+      "This xcore",
+      facts([
+        ["Version", s.version],
+        ["Uptime", fmtDuration(s.uptime_seconds)],
+        ["Started", fmtTime(s.started_at)],
+        ["Data directory", h("code", {}, s.data_dir)],
+        ["Database", h("code", {}, s.database)],
+        ["Workers", String(s.workers)],
+        ["Python", s.python],
+      ]),
+    ));
+  }
+
+  if (plugins.value) {
+    const counts = {};
+    for (const p of plugins.value) counts[p.state] = (counts[p.state] || 0) + 1;
+    const states = Object.keys(counts).sort();
+    grid.append(section(
+      "Plugins",
+      states.length
+        ? facts(states.map((state) => [state, String(counts[state])]))
+        : h("p", {}, "No plugin is installed."),
+      h("p", {}, link("/admin/plugins", "Manage plugins")),
+    ));
+  }
+
+  const recent = section("Latest warnings and errors");
+  if (logs.value) {
+    const items = logs.value.items.slice().reverse();
+    recent.append(items.length
+      ? h("ul", { class: "plain" }, items.map((e) => h(
+        "li",
+        {},
+        badge(e.level),
+        " ",
+        h("span", { class: "muted" }, fmtTime(e.ts), " · ", e.context || "", " · "),
+        e.message,
+      )))
+      : h("p", {}, "None in the current log file."));
+    recent.append(h("p", {}, link("/admin/logs?level=WARNING", "Open the logs")));
+  } else {
+    recent.append(h("p", { class: "muted" }, `The log is not readable: ${errorMessage(logs.error)}`));
+  }
+  main.append(recent);
+}

@@ -1,0 +1,337 @@
+// Plugins: every plugin the host knows (state, errors, routes), installing a bundle (drop a .zip on the page or
+// pick one, with progress and the server's verdict), a rescan of the plugins folder, and the per-plugin actions
+// (enable, disable, reload, delete), which the detail page (plugin.js) shares.
+import * as api from "../api.js";
+import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, uid } from "../dom.js";
+
+export const title = "Plugins";
+
+const API = "/api/admin/plugins";
+const PENDING_RECHECK = 2000; // ms: a bundle still being copied settles within a few seconds
+
+/** pluginApi is the admin API address of one plugin (`suffix` like "/reload"). */
+export function pluginApi(id, suffix = "") {
+  return `${API}/${encodeURIComponent(id)}${suffix}`;
+}
+
+/** pluginPage is the address of a plugin's detail page. */
+export function pluginPage(id) {
+  return `/admin/plugins/${encodeURIComponent(id)}`;
+}
+
+/** pluginLabel names a plugin for people: "Notes (notes)", or just the id when it has no other name. */
+export function pluginLabel(view) {
+  return view.name && view.name !== view.id ? `${view.name} (${view.id})` : view.id;
+}
+
+/** outcome is the sentence for a plugin's state after an action: active, or failed with the reason. */
+export function outcome(view) {
+  const who = `${view.id}${view.version ? ` ${view.version}` : ""}`;
+  if (view.state === "active") return `${who} is active${view.error ? ` (${view.error})` : "."}`;
+  if (view.state === "failed") {
+    // The manager's reason usually starts with the version ("1.0.0 failed: ..."): do not say it twice.
+    const error = view.error || "no reason given";
+    return view.version && error.startsWith(`${view.version} failed`) ? `${view.id} ${error}` : `${who} failed: ${error}`;
+  }
+  if (view.state === "disabled") return `${who} is disabled: its routes and tasks are off.`;
+  return `${who} is ${view.state}${view.error ? `: ${view.error}` : "."}`;
+}
+
+/** problemNodes shows a refused request: the server's detail, and the rule and entry a bundle broke. */
+export function problemNodes(err) {
+  const problem = err?.problem;
+  const first = problem?.errors?.[0] || {};
+  const rule = problem?.rule || first.rule;
+  const entry = problem?.entry ?? (first.rule ? first.field : null);
+  const facts = [];
+  if (rule) facts.push(h("dt", {}, "Rule"), h("dd", {}, h("code", {}, rule)));
+  if (entry) facts.push(h("dt", {}, "Entry"), h("dd", {}, h("code", {}, entry)));
+  const nodes = [h("p", { class: "problem-detail" }, errorMessage(err))];
+  if (facts.length) nodes.push(h("dl", { class: "stats" }, facts));
+  return nodes;
+}
+
+/**
+ * askDelete asks, in a dialog naming the plugin, whether to delete it and whether to purge its data; the text
+ * says which will happen as the checkbox changes. Resolves to {purge} when confirmed, false when cancelled.
+ */
+export function askDelete(view) {
+  const name = pluginLabel(view);
+  const purge = h("input", { type: "checkbox", id: uid("purge"), name: "purge" });
+  const summary = h("p", { class: "delete-summary", "aria-live": "polite" });
+  const say = () => {
+    summary.textContent = purge.checked
+      ? `The plugin ${name} will be deleted and its data purged: its zip files are removed, so its routes and ` +
+        `tasks stop, and its data folder (plugin-data/${view.id}), its settings and its permissions are deleted ` +
+        "for good. This cannot be undone."
+      : `The plugin ${name} will be deleted: its zip files are removed, so its routes and tasks stop. Its data ` +
+        `is kept: the folder plugin-data/${view.id}, its settings and its permissions stay, and installing the ` +
+        "plugin again brings them back.";
+  };
+  purge.addEventListener("change", say);
+  say();
+  return confirmDialog({
+    title: `Delete the plugin ${name}?`,
+    body: summary,
+    extra: h("div", { class: "field check" }, purge, h("label", { for: purge.id }, "Also delete the plugin's data")),
+    confirmLabel: `Delete ${view.id}`,
+    danger: true,
+    collect: () => ({ purge: purge.checked }),
+  });
+}
+
+/**
+ * runAction performs `kind` (enable, disable, reload, delete) on a plugin and resolves to a sentence saying
+ * the outcome, or null when the user cancelled the deletion. Throws ApiError when the server refuses.
+ */
+export async function runAction(kind, view) {
+  if (kind === "delete") {
+    const answer = await askDelete(view);
+    if (!answer) return null;
+    const removed = await api.del(pluginApi(view.id), { purge: answer.purge ? "true" : null });
+    // `removed` names every path deleted: the zips, and with purge the data folder too.
+    const zips = removed.removed.filter((name) => name.endsWith(".zip"));
+    return `Deleted ${view.id}${zips.length ? ` (${zips.join(", ")})` : ""}; its data was ` +
+      `${removed.purged ? "purged" : "kept"}.`;
+  }
+  const after = await api.post(pluginApi(view.id, `/${kind}`));
+  return outcome(after);
+}
+
+/**
+ * busy runs `work` with `el` disabled, so a second press cannot repeat it. A disabled button loses the focus;
+ * it gets it back afterwards when nothing else took it, so keyboard users stay where they were.
+ */
+export async function busy(el, work) {
+  el.disabled = true;
+  try {
+    return await work();
+  } finally {
+    el.disabled = false;
+    if (el.isConnected && (!document.activeElement || document.activeElement === document.body)) el.focus();
+  }
+}
+
+const VERBS = { enable: "Enable", disable: "Disable", reload: "Reload", delete: "Delete" };
+
+/**
+ * actionButtons are a plugin's action buttons (Enable or Disable, Reload, Delete). `perform(kind, button)` runs
+ * when one is pressed. Each button's accessible name includes the plugin id ("Disable notes").
+ */
+export function actionButtons(view, perform) {
+  const kinds = [view.enabled ? "disable" : "enable", "reload", "delete"];
+  return h(
+    "div",
+    { class: "plugin-actions" },
+    kinds.map((kind) => {
+      const el = button(VERBS[kind], {
+        class: kind === "delete" ? "small danger-outline" : "small",
+        "aria-label": `${VERBS[kind]} ${view.id}`,
+        dataset: { action: kind, plugin: view.id },
+      });
+      el.addEventListener("click", () => perform(kind, el));
+      return el;
+    }),
+  );
+}
+
+function routesCell(view) {
+  const count = view.routes.length;
+  if (!count) return h("span", { class: "muted" }, view.state === "active" ? "none" : "not mounted");
+  return h(
+    "details",
+    { class: "routes-list" },
+    h("summary", {}, `${count} route${count === 1 ? "" : "s"}`),
+    h("ul", {}, view.routes.map((route) => h("li", {}, h("code", {}, route)))),
+  );
+}
+
+/** render shows the plugins page. */
+export async function render({ main }) {
+  const rescan = button("Rescan", { class: "primary", title: "Re-read the plugins folder and retry failed versions" });
+  main.append(h("div", { class: "page-head" }, h("h1", {}, "Plugins"), h("span", { class: "spacer" }), rescan));
+
+  // Installing: a drop zone around a real file input, so the keyboard and screen readers get the same feature.
+  const picker = h("input", { type: "file", name: "bundle", accept: ".zip,application/zip" });
+  const pickerField = field("Choose a plugin zip", picker, {
+    hint: "A bundle made by `xcore plugin pack`. The server checks it before installing it.",
+  });
+  const zone = h(
+    "div",
+    { class: "dropzone", dataset: { dropzone: "plugins" } },
+    h("p", { class: "dropzone-text" }, "Drop a plugin .zip here, or choose one:"),
+    pickerField,
+  );
+  const progress = h("progress", { max: 1, value: 0, "aria-label": "Upload progress" });
+  const progressText = h("span", { class: "progress-text" });
+  const progressBox = h("div", { class: "upload-progress", hidden: true }, progressText, progress);
+  const uploadResult = h("div", { class: "upload-result", role: "status" });
+  const uploadError = h("div", { class: "alert alert-error upload-error", role: "alert", hidden: true });
+  main.append(section("Install a plugin", zone, progressBox, uploadResult, uploadError));
+
+  // The table and the outcome of the last action.
+  const listError = errorBox();
+  const actionStatus = h("p", { class: "action-status", role: "status" });
+  const actionError = errorBox();
+  const listBox = h("div");
+  main.append(section("Installed plugins", listError, actionError, actionStatus, listBox));
+
+  let views = [];
+  let recheck = null;
+  let gone = false;
+
+  async function load(focus = null) {
+    clearTimeout(recheck);
+    try {
+      views = await api.get(API);
+      listError.hide();
+    } catch (err) {
+      listError.show(err);
+      return;
+    }
+    if (gone) return;
+    show(focus);
+    if (views.some((v) => v.state === "pending")) recheck = setTimeout(load, PENDING_RECHECK);
+  }
+
+  function show(focus = null) {
+    // Redrawing the table must not throw the keyboard out of it: the same row's same action gets the focus back
+    // (or, when that action changed, as Disable to Enable, the row's first one).
+    const before = document.activeElement;
+    const row = before && listBox.contains(before) ? before.closest("tr") : null;
+    const keep = focus || (row ? { plugin: row.dataset.plugin, action: before.dataset.action } : null);
+    listBox.replaceChildren(table({
+      caption: "Installed plugins",
+      empty: "No plugin is installed. Upload a .zip above, or copy one into the data directory's plugins folder.",
+      rowProps: (v) => ({ dataset: { plugin: v.id } }),
+      columns: [
+        { label: "ID", render: (v) => link(pluginPage(v.id), v.id) },
+        { label: "Name", render: (v) => v.name },
+        { label: "Version", render: (v) => v.version },
+        { label: "State", render: (v) => badge(v.state) },
+        { label: "Errors", class: "error-cell", render: (v) => (v.error ? h("span", { class: "plugin-error" }, v.error) : null) },
+        { label: "Routes", render: routesCell },
+        { label: "Actions", render: (v) => actionButtons(v, (kind, el) => act(kind, v, el)) },
+      ],
+      rows: views,
+    }));
+    const again = keep && listBox.querySelector(`tr[data-plugin="${CSS.escape(keep.plugin)}"]`);
+    if (again) {
+      (again.querySelector(`button[data-action="${keep.action}"]`) || again.querySelector(keep.action ? "button" : "a"))
+        ?.focus();
+    }
+  }
+
+  async function act(kind, view, el) {
+    actionError.hide();
+    actionStatus.textContent = "";
+    let cancelled = false;
+    await busy(el, async () => {
+      try {
+        const said = await runAction(kind, view);
+        cancelled = said === null;
+        if (said) actionStatus.textContent = said;
+      } catch (err) {
+        actionError.show(`${VERBS[kind]} ${view.id}: ${errorMessage(err)}`);
+      }
+    });
+    if (cancelled) return;
+    await load({ plugin: view.id, action: kind });
+    if (!listBox.contains(document.activeElement)) rescan.focus(); // the row is gone
+  }
+
+  rescan.addEventListener("click", () => busy(rescan, async () => {
+    actionError.hide();
+    actionStatus.textContent = "";
+    try {
+      views = await api.post(`${API}/reload`);
+      const failed = views.filter((v) => v.state === "failed").length;
+      actionStatus.textContent = `Rescanned the plugins folder: ${views.length} plugin${views.length === 1 ? "" : "s"}` +
+        `${failed ? `, ${failed} failed` : ""}.`;
+      show();
+    } catch (err) {
+      actionError.show(`Rescan: ${errorMessage(err)}`);
+    }
+  }));
+
+  async function install(file) {
+    uploadError.hidden = true;
+    uploadError.replaceChildren();
+    uploadResult.replaceChildren();
+    uploadResult.className = "upload-result";
+    if (!/\.zip$/i.test(file.name)) {
+      uploadError.append(h("p", {}, `${file.name} is not a .zip file. A plugin bundle is a .zip made by xcore plugin pack.`));
+      uploadError.hidden = false;
+      return;
+    }
+    progress.value = 0;
+    progressText.textContent = `Uploading ${file.name}…`;
+    progressBox.hidden = false;
+    const form = new FormData();
+    form.append("data", file, file.name);
+    try {
+      const view = await api.upload(API, form, (fraction) => { progress.value = fraction; });
+      progress.value = 1;
+      progressText.textContent = `Uploaded ${file.name}.`;
+      uploadResult.className = `upload-result alert ${view.state === "active" ? "alert-ok" : "alert-error"}`;
+      uploadResult.append(
+        h("p", {}, "Installed ", link(pluginPage(view.id), pluginLabel(view)), ": ", badge(view.state)),
+        h("p", {}, outcome(view)),
+      );
+    } catch (err) {
+      progressBox.hidden = true;
+      uploadError.append(h("p", { class: "problem-title" }, `The server refused ${file.name}.`), ...problemNodes(err));
+      uploadError.hidden = false;
+    }
+    await load();
+  }
+
+  // One upload at a time, in the order the files came (several dropped at once, or a second pick meanwhile).
+  let queue = Promise.resolve();
+  function installAll(files) {
+    for (const file of files) queue = queue.then(() => install(file));
+    return queue;
+  }
+
+  picker.addEventListener("change", () => {
+    const files = [...picker.files];
+    picker.value = ""; // picking the same file again is a change too
+    installAll(files);
+  });
+  let depth = 0; // dragenter/dragleave fire for every child: count them to know when the drag left the zone
+  zone.addEventListener("dragenter", (event) => {
+    event.preventDefault();
+    depth += 1;
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    if (event.dataTransfer) event.dataTransfer.dropEffect = "copy";
+  });
+  zone.addEventListener("dragleave", () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) zone.classList.remove("over");
+  });
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    event.stopPropagation();
+    depth = 0;
+    zone.classList.remove("over");
+    const files = [...(event.dataTransfer?.files || [])];
+    if (files.length) installAll(files);
+  });
+  // A file dropped beside the zone would make the browser open (or download) it and leave the admin.
+  const keepPage = (event) => {
+    if (event.dataTransfer?.types?.includes("Files")) event.preventDefault();
+  };
+  window.addEventListener("dragover", keepPage);
+  window.addEventListener("drop", keepPage);
+
+  await load();
+  return () => {
+    gone = true;
+    clearTimeout(recheck);
+    window.removeEventListener("dragover", keepPage);
+    window.removeEventListener("drop", keepPage);
+  };
+}
