@@ -21,6 +21,7 @@ def test_ui_is_served_with_a_strict_policy(ui_server: Any) -> None:
         assert response.headers["content-type"].startswith("text/html")
         csp = response.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe" not in csp  # only xcore desktop's own window allows eval (pywebview's evaluate_js)
         assert "http" not in response.text.replace("http-equiv", "")  # nothing from an outside host
     script = httpx.get(ui_server.url + "/admin/static/app.js")
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]

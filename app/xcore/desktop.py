@@ -14,8 +14,8 @@
   it never starts a second server on the same database.
 
 Test hook: with `XCORE_DESKTOP_PROBE=<file>` set, each time a page has loaded the process writes
-`{"title": <document.title, read through pywebview>, "url": <the page's URL>}` to that file. Unset, it does
-nothing.
+`{"title": <document.title, read through pywebview's evaluate_js>, "url": <the page's URL>}` to that file.
+Unset, it does nothing.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ def run_desktop(data_dir: str | None) -> int:
             f"cannot open the desktop window: {problem}; run `xcore serve` and open its /admin page in a browser"
         )
     runtime = open_runtime(data_dir)
+    runtime.desktop = True
     instance = Instance(runtime.data.root)
     deadline = time.monotonic() + FIND_TIMEOUT
     while not instance.claim():
@@ -244,12 +245,8 @@ class DesktopSession:
 
 
 def write_probe(window: Any, path: Path) -> None:
-    """write_probe records the page's title and URL for the desktop test.
-
-    The title is read with `run_js`, pywebview's evaluate_js without its `eval()` wrapper: the admin page's
-    Content-Security-Policy (script-src 'self', no 'unsafe-eval') refuses `eval`, so `evaluate_js` fails there.
-    """
-    state = {"title": window.run_js("document.title"), "url": window.get_current_url()}
+    """write_probe records the page's title (read with pywebview's evaluate_js) and URL for the desktop test."""
+    state = {"title": window.evaluate_js("document.title"), "url": window.get_current_url()}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(state))
     os.replace(tmp, path)

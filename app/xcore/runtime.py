@@ -37,6 +37,8 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
     version: str = __version__
+    # Set by `xcore desktop`: its window is pywebview's, whose evaluate_js runs scripts through eval().
+    desktop: bool = False
 
     @property
     def config(self) -> XcoreConfig:

@@ -6,7 +6,9 @@ reload or a bookmarked /admin/plugins/notes works. The files are public (the acc
 no data, and every piece of data comes from the JSON API, which checks the session as for any other client.
 
 The page is served with a Content-Security-Policy that allows only this origin: no inline script, no outside
-host, no framing by another site.
+host, no framing by another site. In `xcore desktop` only, the policy also allows `eval`: pywebview's
+`evaluate_js`, the window's way into the page, wraps every script in `eval()`. That window shows only this
+server's own pages, on 127.0.0.1, and the UI's code never evaluates strings.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Response, Router, get
-from litestar.datastructures import CacheControlHeader
+from litestar.datastructures import CacheControlHeader, State
 from litestar.static_files import create_static_files_router
 
 from xcore.resources import resource_path
@@ -34,6 +36,12 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-cache",
 }
+DESKTOP_HEADERS = {
+    **SECURITY_HEADERS,
+    "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"].replace(
+        "script-src 'self'", "script-src 'self' 'unsafe-eval'"
+    ),
+}
 
 
 def ui_dir() -> Path:
@@ -46,9 +54,10 @@ def _index() -> bytes:
 
 
 @get([UI_URL, f"{UI_URL}/{{path:path}}"], include_in_schema=False, sync_to_thread=False, name="admin-ui")
-def admin_page() -> Response[bytes]:
+def admin_page(state: State) -> Response[bytes]:
     """The UI's page for every view; the page's script routes by the URL."""
-    return Response(_index(), media_type="text/html", headers=SECURITY_HEADERS)
+    headers = DESKTOP_HEADERS if state.runtime.desktop else SECURITY_HEADERS
+    return Response(_index(), media_type="text/html", headers=headers)
 
 
 def ui_handlers() -> list[Any]:

@@ -63,9 +63,10 @@ export async function render({ main }) {
   }
 
   if (plugins.value) {
-    const counts = {};
-    for (const p of plugins.value) counts[p.state] = (counts[p.state] || 0) + 1;
-    const states = Object.keys(counts).sort();
+    // /health counts plugins by state in this worker; the list is the fallback (and names none missing).
+    const counts = { ...(health.value?.plugins || {}) };
+    if (!health.value?.plugins) for (const p of plugins.value) counts[p.state] = (counts[p.state] || 0) + 1;
+    const states = Object.keys(counts).filter((state) => counts[state] > 0).sort();
     grid.append(section(
       "Plugins",
       states.length
