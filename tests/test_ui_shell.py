@@ -3,6 +3,7 @@ the router (deep links, 404 page, remembered page after login) and logout."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,5 +117,10 @@ def test_silent_refresh_keeps_the_session(ui_server: Any, page: Any) -> None:
     page.context.add_cookies(cookies)
     nav_link(page, "Plugins").click()
     page.get_by_role("heading", level=1, name="Plugins").wait_for()
+    # The page's list request answered 401, the UI refreshed (a new access cookie) and repeated it.
+    deadline = time.monotonic() + 15
+    while not any(c["name"] == "xcore_access" for c in page.context.cookies()):
+        assert time.monotonic() < deadline, "the UI did not refresh the session"
+        page.wait_for_timeout(50)
+    page.get_by_text("No plugin is installed").wait_for()  # the repeated list request answered
     assert "/admin/login" not in page.url
-    assert any(c["name"] == "xcore_access" for c in page.context.cookies())
