@@ -250,6 +250,7 @@ async def test_request_fast_path_buffers_and_flushes(tmp_path: Path, capsys: pyt
     assert (first["method"], first["status"], first["request_id"]) == ("GET", 200, "r1")
     assert first["message"] == f"GET /a 200 {first['duration_ms']:.1f}ms id=r1"
     assert lines[1]["level"] == "ERROR" and lines[1]["status"] == 500
+    assert lines[1]["message"].startswith('GET /b"\\\n 500 '), "the message holds the same path, escaped once"
     err = capsys.readouterr().err
     assert "INFO    api      GET /a 200 " in err and "ERROR   api      GET /b" in err
     await _request("/c", 204)

@@ -32,11 +32,24 @@ FLUSH_AFTER = 0.1  # seconds
 FLUSH_LINES = 500
 
 _encode = msgspec.json.Encoder().encode
-# The same keys, in the same order, as JsonFormatter's lines, plus the request's own.
+# The same keys, in the same order, as JsonFormatter's lines, plus the request's own. The message is
+# "<method> <path> <status> <ms>ms id=<request id>" and is put together here from the JSON-escaped method and
+# path: one escaping of the path per line instead of three encodings.
 _JSON_LINE = (
-    b'{"ts":"%s.%03dZ","level":"%s","context":"api","logger":%s,"message":%s,"pid":%d,'
-    b'"method":%s,"path":%s,"status":%d,"duration_ms":%.3f,"request_id":"%s"}\n'
+    b'{"ts":"%s.%03dZ","level":"%s","context":"api","logger":%s,"message":"%s %s %d %sms id=%s","pid":%d,'
+    b'"method":%s,"path":%s,"status":%d,"duration_ms":%s,"request_id":"%s"}\n'
 )
+_methods: dict[str, bytes] = {}  # a method's JSON string: there are only a handful
+
+
+def _method_json(method: str) -> bytes:
+    encoded = _methods.get(method)
+    if encoded is None:
+        encoded = _encode(method)
+        if len(_methods) < 64:  # a client may send any token as the method
+            _methods[method] = encoded
+    return encoded
+
 
 # What a request leaves in the queue: (perf_counter() at its end, status, method, path, seconds taken, request id).
 # The request id is checked against [A-Za-z0-9._-] before it gets here, so it needs no JSON escaping.
@@ -90,15 +103,19 @@ class AccessSink:
                 second = int(created)
                 local_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
                 utc_stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
-            ms = seconds * 1000
-            message = "%s %s %d %.1fms id=%s" % (method, path, status, ms, rid)  # noqa: UP031 (faster here)
+            ms = "%.1f" % (seconds * 1000)
             level = "ERROR" if status >= 500 else "INFO"
             if console is not None:
-                console.append("%s %-7s api      %s\n" % (local_stamp, level, message))  # noqa: UP031
+                console.append(
+                    "%s %-7s api      %s %s %d %sms id=%s\n" % (local_stamp, level, method, path, status, ms, rid)  # noqa: UP031
+                )
             if lines is not None:
+                method_json, path_json = _method_json(method), _encode(path)
+                ms_bytes, rid_bytes = ms.encode(), rid.encode()
                 lines.append(_JSON_LINE % (
-                    utc_stamp, int((created % 1) * 1000), level.encode(), logger, _encode(message), pid,
-                    _encode(method), _encode(path), status, ms, rid.encode(),
+                    utc_stamp, int((created % 1) * 1000), b"ERROR" if status >= 500 else b"INFO", logger,
+                    method_json[1:-1], path_json[1:-1], status, ms_bytes, rid_bytes, pid,
+                    method_json, path_json, status, ms_bytes, rid_bytes,
                 ))  # fmt: skip
         if console:
             try:
