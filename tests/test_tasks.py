@@ -242,10 +242,20 @@ def test_the_admin_api_lists_tasks_runs_one_and_shows_the_journal(host: Host) ->
         ("POST", "/api/admin/tasks/tk.record/run", {"argz": []}, 400),
         ("GET", "/api/admin/tasks/runs/999999", None, 404),
         ("GET", "/api/admin/tasks/runs?status=sleeping", None, 400),
+        # Arguments the function cannot take: refused before a run is queued, not failed three times later.
+        ("POST", "/api/admin/tasks/tk.record/run", {"args": [], "kwargs": {}}, 422),
+        ("POST", "/api/admin/tasks/tk.record/run", {"args": ["a"], "kwargs": {"colour": 1}}, 422),
+        ("POST", "/api/admin/tasks/tk.record/run", {"args": ["a", 1, 2]}, 422),
     ]:
         response = host.client.request(method, url, headers=host.headers, json=body)
         assert response.status_code == status, (url, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
+    refused = host.client.post(
+        "/api/admin/tasks/tk.record/run", headers=host.headers, json={"args": ["a"], "kwargs": {"colour": 1}}
+    ).json()
+    assert refused["detail"] == "tk.record(text, fail_first=0): got an unexpected keyword argument 'colour'"
+    assert refused["errors"] == [{"field": "kwargs", "message": refused["detail"]}]
+    assert host.get("/api/admin/tasks/runs", name="tk.record")["total"] == 1  # none of them was queued
 
 
 def test_a_run_left_started_by_a_dead_process_is_interrupted_and_runs_again(runtime: Runtime, tmp_path: Path) -> None:

@@ -19,6 +19,15 @@ from browser import SIZES, UiServer, one_h1, pack_example, shot, unlabelled_cont
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
 TASK = "notes.purge_empty"
+# A task that fails whenever it runs (arguments the function cannot take are refused before a run is queued).
+FAILING = "failing.refuse"
+FAILING_PLUGIN = {
+    "plugin.json": json.dumps({"id": "failing", "version": "1.0.0", "name": "Failing"}),
+    "run.py": (
+        "from xcore.sdk import task\n\n\n@task()\ndef refuse(ctx, arranged=0):\n"
+        "    raise RuntimeError(f\"refused 'arranged'={arranged}\")\n"
+    ),
+}
 PERIODIC = "notes.hourly_purge"
 CORE_TASKS = ("xcore.prune_sessions", "xcore.prune_history")
 SLOW = 45_000  # ms: a run that fails is retried (3 times, 2 s apart) before it is journalled `failed`
@@ -64,11 +73,27 @@ def ops(ui_server: UiServer, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     assert uploaded.status_code == 201, uploaded.text
     assert uploaded.json()["state"] == "active", uploaded.text
     until(lambda: TASK in {t["name"] for t in ui_server.api.get("/api/admin/tasks").json()}, "the notes tasks")
+    failing = zip_of(FAILING_PLUGIN)
+    files = {"data": ("failing-1.0.0.zip", failing, "application/zip")}
+    uploaded = ui_server.api.post("/api/admin/plugins", files=files)
+    assert uploaded.status_code == 201 and uploaded.json()["state"] == "active", uploaded.text
+    until(lambda: FAILING in {t["name"] for t in ui_server.api.get("/api/admin/tasks").json()}, "the failing task")
     good = enqueue(ui_server, TASK)
-    bad = enqueue(ui_server, TASK, arranged=1)
+    bad = enqueue(ui_server, FAILING, arranged=1)
     until(lambda: run_of(ui_server, good)["status"] == "succeeded", f"run {good} to succeed")
     until(lambda: run_of(ui_server, bad)["status"] == "failed", f"run {bad} to fail")
     return {"server": ui_server, "succeeded": good, "failed": bad}
+
+
+def zip_of(files: dict[str, str]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
 
 
 def open_page(page: Any, server: UiServer, path: str, heading: str) -> None:
@@ -99,8 +124,8 @@ def test_tasks_page_runs_a_task_and_follows_it(ops: dict[str, Any], admin_page: 
     plugin_link = row(page, TASK).get_by_role("link", name="notes", exact=True)
     expect(plugin_link).to_have_attribute("href", "/admin/plugins/notes")
     expect(row(page, CORE_TASKS[0]).get_by_role("cell").first).to_have_text(f"{CORE_TASKS[0]}core")
-    # The last run of the task is the failed one the fixture arranged, linked to its detail page.
-    expect(row(page, TASK).get_by_role("link", name=f"Run {ops['failed']} of {TASK}: failed")).to_be_visible()
+    # The last run of the failing task is the failed one the fixture arranged, linked to its detail page.
+    expect(row(page, FAILING).get_by_role("link", name=f"Run {ops['failed']} of {FAILING}: failed")).to_be_visible()
     shot(page, screenshots, "ops-tasks")
     page.set_viewport_size(SIZES["large"])
     shot(page, screenshots, "ops-tasks-large")
@@ -152,8 +177,18 @@ def test_a_run_with_wrong_arguments_shows_its_error(ops: dict[str, Any], admin_p
     dialog.get_by_role("button", name="Run", exact=True).click()
     expect(dialog.get_by_text("Keyword arguments: must be a JSON object")).to_be_visible()
     shot(page, screenshots, "ops-run-arguments")
-    # A keyword the task does not take: the run is queued, and fails in the consumer.
+    # A keyword the task does not take: refused at once (422), said in the dialog, nothing is queued.
+    runs_before = server.api.get("/api/admin/tasks/runs", params={"name": TASK}).json()["total"]
     dialog.get_by_label("Keyword arguments (JSON object)").fill(json.dumps({"no_such_option": True}))
+    dialog.get_by_role("button", name="Run", exact=True).click()
+    expect(dialog.get_by_role("alert")).to_contain_text("unexpected keyword argument 'no_such_option'")
+    assert server.api.get("/api/admin/tasks/runs", params={"name": TASK}).json()["total"] == runs_before
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_have_count(0)
+    # A run that fails in the consumer: queued, retried, then failed with its error and traceback.
+    row(page, FAILING).get_by_role("button", name="Run with arguments").click()
+    dialog = page.get_by_role("dialog", name=f"Run {FAILING} with arguments")
+    dialog.get_by_label("Keyword arguments (JSON object)").fill(json.dumps({"arranged": 2}))
     dialog.get_by_role("button", name="Run", exact=True).click()
     expect(dialog).to_have_count(0)
     notice = page.get_by_role("status").filter(has_text="is queued")
@@ -161,11 +196,11 @@ def test_a_run_with_wrong_arguments_shows_its_error(ops: dict[str, Any], admin_p
     run_id = int(re.search(r"Run (\d+) of", notice.inner_text()).group(1))  # type: ignore[union-attr]
     notice.get_by_role("link", name=f"Open run {run_id}").click()
     page.get_by_role("heading", level=1, name=f"Run {run_id}").wait_for()
-    expect(page.locator("pre.run-args")).to_have_text("no_such_option=True")
+    expect(page.locator("pre.run-args")).to_have_text("arranged=2")
     # The detail page follows the run until it is failed (after its retries), then shows the error and traceback.
     expect(page.locator("dl.stats .badge")).to_have_text("failed", timeout=SLOW)
     error = page.locator("pre.run-error-text")
-    expect(error).to_contain_text("unexpected keyword argument 'no_such_option'")
+    expect(error).to_contain_text("RuntimeError: refused 'arranged'=2")
     expect(page.locator("pre.traceback")).to_contain_text("Traceback (most recent call last)")
     assert run_of(server, run_id)["error"] == error.inner_text()
     assert one_h1(page) == f"Run {run_id}"
@@ -185,16 +220,16 @@ def test_runs_filter_by_status_survives_reload(ops: dict[str, Any], admin_page: 
     expect(page.get_by_role("link", name=f"Run {ops['succeeded']}", exact=True)).to_have_count(0)
     badges = page.locator("tbody .badge")
     assert set(badges.all_inner_texts()) == {"failed"}
-    expect(page.get_by_role("row").filter(has=failed)).to_contain_text("unexpected keyword argument 'arranged'")
+    expect(page.get_by_role("row").filter(has=failed)).to_contain_text("refused 'arranged'=1")
 
-    page.get_by_label("Task", exact=True).select_option(TASK)
-    page.wait_for_url(f"**/admin/tasks/runs?name={TASK}&status=failed")
+    page.get_by_label("Task", exact=True).select_option(FAILING)
+    page.wait_for_url(f"**/admin/tasks/runs?name={FAILING}&status=failed")
     page.reload()
     page.get_by_role("heading", level=1, name="Task runs").wait_for()
     expect(page.get_by_label("Status", exact=True)).to_have_value("failed")
-    expect(page.get_by_label("Task", exact=True)).to_have_value(TASK)
+    expect(page.get_by_label("Task", exact=True)).to_have_value(FAILING)
     expect(failed).to_be_visible()
-    api_total = server.api.get("/api/admin/tasks/runs", params={"name": TASK, "status": "failed"}).json()["total"]
+    api_total = server.api.get("/api/admin/tasks/runs", params={"name": FAILING, "status": "failed"}).json()["total"]
     expect(page.locator("tbody tr")).to_have_count(api_total)
     shot(page, screenshots, "ops-runs-filtered")
 
@@ -280,8 +315,8 @@ def test_logs_filters_and_counts(ops: dict[str, Any], admin_page: Any, screensho
     expect(lines.filter(has_text="attempt 1 failed").first).to_be_visible()
     assert set(page.locator("li.log-line .log-context").all_inner_texts()) == {"tasks"}
 
-    page.get_by_label("Search", exact=True).fill("'arranged'")
-    page.wait_for_url(re.compile(r"q=%27arranged%27"))
+    page.get_by_label("Search", exact=True).fill("'arranged'=1")
+    page.wait_for_url(re.compile(r"q=%27arranged%27%3D1"))
     expect(lines).to_have_count(4)  # the arranged run: three attempts retried (WARNING), the last failed (ERROR)
     page.get_by_label("Search", exact=True).fill("no line says this")
     expect(page.get_by_text("No entry matches these filters.")).to_be_visible()

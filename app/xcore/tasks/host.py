@@ -62,6 +62,12 @@ class TaskError(RequestError):
     status = 404
 
 
+class TaskArgumentsError(TaskError):
+    """TaskArgumentsError is a run whose arguments the task's function cannot take: it could never succeed."""
+
+    status = 422
+
+
 @dataclass(frozen=True)
 class Entry:
     """Entry is one registered task: its function, its declaration, and the plugin it belongs to (None: core)."""
@@ -162,10 +168,15 @@ class TaskHost:
         delay: float | None = None,
         eta: datetime | None = None,
     ) -> int:
-        """enqueue queues a run of task `name` and returns its run id (a row of `task_runs`)."""
+        """enqueue queues a run of task `name` and returns its run id (a row of `task_runs`).
+
+        Arguments the function cannot take (a missing or unknown parameter) raise TaskArgumentsError at once,
+        instead of a run that fails on every attempt."""
         entry = self.registry.get(name)
         if entry is None:
             raise TaskError(f"no task named {name!r} is registered")
+        args = list(args)
+        check_arguments(name, entry.fn, args, dict(kwargs or {}))
         return self.submit(name, entry.plugin_id, args, kwargs, delay=delay, eta=eta)
 
     def submit(
@@ -466,6 +477,19 @@ class TaskHost:
         if self._schedule is not None:
             self._schedule.join(timeout=2)
         self.huey.storage.close()
+
+
+def check_arguments(name: str, fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+    """check_arguments raises TaskArgumentsError unless `fn` takes these arguments (its `ctx` is given by xcore)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable without a signature: it says so when it runs
+        return
+    others = signature.replace(parameters=[p for n, p in signature.parameters.items() if n != "ctx"])
+    try:
+        others.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TaskArgumentsError(f"{name}{others}: {exc}", field="kwargs" if kwargs else "args") from None
 
 
 def with_context(
