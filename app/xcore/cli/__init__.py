@@ -8,7 +8,6 @@ import sys
 
 import click
 
-from xcore import __version__
 from xcore.cli.config_cmd import config
 from xcore.cli.db_cmd import db
 from xcore.cli.desktop_cmd import desktop
@@ -20,8 +19,25 @@ from xcore.cli.user_cmd import user
 from xcore.errors import XcoreError
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from xcore.build import describe
+
+    click.echo(describe())
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, "-V", "--version", prog_name="xcore")
+@click.option(
+    "-V",
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version, the git commit and whether this is a frozen build, then exit.",
+)
 def cli() -> None:
     """xcore: a plugin host. Start it with `xcore serve`."""
 
