@@ -9,11 +9,13 @@ conftest.py registers. Every page a test opens is watched:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -116,6 +118,15 @@ def start_ui_server(data_dir: Path, *, setup: bool = True, extra: tuple[str, ...
         assert login.status_code == 200, login.text
         api.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
     return ui
+
+
+def zip_bytes(entries: dict[str, str]) -> bytes:
+    """zip_bytes is a zip archive (in memory) holding `entries`: name → text."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in entries.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
 
 
 def pack_example(name: str, out: Path) -> Path:

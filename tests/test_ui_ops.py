@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 from playwright.sync_api import expect
 
-from browser import SIZES, UiServer, one_h1, pack_example, shot, unlabelled_controls
+from browser import SIZES, UiServer, one_h1, pack_example, shot, unlabelled_controls, zip_bytes
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -73,7 +73,7 @@ def ops(ui_server: UiServer, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     assert uploaded.status_code == 201, uploaded.text
     assert uploaded.json()["state"] == "active", uploaded.text
     until(lambda: TASK in {t["name"] for t in ui_server.api.get("/api/admin/tasks").json()}, "the notes tasks")
-    failing = zip_of(FAILING_PLUGIN)
+    failing = zip_bytes(FAILING_PLUGIN)
     files = {"data": ("failing-1.0.0.zip", failing, "application/zip")}
     uploaded = ui_server.api.post("/api/admin/plugins", files=files)
     assert uploaded.status_code == 201 and uploaded.json()["state"] == "active", uploaded.text
@@ -83,17 +83,6 @@ def ops(ui_server: UiServer, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     until(lambda: run_of(ui_server, good)["status"] == "succeeded", f"run {good} to succeed")
     until(lambda: run_of(ui_server, bad)["status"] == "failed", f"run {bad} to fail")
     return {"server": ui_server, "succeeded": good, "failed": bad}
-
-
-def zip_of(files: dict[str, str]) -> bytes:
-    import io
-    import zipfile
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 def open_page(page: Any, server: UiServer, path: str, heading: str) -> None:

@@ -6,17 +6,15 @@ editor (JSON syntax checked here, keys and types by the server). Also keyboard u
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
-from browser import SIZES, UiServer, one_h1, pack_example, shot, unlabelled_controls
+from browser import SIZES, UiServer, one_h1, pack_example, shot, unlabelled_controls, zip_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -41,14 +39,6 @@ def uninstall(ui: UiServer, plugin_id: str) -> None:
     """uninstall removes a plugin and its data through the API when it is installed."""
     response = ui.api.delete(f"/api/admin/plugins/{plugin_id}", params={"purge": "true"})
     assert response.status_code in (200, 404), response.text
-
-
-def zip_bytes(entries: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in entries.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 def open_plugins(page: Any, ui: UiServer) -> None:
