@@ -9,10 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -70,6 +70,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+T = TypeVar("T")
+
+
+def until(
+    check: Callable[[], T],
+    what: str,
+    timeout: float = 30.0,
+    *,
+    interval: float = 0.05,
+    alive: Callable[[], None] | None = None,
+    context: Callable[[], str] | None = None,
+) -> T:
+    """until polls `check` until it returns something truthy, and returns that. It fails naming `what`, the last
+    value (or the last connection error or failed assertion) and `context()` (a server's output, say); `alive()`
+    may raise first, to stop at once when the process being waited on has died."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
+        try:
+            last = check()
+        except (httpx.TransportError, AssertionError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    extra = f"\n{context()}" if context is not None else ""
+    raise AssertionError(f"not within {timeout}s: {what}; last: {last!r}{extra}")
 
 
 def xcore_command(*args: str) -> list[str]:

@@ -32,6 +32,7 @@ import pytest
 from litestar.testing import TestClient
 
 from conftest import CLEAN_ENV, PASSWORDS, Api, create_account, xcore_command
+from conftest import until as wait_for
 from xcore.auth.desktop import TOKENS_DIR, DesktopTokens, is_loopback
 from xcore.desktop import ENV_PROBE, INSTANCE_FILE, gui_problem
 from xcore.runtime import Runtime
@@ -45,14 +46,7 @@ WINDOW_ENV = {
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """until polls `check` until it returns something truthy, and returns that; fails naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    return wait_for(check, what, timeout, interval=0.1)
 
 
 # --- the display, the window, the screenshot -------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from conftest import until as wait_for
 from xcore import __version__
 from xcore.plugins.pack import pack_folder
 
@@ -79,21 +80,13 @@ class Host:
         return found[0] if found else None
 
     def until(self, check: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
-        """until polls `check` until it returns something truthy; fails naming `what` and the last value."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
-            try:
-                last = check()
-            except (httpx.TransportError, AssertionError) as exc:
-                last = exc
-            else:
-                if last:
-                    return last
-            time.sleep(0.05)
-        lines = [line for line in self.server.output.splitlines() if " api " not in line]  # not the polls
-        tail = "\n".join(lines[-30:])
-        raise AssertionError(f"not within {timeout}s: {what}; last: {last!r}\nserver output (tail):\n{tail}")
+        """until polls `check` until it returns something truthy; fails naming `what`, the last value and the log."""
+
+        def tail() -> str:
+            lines = [line for line in self.server.output.splitlines() if " api " not in line]  # not the polls
+            return "server output (tail):\n" + "\n".join(lines[-30:])
+
+        return wait_for(check, what, timeout, context=tail)
 
 
 @pytest.fixture

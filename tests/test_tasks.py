@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conftest import PASSWORDS, create_account, plugin_host
+from conftest import until as wait_for
 from xcore.db.models import TaskRun
 from xcore.plugins.store import plugins_dir, settled
 from xcore.runtime import Runtime
@@ -85,14 +86,7 @@ def install(runtime: Runtime, source: Path, name: str = "tk.zip") -> None:
 
 
 def until(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    return wait_for(check, what, timeout, interval=0.02)
 
 
 def run_of(runtime: Runtime, run_id: int) -> TaskRun:

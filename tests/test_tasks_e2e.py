@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from conftest import CLEAN_ENV, free_port, xcore_command
+from conftest import until as wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -99,21 +100,16 @@ class Server:
 
     def until(self, check: Callable[[], T], what: str, timeout: float = DEADLINE) -> T:
         """until polls `check` until it returns something truthy; fails naming `what`, the last value and the log."""
-        deadline = time.monotonic() + timeout
-        last: Any = None
-        while time.monotonic() < deadline:
+
+        def alive() -> None:
             if self.process.poll() is not None:
                 raise AssertionError(f"xcore exited with {self.process.returncode} while waiting for {what}")
-            try:
-                last = check()
-            except (httpx.TransportError, AssertionError) as exc:
-                last = exc
-            else:
-                if last:
-                    return last
-            time.sleep(0.05)
-        tail = "\n".join(line for line in self.output.splitlines()[-40:] if " api " not in line)
-        raise AssertionError(f"not within {timeout}s: {what}; last: {last!r}\nserver output (tail):\n{tail}")
+
+        def tail() -> str:
+            lines = (line for line in self.output.splitlines()[-40:] if " api " not in line)
+            return "server output (tail):\n" + "\n".join(lines)
+
+        return wait_for(check, what, timeout, alive=alive, context=tail)
 
     def group_alive(self) -> list[int]:
         """group_alive lists the live (not zombie) processes of the server's process group."""

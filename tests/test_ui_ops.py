@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from browser import SIZES, UiServer, one_h1, pack_example, shot, unlabelled_controls, zip_bytes
+from conftest import until as wait_for
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -34,15 +35,7 @@ SLOW = 45_000  # ms: a run that fails is retried (3 times, 2 s apart) before it 
 
 
 def until(check: Callable[[], T], what: str, timeout: float = 45) -> T:
-    """until polls `check` until it returns something truthy; fails naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last  # type: ignore[no-any-return]
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    return wait_for(check, what, timeout, interval=0.2)
 
 
 def run_of(server: UiServer, run_id: int) -> dict[str, Any]:
