@@ -8,13 +8,16 @@ within a fraction of a second (or at its next start).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from sqlalchemy import func, select
 
 from xcore.cli.options import data_dir_option, echo_table, migrated_runtime
-from xcore.db.models import TaskRun, TaskState, as_utc
+
+if TYPE_CHECKING:
+    from xcore.db.models import TaskRun
+
+# SQLAlchemy and the models are imported inside the commands, so `xcore --help` stays fast.
 
 STATUSES = ("queued", "started", "retrying", "succeeded", "failed", "dropped", "interrupted")
 
@@ -29,6 +32,10 @@ def tasks() -> None:
 @data_dir_option
 def list_tasks(as_json: bool, data_dir: str | None) -> None:
     """The tasks the server registered, with their schedule, paused state and latest run."""
+    from sqlalchemy import func, select
+
+    from xcore.db.models import TaskRun, TaskState, as_utc
+
     runtime = migrated_runtime(data_dir)
     with runtime.sessions() as session:
         states = list(session.scalars(select(TaskState).where(TaskState.registered).order_by(TaskState.name)))
@@ -76,6 +83,7 @@ def list_tasks(as_json: bool, data_dir: str | None) -> None:
 @data_dir_option
 def run_task(name: str, args_json: str, kwargs_json: str, data_dir: str | None) -> None:
     """Queue a run of task NAME; prints the run id (see `xcore tasks history`)."""
+    from xcore.db.models import TaskState
     from xcore.tasks.host import TaskHost
 
     args = _json(args_json, "--args", list)
@@ -101,6 +109,10 @@ def run_task(name: str, args_json: str, kwargs_json: str, data_dir: str | None) 
 @data_dir_option
 def history(name: str | None, status: str | None, limit: int, as_json: bool, data_dir: str | None) -> None:
     """The latest runs, newest first, with their status, duration and error."""
+    from sqlalchemy import select
+
+    from xcore.db.models import TaskRun, as_utc
+
     runtime = migrated_runtime(data_dir)
     query = select(TaskRun)
     if name:
@@ -133,6 +145,8 @@ def history(name: str | None, status: str | None, limit: int, as_json: bool, dat
 
 
 def _run_dict(run: TaskRun) -> dict[str, Any]:
+    from xcore.db.models import as_utc
+
     def when(value: Any) -> str | None:
         return as_utc(value).isoformat() if value is not None else None
 
