@@ -2,7 +2,9 @@
 
 - The server is the one `xcore serve` runs (the Switch, its plugin manager and task host: `build_switch`), on
   Granian's embedded server in a background thread with its own event loop, bound to 127.0.0.1 on a free port.
-  pywebview owns the main thread, as its GUI toolkits require.
+  pywebview owns the main thread, as its GUI toolkits require. `server.trusted_proxies` does not apply: no
+  reverse proxy sits in front of a loopback server on a port chosen at each start, so every request's address is
+  its peer's.
 - The window (pywebview; Qt WebEngine on Linux, the system web view elsewhere) opens `/admin/#desktop=<token>`,
   a one-time token the page trades for a session of the desktop owner (`xcore.auth.desktop`). Before the first
   account exists it opens the setup page with the setup token instead. The fragment never reaches the server.

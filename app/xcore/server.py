@@ -162,6 +162,8 @@ def serve(runtime: Runtime) -> int:
         )
         announce_setup(runtime, url)
         log.info("xcore %s starting at %s with %d worker(s)", runtime.version, url, server.workers)
+        if server.trusted_proxies:
+            log.info("trusting X-Forwarded-For and X-Forwarded-Proto from %s", ", ".join(server.trusted_proxies))
         try:
             granian.serve()
         except SystemExit as exc:

@@ -26,7 +26,14 @@ from typing import Any
 
 import msgspec
 
-from xcore.config.schema import XcoreConfig, access_rule_problem, describe_type, section_fields, type_at
+from xcore.config.schema import (
+    XcoreConfig,
+    access_rule_problem,
+    describe_type,
+    section_fields,
+    trusted_proxy_problem,
+    type_at,
+)
 from xcore.errors import ConfigError
 from xcore.resources import resource_path
 
@@ -143,12 +150,16 @@ def parse_env_value(path: Path_, raw: str) -> Any:
     """A string setting takes the text as it is; any other setting reads it as JSON (8000, true, [..]).
 
     For a setting that may be null, the text `null` means null (`DATABASE_URL=null` is the default database).
+    A list of strings also takes plain comma-separated text (`127.0.0.1,::1`; empty text is the empty list),
+    which is easier to write in a systemd unit or a `docker run -e` than JSON.
     """
     target = type_at(path)
     if target is not None and _accepts_plain_string(target):
         if raw == "null" and _accepts_null(target):
             return None
         return raw
+    if target is not None and _is_string_list(target) and not raw.lstrip().startswith("["):
+        return [item.strip() for item in raw.split(",") if item.strip()]
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
@@ -157,6 +168,15 @@ def parse_env_value(path: Path_, raw: str) -> Any:
 
 def _accepts_null(t: msgspec.inspect.Type) -> bool:
     return isinstance(t, msgspec.inspect.UnionType) and any(isinstance(m, msgspec.inspect.NoneType) for m in t.types)
+
+
+def _is_string_list(t: msgspec.inspect.Type) -> bool:
+    if isinstance(t, msgspec.inspect.Metadata):
+        t = t.type
+    if not isinstance(t, msgspec.inspect.ListType):
+        return False
+    item = t.item_type.type if isinstance(t.item_type, msgspec.inspect.Metadata) else t.item_type
+    return isinstance(item, msgspec.inspect.StrType)
 
 
 def _accepts_plain_string(t: msgspec.inspect.Type) -> bool:
@@ -268,6 +288,11 @@ def validate(merged: dict[str, Any], sources: dict[Path_, str]) -> XcoreConfig:
             where = ("xcore", "middleware", "ACCESS_RULES", repr(pattern))
             source = _source_for(where, sources)
             raise ConfigError(f"{source}: xcore.middleware.ACCESS_RULES[{pattern!r}]{problem[0]}: {problem[1]}")
+    for index, entry in enumerate(config.server.trusted_proxies):
+        reason = trusted_proxy_problem(entry)
+        if reason is not None:
+            source = _source_for(("server", "trusted_proxies"), sources)
+            raise ConfigError(f"{source}: server.trusted_proxies[{index}]: {reason}")
     return config
 
 

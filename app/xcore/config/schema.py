@@ -8,6 +8,7 @@ Relative paths in settings are relative to the data directory.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import cache
 from typing import Annotated, Any, Literal
@@ -46,6 +47,41 @@ class ServerConfig(_Section, frozen=True):
         int,
         doc("Number of Granian worker processes. One is right for a desktop or a small team.", ge=1, le=64),
     ] = 1
+    trusted_proxies: Annotated[
+        list[str],
+        doc(
+            "Addresses (127.0.0.1, ::1) or networks (10.0.0.0/8) of the reverse proxies in front of xcore. "
+            "A request whose peer is one of them comes from the right-most address in its X-Forwarded-For "
+            "header that is not a trusted proxy, with the scheme in X-Forwarded-Proto; the login throttle and "
+            "the audit log see that address. Empty: the headers are ignored and every request comes from its "
+            "peer, which behind a proxy is the proxy. List the proxies only, never the clients' networks: "
+            "a trusted address can claim to be anyone. `xcore desktop` ignores this setting."
+        ),
+    ] = field(default_factory=list)
+
+
+def trusted_proxy_problem(entry: str) -> str | None:
+    """trusted_proxy_problem says what is wrong with one entry of server.trusted_proxies, or None when it is an IP
+    address or network: the forms Granian's proxy-header wrapper matches a peer against (it would take anything
+    else for a host name and never match it)."""
+    if entry.strip() == "*":
+        return (
+            "'*' would let every client name its own address; list the addresses of your reverse proxies instead, "
+            "such as 127.0.0.1 or 10.0.0.0/8"
+        )
+    example = "write an address such as 127.0.0.1 or ::1, or a network such as 10.0.0.0/8"
+    try:
+        if "/" not in entry:
+            ipaddress.ip_address(entry)
+            return None
+        network = ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return f"{entry!r} is not an IP address or network; {example}"
+    try:
+        ipaddress.ip_network(entry)
+    except ValueError:
+        return f"{entry!r} has host bits set; write the network as {network.with_prefixlen}"
+    return None
 
 
 class PluginsConfig(_Section, frozen=True):

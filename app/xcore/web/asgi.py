@@ -4,31 +4,40 @@ The parent process (`xcore serve`) has validated the settings, prepared the data
 database before it starts the workers; it passes the data directory in XCORE_DATA_DIR and its command-line
 settings as XCORE_<SECTION>__<KEY> variables, so each worker opens the same Runtime. `--plugins-dev` folders
 come in XCORE_PLUGINS_DEV (separated by os.pathsep).
+
+With `server.trusted_proxies` set, the Switch is served behind Granian's proxy-header wrapper, so everything
+inside it (the request log, Litestar, the login throttle, the audit log) sees the client address and scheme a
+trusted reverse proxy forwarded. Unset, nothing is wrapped.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
+from typing import Any
+
+from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
 from xcore.logs.setup import forget_configuration
 from xcore.plugins.manager import PluginManager
 from xcore.runtime import Runtime, open_runtime
 from xcore.tasks.core import register_core_tasks
 from xcore.tasks.host import TaskHost
-from xcore.web.switch import Switch
+from xcore.web.switch import ASGIApp, Switch
 
 ENV_PLUGINS_DEV = "XCORE_PLUGINS_DEV"
 
 
-def create_switch() -> Switch:
-    """create_switch opens this worker's Runtime and returns the Switch its plugin manager drives."""
+def create_switch() -> ASGIApp:
+    """create_switch opens this worker's Runtime and returns the Switch its plugin manager drives, behind the
+    trusted proxies (`behind_proxies`)."""
     # Granian has just applied the logging config in this worker; apply it as ours, so that the request
     # log's fast path writes to this process's handlers, not to copies inherited from the parent.
     forget_configuration()
     runtime = open_runtime()
     dev = [Path(p) for p in os.environ.get(ENV_PLUGINS_DEV, "").split(os.pathsep) if p]
-    return build_switch(runtime, dev)
+    return behind_proxies(build_switch(runtime, dev), runtime.config.server.trusted_proxies)
 
 
 def build_switch(runtime: Runtime, dev: list[Path]) -> Switch:
@@ -41,3 +50,40 @@ def build_switch(runtime: Runtime, dev: list[Path]) -> Switch:
     manager = PluginManager(runtime, dev, tasks=tasks)
     register_core_tasks(tasks, manager.collect_garbage)
     return Switch(startup=manager.start, shutdown=manager.stop)
+
+
+def behind_proxies(app: ASGIApp, trusted: list[str]) -> ASGIApp:
+    """behind_proxies returns `app` itself when `trusted` is empty; otherwise `app` wrapped so that a request whose
+    peer is in `trusted` (addresses and networks, checked by the config loader) gets `scope["client"]` from its
+    X-Forwarded-For header (the right-most address that is not trusted) and `scope["scheme"]` from
+    X-Forwarded-Proto. The headers stay in the request, so a route can still tell that a proxy was involved.
+
+    A forwarded value that is not an IP address (Granian's helper takes any text) is ignored: the request keeps
+    its peer's address, so a client cannot put arbitrary text into the audit log or the throttle's keys."""
+    if not trusted:
+        return app
+
+    async def checked(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        client, peer = scope.get("client"), scope.get(PEER_KEY)
+        if client is not None and client is not peer and not _is_ip(client[0]):
+            scope["client"] = peer
+        await app(scope, receive, send)
+
+    forwarded: ASGIApp = wrap_asgi_with_proxy_headers(checked, trusted_hosts=list(trusted))
+
+    async def remember_peer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope[PEER_KEY] = scope.get("client")
+        await forwarded(scope, receive, send)
+
+    return remember_peer
+
+
+PEER_KEY = "xcore.peer"  # the direct peer's (host, port), before a trusted proxy's headers replace it
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

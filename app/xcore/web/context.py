@@ -18,7 +18,8 @@ def service(request: Request[Any, Any, Any]) -> AuthService:
 
 
 def client_of(request: Request[Any, Any, Any]) -> Client:
-    """client_of is the client address and user agent, for the audit log and the address lockout."""
+    """client_of is the client address and user agent, for the audit log and the address lockout. Behind a trusted
+    reverse proxy (`server.trusted_proxies`), the address is the one the proxy forwarded."""
     return Client(ip=request.client.host if request.client else None, user_agent=request.headers.get("user-agent"))
 
 
