@@ -1,19 +1,21 @@
-"""`xcore plugin new | pack | install | list | remove`: the plugin author kit, and bundle management from the machine.
+"""`xcore plugin new | pack | install | list | remove | runtime`: the plugin author kit, and bundle management.
 
 `new` and `pack` work on a source folder and need no data directory. `install`, `list` and `remove` act on the
 data directory's plugins folder, which a running server watches: an installed zip goes live there within
-seconds, and a removed one is unloaded.
+seconds, and a removed one is unloaded. `runtime` lists what a plugin may import, from this process alone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +27,7 @@ from xcore.errors import XcoreError
 
 if TYPE_CHECKING:
     from xcore.db.models import PluginState
+    from xcore.plugins.runtime import PluginRuntime
 
 GIT_TIMEOUT = 300.0
 # scp-like git addresses: git@github.com:owner/repo.git
@@ -179,3 +182,48 @@ def remove(plugin_id: str, purge: bool, yes: bool, data_dir: str | None) -> None
         click.confirm(f"{plugin_id}: {what}?", abort=True)
     for path in remove_plugin(runtime, plugin_id, purge=purge):
         click.echo(f"deleted {path}")
+
+
+@plugin.command("runtime")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON: frozen, stdlib, packages (module, distribution, version)."
+)
+def runtime_modules(as_json: bool) -> None:
+    """List what a plugin may import in this xcore: standard-library modules and packages, with their versions."""
+    from xcore.plugins.runtime import list_importable
+
+    found = list_importable()
+    if as_json:
+        click.echo(json.dumps(found.as_json(), indent=2))
+    else:
+        _echo_runtime(found)
+
+
+def _echo_runtime(found: PluginRuntime) -> None:
+    """_echo_runtime prints the kind of install, the standard library wrapped in lines, and a table of packages."""
+    from xcore.plugins.runtime import STDLIB_LEFT_OUT
+
+    if found.frozen:
+        click.echo("frozen build: plugins may import these modules and nothing else")
+    else:
+        click.echo(
+            "source install: plugins may import anything installed in this Python environment (listed below); "
+            "a frozen build contains only the standard library and xcore's own dependencies, see `plugins/README.md`"
+        )
+    click.echo("")
+    left_out = ", ".join(STDLIB_LEFT_OUT)
+    why = "left out of this build" if found.frozen else "not listed, as a frozen build leaves them out"
+    click.echo(f"standard library: {len(found.stdlib)} modules ({why}: {left_out})")
+    click.echo(textwrap.fill(" ".join(found.stdlib), width=110, initial_indent="  ", subsequent_indent="  "))
+    click.echo("")
+    click.echo(f"packages: {len(found.packages)}")
+    rows = [
+        (
+            "  " + p.module,
+            p.distribution or "-",
+            p.version or "-",
+            "plugins import only xcore.sdk from it" if p.module == "xcore" else "",
+        )
+        for p in found.packages
+    ]
+    echo_table(("  MODULE", "DISTRIBUTION", "VERSION", "NOTE"), rows)

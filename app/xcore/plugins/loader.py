@@ -30,6 +30,7 @@ from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 from litestar.static_files import create_static_files_router
 
+from xcore.build import frozen
 from xcore.errors import XcoreError
 from xcore.plugins.manifest import Manifest
 from xcore.sdk import PluginContext, TaskSpec
@@ -259,7 +260,10 @@ def _import_failure(exc: BaseException, folder: Path) -> str:
         where = _relative(exc.filename, folder)
         return f"SyntaxError in {where}, line {exc.lineno}: {exc.msg}"
     if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("xcore_plugin_"):
-        return f"cannot import {exc.name!r}: it is not part of the bundle or of this xcore ({_located(exc, folder)})"
+        text = f"cannot import {exc.name!r}: it is not part of the bundle or of this xcore ({_located(exc, folder)})"
+        if frozen():  # a binary holds a fixed set of modules; from source the author can install what is missing
+            text += "; `xcore plugin runtime` lists what this binary contains"
+        return text
     return f"importing the plugin raised {_located(exc, folder)}"
 
 
