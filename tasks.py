@@ -5,9 +5,14 @@
     python3 tasks.py test [PYTEST ARGS]  set up .venv with the test extras, then run pytest
     python3 tasks.py lint                ruff (lint + format check) and mypy
     python3 tasks.py pack [OUTDIR]       pack every example plugin in plugins/ into OUTDIR (default dist/plugins)
-    python3 tasks.py bench [http|instructions] [ARGS]
+    python3 tasks.py bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]
+                                         build the single binary with PyInstaller (packaging/xcore.spec):
+                                         DIR/xcore/ (one folder, the default) or DIR/xcore (one file), DIR
+                                         defaulting to dist; --headless leaves the desktop window (Qt) out;
+                                         --check then runs the release check on it (packaging/release_check.py)
+    python3 tasks.py bench [http|instructions|startup] [ARGS]
                                          set up the benchmark extras, then run benchmarks/http.py
-                                         (or benchmarks/instructions.py)
+                                         (or benchmarks/instructions.py, benchmarks/startup.py)
 
 The virtual environment is (re)installed only when it is missing, when pyproject.toml changed, or when a
 command needs extras the last install did not include. With nothing changed, the setup costs a few
@@ -170,9 +175,12 @@ def cmd_run(args: list[str]) -> int:
 
 
 def cmd_test(args: list[str]) -> int:
-    ensure_venv({"test", "desktop"})
+    ensure_venv({"test", "desktop", "build"})  # build: the release tests make a PyInstaller bundle
     ensure_apt(APT_FOR_TEST)
     return run_in_venv([str(venv_bin("python")), "-m", "pytest", *args])
+
+
+LINTED = ("app", "tests", "benchmarks", "migrations", "packaging", "tasks.py")
 
 
 def cmd_lint(args: list[str]) -> int:
@@ -180,8 +188,8 @@ def cmd_lint(args: list[str]) -> int:
     python = str(venv_bin("python"))
     failed = 0
     for step in (
-        [python, "-m", "ruff", "check", "app", "tests", "benchmarks", "migrations", "tasks.py"],
-        [python, "-m", "ruff", "format", "--check", "app", "tests", "benchmarks", "migrations", "tasks.py"],
+        [python, "-m", "ruff", "check", *LINTED],
+        [python, "-m", "ruff", "format", "--check", *LINTED],
         [python, "-m", "mypy"],
     ):
         say(" ".join(step[2:]))
@@ -190,13 +198,99 @@ def cmd_lint(args: list[str]) -> int:
 
 
 def cmd_bench(args: list[str]) -> int:
-    """`bench [http|instructions] [ARGS]`: benchmarks/http.py (the default) or benchmarks/instructions.py."""
-    ensure_venv({"bench"})
-    ensure_apt(APT_FOR_BENCH)
+    """`bench [http|instructions|startup] [ARGS]`: benchmarks/http.py (the default), benchmarks/instructions.py
+    or benchmarks/startup.py (which builds the bundles, so it needs PyInstaller)."""
     script = "http"
-    if args and args[0] in ("http", "instructions"):
+    if args and args[0] in ("http", "instructions", "startup"):
         script, args = args[0], args[1:]
+    ensure_venv({"bench", "build"} if script == "startup" else {"bench"})
+    ensure_apt(APT_FOR_BENCH)
     return run_in_venv([str(venv_bin("python")), str(ROOT / "benchmarks" / f"{script}.py"), *args])
+
+
+def cmd_bundle(args: list[str]) -> int:
+    """`bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]`: build xcore with PyInstaller."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="tasks.py bundle", description="Build the single binary with PyInstaller.")
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--onedir", dest="onefile", action="store_false", help="one folder, DIR/xcore/ (the default)")
+    kind.add_argument("--onefile", dest="onefile", action="store_true", help="one file, DIR/xcore")
+    parser.add_argument("--headless", action="store_true", help="leave the desktop window (pywebview, Qt) out")
+    parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the build goes (default: dist)")
+    parser.add_argument("--check", action="store_true", help="run the release check on the build")
+    options = parser.parse_args(args)
+    # The desktop window is built in unless --headless; on Linux that is Qt WebEngine (about 500 MB installed).
+    ensure_venv({"build"} if options.headless else {"build", "desktop"})
+    out = options.out.resolve()
+    target = out / "xcore"
+    # PyInstaller's work folder, one per kind of build and output folder, so two builds never share one.
+    variant = f"{'onefile' if options.onefile else 'onedir'}-{'headless' if options.headless else 'desktop'}"
+    work = ROOT / "build" / "pyinstaller" / f"{variant}-{hashlib.sha256(str(out).encode()).hexdigest()[:8]}"
+    stamp = work / "stamp"
+    stamp.mkdir(parents=True, exist_ok=True)
+    python = str(venv_bin("python"))
+    # The commit and build facts for `xcore --version` (xcore.build reads them from xcore/_build.json).
+    facts = subprocess.run(
+        [python, "-c", "import json, xcore.build as b; print(json.dumps({'commit': b.commit()}))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    build = {**json.loads(facts), "onefile": options.onefile, "headless": options.headless}
+    git = shutil.which("git")
+    if (
+        git
+        and subprocess.run(
+            [git, "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    ):
+        build["commit"] += "-dirty"  # built from changes that were not committed
+    (stamp / "_build.json").write_text(json.dumps(build) + "\n")
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)  # a one-folder build where this one-file build goes, or the previous one
+    elif target.exists():
+        target.unlink()
+    env = {
+        **os.environ,
+        "XCORE_BUNDLE_ONEFILE": "1" if options.onefile else "0",
+        "XCORE_BUNDLE_HEADLESS": "1" if options.headless else "0",
+        "XCORE_BUNDLE_STAMP": str(stamp),
+    }
+    say(
+        f"building {'one file' if options.onefile else 'one folder'}{' (headless)' if options.headless else ''} "
+        f"into {target} (commit {build['commit']})"
+    )
+    step = [
+        python,
+        "-m",
+        "PyInstaller",
+        "--noconfirm",
+        "--log-level",
+        "WARN",
+        "--distpath",
+        str(out),
+        "--workpath",
+        str(work),
+        str(ROOT / "packaging" / "xcore.spec"),
+    ]
+    result = subprocess.run(step, cwd=ROOT, env=env)
+    if result.returncode != 0:
+        sys.exit(f"tasks.py: PyInstaller failed (exit {result.returncode}); see the messages above")
+    executable = target / ("xcore.exe" if os.name == "nt" else "xcore") if target.is_dir() else target
+    size = (
+        sum(p.stat().st_size for p in target.rglob("*") if p.is_file() and not p.is_symlink())
+        if target.is_dir()
+        else target.stat().st_size
+    )
+    print(f"{executable}  ({size / 1e6:.1f} MB)", flush=True)
+    if options.check:
+        return subprocess.call([python, str(ROOT / "packaging" / "release_check.py"), str(executable)])
+    return 0
 
 
 def cmd_pack(args: list[str]) -> int:
@@ -217,7 +311,14 @@ def cmd_pack(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "test": cmd_test, "lint": cmd_lint, "bench": cmd_bench, "pack": cmd_pack}
+COMMANDS = {
+    "run": cmd_run,
+    "test": cmd_test,
+    "lint": cmd_lint,
+    "bench": cmd_bench,
+    "pack": cmd_pack,
+    "bundle": cmd_bundle,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -20,7 +20,9 @@ import pytest
 from xcore.logs.setup import forget_configuration
 from xcore.runtime import Runtime, open_runtime
 
-pytest_plugins = ["browser"]  # the browser fixtures (tests/browser.py): chromium, ui_server, page, admin_page
+# The browser fixtures (tests/browser.py: chromium, ui_server, page, admin_page) and the X display for window tests
+# (tests/xwindow.py: display).
+pytest_plugins = ["browser", "xwindow"]
 
 # Tests never read the developer's own settings or data.
 CLEAN_ENV = {

@@ -55,13 +55,13 @@ cli.add_command(tasks)
 def main(argv: list[str] | None = None) -> None:
     """main runs the CLI and turns every error a user can cause into one line and an exit code.
 
-    A frozen build started without arguments (double-clicked) opens the desktop window when it can.
+    A frozen build started without arguments (double-clicked) opens the desktop window when it can, and acts
+    as `xcore serve` when it cannot (no display, or a headless build), printing the setup URL on a first run.
     """
     if argv is None and len(sys.argv) == 1 and getattr(sys, "frozen", False):
         from xcore.desktop import gui_problem
 
-        if gui_problem() is None:
-            argv = ["desktop"]
+        argv = ["desktop"] if gui_problem() is None else ["serve"]
     try:
         result = cli.main(args=argv, prog_name="xcore", standalone_mode=False)
     except XcoreError as exc:
