@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from conftest import free_port, run_xcore
+from conftest import CLEAN_ENV, free_port, run_xcore
 from xcore.config.schema import BackupConfig
-from xcore.db import migrate
+from xcore.db import migrate, revisions
 from xcore.db.backup import BACKUP_NAME, list_backups, make_backup, no_server_running, server_lock
 from xcore.db.engine import make_engine
 from xcore.db.models import Base
@@ -188,6 +190,7 @@ def test_startup_migration_failure_is_reported_and_harmless(runtime: Runtime, sc
 
     add_revision(scripts, FAILING_REVISION, "0999_fails")
     monkeypatch.setattr(migrate, "resource_path", lambda name: scripts if name == "migrations" else resource_path(name))
+    monkeypatch.setattr(revisions, "_shipped_here", lambda: revisions.shipped(scripts))
     db = runtime.database_file
     assert db is not None
     runtime.engine.dispose()
@@ -278,3 +281,31 @@ def test_database_from_a_newer_xcore_is_refused_clearly(data_dir: Path) -> None:
         assert "is at revision '9999_future', which this xcore" in result.stderr
         assert "a newer xcore migrated it" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_the_revisions_read_without_alembic_match_alembics(runtime: Runtime, scripts: Path) -> None:
+    add_revision(scripts, EXTRA_REVISION, "0099_extra")
+    for location in (None, scripts):
+        script = migrate.script_directory(location)
+        graph = {r.revision: tuple(r._normalized_down_revisions) for r in script.walk_revisions()}
+        assert revisions.shipped(location) == graph
+        assert revisions.head_revision(location) == script.get_current_head()
+    with runtime.engine.connect() as connection:
+        assert (
+            revisions.current_revision(runtime.engine) == MigrationContext.configure(connection).get_current_revision()
+        )
+    empty = make_engine(f"sqlite:///{runtime.data.root / 'empty.db'}")
+    assert revisions.current_revision(empty) is None
+    empty.dispose()
+
+
+def test_a_start_with_nothing_to_migrate_does_not_import_alembic(runtime: Runtime) -> None:
+    """Alembic costs about a third of a second at every start; it is imported only when there is work for it."""
+    probe = (
+        "import sys; from xcore.runtime import open_runtime; from xcore.server import prepare_database; "
+        f"prepare_database(open_runtime({str(runtime.data.root)!r})); "
+        "print(sorted(m for m in sys.modules if m.startswith('alembic')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=CLEAN_ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -18,7 +18,7 @@ from filelock import Timeout
 from granian import Granian
 from granian.constants import Interfaces
 
-from xcore.db import migrate
+from xcore.db import revisions
 from xcore.db.backup import server_lock
 from xcore.errors import DatabaseError, ServerError
 from xcore.runtime import Runtime
@@ -55,10 +55,12 @@ def check_port_free(host: str, port: int) -> None:
 def prepare_database(runtime: Runtime) -> None:
     """prepare_database applies pending migrations (backup first), or refuses when auto_upgrade is off, then
     brings the built-in roles and permissions up to date."""
-    url = runtime.database_url
-    pending = migrate.pending_revisions(url)
-    if pending:
-        apply_migrations(runtime, pending)
+    if revisions.current_revision(runtime.engine) != revisions.head_revision():
+        from xcore.db import migrate  # Alembic, only when there is something to migrate (or to refuse)
+
+        pending = migrate.pending_revisions(runtime.database_url)
+        if pending:
+            apply_migrations(runtime, pending)
     from xcore.auth.permissions import sync_builtin
 
     with runtime.auth.transaction() as session:
@@ -72,6 +74,8 @@ def apply_migrations(runtime: Runtime, pending: list[str]) -> None:
             f"the database needs migrations {', '.join(pending)}; run `xcore db upgrade` "
             "(or set migration.auto_upgrade to true)"
         )
+    from xcore.db import migrate
+
     log.info("applying database migrations: %s", ", ".join(pending), extra={"context": "db"})
     result = migrate.upgrade(url, runtime.backups_dir, runtime.config.migration.backup)
     if result.backup:

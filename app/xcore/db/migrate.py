@@ -21,14 +21,16 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
 
 from xcore import __version__
 from xcore.config.schema import BackupConfig
+from xcore.db import revisions
 from xcore.db.backup import checkpoint, copy_database, is_empty, make_backup
 from xcore.db.engine import make_engine, mask_url, sqlite_path
+from xcore.db.revisions import current_revision, head_revision
+
+__all__ = ["current_revision", "downgrade", "head_revision", "history", "pending_revisions", "upgrade"]
 from xcore.errors import MigrationError
 from xcore.resources import resource_path
 
@@ -60,16 +62,6 @@ def script_directory(script_location: Path | None = None) -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config("sqlite://", script_location))
 
 
-def head_revision(script_location: Path | None = None) -> str | None:
-    return script_directory(script_location).get_current_head()
-
-
-def current_revision(engine: Engine) -> str | None:
-    """current_revision reads the database's Alembic revision; None for a database never migrated."""
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
-
-
 def pending_revisions(url: str, script_location: Path | None = None) -> list[str]:
     """pending_revisions lists the revisions `upgrade` would apply, oldest first."""
     engine = make_engine(url)
@@ -77,6 +69,8 @@ def pending_revisions(url: str, script_location: Path | None = None) -> list[str
         current = current_revision(engine)
     finally:
         engine.dispose()
+    if current is not None and current == revisions.head_revision(script_location):
+        return []
     script = script_directory(script_location)
     _check_known(script, current, url)
     return [s.revision for s in reversed(list(script.iterate_revisions("heads", current)))]

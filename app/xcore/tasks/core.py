@@ -70,7 +70,7 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
         @periodic(every=settings.backup_every, retries=1)
         def backup() -> str:
             from xcore.db.backup import make_backup
-            from xcore.db.migrate import current_revision
+            from xcore.db.revisions import current_revision
 
             keep = runtime.config.migration.backup.max_backup_files
             # make_backup logs the backup itself

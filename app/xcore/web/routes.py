@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Iterable
-from functools import cache
 from typing import Any
 
 import msgspec
@@ -14,13 +13,12 @@ from litestar.datastructures import State
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from xcore.db import migrate
+from xcore.db.revisions import head_revision
 from xcore.runtime import Runtime
 
 HEALTHY, UNHEALTHY = 200, 503
 
 # The migrations shipped with this xcore do not change while it runs.
-head_revision = cache(migrate.head_revision)
 
 
 class DatabaseHealth(msgspec.Struct):
