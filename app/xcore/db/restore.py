@@ -30,7 +30,7 @@ from sqlalchemy.pool import NullPool
 
 from xcore import __version__
 from xcore.config.schema import BackupConfig
-from xcore.db import migrate
+from xcore.db import revisions
 from xcore.db.backup import backup_revision, check_sqlite_file, copy_database, make_backup
 from xcore.errors import DatabaseError, MigrationError
 
@@ -72,11 +72,13 @@ def restore_live(db: Path, backup: Path, backups: Path, keep: int) -> Restored:
         revision = _check_revision(backup)
         _remove(working)
         copy_database(backup, working)
-        head = migrate.head_revision()
+        head = revisions.head_revision()
         migrated = None
         if revision != head:
             no_backup = BackupConfig(auto_backup_before_migration=False)  # the working copy is one already
             try:
+                from xcore.db import migrate  # Alembic: imported when there is something to migrate
+
                 upgraded = migrate.upgrade(f"sqlite:///{working}", backups, no_backup)
             except MigrationError as exc:
                 raise RestoreRefused(f"{backup.name} could not be migrated to this xcore's schema: {exc}") from None
@@ -104,14 +106,10 @@ def _check_revision(backup: Path) -> str:
     revision = backup_revision(backup)
     if revision is None:
         raise RestoreRefused(f"{backup.name} holds no xcore database (it has no schema revision)")
-    try:
-        known = migrate.script_directory().get_revision(revision) is not None
-    except Exception:
-        known = False
-    if not known:
+    if revision not in revisions.shipped():
         raise RestoreRefused(
             f"{backup.name} is at schema revision {revision!r}, which this xcore {__version__} does not know "
-            f"(its newest is {migrate.head_revision()!r}): a newer xcore made it. Restore it with that version, "
+            f"(its newest is {revisions.head_revision()!r}): a newer xcore made it. Restore it with that version, "
             "or choose an older backup"
         )
     return revision
