@@ -21,6 +21,7 @@ milliseconds: it hashes pyproject.toml and compares it with a stamp in .venv.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -208,10 +209,8 @@ def cmd_bench(args: list[str]) -> int:
     return run_in_venv([str(venv_bin("python")), str(ROOT / "benchmarks" / f"{script}.py"), *args])
 
 
-def cmd_bundle(args: list[str]) -> int:
-    """`bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]`: build xcore with PyInstaller."""
-    import argparse
-
+def bundle_options(args: list[str]) -> argparse.Namespace:
+    """bundle_options parses `bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]`."""
     parser = argparse.ArgumentParser(prog="tasks.py bundle", description="Build the single binary with PyInstaller.")
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--onedir", dest="onefile", action="store_false", help="one folder, DIR/xcore/ (the default)")
@@ -219,7 +218,13 @@ def cmd_bundle(args: list[str]) -> int:
     parser.add_argument("--headless", action="store_true", help="leave the desktop window (pywebview, Qt) out")
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="where the build goes (default: dist)")
     parser.add_argument("--check", action="store_true", help="run the release check on the build")
-    options = parser.parse_args(args)
+    parser.set_defaults(onefile=False)  # else --onedir's store_false would make its default (True) the default
+    return parser.parse_args(args)
+
+
+def cmd_bundle(args: list[str]) -> int:
+    """`bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]`: build xcore with PyInstaller."""
+    options = bundle_options(args)
     # The desktop window is built in unless --headless; on Linux that is Qt WebEngine (about 500 MB installed).
     ensure_venv({"build"} if options.headless else {"build", "desktop"})
     out = options.out.resolve()

@@ -1,7 +1,9 @@
-"""`xcore --version`: the version, the git commit and whether the binary is frozen (app/xcore/build.py)."""
+"""`xcore --version`: the version, the git commit and whether the binary is frozen (app/xcore/build.py); the
+bundle command's options."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -60,3 +62,15 @@ def test_a_frozen_build_reports_its_stamped_commit(tmp_path: Path, monkeypatch: 
     assert build.describe().startswith(f"xcore {__version__} (commit feedc0ffee12, frozen build, Python ")
     stamp.write_text("not json")  # a damaged stamp falls back to the checkout (or "unknown")
     assert "commit " in build.describe()
+
+
+def test_tasks_bundle_builds_one_folder_unless_told_otherwise() -> None:
+    spec = importlib.util.spec_from_file_location("tasks_runner", ROOT / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    default = runner.bundle_options([])
+    assert (default.onefile, default.headless, default.check) == (False, False, False)
+    assert runner.bundle_options(["--onedir"]).onefile is False
+    assert runner.bundle_options(["--onefile", "--headless"]).onefile is True
+    assert runner.bundle_options(["--out", "x"]).out.name == "x"
