@@ -44,6 +44,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
+from machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("xcore", "litestar", "fastapi")
 PATHS = {
@@ -407,16 +409,6 @@ def versions() -> str:
         lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("wrk")]
         wrk = lines[0].split(" Copyright")[0].strip() if lines else "wrk (unknown version)"
     return ", ".join([f"Python {platform.python_version()}", *found, wrk])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
 
 
 def ratio_lines(rounds: list[list[Row]]) -> list[str]:

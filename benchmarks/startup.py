@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("onedir", "onefile", "onedir-headless", "onefile-headless", "source")
 EXAMPLE_PLUGINS = ("hello", "notes")
@@ -502,16 +504,6 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             found[dist] = "not installed"
     return found
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} CPUs)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
 
 
 def write_json(payload: dict[str, Any], now: dt.datetime) -> Path:
