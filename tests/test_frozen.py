@@ -232,6 +232,7 @@ def test_plugin_runtime_lists_what_the_binary_holds(bundle: Path) -> None:
     assert {"sqlite3", "email", "json", "asyncio", "zoneinfo"} <= set(listing["stdlib"])
     assert {"litestar", "msgspec", "sqlalchemy", "sqlite_utils", "yaml", "xcore"} <= packages
     assert not {"tkinter", "pydantic", "pytest", "faker", "rich"} & (set(listing["stdlib"]) | packages)
+    assert not [m for m in packages if m.startswith("libnss")], "shared libraries listed as modules"
 
 
 # --- the first run of a double-click user ------------------------------------------------------------------------

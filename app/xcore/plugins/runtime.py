@@ -74,7 +74,13 @@ def list_importable() -> PluginRuntime:
 def _top_level_names(is_frozen: bool) -> Iterator[str]:
     """_top_level_names yields the module names `pkgutil` finds on sys.path, less those of launch accidents."""
     if is_frozen:
-        yield from (info.name for info in pkgutil.iter_modules())
+        bundle = Path(getattr(sys, "_MEIPASS", "") or os.curdir)
+        for info in pkgutil.iter_modules():
+            # Shared libraries bundled for a package (libnss3.so beside Qt) look like extension modules to
+            # pkgutil; a real extension module carries an ABI tag (name.cpython-311-x86_64-linux-gnu.so).
+            if not info.ispkg and (bundle / f"{info.name}.so").is_file():
+                continue
+            yield info.name
         yield from _frozen_archive_names()
         return
     skipped = _source_entries_skipped()
