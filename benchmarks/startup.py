@@ -407,9 +407,12 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             found.append(
                 {"kind": kind, "name": "size", "what": f"size <= {limit:g} MB", "value": value, "limit": limit}
             )
-        what = f"idle RSS (tree) p50 <= {RSS_TARGET:g} MB"
-        value = (summary["rss_tree_mb"] or {}).get("p50")
-        found.append({"kind": kind, "name": "RSS", "what": what, "value": value, "limit": RSS_TARGET})
+        # The memory target read two ways: RSS summed over the processes counts the pages Granian's parent
+        # shares with its forked worker twice; PSS counts each shared page once (the memory actually used).
+        for name, key in (("RSS", "rss_tree_mb"), ("PSS", "pss_tree_mb")):
+            what = f"idle {name} (tree) p50 <= {RSS_TARGET:g} MB"
+            value = (summary[key] or {}).get("p50")
+            found.append({"kind": kind, "name": name, "what": what, "value": value, "limit": RSS_TARGET})
     for target in found:
         target["met"] = None if target["value"] is None else target["value"] <= target["limit"]
     return found
