@@ -18,6 +18,7 @@ from huey import Huey, RedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 
 from xcore.config.schema import RedisConfig
+from xcore.tasks.lazy_redis import redis_storage_ready
 
 POLL = 0.1  # seconds an idle consumer thread waits before it looks at the queue again
 QUEUE_NAME = "xcore"
@@ -62,6 +63,7 @@ def make_queue(path: Path, redis: RedisConfig | None = None) -> Huey:
     """make_queue opens the task queue: in the SQLite file `path` (created when missing), or on Redis when
     `redis` is active."""
     if redis is not None and redis.active:
+        redis_storage_ready()
         return RedisHuey(QUEUE_NAME, results=False, utc=True, blocking=True, read_timeout=1, **redis_params(redis))
     path.parent.mkdir(parents=True, exist_ok=True)
     return XcoreHuey(QUEUE_NAME, filename=str(path), results=False, utc=True, timeout=10.0)
