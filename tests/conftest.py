@@ -106,6 +106,14 @@ def until(
     raise AssertionError(f"not within {timeout}s: {what}; last: {last!r}{extra}")
 
 
+def fresh_python(code: str) -> str:
+    """fresh_python runs `code` in a new Python process (what a module imports shows only there) and returns
+    its output; fails the test when the code fails."""
+    done = subprocess.run([sys.executable, "-c", code], env=CLEAN_ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def xcore_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "xcore", *args]
 

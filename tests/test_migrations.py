@@ -5,15 +5,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from conftest import CLEAN_ENV, free_port, run_xcore
+from conftest import free_port, fresh_python, run_xcore
 from xcore.config.schema import BackupConfig
 from xcore.db import migrate, revisions
 from xcore.db.backup import BACKUP_NAME, list_backups, make_backup, no_server_running, server_lock
@@ -306,6 +304,4 @@ def test_a_start_with_nothing_to_migrate_does_not_import_alembic(runtime: Runtim
         f"prepare_database(open_runtime({str(runtime.data.root)!r})); "
         "print(sorted(m for m in sys.modules if m.startswith('alembic')))"
     )
-    done = subprocess.run([sys.executable, "-c", probe], env=CLEAN_ENV, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert fresh_python(probe).strip() == "[]"

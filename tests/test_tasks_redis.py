@@ -9,14 +9,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import CLEAN_ENV, create_account, free_port, plugin_host
+from conftest import create_account, free_port, fresh_python, plugin_host
 from test_tasks import Host, bundle, finished, install, until
 from xcore.runtime import Runtime, open_runtime
 from xcore.server import prepare_database
@@ -89,7 +88,7 @@ def test_the_consumer_lease_on_redis_goes_to_one_process_and_passes_on(redis_run
         second.stop()
 
 
-def test_a_sqlite_queue_never_imports_redis_py_and_a_redis_queue_still_opens(tmp_path: Path) -> None:
+def test_a_worker_with_a_sqlite_queue_never_imports_redis_py(tmp_path: Path) -> None:
     """Huey imports redis-py whenever it is installed (0.1 s and 15-20 MB per worker); xcore keeps it out until a
     Redis queue opens. In a fresh process: a worker's modules and a SQLite queue leave redis-py unimported."""
     probe = (
@@ -97,9 +96,7 @@ def test_a_sqlite_queue_never_imports_redis_py_and_a_redis_queue_still_opens(tmp
         f"make_queue(pathlib.Path({str(tmp_path / 'tasks.db')!r})); "
         "import huey.storage as s; print('redis' in sys.modules, s.Redis)"
     )
-    done = subprocess.run([sys.executable, "-c", probe], env=CLEAN_ENV, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "None"]
+    assert fresh_python(probe).split() == ["False", "None"]
 
 
 def test_redis_storage_ready_gives_huey_the_redis_py_names() -> None:
