@@ -71,7 +71,8 @@ def operation_id(route_handler: Any, http_method: str, path_components: list[Any
 
 
 def _page(path: str, plugin: OpenAPIRenderPlugin) -> HTTPRouteHandler:
-    @get(path, media_type=plugin.media_type, include_in_schema=False, sync_to_thread=False, name=f"docs:{path}")
+    # In a thread: the first call of a worker makes the core's document (about 0.1 s), and every call serializes it.
+    @get(path, media_type=plugin.media_type, include_in_schema=False, sync_to_thread=True, name=f"docs:{path}")
     def page(request: Request) -> Response[bytes]:
         return Response(plugin.render(request, openapi_document(request)), media_type=plugin.media_type)
 
