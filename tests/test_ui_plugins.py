@@ -369,9 +369,11 @@ def test_keyboard_use_of_the_plugins_page(ui_server: UiServer, admin_page: Any, 
     focus_by_tab(page, ".page-head button")
     page.keyboard.press("Enter")
     expect(page.locator(".action-status")).to_contain_text("Rescanned the plugins folder")
+    expect(page.locator(".page-head button")).to_be_enabled()  # the rescan has finished: the page is still
 
     # Tab reaches the file input; Space opens the file chooser, and the chosen zip is installed.
     focus_by_tab(page, "input[type=file]")
+    expect(page.locator("input[type=file]")).to_be_focused()
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Space")
     chooser.value.set_files(str(zips["notes"]))
