@@ -261,6 +261,27 @@ async def test_request_fast_path_buffers_and_flushes(tmp_path: Path, capsys: pyt
     assert '"path":"/d"' in log_file.read_text(), "detaching writes what is queued"
 
 
+async def test_request_lines_keep_odd_paths_exact_and_bound_their_templates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines are made from per-(method, path, status) templates: a client's `%` and non-ASCII text come out as
+    sent, and the templates a process keeps are bounded (paths are the client's to choose)."""
+    monkeypatch.setattr(access, "TEMPLATES", 3)
+    log_file = tmp_path / "x.log"
+    configure_logging(build_logging_config(LogsConfig(), log_file))
+    odd = ["/50%off/%s%d", "/caf\u00e9/\u2603", "/a", "/b", "/c", "/50%off/%s%d"]
+    for path in odd:
+        await _request(path, 200, "same-id")
+    access.flush()
+    entries = [json.loads(x) for x in log_file.read_text(encoding="utf-8").splitlines()]
+    assert [e["path"] for e in entries] == odd
+    assert all(e["message"] == f"GET {e['path']} 200 {e['duration_ms']:.1f}ms id=same-id" for e in entries)
+    err = capsys.readouterr().err
+    assert "GET /50%off/%s%d 200 " in err and "GET /caf\u00e9/\u2603 200 " in err
+    sink = access.sink()
+    assert sink is not None and len(sink._templates) <= 3
+
+
 async def test_request_lines_below_the_level_are_not_written(tmp_path: Path) -> None:
     log_file = tmp_path / "x.log"
     configure_logging(build_logging_config(LogsConfig(level="ERROR", console=False), log_file))

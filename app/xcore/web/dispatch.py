@@ -12,16 +12,22 @@ worker's start, when the document is first asked for.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from litestar import Litestar
 from litestar.utils import normalize_path
+
+ROUTES_KEPT = 1024  # paths whose app is remembered per generation; clients choose paths, so this is a bound
 
 
 class Dispatch:
     """Dispatch is the ASGI app of one generation: plugin prefixes go to `plugins`, everything else to `core`.
 
     Its lifespan is the plugins' app's: the core app's lifespan spans the worker's life and is run apart.
+
+    Calling it returns the chosen app's own awaitable rather than awaiting it in a coroutine of its own, and a
+    path seen before finds its app with one dict lookup: this is on every request's path.
     """
 
     def __init__(self, core: Litestar, plugins: Litestar | None, prefixes: list[str]) -> None:
@@ -30,6 +36,7 @@ class Dispatch:
         self.prefixes = tuple(prefixes)
         self._plugins_openapi = plugins.openapi_schema.to_schema() if plugins else None
         self._openapi: dict[str, Any] | None = None
+        self._routes: dict[str, Any] = {}
 
     @property
     def openapi(self) -> dict[str, Any]:
@@ -38,19 +45,27 @@ class Dispatch:
             self._openapi = merge_openapi(core_openapi(self.core), self._plugins_openapi)
         return self._openapi
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await (self.plugins(scope, receive, send) if self.plugins else _lifespan(receive, send))
-            return
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        app = self._routes.get(scope.get("path"))  # a lifespan has no path: None
+        if app is None:
+            if scope["type"] == "lifespan":
+                return self.plugins(scope, receive, send) if self.plugins else _lifespan(receive, send)
+            app = self._route(scope["path"])
+        return app(scope, receive, send)
+
+    def _route(self, path: str) -> Any:
+        """_route returns the app that serves `path` and remembers it."""
+        app: Any = self.core
         if self.plugins is not None and self.prefixes:
-            path = scope["path"]
-            if "//" in path:
-                path = normalize_path(path)
+            normal = normalize_path(path) if "//" in path else path
             for prefix in self.prefixes:
-                if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
-                    await self.plugins(scope, receive, send)
-                    return
-        await self.core(scope, receive, send)
+                if normal.startswith(prefix) and (len(normal) == len(prefix) or normal[len(prefix)] == "/"):
+                    app = self.plugins
+                    break
+        if len(self._routes) >= ROUTES_KEPT:
+            self._routes.clear()
+        self._routes[path] = app
+        return app
 
 
 def core_openapi(core: Litestar) -> dict[str, Any]:

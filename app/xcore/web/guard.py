@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable
 from http.cookies import SimpleCookie
 
 import anyio.to_thread
@@ -69,16 +70,22 @@ class AccessGuard:
         self.csrf = CSRFMiddleware(app=app, config=csrf_config(auth))
         self.decided = auth.rules.decided
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # The fast path: a path seen before, already normalized, has its deciding rule on record.
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # The fast path: a path seen before, already normalized, has its deciding rule on record. A public one
+        # hands the request on without a coroutine of the guard's own.
         path = scope["path"]
         method: str = scope.get("method", "GET")  # type: ignore[assignment]  # websockets have none: as GET
         rule = self.decided.get((path, method))
         if rule is not None and (scope.get("root_path") or "//" in path):
             rule = None
         if rule is not None and rule.public:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self.guarded(scope, receive, send, path, method, rule)
+
+    async def guarded(
+        self, scope: Scope, receive: Receive, send: Send, path: str, method: str, rule: Rule | None
+    ) -> None:
+        """guarded admits the request (see `admit`) and passes it on, or refuses it."""
         try:
             via_cookie = await self.admit(scope, path, method, rule)
             if via_cookie:

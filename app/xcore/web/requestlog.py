@@ -2,8 +2,8 @@
 
 It sits outside Litestar so that every request is logged, including 404s for paths no route matches and
 requests that arrive while apps are being swapped. Each request gets an id: the client's `X-Request-ID`
-when it is sane (1-128 characters of letters, digits, `.`, `_`, `-`), else a new one: a random prefix
-drawn once per process plus a counter (a system call for randomness on every request costs measurably). The id is
+when it is sane (1-128 characters of letters, digits, `.`, `_`, `-`), else a new one: 24 hex digits, a random
+prefix drawn once per process and a counter (a system call for randomness on every request costs measurably). The id is
 echoed in the response's `X-Request-ID` header, stored in `scope["state"]["request_id"]`, and logged.
 
 A handler can keep its own successful answers out of the request log with `quiet(request)`: the admin UI's live
@@ -25,8 +25,7 @@ from xcore.logs import access
 log = logging.getLogger("xcore.api")
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
-_PREFIX = b""
-_counter = itertools.count(1)
+_counter = itertools.count(1)  # the ids of this process: 48 random bits (the first set), then a 48-bit count
 
 
 QUIET = "xcore_quiet"
@@ -39,9 +38,9 @@ def quiet(request: Any) -> None:
 
 def _reseed() -> None:
     """Each process (Granian forks its workers) draws its own prefix, so ids never repeat across workers."""
-    global _PREFIX, _counter
-    _PREFIX = os.urandom(6).hex().encode()
-    _counter = itertools.count(1)
+    global _counter
+    prefix = int.from_bytes(os.urandom(6), "big") | 1 << 47
+    _counter = itertools.count((prefix << 48) + 1)
 
 
 _reseed()
@@ -63,7 +62,7 @@ async def logged(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> No
                 rid = value
             break
     if not rid:
-        rid = b"%s%012x" % (_PREFIX, next(_counter))
+        rid = b"%x" % next(_counter)
     rid_text = rid.decode()
     state = scope.get("state")
     if state is None:
@@ -93,7 +92,7 @@ async def logged(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> No
             if sink.info or (status >= 500 and sink.error):
                 end = perf_counter()
                 pending = sink.pending
-                pending.append((end, status, scope["method"], scope["path"], end - start, rid_text))
+                pending.append((end, status, scope["method"], scope["path"], end - start, rid))
                 if status >= 500 or len(pending) >= access.FLUSH_LINES:
                     sink.flush()
                 elif not sink.scheduled:
