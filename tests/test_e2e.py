@@ -10,7 +10,7 @@ import stat
 import httpx
 import pytest
 
-from conftest import free_port, run_xcore
+from conftest import free_port, fresh_python, run_xcore
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +44,24 @@ def test_serve_answers_then_stops_cleanly(start_server, sig: int) -> None:
     assert "duration_ms" in request and request["method"] == "GET"
     assert any(e["message"] == "xcore stopped cleanly" and e["context"] == "system" for e in entries)
     assert {e["context"] for e in entries} >= {"api", "db", "system"}
+
+
+def test_the_main_process_of_serve_stays_out_of_the_web_stack(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`xcore serve`'s main process prepares the database and watches over the workers: Litestar, PyJWT and
+    cryptography are the workers' (about 20 MB of the main process's memory, and what it imports is only paid
+    once more by each worker)."""
+    probe = (
+        "import sys, xcore.server\n"
+        "class Granian:  # everything `xcore serve` does up to starting the workers\n"
+        "    def __init__(self, *args, **kwargs): pass\n"
+        "    def serve(self):\n"
+        "        heavy = {'litestar', 'jwt', 'cryptography', 'segno'}\n"
+        "        print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+        "xcore.server.Granian = Granian\n"
+        "from xcore.cli import cli\n"
+        f"cli.main(['serve', '--port', '{free_port()}', '--data-dir', {str(tmp_path)!r}], standalone_mode=False)\n"
+    )
+    assert "LOADED []" in fresh_python(probe).splitlines()
 
 
 def test_port_in_use_is_one_line_and_exit_2(tmp_path) -> None:

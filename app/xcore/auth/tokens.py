@@ -4,6 +4,10 @@ An access token carries `sub` (the user id), `exp`, `iat`, `jti`, `ver` (the use
 ("xcore") and `fam` (the login's refresh-token family). A verified token is cached until it expires, so the
 signature is checked once per token, not once per request; the token version is checked on every request
 (see `xcore.auth.principals`).
+
+PyJWT is imported where a token is made or read, not with this module: with cryptography it is 9 MB, and
+`xcore serve`'s main process (which prepares the database and watches over the workers) never needs it. The
+workers import it at start (`xcore.web.asgi`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,6 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-
-import jwt
 
 from xcore.auth.errors import NotAuthenticated
 
@@ -55,6 +57,8 @@ class TokenSigner:
             "ver": version,
             "fam": family,
         }
+        import jwt  # see the module's docstring
+
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires
 
     def verify(self, encoded: str) -> AccessClaims:
@@ -71,6 +75,8 @@ class TokenSigner:
             raise NotAuthenticated("the access token has expired; refresh it or log in again")
         if len(encoded) > 4096:
             raise NotAuthenticated("the access token is not valid")
+        import jwt  # see the module's docstring; verified tokens are cached, so this runs once per token
+
         try:
             payload = jwt.decode(
                 encoded, self._secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": list(REQUIRED_CLAIMS)}

@@ -26,8 +26,10 @@ def serve(
     host: str | None, port: int | None, workers: int | None, plugins_dev: tuple[str, ...], data_dir: str | None
 ) -> int:
     """Run xcore: apply pending migrations (after a backup), then serve HTTP until Ctrl+C or SIGTERM."""
-    from xcore.server import serve as run_server  # Granian is imported only when serving
-    from xcore.web.asgi import ENV_PLUGINS_DEV
+    # Granian is imported only when serving. The web stack (Litestar) is not imported here at all: the workers
+    # import it, so this process, which only watches over them, stays small.
+    from xcore.config.loader import ENV_PLUGINS_DEV
+    from xcore.server import serve as run_server
 
     if plugins_dev:
         os.environ[ENV_PLUGINS_DEV] = os.pathsep.join(plugins_dev)

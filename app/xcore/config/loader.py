@@ -45,7 +45,8 @@ ENV_ALIASES: dict[str, Path_] = {
     "REDIS_URL": ("redis", "url"),
 }
 # Environment variables that start with XCORE_ but are not settings.
-ENV_NOT_SETTINGS = {"XCORE_DATA_DIR", "XCORE_PLUGINS_DEV", "XCORE_DESKTOP_PROBE"}
+ENV_PLUGINS_DEV = "XCORE_PLUGINS_DEV"  # `xcore serve --plugins-dev` folders, for the workers
+ENV_NOT_SETTINGS = {"XCORE_DATA_DIR", ENV_PLUGINS_DEV, "XCORE_DESKTOP_PROBE"}
 
 
 @dataclass(frozen=True)

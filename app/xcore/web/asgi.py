@@ -17,8 +17,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jwt  # noqa: F401  # PyJWT, loaded lazily by xcore.auth.tokens: a worker loads it at start, not at its first login
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
+from xcore.config.loader import ENV_PLUGINS_DEV
 from xcore.logs.setup import forget_configuration
 from xcore.plugins.manager import PluginManager
 from xcore.runtime import Runtime, open_runtime
@@ -26,7 +28,6 @@ from xcore.tasks.core import register_core_tasks
 from xcore.tasks.host import TaskHost
 from xcore.web.switch import ASGIApp, Switch
 
-ENV_PLUGINS_DEV = "XCORE_PLUGINS_DEV"
 
 
 def create_switch() -> ASGIApp:
