@@ -104,8 +104,9 @@ class AccessSink:
         if not pending:
             return
         to_wall = time.time() - time.perf_counter()
-        console: list[bytes] | None = [] if self.console is not None else None
-        lines: list[bytes] | None = [] if self.file is not None else None
+        stream, file = self.console, self.file
+        console: list[bytes] | None = [] if stream is not None else None
+        lines: list[bytes] | None = [] if file is not None else None
         templates, pid = self._templates, os.getpid()
         if pid != self._pid:  # a forked process: its lines carry its own pid
             templates.clear()
@@ -132,17 +133,17 @@ class AccessSink:
                 console.append(to_console % (local_stamp, ms, rid))
             if lines is not None:
                 lines.append(to_file % (utc_stamp, (created - base) * 1000, ms, rid, ms, rid))  # %03d truncates
-        if console is not None and self.console is not None:
+        if stream is not None and console is not None:
             try:
-                self.console.write(b"".join(console).decode())
-                self.console.flush()
+                stream.write(b"".join(console).decode())
+                stream.flush()
             except (OSError, ValueError):
                 pass  # a closed or broken console must not fail requests
-        if lines is not None and self.file is not None:
+        if file is not None and lines is not None:
             try:
-                self.file.write_line(b"".join(lines))
+                file.write_line(b"".join(lines))
             except OSError:
-                logging.getLogger("xcore.system").exception("cannot write request lines to %s", self.file.baseFilename)
+                logging.getLogger("xcore.system").exception("cannot write request lines to %s", file.baseFilename)
 
 
 SINK: AccessSink | None = None

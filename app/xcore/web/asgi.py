@@ -29,7 +29,6 @@ from xcore.tasks.host import TaskHost
 from xcore.web.switch import ASGIApp, Switch
 
 
-
 def create_switch() -> ASGIApp:
     """create_switch opens this worker's Runtime and returns the Switch its plugin manager drives, behind the
     trusted proxies (`behind_proxies`)."""
