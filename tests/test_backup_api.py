@@ -185,6 +185,25 @@ def test_restore_round_trip(accounts_api: Api, root: dict[str, str]) -> None:
     assert "eve" in usernames(accounts_api, root)
 
 
+def test_a_token_of_an_account_the_restore_removed_does_not_work_for_the_next_account_with_its_id(
+    accounts_api: Api, root: dict[str, str]
+) -> None:
+    backup = create_backup(accounts_api, root)
+    assert accounts_api.client.post("/api/admin/users", headers=root, json=EVE).status_code == 201
+    eve_id = user_id(accounts_api, root, "eve")
+    eve = accounts_api.login("eve", EVE["password"])
+    assert restore(accounts_api, root, backup["name"]).status_code == 200
+
+    # The restore removed eve; SQLite gives her id to the next account, here an admin.
+    fay = {"username": "fay", "password": "lantern-orchard-secret-5", "roles": ["admin"]}
+    created = accounts_api.client.post("/api/admin/users", headers=root, json=fay)
+    assert created.status_code == 201, created.text
+    assert created.json()["id"] == eve_id
+    assert accounts_api.client.get("/api/me", headers=eve).status_code == 401
+    assert accounts_api.client.get("/api/admin/users", headers=eve).status_code == 401
+    assert accounts_api.client.get("/api/me", headers=accounts_api.login("fay", fay["password"])).status_code == 200
+
+
 def test_an_older_backup_is_migrated_before_it_goes_in(accounts_api: Api, root: dict[str, str], tmp_path: Path) -> None:
     runtime = accounts_api.runtime
     made = create_backup(accounts_api, root)

@@ -234,13 +234,15 @@ def test_each_login_gets_a_distinct_token_id(client: TestClient) -> None:
 def _claims(runtime: Runtime, **changes: Any) -> dict[str, Any]:
     """_claims are valid claims for bob, with `changes` applied (a value of ... removes the claim)."""
     now = int(time.time())
+    with runtime.sessions() as session:
+        bob = session.scalars(select(User).where(User.username == "bob")).one()
     claims: dict[str, Any] = {
-        "sub": str(user_id(runtime, "bob")),
+        "sub": str(bob.id),
         "iat": now,
         "exp": now + 600,
         "iss": "xcore",
         "jti": "forged-token-id",
-        "ver": 1,
+        "ver": bob.token_version,
         "fam": "f" * 32,
     }
     claims.update(changes)
@@ -417,6 +419,30 @@ def test_admin_revocation_ends_the_users_sessions_only(accounts_api: Api) -> Non
     assert client.get("/api/me", headers=bearer(cyd["access_token"])).status_code == 200
     assert refresh(client, cyd["refresh_token"]).status_code == 200
     assert client.get("/api/me", headers=root).status_code == 200
+
+
+def test_a_deleted_accounts_token_does_not_work_for_the_next_account_with_its_id(accounts_api: Api) -> None:
+    # SQLite hands the id of the newest account to the next one once that account is deleted (and a restore can
+    # bring back an id another account used): a token names its user by id, so the version in it must not match.
+    client = accounts_api.client
+    root = accounts_api.login("root")
+    cyd_id = user_id(accounts_api.runtime, "cyd")
+    cyd = tokens_of(client, "cyd")
+    assert client.delete(f"/api/admin/users/{cyd_id}", headers=root).status_code == 204
+
+    created = client.post(
+        "/api/admin/users",
+        json={"username": "eve", "password": "quiet-harbour-secret-9", "roles": ["admin"]},
+        headers=root,
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["id"] == cyd_id  # the id was reused: this is the case the test is about
+
+    assert_unauthenticated(client.get("/api/me", headers=bearer(cyd["access_token"])))
+    assert_unauthenticated(client.get("/api/admin/users", headers=bearer(cyd["access_token"])))
+    assert_unauthenticated(refresh(client, cyd["refresh_token"]))
+    eve = tokens_of(client, "eve", "quiet-harbour-secret-9")
+    assert client.get("/api/me", headers=bearer(eve["access_token"])).json()["username"] == "eve"
 
 
 def test_deactivation_ends_sessions_and_login_fails_like_a_wrong_password(accounts_api: Api) -> None:

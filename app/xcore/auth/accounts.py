@@ -25,7 +25,7 @@ from xcore.auth.permissions import CUSTOM_RANK, SUPERADMIN, USER
 from xcore.auth.rules import Principal
 from xcore.auth.service import AuthService, Client
 from xcore.config.schema import PERMISSION_NAME, ROLE_NAME
-from xcore.db.models import Permission, RecoveryCode, Role, User
+from xcore.db.models import Permission, RecoveryCode, Role, User, first_token_version
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -148,7 +148,7 @@ def create_user(
             email=email,
             password_hash=hash_password(password),
             is_active=is_active,
-            token_version=1,
+            token_version=first_token_version(),
             totp_enabled=False,
             roles=granted,
         )

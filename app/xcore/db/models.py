@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +79,17 @@ role_permissions = Table(
 )
 
 
+def first_token_version() -> int:
+    """first_token_version is a new account's token version: a random number, not 1.
+
+    A token names its user by id, and ids come back: SQLite gives the newest account's id to the next account
+    once it is deleted, and a restore can bring back an id that another account used meanwhile. A deleted
+    account's unexpired access token then carries the new account's id; with every account starting at 1, its
+    version would match too, and it would act as the new account until it expires.
+    """
+    return secrets.randbelow(2**31) + 1
+
+
 class User(Base):
     """User is one account. `token_version` is in every token; bumping it revokes all of the user's sessions."""
 
@@ -90,7 +102,7 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    token_version: Mapped[int] = mapped_column(Integer, default=1)
+    token_version: Mapped[int] = mapped_column(Integer, default=first_token_version)
     # The TOTP secret, encrypted (Fernet, key derived from the data-dir secret); set from enrollment on.
     totp_secret: Mapped[str | None] = mapped_column(String(300))
     totp_enabled: Mapped[bool] = mapped_column(default=False)

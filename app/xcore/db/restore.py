@@ -6,7 +6,9 @@ The backup never goes in as it is:
 2. a working copy is made, migrated to this xcore's head when it is older, and given the current built-in roles
    and permissions, so the live database is never at an old schema, not even for a moment;
 3. each account's token version is raised to at least its live value (and past it when the id now names
-   another account), so a session revoked after the backup was made stays revoked;
+   another account), so a session revoked after the backup was made stays revoked. An account the restore
+   removes needs nothing: the next account given its id starts at a random token version
+   (`models.first_token_version`), so the removed account's tokens do not work for it;
 4. the live database is backed up (kind `safety`);
 5. the working copy is copied into the live file with SQLite's online backup API, in one write transaction. Every
    other connection, in this process and in the other workers, reads the restored data from its next
