@@ -64,6 +64,22 @@ def test_the_main_process_of_serve_stays_out_of_the_web_stack(tmp_path) -> None:
     assert "LOADED []" in fresh_python(probe).splitlines()
 
 
+def test_a_worker_loads_pyjwt_after_its_start_not_during_it() -> None:
+    """PyJWT (with cryptography) is not on a worker's way to serving; it is imported in the background
+    WARM_UP_AFTER seconds later, before anyone can log in."""
+    probe = (
+        "import sys\n"
+        "from xcore.web import asgi\n"
+        "print('BEFORE', 'jwt' in sys.modules)\n"
+        "timer = asgi.warm_up_later(delay=0.05)\n"
+        "print('NAME', timer.name, timer.daemon)\n"
+        "timer.join(30)\n"
+        "print('AFTER', 'jwt' in sys.modules and 'jwt.algorithms' in sys.modules)\n"
+    )
+    lines = fresh_python(probe).splitlines()
+    assert "BEFORE False" in lines and "NAME xcore-warm-up True" in lines and "AFTER True" in lines
+
+
 def test_port_in_use_is_one_line_and_exit_2(tmp_path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -6,8 +6,8 @@ signature is checked once per token, not once per request; the token version is 
 (see `xcore.auth.principals`).
 
 PyJWT is imported where a token is made or read, not with this module: with cryptography it is 9 MB, and
-`xcore serve`'s main process (which prepares the database and watches over the workers) never needs it. The
-workers import it at start (`xcore.web.asgi`).
+`xcore serve`'s main process (which prepares the database and watches over the workers) never needs it. Each
+worker imports it in the background a second after it starts serving (`xcore.web.asgi.warm_up_later`).
 """
 
 from __future__ import annotations

@@ -12,12 +12,13 @@ trusted reverse proxy forwarded. Unset, nothing is wrapped.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
-import jwt  # noqa: F401  # PyJWT, loaded lazily by xcore.auth.tokens: a worker loads it at start, not at its first login
 from granian.utils.proxies import wrap_asgi_with_proxy_headers
 
 from xcore.config.loader import ENV_PLUGINS_DEV
@@ -29,12 +30,33 @@ from xcore.tasks.host import TaskHost
 from xcore.web.switch import ASGIApp, Switch
 
 
+WARM_UP_AFTER = 1.0  # seconds after a worker's start
+WARM_UP = ("jwt",)  # PyJWT (with cryptography), which xcore.auth.tokens imports at the first token it handles
+
+
+def warm_up_later(modules: tuple[str, ...] = WARM_UP, delay: float = WARM_UP_AFTER) -> threading.Timer:
+    """warm_up_later imports `modules` in a background thread `delay` seconds from now: after the worker has
+    started serving, and before anyone can have typed a password, so neither the start (PyJWT costs about 60 ms)
+    nor the first login waits for them."""
+
+    def load() -> None:
+        for name in modules:
+            importlib.import_module(name)
+
+    timer = threading.Timer(delay, load)
+    timer.name = "xcore-warm-up"
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def create_switch() -> ASGIApp:
     """create_switch opens this worker's Runtime and returns the Switch its plugin manager drives, behind the
     trusted proxies (`behind_proxies`)."""
     # Granian has just applied the logging config in this worker; apply it as ours, so that the request
     # log's fast path writes to this process's handlers, not to copies inherited from the parent.
     forget_configuration()
+    warm_up_later()
     runtime = open_runtime()
     dev = [Path(p) for p in os.environ.get(ENV_PLUGINS_DEV, "").split(os.pathsep) if p]
     return behind_proxies(build_switch(runtime, dev), runtime.config.server.trusted_proxies)
