@@ -204,6 +204,21 @@ def test_a_token_of_an_account_the_restore_removed_does_not_work_for_the_next_ac
     assert accounts_api.client.get("/api/me", headers=accounts_api.login("fay", fay["password"])).status_code == 200
 
 
+def test_restoring_the_oldest_of_a_full_set_of_backups_keeps_it(accounts_api: Api, root: dict[str, str]) -> None:
+    keep = accounts_api.runtime.config.migration.backup.max_backup_files
+    made = [create_backup(accounts_api, root)["name"] for _ in range(keep)]
+    oldest = made[0]
+
+    response = restore(accounts_api, root, oldest)
+    assert response.status_code == 200, response.text
+    safety = response.json()["safety_backup"]
+    listed = [b["name"] for b in accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]]
+    # The safety backup is the newest; the one just restored is kept over the limit until the next backup, so it
+    # can be restored again.
+    assert listed[0] == safety and oldest in listed and len(listed) == keep + 1
+    assert restore(accounts_api, root, oldest).status_code == 200
+
+
 def test_an_older_backup_is_migrated_before_it_goes_in(accounts_api: Api, root: dict[str, str], tmp_path: Path) -> None:
     runtime = accounts_api.runtime
     made = create_backup(accounts_api, root)

@@ -246,6 +246,22 @@ def test_db_commands_end_to_end(data_dir: Path) -> None:
     assert down.returncode == 0 and "base" in down.stdout, down.stderr
 
 
+def test_restoring_the_oldest_backup_keeps_it_when_the_safety_backup_prunes(data_dir: Path) -> None:
+    # With max_backup_files backups already there, the safety backup a restore takes first prunes the oldest
+    # one: it must not be the backup being restored (it was, and the restore then failed with its file gone).
+    d = ("--data-dir", str(data_dir))
+    env = {"XCORE_MIGRATION__BACKUP__MAX_BACKUP_FILES": "1"}
+    assert run_xcore("db", "upgrade", *d, env=env).returncode == 0
+    backup = run_xcore("db", "backup", *d, env=env)
+    assert backup.returncode == 0, backup.stderr
+    backup_file = Path(backup.stdout.strip().split(": ", 1)[1])
+
+    restore = run_xcore("db", "restore", str(backup_file), *d, env=env)
+    assert restore.returncode == 0, restore.stderr
+    assert backup_file.is_file(), "the restored backup was deleted"
+    assert f"restored {data_dir / 'xcore.db'} from {backup_file}" in restore.stdout
+
+
 def test_restore_rejects_a_file_that_is_not_a_database(data_dir: Path, tmp_path: Path) -> None:
     run_xcore("db", "upgrade", "--data-dir", str(data_dir))
     junk = tmp_path / "junk.db"

@@ -127,7 +127,7 @@ def restore(file: Path, data_dir: str | None) -> None:
             revision = migrate.current_revision(runtime.engine)
             runtime.engine.dispose()
             keep = runtime.config.migration.backup.max_backup_files
-            safety = make_backup(db_file, runtime.backups_dir, revision, keep, kind="safety")
+            safety = make_backup(db_file, runtime.backups_dir, revision, keep, kind="safety", spare=file)
             click.echo(f"the current database was backed up first: {safety}")
         restore_backup(file, db_file)
     click.echo(f"restored {db_file} from {file}")

@@ -72,10 +72,14 @@ def is_empty(db: Path) -> bool:
         conn.close()
 
 
-def make_backup(db: Path, directory: Path, revision: str | None, keep: int, kind: str | None = None) -> Path:
-    """make_backup writes a backup of `db` into `directory` and keeps only the newest `keep` backups.
+def make_backup(
+    db: Path, directory: Path, revision: str | None, keep: int, kind: str | None = None, spare: Path | None = None
+) -> Path:
+    """make_backup writes a backup of `db` into `directory` and keeps only the newest `keep` backups, and `spare`.
 
-    `kind` (one of KINDS) goes into the name, so a listing can say why each backup exists."""
+    `kind` (one of KINDS) goes into the name, so a listing can say why each backup exists. `spare` is the backup
+    a restore is about to read (the safety backup comes first): pruning it would lose the very data being
+    restored when it is the oldest."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     name = backup_name(revision, kind=kind)
     target = directory / name
@@ -91,7 +95,7 @@ def make_backup(db: Path, directory: Path, revision: str | None, keep: int, kind
     if os.name != "nt":
         os.chmod(target, 0o600)
     log.info("backed up %s to %s", db.name, target)
-    prune_backups(directory, keep)
+    prune_backups(directory, keep, spare)
     return target
 
 
@@ -132,10 +136,12 @@ def backup_revision(path: Path) -> str | None:
         conn.close()
 
 
-def prune_backups(directory: Path, keep: int) -> list[Path]:
-    """prune_backups deletes all but the newest `keep` backups and returns what it deleted."""
+def prune_backups(directory: Path, keep: int, spare: Path | None = None) -> list[Path]:
+    """prune_backups deletes all but the newest `keep` backups, never `spare`, and returns what it deleted."""
     backups = list_backups(directory)
     doomed = backups[:-keep] if keep > 0 else backups
+    if spare is not None:
+        doomed = [path for path in doomed if path.resolve() != spare.resolve()]
     for path in doomed:
         path.unlink(missing_ok=True)
         log.info("deleted old backup %s", path.name)

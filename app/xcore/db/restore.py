@@ -86,7 +86,7 @@ def restore_live(db: Path, backup: Path, backups: Path, keep: int) -> Restored:
                 raise RestoreRefused(f"{backup.name} could not be migrated to this xcore's schema: {exc}") from None
             migrated = upgraded.after
         _prepare(working, db, backup.name)
-        safety = make_backup(db, backups, backup_revision(db), keep, kind="safety")
+        safety = make_backup(db, backups, backup_revision(db), keep, kind="safety", spare=backup)
         try:
             _copy_in(working, db)
         except sqlite3.Error as exc:
