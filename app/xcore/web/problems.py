@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from xcore.auth.errors import AuthError, NotAuthenticated
 from xcore.errors import DatabaseError, RequestError
 from xcore.plugins.bundle import BundleError
+from xcore.web.schemas import ROW_ID_MAX
 
 log = logging.getLogger("xcore.api")
 
@@ -65,6 +66,10 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
     if isinstance(exc, UnicodeDecodeError):  # Litestar lets it through from a body that is not UTF-8
         return problem(400, "the request body is not valid UTF-8 text")
+    if isinstance(exc, OverflowError) and "SQLite INTEGER" in str(exc):
+        # sqlite3 cannot even bind an integer past 64 bits: a number the client sent (a plugin's `{id:int}` path
+        # parameter, a JSON field) that no row can have. The core's own id parameters are bounded already.
+        return problem(400, f"a number in the request is out of range (the largest is {ROW_ID_MAX})")
     if isinstance(exc, BundleError):
         errors = [{"field": exc.entry, "message": exc.detail, "rule": exc.rule}]
         return problem(422, str(exc), errors=errors, rule=exc.rule, entry=exc.entry)

@@ -8,6 +8,10 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+ROW_ID_MAX = 2**63 - 1
+"""ROW_ID_MAX is the largest row id a database stores (SQLite's INTEGER is 64 bits): an id path parameter above
+it is refused with 400 rather than reaching the database, which cannot even compare it."""
+
 Name = Annotated[str, Meta(min_length=1, max_length=254, description="Username or email address.")]
 Secret = Annotated[str, Meta(max_length=1024)]
 Code = Annotated[str, Meta(min_length=1, max_length=40)]

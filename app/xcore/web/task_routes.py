@@ -20,7 +20,7 @@ from xcore.plugins.errors import PluginUnavailable
 from xcore.tasks.host import Entry, TaskError, TaskHost
 from xcore.tasks.schedule import cron_check, next_cron
 from xcore.web.context import actor, client_of, service
-from xcore.web.schemas import Page
+from xcore.web.schemas import ROW_ID_MAX, Page
 
 TAGS = ["tasks"]
 TaskName = Annotated[str, Parameter(max_length=200, description="The task's name, e.g. notes.purge_empty.")]
@@ -196,7 +196,7 @@ def list_runs(
 
 
 @get("/api/admin/tasks/runs/{run_id:int}", tags=TAGS, summary="One run, with its traceback", sync_to_thread=True)
-def show_run(request: Request[Any, Any, Any], run_id: Annotated[int, Parameter(ge=1)]) -> RunDetail:
+def show_run(request: Request[Any, Any, Any], run_id: Annotated[int, Parameter(ge=1, le=ROW_ID_MAX)]) -> RunDetail:
     actor(request, "tasks.read")
     with service(request).sessions() as session:
         run = session.get(TaskRun, run_id)

@@ -13,10 +13,10 @@ from sqlalchemy import func, or_, select
 from xcore.auth import accounts
 from xcore.db.models import User, as_utc
 from xcore.web.context import actor, client_of, service
-from xcore.web.schemas import Page, RolesIn, UserIn, UserOut, UserPatch
+from xcore.web.schemas import ROW_ID_MAX, Page, RolesIn, UserIn, UserOut, UserPatch
 
 TAGS = ["users"]
-UserId = Annotated[int, Parameter(ge=1, description="The user's id.")]
+UserId = Annotated[int, Parameter(ge=1, le=ROW_ID_MAX, description="The user's id.")]
 
 
 def user_out(user: User) -> UserOut:
