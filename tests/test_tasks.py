@@ -337,6 +337,8 @@ def test_pause_holds_a_periodic_task_and_survives_a_restart(runtime: Runtime, tm
         response = client.post("/api/admin/tasks/pp.tick/pause", headers=host.headers)
         assert response.status_code == 200 and response.json()["paused"] is True, response.text
         assert response.json()["paused_reason"] == "paused by root"
+        # The answer shows the task as the list does, with its latest run (it has ticked).
+        assert response.json()["last_run"] is not None and response.json()["last_run"]["name"] == "pp.tick"
         time.sleep(0.5)  # a run queued just before the pause may still finish
         count = host.get("/app/pp/ticks")
         time.sleep(1.2)
@@ -345,7 +347,10 @@ def test_pause_holds_a_periodic_task_and_survives_a_restart(runtime: Runtime, tm
         host = Host(client, runtime)
         time.sleep(1.2)
         assert host.get("/app/pp/ticks") == count, "still paused after a restart"
-        assert client.post("/api/admin/tasks/pp.tick/resume", headers=host.headers).status_code == 200
+        resumed = client.post("/api/admin/tasks/pp.tick/resume", headers=host.headers)
+        assert resumed.status_code == 200, resumed.text
+        last = resumed.json()["last_run"]  # the newest run when it resumed (a tick may follow at once)
+        assert last is not None and last["id"] <= host.get("/api/admin/tasks/runs", name="pp.tick")["items"][0]["id"]
         until(lambda: host.get("/app/pp/ticks") > count, "a tick after the resume")
         actions = [e["action"] for e in host.get("/api/admin/audit", action="task.*")["items"]]
         assert actions == ["task.resume", "task.pause"]

@@ -95,16 +95,20 @@ async def list_tasks(request: Request[Any, Any, Any]) -> list[TaskOut]:
     actor(request, "tasks.read")
     tasks = host_of(request)
     entries = sorted(tasks.registry.values(), key=lambda e: e.name)
-
-    def latest() -> dict[str, RunOut]:
-        with service(request).sessions() as session:
-            newest = select(TaskRun.name, func.max(TaskRun.id)).group_by(TaskRun.name).subquery()
-            runs = session.scalars(select(TaskRun).join(newest, TaskRun.id == newest.c[1]))
-            return {run.name: run_out(run) for run in runs}
-
-    last = await anyio.to_thread.run_sync(latest)
+    last = await anyio.to_thread.run_sync(lambda: latest_runs(request))
     await anyio.to_thread.run_sync(tasks.refresh_states)
     return [task_out(tasks, entry, last.get(entry.name)) for entry in entries]
+
+
+def latest_runs(request: Request[Any, Any, Any], name: str | None = None) -> dict[str, RunOut]:
+    """latest_runs maps each task name (or only `name`) to its newest run in the journal."""
+    with service(request).sessions() as session:
+        newest = select(TaskRun.name, func.max(TaskRun.id))
+        if name is not None:
+            newest = newest.where(TaskRun.name == name)
+        subquery = newest.group_by(TaskRun.name).subquery()
+        runs = session.scalars(select(TaskRun).join(subquery, TaskRun.id == subquery.c[1]))
+        return {run.name: run_out(run) for run in runs}
 
 
 def task_out(tasks: TaskHost, entry: Entry, last: RunOut | None) -> TaskOut:
@@ -142,7 +146,7 @@ async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) 
     if entry is None:
         raise TaskError(f"no task named {name!r} is registered")
 
-    def store() -> None:
+    def store() -> RunOut | None:
         if paused:
             tasks.pause(name, f"paused by {who.username}")
         else:
@@ -152,9 +156,10 @@ async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) 
                 session, "task.pause" if paused else "task.resume", actor=who.username, target=name,
                 ip=client_of(request).ip,
             )  # fmt: skip
+        return latest_runs(request, name).get(name)
 
-    await anyio.to_thread.run_sync(store)
-    return task_out(tasks, entry, None)
+    last = await anyio.to_thread.run_sync(store)
+    return task_out(tasks, entry, last)
 
 
 @post("/api/admin/tasks/{name:str}/run", tags=TAGS, summary="Run a task now", status_code=HTTP_201_CREATED)
