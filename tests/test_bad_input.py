@@ -115,3 +115,21 @@ def test_an_id_past_64_bits_is_a_400_that_says_so(host: tuple[Any, dict[str, str
     plugin = client.delete(f"/app/notes/{huge}", headers=headers)
     assert plugin.status_code == 400, plugin.text
     assert plugin.json()["detail"] == "a number in the request is out of range (the largest is 9223372036854775807)"
+
+
+@pytest.mark.parametrize(
+    ("form", "detail"),
+    [
+        ({"data": (None, b"not a file")}, "expected a file, got text (field 'data')"),
+        ([("data", ("a.zip", b"PK")), ("data", ("b.zip", b"PK"))], "expected one file, got several (field 'data')"),
+        ({"bundle": ("a.zip", b"PK")}, "missing required field `data` (field 'data')"),
+    ],
+    ids=["text-field", "two-files", "other-field"],
+)
+def test_an_upload_form_without_one_file_in_data_is_a_400(
+    host: tuple[Any, dict[str, str], dict[str, Any]], form: Any, detail: str
+) -> None:
+    client, headers, _ = host
+    response = client.post("/api/admin/plugins", files=form, headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].endswith(detail)

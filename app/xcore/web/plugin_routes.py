@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,6 +81,16 @@ async def show_plugin(request: Request[Any, Any, Any], plugin_id: PluginId) -> P
     return view_of(manager_of(request), plugin_id)
 
 
+@dataclass
+class BundleUpload:
+    """BundleUpload is the upload form: one file, the bundle, in the field `data`.
+
+    A form whose `data` is text, or several files, is a 400 that says so. (With a bare `UploadFile` parameter,
+    Litestar 2.25 fails with a 500 on a form that holds no single file.)"""
+
+    data: UploadFile
+
+
 @post(
     "/api/admin/plugins",
     tags=TAGS,
@@ -88,23 +99,26 @@ async def show_plugin(request: Request[Any, Any, Any], plugin_id: PluginId) -> P
 )
 async def upload_plugin(
     request: Request[Any, Any, Any],
-    data: Annotated[UploadFile, Body(media_type=RequestEncodingType.MULTI_PART, description="The bundle (.zip).")],
+    data: Annotated[
+        BundleUpload, Body(media_type=RequestEncodingType.MULTI_PART, description="The bundle (.zip) in `data`.")
+    ],
 ) -> PluginView:
     """Upload a `.zip` bundle as the multipart field `data`. It is checked against every bundle rule before it is
     written (a 422 names the rule and the entry), then installed as `<id>-<version>.zip`, replacing the same
     version. The answer shows whether it loaded."""
     actor(request, "plugins.manage")
     manager = manager_of(request)
-    name = Path(data.filename or "upload.zip").name
+    upload = data.data
+    name = Path(upload.filename or "upload.zip").name
     # A hidden name in the plugins folder: the watchers ignore it, and it is on the same disk as the target.
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=manager.folder)
     try:
         with os.fdopen(fd, "wb") as out:
-            while chunk := await data.read(1 << 20):
+            while chunk := await upload.read(1 << 20):
                 out.write(chunk)
         bundle = await anyio.to_thread.run_sync(lambda: install_bundle(manager.runtime, Path(tmp), name=name))
     finally:
-        await data.close()
+        await upload.close()
         Path(tmp).unlink(missing_ok=True)
     manifest = bundle.manifest
     await _audit(request, "plugin.upload", manifest.id, version=manifest.version, sha256=bundle.sha256, file=name)

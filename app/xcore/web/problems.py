@@ -88,6 +88,11 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]*)`")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
+# msgspec's words when a form field that must be a file (the only non-JSON type in xcore's forms) is not one.
+_UNSUPPORTED = {
+    "Unsupported type: <class 'str'>": "expected a file, got text",
+    "Unsupported type: <class 'list'>": "expected one file, got several",
+}
 
 
 def _field_of(message: str) -> str | None:
@@ -110,7 +115,8 @@ def _validation_problem(exc: ValidationException) -> Response[dict[str, Any]]:
         if isinstance(item, dict):
             message = str(item.get("message", ""))
             field = _field_of(message) or item.get("key") or None
-            errors.append({"field": field, "message": _MSGSPEC_PATH.sub("", message), "source": item.get("source")})
+            message = _UNSUPPORTED.get(_MSGSPEC_PATH.sub("", message), _MSGSPEC_PATH.sub("", message))
+            errors.append({"field": field, "message": message, "source": item.get("source")})
     if errors:
         first = errors[0]
         where = f" (field {first['field']!r})" if first["field"] else ""
