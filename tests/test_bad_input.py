@@ -96,11 +96,17 @@ def test_odd_query_values_get_a_4xx(host: tuple[Any, dict[str, str], dict[str, A
         if method != "get" or "{" in path:
             continue
         for parameter in (p for p in op.get("parameters", []) if p.get("in") == "query"):
+            name = parameter["name"]
             for value in QUERY_VALUES:
-                response = client.get(path, params={parameter["name"]: value}, headers=headers)
+                response = client.get(path, params={name: value}, headers=headers)
                 calls += 1
                 if response.status_code >= 500:
-                    failures.append(f"GET {path}?{parameter['name']}={value[:20]!r}: {response.text[:200]}")
+                    failures.append(f"GET {path}?{name}={value[:20]!r}: {response.text[:200]}")
+            for query in (f"{name}=1&{name}=2", name, f"{name}=%ZZ", f"{name}[]=1"):  # repeated, bare, bad escape
+                response = client.get(f"{path}?{query}", headers=headers)
+                calls += 1
+                if response.status_code >= 500:
+                    failures.append(f"GET {path}?{query}: {response.text[:200]}")
     assert calls > 100
     assert not failures, "\n".join(failures[:20])
 
