@@ -172,6 +172,12 @@ def test_data_dir_variable_is_not_a_setting(data_dir: Path) -> None:
     load_config(data_dir, environ={"XCORE_DATA_DIR": str(data_dir)})
 
 
+def test_xcore_debug_is_not_a_setting(data_dir: Path) -> None:
+    # An internal error of the CLI says "run again with XCORE_DEBUG=1": that must not be refused as a setting.
+    result = run_xcore("config", "check", "--data-dir", str(data_dir), env={"XCORE_DEBUG": "1"})
+    assert result.returncode == 0, result.stderr
+
+
 def test_flag_errors_name_the_flag(data_dir: Path) -> None:
     with pytest.raises(ConfigError, match=r"command-line flag --workers: server\.workers: Expected int >= 1"):
         load_config(data_dir, environ={}, cli={("server", "workers"): ("--workers", 0)})

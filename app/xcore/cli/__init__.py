@@ -16,6 +16,7 @@ from xcore.cli.plugin_cmd import plugin
 from xcore.cli.serve_cmd import serve
 from xcore.cli.tasks_cmd import tasks
 from xcore.cli.user_cmd import user
+from xcore.config.loader import ENV_DEBUG
 from xcore.errors import XcoreError
 
 
@@ -77,10 +78,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:
         logging.getLogger("xcore.system").exception("internal error")
-        if os.environ.get("XCORE_DEBUG"):
+        if os.environ.get(ENV_DEBUG):
             raise
         click.echo(
-            f"xcore: internal error: {type(exc).__name__}: {exc} (this is a bug; run again with XCORE_DEBUG=1 "
+            f"xcore: internal error: {type(exc).__name__}: {exc} (this is a bug; run again with {ENV_DEBUG}=1 "
             "for the details, or see the log file)",
             err=True,
         )
