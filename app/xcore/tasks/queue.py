@@ -5,12 +5,18 @@ Huey's consumer polls an empty queue with a growing back-off (up to seconds). Th
 blocks in `dequeue` on a condition that `enqueue` notifies, so a task enqueued in the same process starts at
 once; one enqueued by another process (another worker, the CLI) is seen within `POLL` seconds. Huey's Redis
 storage blocks in BRPOP, so it wakes at once from any process.
+
+An idle consumer does not query SQLite every `POLL` seconds: it looks at the queue file and its write-ahead log
+(size and modification time, one `stat` each) and queries only when they changed since the queue was last seen
+empty, or `RECHECK` seconds later at the latest. An idle worker spent most of its CPU time (about 0.5% of a core)
+on those queries.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,7 @@ from xcore.config.schema import RedisConfig
 from xcore.tasks.lazy_redis import redis_storage_ready
 
 POLL = 0.1  # seconds an idle consumer thread waits before it looks at the queue again
+RECHECK = 2.0  # seconds after which an idle consumer queries the queue even if its files look unchanged
 QUEUE_NAME = "xcore"
 
 
@@ -32,6 +39,10 @@ class NotifyingSqliteStorage(SqliteStorage):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._arrived = threading.Condition()
+        self._pending = 0  # enqueues in this process not yet looked for by a dequeue
+        self._files = [Path(self.filename), Path(self.filename + "-wal")]
+        self._empty_at: tuple[tuple[int, int], ...] | None = None  # the files when the queue was last seen empty
+        self._empty_since = 0.0
 
     def _create_connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection = super()._create_connection()
@@ -44,15 +55,41 @@ class NotifyingSqliteStorage(SqliteStorage):
     def enqueue(self, data: bytes, priority: float | None = None) -> None:
         super().enqueue(data, priority)
         with self._arrived:
+            self._pending += 1
             self._arrived.notify()
 
     def dequeue(self) -> bytes | None:
-        data: bytes | None = super().dequeue()
-        if data is None:
+        if self._empty_at is not None:  # idle: wait for an enqueue here, or for the files to change
             with self._arrived:
-                self._arrived.wait(POLL)
-            data = super().dequeue()
+                if not self._pending:
+                    self._arrived.wait(POLL)
+                arrived, self._pending = self._pending > 0, 0
+            if not arrived and self._files_state() == self._empty_at and time.monotonic() < self._empty_since + RECHECK:
+                return None
+        state = self._files_state()  # taken before the query: a change after it is seen next time
+        data = self._query()
+        if data is None:
+            self._empty_at, self._empty_since = state, time.monotonic()
+        else:
+            self._empty_at = None
         return data
+
+    def _query(self) -> bytes | None:
+        """_query is Huey's dequeue: the next task's data, taken off the queue, or None."""
+        data: bytes | None = super().dequeue()
+        return data
+
+    def _files_state(self) -> tuple[tuple[int, int], ...]:
+        """_files_state is the size and modification time of the queue file and its write-ahead log."""
+        found = []
+        for path in self._files:
+            try:
+                info = path.stat()
+            except OSError:
+                found.append((-1, -1))
+            else:
+                found.append((info.st_size, info.st_mtime_ns))
+        return tuple(found)
 
 
 class XcoreHuey(SqliteHuey):
