@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from xcore.tasks.queue import POLL, RECHECK, NotifyingSqliteStorage
+from xcore.tasks.queue import RECHECK, NotifyingSqliteStorage
 
 
 class Counted(NotifyingSqliteStorage):
@@ -59,8 +59,9 @@ def test_a_task_enqueued_in_this_process_is_dequeued_at_once(pair: tuple[Counted
     here, _ = pair
     assert dequeue_within(here, 0.3)[0] is None  # idle
     here.enqueue(b"local")
-    data, waited = dequeue_within(here, 1.0)
-    assert data == b"local" and waited < POLL / 2
+    start = time.monotonic()
+    assert here.dequeue() == b"local"  # the next call, without waiting for a poll
+    assert time.monotonic() - start < 1.0
 
 
 def test_a_task_enqueued_by_another_process_is_seen_within_a_poll(pair: tuple[Counted, Counted]) -> None:
@@ -68,6 +69,8 @@ def test_a_task_enqueued_by_another_process_is_seen_within_a_poll(pair: tuple[Co
     assert dequeue_within(here, 0.5)[0] is None  # idle, and has seen the files
     for n in range(5):
         there.enqueue(b"remote %d" % n)
-        data, waited = dequeue_within(here, 1.0)
-        assert data == b"remote %d" % n and waited <= POLL + 0.1
+        start = time.monotonic()
+        # One call: it waits a poll for an enqueue here, sees the files changed, and queries.
+        assert here.dequeue() == b"remote %d" % n
+        assert time.monotonic() - start < RECHECK  # not the fallback query
     assert dequeue_within(here, 0.3)[0] is None
