@@ -115,8 +115,8 @@ def _validation_problem(exc: ValidationException) -> Response[dict[str, Any]]:
         if isinstance(item, dict):
             message = str(item.get("message", ""))
             field = _field_of(message) or item.get("key") or None
-            message = _UNSUPPORTED.get(_MSGSPEC_PATH.sub("", message), _MSGSPEC_PATH.sub("", message))
-            errors.append({"field": field, "message": message, "source": item.get("source")})
+            text = _MSGSPEC_PATH.sub("", message)
+            errors.append({"field": field, "message": _UNSUPPORTED.get(text, text), "source": item.get("source")})
     if errors:
         first = errors[0]
         where = f" (field {first['field']!r})" if first["field"] else ""
