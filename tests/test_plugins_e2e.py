@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from conftest import fresh_python
 from conftest import until as wait_for
 from xcore import __version__
 from xcore.plugins.pack import pack_folder
@@ -455,6 +456,42 @@ def test_dev_folder_edit_of_the_same_size_within_a_second_is_live(serve, tmp_pat
     os.utime(run, ns=(second, second))  # the second save lands in the same second as the first
     assert run.stat().st_size == len(DEV_CODE.replace("MESSAGE", "v1"))
     host.until(lambda: host.get("/app/same").json() == {"message": "v2"}, "the same-size edit is live")
+    assert host.server.stop() == 0
+
+
+GC_PROBE = """\
+import gc
+import os
+
+from xcore.sdk import Router, get
+
+
+@get("/", sync_to_thread=False)
+def collector() -> dict[str, object]:
+    return {"pid": os.getpid(), "threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
+
+
+router = Router("/", route_handlers=[collector])
+"""
+
+
+def test_every_worker_collects_garbage_as_usual_once_it_has_started(serve, tmp_path) -> None:
+    """A start defers the cyclic garbage collector (xcore.heap); each worker of a real server sets the
+    interpreter's default thresholds back once its core app is built, and has frozen the heap of its start."""
+    write_plugin(tmp_path / "dev" / "gcprobe", "gcprobe", "0.1.0", GC_PROBE)
+    host = serve("--plugins-dev", str(tmp_path / "dev"), "--workers", "2")
+    defaults = json.loads(fresh_python("import gc, json; print(json.dumps(gc.get_threshold()))"))
+    seen: dict[int, dict[str, Any]] = {}
+
+    def both_workers() -> bool:
+        response = host.get("/app/gcprobe")
+        if response.status_code == 200:
+            seen[response.json()["pid"]] = response.json()
+        return len(seen) == 2
+
+    host.until(both_workers, "both workers answered")
+    for probe in seen.values():
+        assert probe["threshold"] == defaults and probe["frozen"] > 10_000, probe
     assert host.server.stop() == 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gc
 import logging
 import os
 import socket
@@ -22,6 +21,7 @@ from granian.constants import Interfaces
 from xcore.db import revisions
 from xcore.db.backup import server_lock
 from xcore.errors import DatabaseError, ServerError
+from xcore.heap import after_fork_in_child, freeze_startup_heap
 from xcore.runtime import Runtime
 
 log = logging.getLogger("xcore.system")
@@ -169,9 +169,10 @@ def serve(runtime: Runtime) -> int:
         log.info("xcore %s starting at %s with %d worker(s)", runtime.version, url, server.workers)
         if server.trusted_proxies:
             log.info("trusting X-Forwarded-For and X-Forwarded-Proto from %s", ", ".join(server.trusted_proxies))
-        # Granian forks its workers (on Linux): objects moved out of the collector's reach stay shared with them
-        # instead of being copied when a worker's garbage collection first touches them.
-        gc.freeze()
+        # Granian forks its workers (on Linux): they share this frozen heap, and defer their own collections
+        # until their core app is built (see xcore.heap).
+        freeze_startup_heap(once=False)
+        os.register_at_fork(after_in_child=after_fork_in_child)
         try:
             granian.serve()
         except SystemExit as exc:

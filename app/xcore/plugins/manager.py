@@ -15,7 +15,6 @@ Every worker runs its own manager over the same folder and database, and a watch
 from __future__ import annotations
 
 import asyncio
-import gc
 import graphlib
 import json
 import logging
@@ -38,6 +37,7 @@ from watchfiles import Change, awatch
 
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.db.models import PluginState
+from xcore.heap import freeze_startup_heap
 from xcore.plugins.bundle import collect_garbage
 from xcore.plugins.errors import PluginError
 from xcore.plugins.loader import (
@@ -65,20 +65,6 @@ CACHE_IDLE = 600.0  # an extracted bundle no worker has touched for this long ma
 # Milliseconds between the watcher's looks (watchfiles' `step`): a change is reported this long after the last
 # write. Each look wakes the worker and takes the GIL: 20 ms was 50 wake-ups a second in an idle worker.
 WATCH_STEP = 50
-
-_heap_frozen = False
-
-
-def freeze_startup_heap() -> None:
-    """freeze_startup_heap moves what exists once the first core app is built (the modules and that app, which
-    live as long as the process) out of the cyclic garbage collector's reach, once per process. A worker's
-    collections then look only at what requests and plugins create, not at the whole web stack: about 2% of the
-    CPU time of a cheap request. Plugins are loaded afterwards, so their apps stay collectable across reloads.
-    """
-    global _heap_frozen
-    if not _heap_frozen:
-        _heap_frozen = True
-        gc.freeze()
 
 
 @dataclass

@@ -29,7 +29,6 @@ from xcore.tasks.core import register_core_tasks
 from xcore.tasks.host import TaskHost
 from xcore.web.switch import ASGIApp, Switch
 
-
 WARM_UP_AFTER = 1.0  # seconds after a worker's start
 WARM_UP = ("jwt",)  # PyJWT (with cryptography), which xcore.auth.tokens imports at the first token it handles
 
