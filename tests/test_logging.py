@@ -213,6 +213,7 @@ def test_cli_logs(sample_log: Path) -> None:
 async def _request(path: str, status: int, request_id: str | None = None) -> None:
     """One request through the real wrapper, to an ASGI app that answers `status`."""
     from xcore.web.requestlog import logged
+    from xcore.web.switch import Generation
 
     async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         await send({"type": "http.response.start", "status": status, "headers": []})
@@ -223,7 +224,7 @@ async def _request(path: str, status: int, request_id: str | None = None) -> Non
 
     headers = [(b"x-request-id", request_id.encode())] if request_id else []
     scope = {"type": "http", "method": "GET", "path": path, "headers": headers}
-    await logged(app, scope, None, send)
+    await logged(Generation(app, 0), scope, None, send)
 
 
 async def test_request_fast_path_buffers_and_flushes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

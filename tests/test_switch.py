@@ -10,6 +10,7 @@ import httpx
 import pytest
 from litestar import Litestar, get
 
+from xcore.web.requestlog import logged
 from xcore.web.switch import AppStartupError, Switch
 
 
@@ -141,5 +142,29 @@ async def test_a_request_that_never_ends_does_not_keep_the_old_app_forever(monke
         await asyncio.sleep(0.5)
         assert "stuck down" in events and retired == ["cleaned"], "shut down once the drain time ran out"
         hanging.cancel()
+    await inbox.put({"type": "lifespan.shutdown"})
+    await task
+
+
+async def test_an_http_request_runs_in_one_coroutine_of_the_switch() -> None:
+    """The Switch is on every request's path, so it hands an HTTP request to `requestlog.logged` with a plain call:
+    the request log and the in-flight count are one coroutine, not one per layer."""
+    switch = Switch(lambda: make_app("one", []))
+    task, inbox, _ = await lifespan_start(switch)
+    answer: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        answer.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/who", "raw_path": b"/who", "query_string": b"",
+             "root_path": "", "headers": [], "scheme": "http", "http_version": "1.1", "asgi": {"version": "3.0"}}  # fmt: skip
+    served = switch(scope, receive, send)
+    assert served.cr_code is logged.__code__
+    await served
+    assert answer[0]["status"] == 200 and (b"x-request-id", answer[0]["headers"][-1][1]) in answer[0]["headers"]
+    assert switch._current is not None and switch._current.inflight == 0
     await inbox.put({"type": "lifespan.shutdown"})
     await task

@@ -48,11 +48,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reseed)
 
 
-async def logged(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """logged runs one HTTP request through `app`, adding the request id and logging the outcome.
+async def logged(generation: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """logged serves one HTTP request on `generation` (the Switch's current app: its `app`, and its count of
+    requests in flight, which a retiring generation waits on), adding the request id and logging the outcome.
 
-    This is the hot path of every request, so it is written for few Python calls: the id lookup is inline,
-    and the request line is a tuple appended to the access sink's queue (see `xcore.logs.access`).
+    This is the hot path of every request, and the only coroutine xcore adds to it: the in-flight count, the
+    id lookup and the request line are inline, and the line is a tuple appended to the access sink's queue (see
+    `xcore.logs.access`).
     """
     start = perf_counter()
     rid = b""
@@ -82,9 +84,13 @@ async def logged(app: Any, scope: dict[str, Any], receive: Any, send: Any) -> No
                 message["headers"] = [*(headers or ()), (b"x-request-id", rid)]
         return send(message)
 
+    generation.inflight += 1
     try:
-        await app(scope, receive, send_with_id)
+        await generation.app(scope, receive, send_with_id)
     finally:
+        generation.inflight -= 1
+        if generation.retiring and generation.inflight == 0:
+            generation.drained.set()
         sink = access.SINK
         if status < 400 and QUIET in state:
             pass

@@ -10,7 +10,7 @@ Litestar cannot unregister routes, so a plugin change builds a whole new app (DE
 
 The Switch answers the server's own lifespan: at startup it builds the first app with `factory` (or runs the
 `startup` hook, which swaps the first app in itself), at shutdown it shuts the current app down, then runs the
-`shutdown` hook. Every HTTP request passes through `requestlog.logged`.
+`shutdown` hook. Every HTTP request passes through `requestlog.logged`, which counts it in flight on its generation.
 """
 
 from __future__ import annotations
@@ -118,7 +118,15 @@ class Switch:
         """app is the app that new requests go to."""
         return self._current.app if self._current else None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        # An HTTP request is the one coroutine of `logged`: a plain call here adds none of its own.
+        generation = self._current
+        if generation is not None and scope["type"] == "http":
+            return logged(generation, scope, receive, send)
+        return self._other(scope, receive, send)
+
+    async def _other(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """_other serves the server's lifespan, websockets, and requests before the first app is in."""
         kind = scope["type"]
         if kind == "lifespan":
             await self._server_lifespan(receive, send)
@@ -129,10 +137,7 @@ class Switch:
             return
         generation.inflight += 1
         try:
-            if kind == "http":
-                await logged(generation.app, scope, receive, send)
-            else:
-                await generation.app(scope, receive, send)
+            await generation.app(scope, receive, send)
         finally:
             generation.inflight -= 1
             if generation.retiring and generation.inflight == 0:
