@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 
@@ -16,3 +17,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return f"{platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)"
+
+
+def python_loop_seconds(repeats: int = 3) -> float:
+    """python_loop_seconds is the least time of `repeats` runs of a fixed pure-Python loop (10 million additions):
+    a yardstick of how fast this machine runs Python right now. Shared machines can be half as fast for minutes
+    at a time; a report that gives this next to its absolute times tells a busy run from a quiet one."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        total = 0
+        for number in range(10_000_000):
+            total += number
+        best = min(best, time.perf_counter() - start)
+    return round(best, 3)
