@@ -159,8 +159,10 @@ async def test_an_http_request_runs_in_one_coroutine_of_the_switch() -> None:
     async def send(message: dict[str, Any]) -> None:
         answer.append(message)
 
-    scope = {"type": "http", "method": "GET", "path": "/who", "raw_path": b"/who", "query_string": b"",
-             "root_path": "", "headers": [], "scheme": "http", "http_version": "1.1", "asgi": {"version": "3.0"}}  # fmt: skip
+    scope = {
+        "type": "http", "method": "GET", "path": "/who", "raw_path": b"/who", "query_string": b"", "root_path": "",
+        "headers": [], "scheme": "http", "http_version": "1.1", "asgi": {"version": "3.0"},
+    }  # fmt: skip
     served = switch(scope, receive, send)
     assert served.cr_code is logged.__code__
     await served

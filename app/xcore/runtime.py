@@ -52,7 +52,9 @@ class Runtime:
     @property
     def database_file(self) -> Path | None:
         """database_file is the SQLite file of the core database, or None for other databases."""
-        from xcore.db.engine import sqlite_path
+        if not self.config.xcore.data.url:
+            return self.data.database.absolute()
+        from xcore.db.engine import sqlite_path  # SQLAlchemy's URL parser
 
         return sqlite_path(self.database_url)
 

@@ -2,7 +2,9 @@
 
 The parent process does the one-time work (data directory, signing key, migrations, the port check) before
 Granian starts its workers, so a bad setting or a taken port fails fast with one clear line, and N workers
-never race to migrate the same database.
+never race to migrate the same database. It never imports the web stack, and on a start with nothing to
+migrate it reads the SQLite database with sqlite3 (`xcore.db.peek`) rather than SQLAlchemy: the workers
+import both, and this process, which only watches over them, stays small and hands over sooner.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import errno
 import logging
 import os
 import socket
+import sqlite3
 from collections.abc import Iterator
 
 from filelock import Timeout
 from granian import Granian
 from granian.constants import Interfaces
 
-from xcore.db import revisions
+from xcore.auth import builtin
+from xcore.auth.setup import SetupToken
+from xcore.db import peek, revisions
 from xcore.db.backup import server_lock
 from xcore.errors import DatabaseError, ServerError
 from xcore.heap import after_fork_in_child, freeze_startup_heap
@@ -55,7 +60,10 @@ def check_port_free(host: str, port: int) -> None:
 
 def prepare_database(runtime: Runtime) -> None:
     """prepare_database applies pending migrations (backup first), or refuses when auto_upgrade is off, then
-    brings the built-in roles and permissions up to date."""
+    brings the built-in roles and permissions up to date. A SQLite database that needs neither is only read
+    (`up_to_date`)."""
+    if up_to_date(runtime):
+        return
     if revisions.current_revision(runtime.engine) != revisions.head_revision():
         from xcore.db import migrate  # Alembic, only when there is something to migrate (or to refuse)
 
@@ -66,6 +74,32 @@ def prepare_database(runtime: Runtime) -> None:
 
     with runtime.auth.transaction() as session:
         sync_builtin(session)
+
+
+def up_to_date(runtime: Runtime) -> bool:
+    """up_to_date says whether the SQLite core database is at the shipped revision with the built-in roles and
+    permissions in sync, reading it with sqlite3. False for any other database, and when the file cannot be
+    read that way: prepare_database then takes the full path, which reports any error properly."""
+    path = runtime.database_file
+    if path is None:
+        return False
+    try:
+        if peek.revision(path) != revisions.head_revision():
+            return False
+        return builtin.in_sync(*peek.permissions_and_roles(path))
+    except sqlite3.Error:
+        return False
+
+
+def accounts_exist(runtime: Runtime) -> bool:
+    """accounts_exist says whether any account exists, read with sqlite3 when the database is a SQLite file."""
+    path = runtime.database_file
+    if path is not None:
+        try:
+            return peek.has_accounts(path)
+        except sqlite3.Error:
+            pass  # the ORM's answer, or its error
+    return not runtime.auth.setup_required()
 
 
 def apply_migrations(runtime: Runtime, pending: list[str]) -> None:
@@ -87,17 +121,17 @@ def announce_setup(runtime: Runtime, url: str) -> str | None:
     """announce_setup prints a one-time setup URL while no account exists and returns its token (None once an
     account exists). The token is also in <data>/setup-token (mode 0600); it is new at every start and dies
     once used."""
-    auth = runtime.auth
-    if not auth.setup_required():
-        auth.setup_token.remove()
+    setup_token = SetupToken(runtime.data.root)
+    if accounts_exist(runtime):
+        setup_token.remove()
         return None
-    token = auth.setup_token.create()
+    token = setup_token.create()
     print(
         f"First run: no account exists yet. Create the first superadmin at {url}/admin/setup?token={token}\n"
         f"  or: POST {url}/api/setup with token, username and password, or run `xcore user create NAME --superadmin`.",
         flush=True,
     )
-    log.info("first run: waiting for setup; the setup token is in %s", auth.setup_token.path)
+    log.info("first run: waiting for setup; the setup token is in %s", setup_token.path)
     return token
 
 

@@ -18,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from xcore.auth import audit
+from xcore.auth.builtin import CUSTOM_RANK, SUPERADMIN, USER
 from xcore.auth.errors import Conflict, Forbidden, InvalidInput, NotFound
 from xcore.auth.login import revoke_user_sessions
 from xcore.auth.passwords import check_password, hash_password
-from xcore.auth.permissions import CUSTOM_RANK, SUPERADMIN, USER
 from xcore.auth.rules import Principal
 from xcore.auth.service import AuthService, Client
 from xcore.config.schema import PERMISSION_NAME, ROLE_NAME

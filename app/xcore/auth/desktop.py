@@ -30,9 +30,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from xcore.auth import audit
+from xcore.auth.builtin import SUPERADMIN
 from xcore.auth.errors import Conflict, Forbidden, NotAuthenticated
 from xcore.auth.login import Tokens, start_session
-from xcore.auth.permissions import SUPERADMIN
 from xcore.auth.service import AuthService, Client
 from xcore.db.models import Role, User
 

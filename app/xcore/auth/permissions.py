@@ -1,4 +1,4 @@
-"""The permission names and built-in roles, in one place, and their sync into the RBAC tables.
+"""The sync of the core permissions and built-in roles (`xcore.auth.builtin`) into the RBAC tables.
 
 Plugins add `<plugin_id>.<name>` permissions from their manifest through `register_plugin_permissions`.
 """
@@ -10,51 +10,9 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from xcore.auth.builtin import BUILTIN_ROLES, PERMISSIONS, RANKS
 from xcore.config.schema import PERMISSION_NAME
 from xcore.db.models import Permission, Role
-
-# Every core permission, with what it allows. Routes are guarded by ACCESS_RULES; handlers check these for
-# the finer decisions (who may change whom).
-PERMISSIONS: dict[str, str] = {
-    "plugins.read": "See plugins, their state and errors.",
-    "plugins.manage": "Upload, enable, disable, reload, configure and delete plugins.",
-    "tasks.read": "See scheduled tasks and their run history.",
-    "tasks.manage": "Run, pause and resume tasks.",
-    "users.read": "See user accounts.",
-    "users.manage": "Create, change, deactivate and delete accounts below one's own rank.",
-    "roles.manage": "Create and change roles and what they grant.",
-    "logs.read": "Read the logs.",
-    "audit.read": "Read the audit log.",
-    "backups.manage": "Create, download and restore database backups.",
-    "settings.manage": "Change xcore's settings.",
-}
-
-SUPERADMIN, ADMIN, USER = "superadmin", "admin", "user"
-
-# Ranks order the built-in roles: a role implies every role of lower rank, and nobody may grant a role ranked
-# above their own. Custom roles rank as `user`.
-RANKS: dict[str, int] = {SUPERADMIN: 100, ADMIN: 50, USER: 10}
-CUSTOM_RANK = RANKS[USER]
-
-BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
-    SUPERADMIN: ("Everything, including roles, settings and backups.", frozenset(PERMISSIONS)),
-    ADMIN: (
-        "Manages plugins, tasks, logs and the users below admin.",
-        frozenset(
-            {
-                "plugins.read",
-                "plugins.manage",
-                "tasks.read",
-                "tasks.manage",
-                "users.read",
-                "users.manage",
-                "logs.read",
-                "audit.read",
-            }
-        ),
-    ),
-    USER: ("Own account only.", frozenset()),
-}
 
 
 def sync_builtin(session: Session) -> None:

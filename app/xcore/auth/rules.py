@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from xcore.auth.permissions import RANKS, SUPERADMIN
+from xcore.auth.builtin import RANKS, SUPERADMIN
 from xcore.config.schema import AccessRule, access_rule_problem
 from xcore.errors import ConfigError
 

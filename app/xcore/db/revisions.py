@@ -3,7 +3,8 @@
 Importing Alembic costs about a third of a second, and a start with nothing to migrate, `/health` and the
 scheduled backup only need to compare two strings. The shipped revisions are read from the migration scripts'
 `revision` and `down_revision` assignments (parsed, not imported); a database's revision is the row of its
-`alembic_version` table. `xcore.db.migrate` brings Alembic in when there is something to migrate.
+`alembic_version` table. `xcore.db.migrate` brings Alembic in when there is something to migrate. Importing
+this module imports neither.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import ast
 from functools import cache
 from pathlib import Path
-
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError
+from typing import TYPE_CHECKING
 
 from xcore.errors import MigrationError
 from xcore.resources import resource_path
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def shipped(script_location: Path | None = None) -> dict[str, tuple[str, ...]]:
@@ -53,7 +55,11 @@ def head_revision(script_location: Path | None = None) -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """current_revision reads the database's revision; None for a database never migrated."""
+    """current_revision reads the database's revision; None for a database never migrated. (For the SQLite
+    file alone, `xcore.db.peek.revision` reads it without SQLAlchemy.)"""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
     with engine.connect() as connection:
         try:
             value = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()

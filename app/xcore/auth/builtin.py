@@ -1,0 +1,67 @@
+"""The core permissions and the built-in roles, in one place, as plain data.
+
+`xcore.auth.permissions` writes them into the RBAC tables (`sync_builtin`); `in_sync` tells, from rows read
+with the standard library, whether a database already holds them, so a server start with nothing to change
+never imports SQLAlchemy (see `xcore.server.prepare_database`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+# Every core permission, with what it allows. Routes are guarded by ACCESS_RULES; handlers check these for
+# the finer decisions (who may change whom).
+PERMISSIONS: dict[str, str] = {
+    "plugins.read": "See plugins, their state and errors.",
+    "plugins.manage": "Upload, enable, disable, reload, configure and delete plugins.",
+    "tasks.read": "See scheduled tasks and their run history.",
+    "tasks.manage": "Run, pause and resume tasks.",
+    "users.read": "See user accounts.",
+    "users.manage": "Create, change, deactivate and delete accounts below one's own rank.",
+    "roles.manage": "Create and change roles and what they grant.",
+    "logs.read": "Read the logs.",
+    "audit.read": "Read the audit log.",
+    "backups.manage": "Create, download and restore database backups.",
+    "settings.manage": "Change xcore's settings.",
+}
+
+SUPERADMIN, ADMIN, USER = "superadmin", "admin", "user"
+
+# Ranks order the built-in roles: a role implies every role of lower rank, and nobody may grant a role ranked
+# above their own. Custom roles rank as `user`.
+RANKS: dict[str, int] = {SUPERADMIN: 100, ADMIN: 50, USER: 10}
+CUSTOM_RANK = RANKS[USER]
+
+BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
+    SUPERADMIN: ("Everything, including roles, settings and backups.", frozenset(PERMISSIONS)),
+    ADMIN: (
+        "Manages plugins, tasks, logs and the users below admin.",
+        frozenset(
+            {
+                "plugins.read",
+                "plugins.manage",
+                "tasks.read",
+                "tasks.manage",
+                "users.read",
+                "users.manage",
+                "logs.read",
+                "audit.read",
+            }
+        ),
+    ),
+    USER: ("Own account only.", frozenset()),
+}
+
+
+def in_sync(permissions: Mapping[str, str], roles: Mapping[str, tuple[bool, int, str, frozenset[str]]]) -> bool:
+    """in_sync says whether a database needs nothing from `sync_builtin`: every core permission exists with its
+    description, and every built-in role exists, marked built-in, with its rank, its description and exactly its
+    grants. `permissions` maps the database's permission names to their descriptions; `roles` maps role names to
+    (builtin, rank, description, granted permission names). Other rows (custom roles, plugins' permissions) do
+    not matter."""
+    if any(permissions.get(name) != description for name, description in PERMISSIONS.items()):
+        return False
+    return all(
+        roles.get(name) == (True, RANKS[name], description, granted)
+        for name, (description, granted) in BUILTIN_ROLES.items()
+    )

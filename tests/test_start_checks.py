@@ -1,0 +1,139 @@
+"""What `xcore serve`'s process reads before it starts the workers: with sqlite3 when nothing needs doing,
+through SQLAlchemy (migrations, the built-in roles' sync) as soon as anything does."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from xcore.auth.builtin import BUILTIN_ROLES, PERMISSIONS, RANKS
+from xcore.auth.permissions import register_plugin_permissions
+from xcore.db import peek
+from xcore.db.models import Role, User
+from xcore.runtime import Runtime
+from xcore.server import accounts_exist, announce_setup, prepare_database, up_to_date
+
+
+def execute(db: Path, *statements: str) -> None:
+    with sqlite3.connect(db) as connection:
+        for statement in statements:
+            connection.execute(statement)
+    connection.close()
+
+
+def builtin_roles_in_orm(runtime: Runtime) -> dict[str, tuple[bool, int, str, frozenset[str]]]:
+    with runtime.auth.transaction() as session:
+        roles = session.scalars(select(Role).where(Role.name.in_(list(BUILTIN_ROLES)))).all()
+        return {r.name: (r.builtin, r.rank, r.description, frozenset(p.name for p in r.permissions)) for r in roles}
+
+
+def test_a_migrated_database_is_up_to_date_and_reads_as_the_orm_wrote_it(runtime: Runtime) -> None:
+    db = runtime.database_file
+    assert db is not None
+    assert up_to_date(runtime)
+    permissions, roles = peek.permissions_and_roles(db)
+    assert permissions == PERMISSIONS
+    assert {name: roles[name] for name in BUILTIN_ROLES} == builtin_roles_in_orm(runtime)
+    assert roles["superadmin"] == (True, RANKS["superadmin"], BUILTIN_ROLES["superadmin"][0], frozenset(PERMISSIONS))
+
+
+def test_custom_roles_and_plugin_permissions_leave_it_up_to_date(runtime: Runtime) -> None:
+    with runtime.auth.transaction() as session:
+        register_plugin_permissions(session, "notes", ["notes.write"])
+        session.add(Role(name="editors", description="custom", builtin=False, rank=10))
+    assert up_to_date(runtime)
+
+
+TAMPERINGS = {
+    "a built-in role's description": "UPDATE roles SET description = 'changed' WHERE name = 'admin'",
+    "a grant taken from a built-in role": (
+        "DELETE FROM role_permissions WHERE role_id = (SELECT id FROM roles WHERE name = 'admin')"
+        " AND permission_id = (SELECT id FROM permissions WHERE name = 'plugins.read')"
+    ),
+    "a grant added to a built-in role": (
+        "INSERT INTO role_permissions (role_id, permission_id) SELECT r.id, p.id FROM roles r, permissions p"
+        " WHERE r.name = 'admin' AND p.name = 'roles.manage'"
+    ),
+    "a permission's description": "UPDATE permissions SET description = '' WHERE name = 'logs.read'",
+    "a deleted permission": "DELETE FROM permissions WHERE name = 'audit.read'",
+    "a built-in role's rank": "UPDATE roles SET rank = 1 WHERE name = 'user'",
+    "a built-in role no longer marked built-in": "UPDATE roles SET builtin = 0 WHERE name = 'user'",
+    "a deleted built-in role": "DELETE FROM roles WHERE name = 'superadmin'",
+}
+
+
+@pytest.mark.parametrize("change", list(TAMPERINGS), ids=list(TAMPERINGS))
+def test_a_changed_built_in_role_or_permission_is_noticed_and_restored_at_start(runtime: Runtime, change: str) -> None:
+    db = runtime.database_file
+    assert db is not None
+    expected = builtin_roles_in_orm(runtime)
+    execute(db, "PRAGMA foreign_keys = ON", TAMPERINGS[change])
+    assert not up_to_date(runtime)
+    prepare_database(runtime)
+    assert up_to_date(runtime)
+    assert builtin_roles_in_orm(runtime) == expected
+    assert peek.permissions_and_roles(db)[0] == PERMISSIONS
+
+
+def test_a_database_at_another_revision_is_not_up_to_date(runtime: Runtime) -> None:
+    db = runtime.database_file
+    assert db is not None
+    execute(db, "UPDATE alembic_version SET version_num = '0001'")
+    assert peek.revision(db) == "0001"
+    assert not up_to_date(runtime)
+    execute(db, "DROP TABLE alembic_version")
+    assert peek.revision(db) is None
+    assert not up_to_date(runtime)
+
+
+def test_a_missing_or_damaged_database_file_takes_the_full_path(data_dir: Path) -> None:
+    from xcore.runtime import open_runtime
+
+    runtime = open_runtime(data_dir, environ={}, logs=False)
+    db = runtime.database_file
+    assert db is not None and not db.exists()
+    assert not up_to_date(runtime)
+    assert not db.exists(), "reading must not create the file"
+    db.write_bytes(b"this is not a database" * 100)
+    assert not up_to_date(runtime)
+    with pytest.raises(sqlite3.DatabaseError):
+        peek.revision(db)
+
+
+def test_the_setup_token_follows_whether_an_account_exists(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = runtime.data.root / "setup-token"
+    assert not accounts_exist(runtime)
+    token = announce_setup(runtime, "http://127.0.0.1:8000")
+    assert token and token_file.read_text().strip() == token
+    assert f"/admin/setup?token={token}" in capsys.readouterr().out
+    with runtime.auth.transaction() as session:
+        session.add(User(username="owner", password_hash="not-a-real-hash"))
+    assert accounts_exist(runtime)
+    assert announce_setup(runtime, "http://127.0.0.1:8000") is None
+    assert not token_file.exists()
+
+
+def test_a_sqlite_url_in_the_settings_is_read_the_same_way(data_dir: Path, tmp_path: Path) -> None:
+    from xcore.runtime import open_runtime
+
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    runtime = open_runtime(data_dir, environ={"XCORE_XCORE__DATA__URL": url}, logs=False)
+    assert runtime.database_file == tmp_path / "elsewhere.db"
+    assert not up_to_date(runtime)
+    prepare_database(runtime)
+    assert up_to_date(runtime)
+    runtime.close()
+
+
+def test_another_database_always_takes_the_full_path(data_dir: Path) -> None:
+    from xcore.runtime import open_runtime
+
+    url = "postgresql://xcore@127.0.0.1:1/xcore"
+    runtime = open_runtime(data_dir, environ={"XCORE_XCORE__DATA__URL": url}, logs=False)
+    assert runtime.database_file is None
+    assert not up_to_date(runtime), "only a SQLite file is read with sqlite3"
