@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from machine import cpu_model, python_loop_seconds
+from machine import cpu_model, describe, yardsticks
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("xcore", "litestar", "fastapi")
@@ -556,7 +556,7 @@ def main() -> int:
     print(f"date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S} UTC")
     print(f"command: {shlex.join(sys.orig_argv)}")
     print(f"cpu: {cpu_model()}")
-    print(f"machine speed: a Python loop of 10 M additions takes {python_loop_seconds()} s (least of 3)")
+    print(f"machine speed: {describe(yardsticks())}")
     print(f"versions: {versions()}")
     print(f"pinning: {pin_note}")
     why = "wrk not installed" if args.generator == "auto" else "--generator python"

@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model, python_loop_seconds
+from machine import cpu_model, describe, yardsticks
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("onedir", "onefile", "onedir-headless", "onefile-headless", "source")
@@ -548,7 +548,6 @@ def main() -> int:
     print(f"command: {shlex.join(sys.orig_argv)}")
     print(f"cpu: {cpu_model()}")
     print(f"versions: {', '.join(f'{k} {v}' for k, v in versions().items())}", flush=True)
-    loop_before = python_loop_seconds()
     source = ROOT / ".venv" / "bin" / "xcore"
     results: dict[str, dict[str, Any]] = {}
     commands: dict[str, list[str]] = {}
@@ -574,6 +573,7 @@ def main() -> int:
         commands[kind] = [result["executable"]]
     with tempfile.TemporaryDirectory(prefix="xcore-startup-") as tmp:
         zips = pack_plugins(Path(tmp) / "zips")
+        before = yardsticks()  # after the builds, right before the starts
         for n in range(1, args.runs + 1):
             for kind, command in commands.items():
                 print(f"run {n}/{args.runs}: {kind}", file=sys.stderr, flush=True)
@@ -582,19 +582,18 @@ def main() -> int:
                 results[kind]["errors"] += [f"run {n}: {error}" for error in errors]
     for result in results.values():
         result["summary"] = summarize(result["runs"])
-    loop = {"before_s": loop_before, "after_s": python_loop_seconds()}
+    machine = {"before": before, "after": yardsticks()}
     checks = targets(results)
     starts = ratios(results)
     report(results, checks, starts)
-    print(
-        f"machine speed: a Python loop of 10 M additions took {loop['before_s']} s before the runs and "
-        f"{loop['after_s']} s after (least of 3; compare runs on the same machine by it)"
-    )
+    print(f"machine speed before the runs: {describe(machine['before'])}")
+    print(f"machine speed after the runs:  {describe(machine['after'])}")
+    print("(compare runs on the same machine by these: a start is mostly imports, so by the second above all)")
     payload = {
         "date": now.isoformat(),
         "command": sys.orig_argv,
         "cpu": cpu_model(),
-        "python_loop": loop,
+        "machine_speed": machine,
         "versions": versions(),
         "runs": args.runs,
         "variants": results,
