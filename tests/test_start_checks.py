@@ -13,8 +13,9 @@ from xcore.auth.builtin import BUILTIN_ROLES, PERMISSIONS, RANKS
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.db import peek
 from xcore.db.models import Role, User
+from conftest import fresh_python
 from xcore.runtime import Runtime
-from xcore.server import accounts_exist, announce_setup, prepare_database, up_to_date
+from xcore.server import WORKER_TARGET, accounts_exist, announce_setup, prepare_database, up_to_date
 
 
 def execute(db: Path, *statements: str) -> None:
@@ -137,3 +138,13 @@ def test_another_database_always_takes_the_full_path(data_dir: Path) -> None:
     runtime = open_runtime(data_dir, environ={"XCORE_XCORE__DATA__URL": url}, logs=False)
     assert runtime.database_file is None
     assert not up_to_date(runtime), "only a SQLite file is read with sqlite3"
+
+
+@pytest.mark.parametrize(("workers", "preloaded"), [(1, False), (2, True), (4, True)])
+def test_the_web_stack_is_imported_before_the_fork_only_for_several_workers(workers: int, preloaded: bool) -> None:
+    probe = (
+        f"import sys; from xcore.server import preload_for_workers; preload_for_workers({workers}); "
+        f"print({WORKER_TARGET.partition(':')[0]!r} in sys.modules, 'litestar' in sys.modules, "
+        "'sqlalchemy.orm' in sys.modules)"
+    )
+    assert fresh_python(probe).split() == [str(preloaded)] * 3

@@ -2,15 +2,17 @@
 
 The parent process does the one-time work (data directory, signing key, migrations, the port check) before
 Granian starts its workers, so a bad setting or a taken port fails fast with one clear line, and N workers
-never race to migrate the same database. It never imports the web stack, and on a start with nothing to
-migrate it reads the SQLite database with sqlite3 (`xcore.db.peek`) rather than SQLAlchemy: the workers
-import both, and this process, which only watches over them, stays small and hands over sooner.
+never race to migrate the same database. On a start with nothing to migrate it reads the SQLite database with
+sqlite3 (`xcore.db.peek`) rather than SQLAlchemy. With one worker it never imports the web stack either: the
+worker imports both, and this process, which only watches over it, stays small and hands over sooner. With
+several, it imports them once for all (`preload_for_workers`), so the workers share those pages.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import socket
@@ -175,6 +177,17 @@ def serving_database(runtime: Runtime) -> Iterator[None]:
             lock.release()
 
 
+def preload_for_workers(workers: int) -> None:
+    """preload_for_workers imports, with several workers, what each of them imports (the worker target's
+    module: the web stack, SQLAlchemy, the plugin manager) once in this process before Granian forks them, so
+    they start from shared pages rather than each from its own copy. A worker still copies about half of
+    them as it runs (reference counts are writes), so this pays from three workers on: four took 31 MB less
+    in all (PSS), two the same. A single worker shares with nobody, so its start does not wait for this
+    process to import first."""
+    if workers > 1:
+        importlib.import_module(WORKER_TARGET.partition(":")[0])
+
+
 def serve(runtime: Runtime) -> int:
     """serve runs the server until SIGINT or SIGTERM and returns the exit code (0 after a clean stop)."""
     server = runtime.config.server
@@ -205,6 +218,7 @@ def serve(runtime: Runtime) -> int:
             log.info("trusting X-Forwarded-For and X-Forwarded-Proto from %s", ", ".join(server.trusted_proxies))
         # Granian forks its workers (on Linux): they share this frozen heap, and defer their own collections
         # until their core app is built (see xcore.heap).
+        preload_for_workers(server.workers)
         freeze_startup_heap(once=False)
         os.register_at_fork(after_in_child=after_fork_in_child)
         try:
