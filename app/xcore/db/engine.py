@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-BUSY_TIMEOUT_MS = 5000
+from xcore.db import BUSY_TIMEOUT_MS
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -17,14 +17,14 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-TIMEOUT = 5.0  # seconds to wait on a lock, as the engine's busy timeout (xcore.db.engine)
+from xcore.db import BUSY_TIMEOUT_MS
 
 RoleRow = tuple[bool, int, str, frozenset[str]]  # builtin, rank, description, the names of its permissions
 
 
 @contextlib.contextmanager
 def _reading(path: Path) -> Iterator[sqlite3.Connection]:
-    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=TIMEOUT)
+    connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         yield connection
     finally:
