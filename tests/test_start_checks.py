@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from conftest import fresh_python
 from xcore.auth.builtin import BUILTIN_ROLES, PERMISSIONS, RANKS
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.db import peek
 from xcore.db.models import Role, User
-from conftest import fresh_python
 from xcore.runtime import Runtime
 from xcore.server import WORKER_TARGET, accounts_exist, announce_setup, prepare_database, up_to_date
 
