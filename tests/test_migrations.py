@@ -313,6 +313,49 @@ def test_the_revisions_read_without_alembic_match_alembics(runtime: Runtime, scr
     empty.dispose()
 
 
+# Two unusual but valid scripts: the assignments below a function, and a docstring with a line that starts like
+# a function, which cuts the top of the file in the middle of a string. Both are read as Alembic reads them.
+LATE_ASSIGNMENTS = """
+from alembic import op
+
+
+def upgrade():
+    op.execute("SELECT 1")
+
+
+def downgrade():
+    pass
+
+
+revision = "0997"
+down_revision = "{head}"
+"""
+DOCSTRING_WITH_DEF = '''"""changes nothing, but says
+def upgrade(): in its docstring
+"""
+revision = "0998"
+down_revision = "0997"
+
+
+def upgrade():
+    pass
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_the_revisions_are_read_from_scripts_of_any_layout(scripts: Path) -> None:
+    add_revision(scripts, LATE_ASSIGNMENTS, "0997_late")
+    add_revision(scripts, DOCSTRING_WITH_DEF, "0998_docstring")
+    script = migrate.script_directory(scripts)
+    graph = {r.revision: tuple(r._normalized_down_revisions) for r in script.walk_revisions()}
+    assert {"0997", "0998"} <= graph.keys()
+    assert revisions.shipped(scripts) == graph
+    assert revisions.head_revision(scripts) == script.get_current_head() == "0998"
+
+
 def test_a_start_with_nothing_to_migrate_imports_neither_alembic_nor_sqlalchemy(runtime: Runtime) -> None:
     """Alembic costs about a third of a second at every start, SQLAlchemy a quarter: the server process imports
     them only when there is work for them; otherwise it reads a few rows with sqlite3 (`xcore.db.peek`)."""
