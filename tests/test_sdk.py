@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import msgspec
+import pluggy
 import pytest
+import sqlite_utils
 from litestar.testing import TestClient
+from sqlite_utils.plugins import pm
 
 import xcore.sdk as sdk
 from conftest import Api, create_account
@@ -71,6 +75,27 @@ def test_plugin_context_gives_a_database_and_a_logger(tmp_path: Path) -> None:
     assert ctx.logger.name == "xcore.plugins.notes"
     with pytest.raises(TypeError):
         ctx.config["x"] = 1  # type: ignore[index]
+
+
+def test_plugin_databases_run_no_sqlite_utils_plugins(tmp_path: Path) -> None:
+    """An installed sqlite-utils plugin hooks into every connection sqlite-utils opens; not into a plugin's."""
+    seen: list[object] = []
+
+    class Intruder:
+        @pluggy.HookimplMarker("sqlite_utils")
+        def prepare_connection(self, conn: object) -> None:
+            seen.append(conn)
+
+    intruder = Intruder()
+    pm.register(intruder)
+    try:
+        sqlite_utils.Database(sqlite3.connect(":memory:"))  # the hook works: sqlite-utils runs it by default
+        assert len(seen) == 1
+        ctx = sdk.PluginContext(id="notes", version="1.0.0", data_dir=tmp_path / "notes")
+        ctx.db["notes"].insert({"id": 1}, pk="id")
+        assert len(seen) == 1
+    finally:
+        pm.unregister(intruder)
 
 
 def test_task_decorators_record_their_spec_and_refuse_to_enqueue_before_load() -> None:
