@@ -51,6 +51,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # Python put this folder first on sys.path, where benchmarks/http.py would shadow the standard `http`.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import process_tree  # noqa: E402  (after the path is set)
+
 STACKS = ("bare", "app", "xcore", "xcore-auth", "xcore-plugin")
 SERVED = ("bare", "xcore-plugin")
 SLOWDOWN = 50  # how much slower a server runs under callgrind, roughly: the request log's flush interval scales by it
@@ -224,20 +228,6 @@ def get_requests(port: int, path: str, count: int) -> None:
                 buffer += chunk
 
 
-def tree_pids(pid: int) -> list[int]:
-    """`pid` and its descendants, from /proc."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                todo.extend(int(child) for child in (task / "children").read_text().split())
-            except OSError:
-                continue
-    return found
-
-
 def dump(pids: list[int], outdir: Path) -> int:
     """Dumps (and zeroes) the counters of every process in `pids`; returns the instructions of the new dumps."""
     before = set(outdir.glob("cg.*.*"))
@@ -295,7 +285,7 @@ def served_count(stack: str, requests: int) -> tuple[float, int, int]:
                         sys.exit(f"{stack} did not serve {path}: {tail}")
                     time.sleep(1)
             get_requests(port, path, SERVED_WARMUP)
-            pids = tree_pids(proc.pid)
+            pids = process_tree(proc.pid)
             dump(pids, outdir)
             started = time.monotonic()
             get_requests(port, path, requests)

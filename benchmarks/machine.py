@@ -1,4 +1,5 @@
-"""What machine a benchmark ran on, for the reports (shared by the benchmark scripts in this folder)."""
+"""What machine a benchmark ran on, for the reports, and the processes a server runs as (shared by the benchmark
+scripts in this folder)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,18 @@ def describe(sticks: dict[str, float]) -> str:
         f"a Python loop of 10 M additions {sticks['python_loop_s']} s (least of 3), "
         f"a new interpreter importing {len(IMPORTS.split(','))} standard modules {sticks['imports_s']} s (least of 5)"
     )
+
+
+def process_tree(pid: int) -> list[int]:
+    """process_tree is `pid` and its descendants (Granian's workers, their children), from /proc; [pid] alone
+    where there is no /proc."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+            except (OSError, ValueError):
+                continue
+    return found
