@@ -231,7 +231,10 @@ def test_plugin_runtime_lists_what_the_binary_holds(bundle: Path) -> None:
     assert listing["frozen"] is True
     assert {"sqlite3", "email", "json", "asyncio", "zoneinfo"} <= set(listing["stdlib"])
     assert {"litestar", "msgspec", "sqlalchemy", "sqlite_utils", "yaml", "xcore"} <= packages
-    assert not {"tkinter", "pydantic", "pytest", "faker", "rich"} & (set(listing["stdlib"]) | packages)
+    # Left out on purpose, whatever the build environment holds (the test extras bring pytest and Pygments, the
+    # benchmarks' FastAPI brings pydantic and Starlette).
+    left_out = {"tkinter", "pydantic", "pytest", "faker", "rich", "pygments", "starlette", "fastapi"}
+    assert not left_out & (set(listing["stdlib"]) | packages)
     assert not [m for m in packages if m.startswith("libnss")], "shared libraries listed as modules"
 
 
