@@ -6,8 +6,6 @@ lists exactly these keys; `tests/test_config_schema.py` fails when either drifts
 Relative paths in settings are relative to the data directory.
 """
 
-from __future__ import annotations
-
 import ipaddress
 import re
 from functools import cache

@@ -1,7 +1,5 @@
 """plugin.json, the manifest of a bundle (DESIGN.md, "The plugin contract (version 1)"), and its checks."""
 
-from __future__ import annotations
-
 import re
 from typing import Annotated
 

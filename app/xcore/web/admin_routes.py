@@ -1,7 +1,5 @@
 """The rest of the access admin API: roles, permissions, the access explainer, the audit log, system facts."""
 
-from __future__ import annotations
-
 import os
 import platform
 from datetime import UTC, datetime

@@ -1,7 +1,5 @@
 """First-run setup and sessions: /api/setup and /api/auth/{login,desktop,refresh,logout}. All public by rule."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import Any
 

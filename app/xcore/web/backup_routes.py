@@ -6,8 +6,6 @@ included). Every action is in the audit log. A restore takes effect at once in e
 (see `xcore.db.restore`), with no restart.
 """
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any

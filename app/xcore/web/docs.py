@@ -9,8 +9,6 @@ top-level pages are plain handlers that render Litestar's live schema with the s
 schema is rebuilt with every app, so /docs always shows the routes that are mounted now.
 """
 
-from __future__ import annotations
-
 import re
 from typing import Any
 

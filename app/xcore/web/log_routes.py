@@ -4,8 +4,6 @@ Reading is bounded (see `xcore.logs.window`): a request reads at most a few mega
 or of the one just rotated away, never the whole rotated history, and runs in a worker thread.
 """
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any

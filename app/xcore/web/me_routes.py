@@ -1,7 +1,5 @@
 """/api/me: the logged-in user's own account, password and two-factor login."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from litestar import Request, get, patch, post

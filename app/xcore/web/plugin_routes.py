@@ -4,8 +4,6 @@ Every change is written to the audit log, then applied by this worker's manager 
 answer shows the outcome (active, or failed with the reason). The other workers follow through their watchers.
 """
 
-from __future__ import annotations
-
 import logging
 import os
 import tempfile

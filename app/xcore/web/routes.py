@@ -1,7 +1,5 @@
 """The core routes every xcore serves: /health and /api/version."""
 
-from __future__ import annotations
-
 import platform
 import time
 from collections.abc import Iterable

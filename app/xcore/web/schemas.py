@@ -1,7 +1,5 @@
 """Request and response bodies of the accounts API. Unknown fields are refused, so a typo is an error."""
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Annotated, Any
 

@@ -1,8 +1,6 @@
 """The tasks admin API: the registered tasks, running one now, and the run journal (with errors and tracebacks,
 which is why all of it is for admins)."""
 
-from __future__ import annotations
-
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any

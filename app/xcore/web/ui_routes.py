@@ -11,8 +11,6 @@ host, no framing by another site. In `xcore desktop` only, the policy also allow
 server's own pages, on 127.0.0.1, and the UI's code never evaluates strings.
 """
 
-from __future__ import annotations
-
 from functools import cache
 from pathlib import Path
 from typing import Any

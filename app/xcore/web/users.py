@@ -1,7 +1,5 @@
 """The account admin API: /api/admin/users. ACCESS_RULES require admin; handlers check the finer rules."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from litestar import Request, delete, get, patch, post, put
