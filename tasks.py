@@ -10,9 +10,9 @@
                                          DIR/xcore/ (one folder, the default) or DIR/xcore (one file), DIR
                                          defaulting to dist; --headless leaves the desktop window (Qt) out;
                                          --check then runs the release check on it (packaging/release_check.py)
-    python3 tasks.py bench [http|instructions|startup] [ARGS]
+    python3 tasks.py bench [http|instructions|startup|start_ab] [ARGS]
                                          set up the benchmark extras, then run benchmarks/http.py
-                                         (or benchmarks/instructions.py, benchmarks/startup.py)
+                                         (or benchmarks/instructions.py, startup.py, start_ab.py)
 
 The virtual environment is (re)installed only when it is missing, when pyproject.toml changed, or when a
 command needs extras the last install did not include. With nothing changed, the setup costs a few
@@ -199,10 +199,11 @@ def cmd_lint(args: list[str]) -> int:
 
 
 def cmd_bench(args: list[str]) -> int:
-    """`bench [http|instructions|startup] [ARGS]`: benchmarks/http.py (the default), benchmarks/instructions.py
-    or benchmarks/startup.py (which builds the bundles, so it needs PyInstaller)."""
+    """`bench [http|instructions|startup|start_ab] [ARGS]`: benchmarks/http.py (the default),
+    benchmarks/instructions.py, benchmarks/startup.py (which builds the bundles, so it needs PyInstaller) or
+    benchmarks/start_ab.py."""
     script = "http"
-    if args and args[0] in ("http", "instructions", "startup"):
+    if args and args[0] in ("http", "instructions", "startup", "start_ab"):
         script, args = args[0], args[1:]
     ensure_venv({"bench", "build"} if script == "startup" else {"bench"})
     ensure_apt(APT_FOR_BENCH)

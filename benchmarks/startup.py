@@ -509,13 +509,13 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_json(payload: dict[str, Any], now: dt.datetime) -> Path:
+def write_json(payload: dict[str, Any], now: dt.datetime, name: str = "startup") -> Path:
     folder = ROOT / "benchmarks" / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"startup-{now:%Y-%m-%d}.json"
+    path = folder / f"{name}-{now:%Y-%m-%d}.json"
     n = 2
     while path.exists():  # keep earlier runs of the same day
-        path = folder / f"startup-{now:%Y-%m-%d}-{n}.json"
+        path = folder / f"{name}-{now:%Y-%m-%d}-{n}.json"
         n += 1
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
