@@ -9,7 +9,9 @@ unchanged: a digest of app/, ui/, migrations/, config.json, packaging/, pyprojec
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import marshal
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import httpx
 import pytest
 
 from conftest import CLEAN_ENV, free_port, until
+from xcore import codecache
 from xcore.desktop import ENV_PROBE
 from xwindow import WINDOW_ENV, close_window, find_window
 
@@ -236,6 +239,16 @@ def test_plugin_runtime_lists_what_the_binary_holds(bundle: Path) -> None:
     left_out = {"tkinter", "pydantic", "pytest", "faker", "rich", "pygments", "starlette", "fastapi"}
     assert not left_out & (set(listing["stdlib"]) | packages)
     assert not [m for m in packages if m.startswith("libnss")], "shared libraries listed as modules"
+
+
+def test_the_binary_holds_the_dataclasses_methods_compiled_by_its_own_python(bundle: Path) -> None:
+    """xcore.codecache: the file the entry point installs is there, readable by the Python the binary holds (this
+    one: the build used this venv), and covers the start's dataclasses (Litestar's among them)."""
+    magic, codes = marshal.loads((bundle.parent / "_internal" / "xcore" / codecache.FILE_NAME).read_bytes())
+    assert magic == importlib.util.MAGIC_NUMBER
+    assert len(codes) > 300
+    # OpenAPIConfig's and Info's __init__ (Litestar's), among others
+    assert any("def __init__(self,title:_type_title,version:_type_version" in source for source in codes)
 
 
 # --- the first run of a double-click user ------------------------------------------------------------------------

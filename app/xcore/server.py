@@ -23,6 +23,7 @@ from filelock import Timeout
 from granian import Granian
 from granian.constants import Interfaces
 
+from xcore import codecache
 from xcore.auth import builtin
 from xcore.auth.setup import SetupToken
 from xcore.db import peek, revisions
@@ -217,10 +218,11 @@ def serve(runtime: Runtime) -> int:
         if server.trusted_proxies:
             log.info("trusting X-Forwarded-For and X-Forwarded-Proto from %s", ", ".join(server.trusted_proxies))
         # Granian forks its workers (on Linux): they share this frozen heap, and defer their own collections
-        # until their core app is built (see xcore.heap).
+        # until their core app is built (see xcore.heap). Once forked, this process needs no more of the
+        # binary's compiled dataclass methods (xcore.codecache).
         preload_for_workers(server.workers)
         freeze_startup_heap(once=False)
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        os.register_at_fork(after_in_child=after_fork_in_child, after_in_parent=codecache.release)
         try:
             granian.serve()
         except SystemExit as exc:
