@@ -68,6 +68,18 @@ def describe(sticks: dict[str, float]) -> str:
     )
 
 
+def children(pid: int) -> list[int]:
+    """children are the child processes of `pid`, whichever of its threads started them ([] without /proc, or
+    when the process has just ended)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, ValueError):  # the thread or the process has just ended
+            continue
+    return sorted(set(found))
+
+
 def process_tree(pid: int) -> list[int]:
     """process_tree is `pid` and its descendants (Granian's workers, their children), from /proc; [pid] alone
     where there is no /proc."""
@@ -75,9 +87,5 @@ def process_tree(pid: int) -> list[int]:
     while todo:
         current = todo.pop()
         found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                todo.extend(int(child) for child in (task / "children").read_text().split())
-            except (OSError, ValueError):
-                continue
+        todo.extend(children(current))
     return found

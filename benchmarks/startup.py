@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_model, describe, yardsticks
+from machine import children, cpu_model, describe, process_tree, yardsticks
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("onedir", "onefile", "onedir-headless", "onefile-headless", "source")
@@ -110,25 +110,6 @@ def dechunk(body: bytes) -> bytes:
             break
         out, body = out + rest[:size], rest[size + 2 :]
     return out
-
-
-def children(pid: int) -> list[int]:
-    """children are the child processes of `pid`, whichever of its threads started them."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):  # the thread or the process has just ended
-            found += [int(p) for p in (task / "children").read_text().split()]
-    return sorted(set(found))
-
-
-def tree(pid: int) -> list[int]:
-    """tree is `pid` and all its descendants."""
-    pids, queue = [], [pid]
-    while queue:
-        current = queue.pop(0)
-        pids.append(current)
-        queue += children(current)
-    return pids
 
 
 def memory_kb(pid: int) -> tuple[int, int | None]:
@@ -205,7 +186,7 @@ class Server:
     def stop(self) -> float:
         """stop sends SIGTERM and waits; returns the seconds the stop took. Raises BenchError unless the exit
         code is 0 and no process of the tree is left."""
-        pids = tree(self.process.pid) if self.process.poll() is None else [self.process.pid]
+        pids = process_tree(self.process.pid) if self.process.poll() is None else [self.process.pid]
         began = time.perf_counter()
         try:
             self.process.send_signal(signal.SIGTERM)
@@ -257,7 +238,7 @@ def idle(command: list[str], data: Path, logs: Path, env: dict[str, str], onefil
         main = children(root)[0] if onefile and children(root) else root
         workers = set(children(main))
         processes = []
-        for pid in tree(root):
+        for pid in process_tree(root):
             rss, pss = memory_kb(pid)
             role = "worker" if pid in workers else "main" if pid == main else "bootloader" if pid == root else "other"
             processes.append({"pid": pid, "role": role, "rss_kb": rss, "pss_kb": pss})
