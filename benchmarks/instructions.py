@@ -81,6 +81,7 @@ async def _drive(stack: str, requests: int) -> None:
     from xcore.runtime import open_runtime
     from xcore.server import prepare_database
     from xcore.web.app import build_app
+    from xcore.web.calls import direct
     from xcore.web.switch import Switch
 
     runtime = open_runtime()
@@ -90,12 +91,13 @@ async def _drive(stack: str, requests: int) -> None:
     manager = PluginManager(runtime)
     switch = Switch(startup=manager.start)
     await manager.start(switch)
+    served = direct(switch)  # as create_switch hands it to Granian
     targets = {
         "bare": (bare, "/"),
         "app": (app, "/api/version"),
-        "xcore": (switch, "/api/version"),
-        "xcore-auth": (switch, "/api/admin/system"),
-        "xcore-plugin": (switch, "/app/bench"),
+        "xcore": (served, "/api/version"),
+        "xcore-auth": (served, "/api/admin/system"),
+        "xcore-plugin": (served, "/app/bench"),
     }
     target, path = targets[stack]
     headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]

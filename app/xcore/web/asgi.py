@@ -27,6 +27,7 @@ from xcore.plugins.manager import PluginManager
 from xcore.runtime import Runtime, open_runtime
 from xcore.tasks.core import register_core_tasks
 from xcore.tasks.host import TaskHost
+from xcore.web.calls import direct
 from xcore.web.switch import ASGIApp, Switch
 
 WARM_UP_AFTER = 1.0  # seconds after a worker's start
@@ -50,15 +51,16 @@ def warm_up_later(modules: tuple[str, ...] = WARM_UP, delay: float = WARM_UP_AFT
 
 
 def create_switch() -> ASGIApp:
-    """create_switch opens this worker's Runtime and returns the Switch its plugin manager drives, behind the
-    trusted proxies (`behind_proxies`)."""
+    """create_switch opens this worker's Runtime and returns the Switch its plugin manager drives (as its bound
+    `__call__`, which Granian calls for every request: see `xcore.web.calls`), behind the trusted proxies
+    (`behind_proxies`)."""
     # Granian has just applied the logging config in this worker; apply it as ours, so that the request
     # log's fast path writes to this process's handlers, not to copies inherited from the parent.
     forget_configuration()
     warm_up_later()
     runtime = open_runtime()
     dev = [Path(p) for p in os.environ.get(ENV_PLUGINS_DEV, "").split(os.pathsep) if p]
-    return behind_proxies(build_switch(runtime, dev), runtime.config.server.trusted_proxies)
+    return behind_proxies(direct(build_switch(runtime, dev)), runtime.config.server.trusted_proxies)
 
 
 def build_switch(runtime: Runtime, dev: list[Path]) -> Switch:

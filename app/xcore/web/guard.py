@@ -30,6 +30,7 @@ from xcore.auth.errors import AuthError, Forbidden, NotAuthenticated, SetupRequi
 from xcore.auth.rules import Principal, Rule
 from xcore.auth.service import AuthService
 from xcore.auth.tokens import AccessClaims
+from xcore.web.calls import direct
 from xcore.web.problems import PROBLEM_JSON, auth_problem
 
 ACCESS_COOKIE = "xcore_access"
@@ -65,7 +66,7 @@ class AccessGuard:
     """
 
     def __init__(self, app: ASGIApp, auth: AuthService) -> None:
-        self.app = app
+        self.app = direct(app)
         self.auth = auth
         self.csrf = CSRFMiddleware(app=app, config=csrf_config(auth))
         self.decided = auth.rules.decided

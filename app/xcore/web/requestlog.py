@@ -49,8 +49,8 @@ if hasattr(os, "register_at_fork"):
 
 
 async def logged(generation: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """logged serves one HTTP request on `generation` (the Switch's current app: its `app`, and its count of
-    requests in flight, which a retiring generation waits on), adding the request id and logging the outcome.
+    """logged serves one HTTP request on `generation` (the Switch's current app: `serve` calls it, and it counts
+    the requests in flight, which a retiring generation waits on), adding the request id and logging the outcome.
 
     This is the hot path of every request, and the only coroutine xcore adds to it: the in-flight count, the
     id lookup and the request line are inline, and the line is a tuple appended to the access sink's queue (see
@@ -86,7 +86,7 @@ async def logged(generation: Any, scope: dict[str, Any], receive: Any, send: Any
 
     generation.inflight += 1
     try:
-        await generation.app(scope, receive, send_with_id)
+        await generation.serve(scope, receive, send_with_id)
     finally:
         generation.inflight -= 1
         if generation.retiring and generation.inflight == 0:

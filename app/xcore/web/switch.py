@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from xcore.logs import access
+from xcore.web.calls import direct
 from xcore.web.requestlog import logged
 
 log = logging.getLogger("xcore.web")
@@ -36,10 +37,13 @@ class AppStartupError(RuntimeError):
 
 
 class Generation:
-    """Generation is one app with its lifespan task and the count of requests it is serving."""
+    """Generation is one app with its lifespan task and the count of requests it is serving.
+
+    `serve` calls the app (`direct(app)`: see `xcore.web.calls`)."""
 
     def __init__(self, app: ASGIApp, number: int) -> None:
         self.app = app
+        self.serve = direct(app)
         self.number = number
         self.inflight = 0
         self.retiring = False
@@ -137,7 +141,7 @@ class Switch:
             return
         generation.inflight += 1
         try:
-            await generation.app(scope, receive, send)
+            await generation.serve(scope, receive, send)
         finally:
             generation.inflight -= 1
             if generation.retiring and generation.inflight == 0:

@@ -1,0 +1,115 @@
+"""The layers every request passes (`xcore.web.calls`, `xcore.web.dispatch`): cheaper calls, same behaviour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from litestar import Litestar, get
+
+from xcore.web.calls import direct
+from xcore.web.dispatch import Dispatch
+
+
+class Layer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def __call__(self, *args: Any) -> str:
+        self.calls.append(args)
+        return "served"
+
+
+def plain(*args: Any) -> str:
+    return "plain"
+
+
+def test_direct_calls_an_instance_through_its_bound_method_and_leaves_other_callables_alone() -> None:
+    layer = Layer()
+    call = direct(layer)
+    assert call is not layer and call.__self__ is layer and call.__func__ is Layer.__call__
+    assert call(1, 2, 3) == "served" and layer.calls == [(1, 2, 3)]
+    assert direct(plain) is plain
+    assert direct(call) is call, "a bound method is already direct"
+    assert direct(Layer) is Layer, "a class is called to make an instance, not served"
+    assert direct(len) is len
+    app = Litestar(route_handlers=[])
+    assert direct(app).__self__ is app and direct(app).__func__ is Litestar.__call__
+
+
+def recording_app(**options: Any) -> tuple[Litestar, list[tuple[dict[str, Any], Any]]]:
+    """A Litestar app whose ASGI handler (what `Litestar.__call__` calls) records the scope and send it gets."""
+    app = Litestar(route_handlers=[], logging_config=None, **options)
+    seen: list[tuple[dict[str, Any], Any]] = []
+
+    async def handler(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append((dict(scope), send))
+
+    app.asgi_handler = handler
+    return app, seen
+
+
+def http_scope(path: str, **extra: Any) -> dict[str, Any]:
+    scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b"", "root_path": ""}
+    return {**scope, **extra}
+
+
+async def receive() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def send(message: dict[str, Any]) -> None:
+    pass
+
+
+@pytest.mark.parametrize("state", [None, {"request_id": "abc"}], ids=["no state", "state"])
+async def test_dispatch_enters_an_app_as_litestar_call_does(state: dict[str, Any] | None) -> None:
+    """Dispatch skips `Litestar.__call__`'s coroutine and sets up the scope itself: what the app's handler gets
+    must be what it gets through `Litestar.__call__`, or a Litestar release that does more there breaks it."""
+    app, seen = recording_app()
+    extra = {} if state is None else {"state": state}
+    await app(http_scope("/x", **extra), receive, send)  # type: ignore[arg-type]
+    await Dispatch(app, None, [])(http_scope("/x", **extra), receive, send)
+    (through_litestar, send_1), (through_dispatch, send_2) = seen
+    assert through_dispatch == through_litestar
+    assert through_dispatch["app"] is app and through_dispatch["litestar_app"] is app
+    assert send_1 is send and send_2 is send, "no before_send hook: send goes through unwrapped both ways"
+
+
+async def test_dispatch_enters_an_app_with_before_send_hooks_through_litestar() -> None:
+    sent: list[str] = []
+
+    async def hook(message: Any, scope: Any) -> None:
+        sent.append(message["type"])
+
+    app, seen = recording_app(before_send=[hook])
+    await Dispatch(app, None, [])(http_scope("/x"), receive, send)
+    ((scope, wrapped),) = seen
+    assert wrapped is not send and scope["litestar_app"] is app
+    await wrapped({"type": "http.response.start", "status": 200, "headers": []})
+    assert sent == ["http.response.start"], "Litestar's own wrapper runs the hook"
+
+
+async def test_dispatch_sends_plugin_prefixes_to_the_plugins_app_and_the_rest_to_the_core() -> None:
+    @get("/", sync_to_thread=False)
+    def core_root() -> str:
+        return "core"
+
+    @get("/app/notes", sync_to_thread=False)
+    def notes() -> str:
+        return "plugin"
+
+    core = Litestar(route_handlers=[core_root], logging_config=None, openapi_config=None)
+    plugins = Litestar(route_handlers=[notes], logging_config=None)
+    dispatch = Dispatch(core, plugins, ["/app/notes"])
+    for path, expected in [("/app/notes", plugins), ("/app/notes/", plugins), ("/app//notes", plugins),
+                           ("/app/notesx", core), ("/", core), ("/app", core)]:  # fmt: skip
+        answers: list[dict[str, Any]] = []
+
+        async def collect(message: dict[str, Any]) -> None:
+            answers.append(message)  # noqa: B023  (used before the loop moves on)
+
+        scope = http_scope(path, raw_path=path.encode(), scheme="http", http_version="1.1", asgi={"version": "3.0"})
+        await dispatch(scope, receive, collect)
+        assert scope["litestar_app"] is expected, path
+        assert answers[0]["type"] == "http.response.start", path
