@@ -32,38 +32,49 @@ FLUSH_AFTER = 0.1  # seconds
 FLUSH_LINES = 500
 
 TEMPLATES = 512  # line templates kept per process: (method, path, status) triples seen recently
+DURATIONS = 4096  # durations kept as text, in tenths of a millisecond: most requests take a few milliseconds
 
 _encode = msgspec.json.Encoder().encode
 # The console line, as ConsoleFormatter writes it, and the JSON line: the same keys, in the same order, as
 # JsonFormatter's lines, plus the request's own. The message is "<method> <path> <status> <ms>ms id=<id>".
-# Both are made once per (method, path, status) into templates that leave only the times and the request id
-# open, so a line costs two %-formats, not an encoding of the path and two formats of fifteen fields.
-_CONSOLE_LINE = "%%s %-7s api      %s %s %d %%sms id=%%s\n"
-_JSON_LINE = (
-    b'{"ts":"%%s.%%03dZ","level":"%s","context":"api","logger":%s,"message":"%s %s %d %%sms id=%%s","pid":%d,'
-    b'"method":%s,"path":%s,"status":%d,"duration_ms":%%s,"request_id":"%%s"}\n'
-)
+# What depends on (method, path, status) alone is made once into a template (see `line_templates`); a line is
+# its template's parts with the times and the request id between them, and a batch is one join of all its
+# lines' parts: no formatting of the path or of fifteen fields per line.
+_MS_ID = b"ms id="
+_NEWLINE = b"\n"
+_JSON_RID = b',"request_id":"'
+_JSON_END = b'"}\n'
+_MILLIS = tuple(b"%03d" % n for n in range(1000))  # a timestamp's milliseconds, as JsonFormatter writes them
 
 # What a request leaves in the queue: (perf_counter() at its end, status, method, path, seconds taken, request id).
 # The request id is checked against [A-Za-z0-9._-] before it gets here, so it needs no JSON escaping.
 Pending = tuple[float, int, str, str, float, bytes]
 
 
-def line_templates(method: str, path: str, status: int, logger: str, pid: int) -> tuple[bytes, bytes]:
-    """line_templates returns the console and JSON line templates of one (method, path, status), UTF-8 encoded.
+Template = tuple[bytes, bytes, bytes]
 
-    The console template takes (local time, milliseconds, request id); the JSON one (UTC time, its
-    milliseconds part, the duration's milliseconds, the request id, the same two again). The method and path
-    are the client's: their `%` signs are doubled, and the path is JSON-escaped in the JSON line.
+
+def line_templates(method: str, path: str, status: int, logger: str, pid: int) -> Template:
+    """line_templates returns what the lines of one (method, path, status) share, UTF-8 encoded: the console
+    line's text between its time and its duration, and the JSON line's between its timestamp and its duration
+    in the message, and between the request id and the duration field. The method and path are the client's;
+    the JSON line has them JSON-escaped. A console line is then
+
+        <local time> + console + <ms> + b"ms id=" + <request id> + b"\\n"
+
+    and a JSON line
+
+        b'{"ts":"' <UTC time> b"." <millis> + json_head + <ms> + b"ms id=" + <request id> + json_tail + <ms>
+        + b',"request_id":"' + <request id> + b'"}\\n'
     """
     level = "ERROR" if status >= 500 else "INFO"
-    console = _CONSOLE_LINE % (level, method.replace("%", "%%"), path.replace("%", "%%"), status)
-    method_json, path_json = (_encode(text).replace(b"%", b"%%") for text in (method, path))
-    json_line = _JSON_LINE % (
-        level.encode(), _encode(logger).replace(b"%", b"%%"), method_json[1:-1], path_json[1:-1], status, pid,
-        method_json, path_json, status,
+    console = f" {level:<7} api      {method} {path} {status} ".encode("utf-8", "backslashreplace")
+    method_json, path_json = _encode(method), _encode(path)
+    json_head = b'Z","level":"%s","context":"api","logger":%s,"message":"%s %s %d ' % (
+        level.encode(), _encode(logger), method_json[1:-1], path_json[1:-1], status,
     )  # fmt: skip
-    return console.encode("utf-8", "backslashreplace"), json_line
+    json_tail = b'","pid":%d,"method":%s,"path":%s,"status":%d,"duration_ms":' % (pid, method_json, path_json, status)
+    return console, json_head, json_tail
 
 
 class AccessSink:
@@ -83,7 +94,8 @@ class AccessSink:
         self.pending: list[Pending] = []
         self.scheduled = False
         self._lock = threading.Lock()
-        self._templates: dict[tuple[str, str, int], tuple[bytes, bytes]] = {}
+        self._templates: dict[tuple[str, str, int], Template] = {}
+        self._durations: dict[int, bytes] = {}  # tenths of a millisecond: their text
         self._pid = os.getpid()
 
     def schedule(self) -> None:
@@ -105,41 +117,48 @@ class AccessSink:
             return
         to_wall = time.time() - time.perf_counter()
         stream, file = self.console, self.file
-        console: list[bytes] | None = [] if stream is not None else None
-        lines: list[bytes] | None = [] if file is not None else None
+        console: list[bytes] = []  # the parts of the console lines, joined once
+        lines: list[bytes] = []  # and of the JSON lines
         templates, pid = self._templates, os.getpid()
         if pid != self._pid:  # a forked process: its lines carry its own pid
             templates.clear()
             self._pid = pid
-        base, following = 0, 0.0  # the second the stamps below are of, and the next one
+        base = following = 0.0  # the second the stamps below are of, and the next one (floats: compared to floats)
+        durations = self._durations
         local_stamp = utc_stamp = b""
         for end, status, method, path, seconds, rid in pending:
             created = to_wall + end
             if not base <= created < following:
-                base = int(created)
+                base = float(int(created))
                 following = base + 1.0
                 local_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(base)).encode()
-                utc_stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base)).encode()
+                utc_stamp = time.strftime('{"ts":"%Y-%m-%dT%H:%M:%S.', time.gmtime(base)).encode()
             try:
-                to_console, to_file = templates[method, path, status]
+                to_console, json_head, json_tail = templates[method, path, status]
             except KeyError:
                 if len(templates) >= TEMPLATES:  # paths are the client's to choose: keep the recent ones
                     templates.clear()
-                to_console, to_file = templates[method, path, status] = line_templates(
+                to_console, json_head, json_tail = templates[method, path, status] = line_templates(
                     method, path, status, self.logger.name, pid
                 )
-            ms = b"%.1f" % (seconds * 1000)
-            if console is not None:
-                console.append(to_console % (local_stamp, ms, rid))
-            if lines is not None:
-                lines.append(to_file % (utc_stamp, (created - base) * 1000, ms, rid, ms, rid))  # %03d truncates
-        if stream is not None and console is not None:
+            tenths = int(seconds * 10000.0 + 0.5)  # of a millisecond
+            ms = durations.get(tenths)
+            if ms is None:
+                if len(durations) >= DURATIONS:
+                    durations.clear()
+                ms = durations[tenths] = b"%.1f" % (tenths / 10)
+            if stream is not None:
+                console += (local_stamp, to_console, ms, _MS_ID, rid, _NEWLINE)
+            if file is not None:
+                millis = _MILLIS[int((created - base) * 1000)]  # truncated, as JsonFormatter's %03d
+                lines += (utc_stamp, millis, json_head, ms, _MS_ID, rid, json_tail, ms, _JSON_RID, rid, _JSON_END)
+        if stream is not None:
             try:
                 stream.write(b"".join(console).decode())
                 stream.flush()
             except (OSError, ValueError):
                 pass  # a closed or broken console must not fail requests
-        if file is not None and lines is not None:
+        if file is not None:
             try:
                 file.write_line(b"".join(lines))
             except OSError:
