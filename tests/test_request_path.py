@@ -1,12 +1,14 @@
 """The layers every request passes (`xcore.web.calls`, `xcore.web.dispatch`): cheaper calls, same behaviour."""
 
-from __future__ import annotations
-
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar import Litestar, get
+from litestar.response import Stream
 
+from conftest import PASSWORDS, create_account, plugin_host
 from xcore.web.calls import direct
 from xcore.web.dispatch import Dispatch
 
@@ -113,3 +115,100 @@ async def test_dispatch_sends_plugin_prefixes_to_the_plugins_app_and_the_rest_to
         await dispatch(scope, receive, collect)
         assert scope["litestar_app"] is expected, path
         assert answers[0]["type"] == "http.response.start", path
+
+
+def test_errors_through_the_switch_come_out_as_through_the_app(runtime: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker's Dispatch enters the apps past Litestar's error layer, and the Switch's request coroutine hands a
+    request's exception to `Dispatch.recover`: router errors, a handler's validation error and a crash must come
+    out exactly as the app answers them on its own (`Litestar.__call__`, error layer included)."""
+    from litestar.testing import TestClient
+
+    from xcore.web import routes
+    from xcore.web.app import build_app
+
+    create_account(runtime, "root", ["superadmin"])
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/api/no-such-route", {}),  # the router: 404
+        ("DELETE", "/api/version", {}),  # the router: 405
+        ("POST", "/api/auth/login", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+        ("POST", "/api/auth/login", {"json": {"username": "root"}}),  # a missing field: 400
+        ("GET", "/api/admin/system", {"auth": False}),  # the guard: 401
+        ("GET", "/health", {"crash": True}),  # the handler raises: 500
+    ]
+    answers: dict[str, list[tuple[int, Any]]] = {}
+    with TestClient(build_app(runtime)) as alone, plugin_host(runtime) as switched:
+        login = {"username": "root", "password": PASSWORDS["root"]}
+        token = alone.post("/api/auth/login", json=login).json()["access_token"]
+        for name, client in (("alone", alone), ("switched", switched)):
+            client.raise_server_exceptions = False
+            for method, path, options in cases:
+                options = dict(options)
+                headers = options.pop("headers", {})
+                if options.pop("auth", True):
+                    headers["authorization"] = f"Bearer {token}"
+                with monkeypatch.context() as patch:
+                    if options.pop("crash", False):
+                        patch.setattr(routes, "check_database", _crash)
+                    response = client.request(method, path, headers=headers, **options)
+                document = response.json()
+                document.pop("request_id", None)
+                answers.setdefault(name, []).append((response.status_code, document))
+            assert switched is not alone
+    assert [status for status, _ in answers["alone"]] == [404, 405, 400, 400, 401, 500]
+    assert answers["switched"] == answers["alone"]
+
+
+def _crash(runtime: Any) -> Any:
+    raise RuntimeError("the check broke")
+
+
+async def _chunks() -> Any:
+    yield b"first"
+    raise RuntimeError("broke half way")
+
+
+@get("/stream", sync_to_thread=False)
+def _stream() -> Stream:
+    return Stream(_chunks())
+
+
+async def test_an_error_after_the_response_started_is_raised_as_litestar_raises_it(data_dir: Path) -> None:
+    """A streamed response that fails half way cannot be answered with a problem document any more; Litestar's
+    error layer raises "exception caught after response started", and so does `Dispatch.recover`."""
+    from litestar.exceptions import LitestarException
+
+    from xcore.runtime import open_runtime
+    from xcore.server import prepare_database
+    from xcore.web.app import _litestar
+    from xcore.web.dispatch import entry
+    from xcore.web.requestlog import logged
+    from xcore.web.switch import Generation
+
+    runtime = open_runtime(data_dir, environ={"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/stream": {"public": true}}'})
+    prepare_database(runtime)
+    try:
+        app = _litestar(runtime, [_stream], None)
+        assert entry(app).__self__ is not app.asgi_handler, "the fast entry: a guard in front of the router alone"
+        sent: list[dict[str, Any]] = []
+
+        async def collect(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def client_stays() -> dict[str, Any]:
+            await asyncio.Event().wait()  # no disconnect while the response streams
+            return {}
+
+        def scope() -> dict[str, Any]:
+            return http_scope(
+                "/stream", raw_path=b"/stream", scheme="http", http_version="1.1", asgi={"version": "3.0"}
+            )
+
+        with pytest.raises(LitestarException, match="after response started") as alone:
+            await app(scope(), client_stays, collect)  # type: ignore[arg-type]
+        with pytest.raises(LitestarException, match="after response started") as switched:
+            await logged(Generation(Dispatch(app, None, []), 1), scope(), client_stays, collect)
+        assert type(switched.value.__cause__) is type(alone.value.__cause__)
+        assert "broke half way" in repr(switched.value.__cause__)
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"] * 2
+    finally:
+        runtime.close()

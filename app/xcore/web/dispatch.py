@@ -16,9 +16,13 @@ from collections.abc import Awaitable
 from typing import Any
 
 from litestar import Litestar
+from litestar.middleware._internal.exceptions.middleware import ExceptionHandlerMiddleware
+from litestar.types import Empty
 from litestar.utils import normalize_path
+from litestar.utils.scope.state import ScopeState
 
 from xcore.web.calls import direct
+from xcore.web.guard import AccessGuard
 
 ROUTES_KEPT = 1024  # paths whose app is remembered per generation; clients choose paths, so this is a bound
 
@@ -30,7 +34,8 @@ class Dispatch:
 
     This is on every request's path, so it costs as little as it can: a path seen before finds its app with one
     dict lookup, and the call returns the app's own awaitable rather than awaiting it in a coroutine of its own.
-    It enters each app as `Litestar.__call__` would, past that coroutine too (see `entry`).
+    It enters each app as `Litestar.__call__` would, past that coroutine too, and past Litestar's error layer
+    (see `entry`): an exception a request raises reaches the Switch's coroutine, which hands it to `recover`.
     """
 
     def __init__(self, core: Litestar, plugins: Litestar | None, prefixes: list[str]) -> None:
@@ -77,18 +82,47 @@ class Dispatch:
         found = self._routes[path] = (app, self._entries[app])
         return found
 
+    async def recover(self, scope: Any, receive: Any, send: Any, exc: Exception, started: bool) -> None:
+        """recover answers a request that raised `exc` as Litestar's error layer would have: with the problem
+        document of the route's (or the app's) exception handlers, or, when the response had `started`, by
+        raising Litestar's "exception caught after response started". An exception raised before routing (in
+        the access guard) has no handlers to go to, and is raised again, as it was before the Dispatch skipped
+        the layer."""
+        state = ScopeState.from_scope(scope)
+        if "litestar_app" not in scope or state.exception_handlers is Empty:
+            raise exc
+        state.response_started = started
+
+        async def fail(scope: Any, receive: Any, send: Any) -> None:
+            raise exc
+
+        await ExceptionHandlerMiddleware(fail, debug=None)(scope, receive, send)
+
 
 def entry(app: Litestar) -> Any:
     """entry is what serves a request on `app` once the Dispatch has set the scope's `app`, `litestar_app` and
-    `state`, as `Litestar.__call__` sets them: the app's ASGI handler (the access guard, then Litestar's
-    exception layer and router), called directly.
+    `state`, as `Litestar.__call__` sets them.
 
-    That skips the coroutine `Litestar.__call__` would add to each request, about 1,500 instructions of a
-    plugin route's 206,000. An app with `before_send` hooks is entered through `Litestar.__call__`, which wraps
-    `send` for them. tests/test_switch.py checks that both ways set up the same scope, so a Litestar release that
-    does more in `__call__` is noticed.
+    For the apps `xcore.web.app` builds (the access guard in front of Litestar's error layer and router) it is
+    a guard in front of the router alone. That skips two coroutines a request would otherwise pass, and the two
+    a response's messages would: `Litestar.__call__` and the error layer, about 10,000 instructions of a plugin
+    route's 210,000. The error layer's work is done by `recover` when an exception gets past the route's own
+    handling, which the Switch's request coroutine catches.
+
+    An app with `before_send` hooks is entered through `Litestar.__call__` (which wraps `send` for them), and
+    another app through its ASGI handler: their errors never leave them. tests/test_request_path.py checks
+    that each way sets up the same scope as `Litestar.__call__`, and that errors come out the same.
     """
-    return direct(app) if app.before_send else direct(app.asgi_handler)
+    handler = app.asgi_handler
+    if app.before_send:
+        return direct(app)
+    if (
+        isinstance(handler, AccessGuard)
+        and isinstance(handler.inner, ExceptionHandlerMiddleware)
+        and handler.inner.app is app.asgi_router
+    ):
+        return direct(AccessGuard(app.asgi_router, handler.auth))
+    return direct(handler)
 
 
 def core_openapi(core: Litestar) -> dict[str, Any]:

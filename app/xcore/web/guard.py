@@ -66,6 +66,7 @@ class AccessGuard:
     """
 
     def __init__(self, app: ASGIApp, auth: AuthService) -> None:
+        self.inner = app  # what an admitted request goes to
         self.app = direct(app)
         self.auth = auth
         self.csrf = CSRFMiddleware(app=app, config=csrf_config(auth))

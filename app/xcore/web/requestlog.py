@@ -70,7 +70,7 @@ async def logged(generation: Any, scope: dict[str, Any], receive: Any, send: Any
     if state is None:
         scope["state"] = state = {}
     state["request_id"] = rid_text
-    status = 500
+    status = 0  # until the response starts
 
     def send_with_id(message: dict[str, Any]) -> Any:
         # A plain function returning the server's awaitable: no extra coroutine per message.
@@ -87,10 +87,16 @@ async def logged(generation: Any, scope: dict[str, Any], receive: Any, send: Any
     generation.inflight += 1
     try:
         await generation.serve(scope, receive, send_with_id)
+    except Exception as exc:
+        if generation.recover is None:
+            raise
+        await generation.recover(scope, receive, send_with_id, exc, status != 0)
     finally:
         generation.inflight -= 1
         if generation.retiring and generation.inflight == 0:
             generation.drained.set()
+        if not status:
+            status = 500  # no response: the server answers 500
         sink = access.SINK
         if status < 400 and QUIET in state:
             pass

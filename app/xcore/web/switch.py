@@ -39,11 +39,14 @@ class AppStartupError(RuntimeError):
 class Generation:
     """Generation is one app with its lifespan task and the count of requests it is serving.
 
-    `serve` calls the app (`direct(app)`: see `xcore.web.calls`)."""
+    `serve` calls the app (`direct(app)`: see `xcore.web.calls`). An app that lets a request's exceptions out
+    to be answered later (the Dispatch) has `recover(scope, receive, send, exc, started)`: the Switch calls it.
+    """
 
     def __init__(self, app: ASGIApp, number: int) -> None:
         self.app = app
         self.serve = direct(app)
+        self.recover = getattr(app, "recover", None)
         self.number = number
         self.inflight = 0
         self.retiring = False
@@ -142,6 +145,10 @@ class Switch:
         generation.inflight += 1
         try:
             await generation.serve(scope, receive, send)
+        except Exception as exc:
+            if generation.recover is None:
+                raise
+            await generation.recover(scope, receive, send, exc, False)  # websockets: no response to start
         finally:
             generation.inflight -= 1
             if generation.retiring and generation.inflight == 0:
