@@ -89,7 +89,9 @@ class AccessGuard:
     ) -> None:
         """guarded admits the request (see `admit`) and passes it on, or refuses it."""
         try:
-            via_cookie = await self.admit(scope, path, method, rule)
+            via_cookie = self.admit(scope, path, method, rule)
+            if type(via_cookie) is not bool:  # the database has to be read first
+                via_cookie = await via_cookie
             if via_cookie:
                 # Litestar's CSRF middleware: safe methods pass (and get the cookie), unsafe ones need the header.
                 await self.csrf(scope, receive, send)
@@ -99,9 +101,11 @@ class AccessGuard:
             return
         await self.app(scope, receive, send)
 
-    async def admit(self, scope: Scope, path: str, method: str, rule: Rule | None) -> bool:
+    def admit(self, scope: Scope, path: str, method: str, rule: Rule | None) -> bool | Awaitable[bool]:
         """admit raises AuthError unless the request may proceed; returns whether it came with a cookie session.
 
+        What memory decides (a verified token of a cached account, after setup) is answered at once, with no
+        coroutine of its own; otherwise the answer is an awaitable that reads the database in a thread first.
         `rule` is the deciding rule when the fast path found it, else None and it is found here.
         """
         auth = self.auth
@@ -113,9 +117,24 @@ class AccessGuard:
             rule = auth.rules.match(path, method)
             if rule.public:
                 return False
+        if not auth.setup_done:
+            return self._admit_from_database(scope, path, method, rule)
+        claims, via_cookie, hit, principal = identify(auth, scope)
+        if not hit:
+            return self._admit_from_database(scope, path, method, rule)
+        return self._allow(scope, path, method, rule, checked(principal, claims), claims, via_cookie)
+
+    async def _admit_from_database(self, scope: Scope, path: str, method: str, rule: Rule) -> bool:
+        auth = self.auth
         if not auth.setup_done and await anyio.to_thread.run_sync(auth.setup_required):
             raise SetupRequired(SETUP_MESSAGE)
         principal, claims, via_cookie = await authenticate(auth, scope)
+        return self._allow(scope, path, method, rule, principal, claims, via_cookie)
+
+    def _allow(
+        self, scope: Scope, path: str, method: str, rule: Rule, principal: Principal, claims: AccessClaims, cookie: bool
+    ) -> bool:
+        """_allow raises Forbidden unless `principal` has what `rule` requires; else it puts the user in the scope."""
         if principal.needs_totp_enrollment and not _enrolling(path):
             raise Forbidden(
                 "your role requires two-factor login: enroll with POST /api/me/totp/setup and /api/me/totp/confirm",
@@ -129,7 +148,7 @@ class AccessGuard:
             )
         scope["user"] = principal
         scope["auth"] = claims
-        return via_cookie
+        return cookie
 
 
 async def refuse(scope: Scope, send: Send, exc: Exception) -> None:
@@ -154,20 +173,32 @@ def _enrolling(path: str) -> bool:
 
 async def authenticate(auth: AuthService, scope: Scope) -> tuple[Principal, AccessClaims, bool]:
     """authenticate returns (principal, claims, came_from_cookie) or raises NotAuthenticated saying why."""
+    claims, via_cookie, hit, principal = identify(auth, scope)
+    if not hit:
+        principal = await anyio.to_thread.run_sync(auth.principals.load, claims.user_id)
+    return checked(principal, claims), claims, via_cookie
+
+
+def identify(auth: AuthService, scope: Scope) -> tuple[AccessClaims, bool, bool, Principal | None]:
+    """identify verifies the request's access token and looks its account up in memory: (claims, came from the
+    cookie, found in memory, principal). Raises NotAuthenticated without a valid token."""
     token, via_cookie = credentials(scope)
     if token is None:
         raise NotAuthenticated("log in first: send an access token as 'Authorization: Bearer <token>'")
     claims = auth.signer.verify(token)
     hit, principal = auth.principals.cached(claims.user_id)
-    if not hit:
-        principal = await anyio.to_thread.run_sync(auth.principals.load, claims.user_id)
+    return claims, via_cookie, hit, principal
+
+
+def checked(principal: Principal | None, claims: AccessClaims) -> Principal:
+    """checked returns `principal` if the session `claims` describe is still valid; raises NotAuthenticated."""
     if principal is None:
         raise NotAuthenticated("the account no longer exists or is deactivated")
     if principal.token_version != claims.version:
         raise NotAuthenticated("the session has ended (logout, password change or revocation); log in again")
     if claims.family in principal.revoked_families:
         raise NotAuthenticated("this login was ended because its refresh token was used twice; log in again")
-    return principal, claims, via_cookie
+    return principal
 
 
 def credentials(scope: Scope) -> tuple[str | None, bool]:
