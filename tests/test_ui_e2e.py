@@ -142,6 +142,9 @@ def test_a_new_owner_runs_xcore_from_the_browser(
         page.get_by_role("heading", level=1, name="Logs").wait_for()
         page.get_by_label("Minimum level").select_option("WARNING")
         page.wait_for_url(re.compile(r"level=WARNING"))
+        # The address changes before the filtered lines arrive: wait for the INFO lines to go, then check.
+        below = page.locator(".log-line .badge").filter(has_text=re.compile(r"^(DEBUG|INFO)$"))
+        expect(below).to_have_count(0)
         levels = page.locator(".log-line .badge").all_inner_texts()
         assert all(level in ("WARNING", "ERROR", "CRITICAL") for level in levels), levels
         page.get_by_label("Minimum level").select_option("INFO")
