@@ -692,6 +692,24 @@ def test_delete_unmounts_and_purge_decides_whether_the_data_stays(host: Host, pu
     assert host.client.delete("/api/admin/plugins/demo", headers=host.root).status_code == (404 if purge else 200)
 
 
+def test_a_purge_during_a_reconcile_is_not_undone_by_it(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconcile records the states it saw last (`_persist_states`); a purge that lands while one is under way
+    (the watcher's, after a drop) must wait for it, or the record brings the purged plugin's row back."""
+    manager = host.manager
+    slow = manager._persist_states
+
+    def persist_late() -> None:
+        time.sleep(0.4)  # the plugin is served already; its state is recorded a moment later
+        slow()
+
+    monkeypatch.setattr(manager, "_persist_states", persist_late)
+    host.drop(make_zip(host.staging, "demo", "1.0.0", route("x")))
+    host.wait_answer("/app/demo/hello", says="x")
+    response = host.client.delete("/api/admin/plugins/demo?purge=true", headers=host.root)
+    assert response.status_code == 200, response.text
+    assert host.client.delete("/api/admin/plugins/demo", headers=host.root).status_code == 404, "nothing left"
+
+
 def test_config_overrides_are_checked_against_the_defaults_and_reach_the_plugin(host: Host) -> None:
     config = {"config.yaml": "greeting: hello\nlimit: 3\nratio: 0.5\n"}
     host.drop(make_zip(host.staging, "demo", "1.0.0", route("x"), extra_files=config))

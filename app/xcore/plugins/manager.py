@@ -20,7 +20,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -178,6 +179,14 @@ class PluginManager:
             await self._retire(reversed(plugins))
         if self._core_life is not None:
             await self._core_life.stop()
+
+    @asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """paused holds reconciles off (the watcher's too) while the caller changes the plugins folder or the
+        plugin tables: a reconcile under way finishes first, so its record of the states it saw (written last)
+        cannot undo the change, as it could undo a purge."""
+        async with self._lock:
+            yield
 
     # --- the one operation -----------------------------------------------------------------------------------
 

@@ -192,7 +192,8 @@ async def remove(
     view = manager.views.get(plugin_id)
     if view is not None and view.source == "dev":
         raise PluginConflict(f"plugin {plugin_id!r} is loaded from a dev folder; delete the folder instead")
-    removed = await anyio.to_thread.run_sync(lambda: remove_plugin(manager.runtime, plugin_id, purge=purge))
+    async with manager.paused():  # a reconcile under way would record the plugin's state again after a purge
+        removed = await anyio.to_thread.run_sync(lambda: remove_plugin(manager.runtime, plugin_id, purge=purge))
     await _audit(request, "plugin.remove", plugin_id, purge=purge, removed=[p.name for p in removed])
     await manager.reconcile()
     return RemovedOut(plugin_id, [p.name for p in removed], purge)
