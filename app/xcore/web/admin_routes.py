@@ -193,24 +193,18 @@ def audit_log(
 
 
 def system_handler(runtime: Runtime) -> Any:
-    """system_handler builds /api/admin/system: facts about this process, no database work."""
-    python = platform.python_version()
+    """system_handler builds /api/admin/system: facts about this process, no database work. What cannot change
+    while the process runs is read once; the process id is read per request (the app may be built before a fork)."""
+    version, python, data_dir = runtime.version, platform.python_version(), str(runtime.data.root)
     database = mask_url(runtime.database_url)
+    workers = runtime.config.server.workers
     started = datetime.fromtimestamp(runtime.started_at, UTC)
+    uptime = runtime.uptime
 
     @get("/api/admin/system", sync_to_thread=False, tags=["system"], summary="This xcore process")
     def system() -> SystemOut:
         """Version, data directory, database (password hidden), process id, workers and uptime."""
-        return SystemOut(
-            runtime.version,
-            python,
-            str(runtime.data.root),
-            database,
-            os.getpid(),
-            runtime.config.server.workers,
-            started,
-            round(runtime.uptime(), 3),
-        )
+        return SystemOut(version, python, data_dir, database, os.getpid(), workers, started, round(uptime(), 3))
 
     return system
 

@@ -73,8 +73,9 @@ class AccessGuard:
         self.decided = auth.rules.decided
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        # The fast path: a path seen before, already normalized, has its deciding rule on record. A public one
-        # hands the request on without a coroutine of the guard's own.
+        # The fast path: a path seen before, already normalized, has its deciding rule on record. A public one,
+        # and a Bearer token that memory decides (see `admit`), hand the request on without a coroutine of the
+        # guard's own: this returns the next layer's awaitable, or the refusal's.
         path = scope["path"]
         method: str = scope.get("method", "GET")  # type: ignore[assignment]  # websockets have none: as GET
         rule = self.decided.get((path, method))
@@ -82,16 +83,19 @@ class AccessGuard:
             rule = None
         if rule is not None and rule.public:
             return self.app(scope, receive, send)
-        return self.guarded(scope, receive, send, path, method, rule)
-
-    async def guarded(
-        self, scope: Scope, receive: Receive, send: Send, path: str, method: str, rule: Rule | None
-    ) -> None:
-        """guarded admits the request (see `admit`) and passes it on, or refuses it."""
         try:
-            via_cookie = self.admit(scope, path, method, rule)
-            if type(via_cookie) is not bool:  # the database has to be read first
-                via_cookie = await via_cookie
+            admitted = self.admit(scope, path, method, rule)
+        except (AuthError, PermissionDeniedException) as exc:
+            return refuse(scope, send, exc)
+        if admitted is False:
+            return self.app(scope, receive, send)
+        return self.guarded(scope, receive, send, admitted)
+
+    async def guarded(self, scope: Scope, receive: Receive, send: Send, admitted: bool | Awaitable[bool]) -> None:
+        """guarded finishes what `admit` started: a cookie session passes the CSRF check, and an answer that needs
+        the database is awaited. The request is then passed on, or refused."""
+        try:
+            via_cookie = admitted if type(admitted) is bool else await admitted
             if via_cookie:
                 # Litestar's CSRF middleware: safe methods pass (and get the cookie), unsafe ones need the header.
                 await self.csrf(scope, receive, send)
