@@ -159,6 +159,39 @@ def test_errors_through_the_switch_come_out_as_through_the_app(runtime: Any, mon
     assert answers["switched"] == answers["alone"]
 
 
+def test_a_failure_in_the_access_guard_is_answered_with_a_problem_document(
+    runtime: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error in the guard itself (here the account lookup breaks) happens before any route is
+    chosen; the app's own handlers answer it through the Switch, as for a path no route serves: a logged error
+    and a 500 problem document that carries the request id, never the server's bare 500 or a traceback."""
+    from xcore.web import guard
+
+    create_account(runtime, "root", ["superadmin"])
+    with plugin_host(runtime) as client:
+        login = {"username": "root", "password": PASSWORDS["root"]}
+        token = client.post("/api/auth/login", json=login).json()["access_token"]
+        client.raise_server_exceptions = False
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("the account store broke")
+
+        monkeypatch.setattr(guard, "identify", broken)
+        headers = {"authorization": f"Bearer {token}", "x-request-id": "guard-crash-1"}
+        with caplog.at_level("ERROR", logger="xcore"):
+            response = client.get("/api/admin/system", headers=headers)
+        monkeypatch.undo()
+        assert client.get("/api/admin/system", headers=headers).status_code == 200, "the next request is served"
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["x-request-id"] == "guard-crash-1"
+    document = response.json()
+    assert document["status"] == 500 and document["request_id"] == "guard-crash-1"
+    assert "account store" not in response.text and "Traceback" not in response.text
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "GET /api/admin/system" in r.getMessage()]
+    assert errors and "the account store broke" in str(errors[0].exc_info[1])
+
+
 def _crash(runtime: Any) -> Any:
     raise RuntimeError("the check broke")
 

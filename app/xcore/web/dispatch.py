@@ -85,12 +85,18 @@ class Dispatch:
     async def recover(self, scope: Any, receive: Any, send: Any, exc: Exception, started: bool) -> None:
         """recover answers a request that raised `exc` as Litestar's error layer would have: with the problem
         document of the route's (or the app's) exception handlers, or, when the response had `started`, by
-        raising Litestar's "exception caught after response started". An exception raised before routing (in
-        the access guard) has no handlers to go to, and is raised again, as it was before the Dispatch skipped
-        the layer."""
-        state = ScopeState.from_scope(scope)
-        if "litestar_app" not in scope or state.exception_handlers is Empty:
+        raising Litestar's "exception caught after response started".
+
+        An exception raised before routing (an unexpected failure in the access guard, such as a database that
+        cannot be read) is answered by the app's own handlers, as Litestar answers a path no route serves: a
+        logged error and a problem document with the request id, not the server's bare 500.
+        """
+        app = scope.get("litestar_app")
+        if app is None:
             raise exc
+        state = ScopeState.from_scope(scope)
+        if state.exception_handlers is Empty:
+            state.exception_handlers = app.exception_handlers
         state.response_started = started
 
         async def fail(scope: Any, receive: Any, send: Any) -> None:
