@@ -26,14 +26,25 @@ def run_online() -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            if sqlite:
+                # Batch mode rebuilds a table as a copy and drops the old one. With foreign keys on, that drop
+                # deletes every row pointing at the table (ON DELETE CASCADE): rebuilding `roles` would empty
+                # `user_roles`. So they are off while migrating (a no-op inside a transaction, hence before it),
+                # and the result is checked instead.
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()
             context.configure(
                 connection=connection,
                 target_metadata=target_metadata,
                 # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
-                render_as_batch=connection.dialect.name == "sqlite",
+                render_as_batch=sqlite,
             )
             with context.begin_transaction():
                 context.run_migrations()
+                if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()):
+                    tables = sorted({row[0] for row in broken})
+                    raise RuntimeError(f"the migration left rows pointing at missing rows in {', '.join(tables)}")
     finally:
         engine.dispose()
 
