@@ -102,9 +102,12 @@ def watch_page(page: Any, watch: Watch) -> None:
     page.on("console", console)
 
 
-def start_ui_server(data_dir: Path, *, setup: bool = True, extra: tuple[str, ...] = ()) -> UiServer:
-    """start_ui_server starts `xcore serve` and, with `setup`, creates the owner through the API."""
-    server = XcoreServer(data_dir, free_port(), extra)
+def start_ui_server(
+    data_dir: Path, *, setup: bool = True, extra: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> UiServer:
+    """start_ui_server starts `xcore serve` (with `env` added to its environment) and, with `setup`, creates the
+    owner through the API."""
+    server = XcoreServer(data_dir, free_port(), extra, env=env)
     server.wait_ready(timeout=60)
     token_file = data_dir / "setup-token"
     token = token_file.read_text().strip() if token_file.exists() else None
@@ -145,9 +148,13 @@ def pack_example(name: str, out: Path) -> Path:
     return next(out.glob(f"{name}-*.zip"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """chromium: one headless Chromium for the whole session."""
+    """chromium: one headless Chromium for the test module.
+
+    Not one for the session: while Playwright's sync API is open, its event loop counts as running in the main
+    thread, so every async test after the first browser test would fail ("Runner.run() cannot be called from a
+    running event loop"). Per module, the loop is gone before the next module's tests run, in any order."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -282,28 +282,167 @@ def test_a_backup_without_accounts_or_a_damaged_one_is_refused(
     assert not list(runtime.data.root.glob("*.restoring*")), "no working copy is left behind"
 
 
+def session(api: Api, name: str) -> dict[str, Any]:
+    """session logs in and returns the whole answer: access and refresh token."""
+    response = api.client.post("/api/auth/login", json={"username": name, "password": PASSWORDS[name]})
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def refreshed(api: Api, token: str) -> Any:
+    return api.client.post("/api/auth/refresh", json={"refresh_token": token})
+
+
+def bearer(body: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+def test_a_restore_brings_back_nothing_revoked_spent_or_locked_since_the_backup(
+    accounts_api: Api, root: dict[str, str]
+) -> None:
+    runtime = accounts_api.runtime
+    db = runtime.database_file
+    assert db is not None
+    code = "c" * 64
+    bob, cyd = session(accounts_api, "bob"), session(accounts_api, "cyd")
+    cyd_id = user_id(accounts_api, root, "cyd")
+    with sqlite3.connect(db) as conn:  # a 2FA recovery code cyd still has when the backup is made
+        conn.execute("INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)", (cyd_id, code))
+        conn.execute("UPDATE users SET totp_last_step = 100 WHERE id = ?", (cyd_id,))
+    backup = create_backup(accounts_api, root)
+
+    # After the backup: cyd's refresh token is exchanged, bob's family is revoked by a reuse (its newer tokens,
+    # which the backup never saw, with it), cyd spends the recovery code and a TOTP step, and failed logins count.
+    cyd_next = refreshed(accounts_api, cyd["refresh_token"])
+    assert cyd_next.status_code == 200, cyd_next.text
+    bob_next = refreshed(accounts_api, bob["refresh_token"]).json()
+    assert refreshed(accounts_api, bob["refresh_token"]).status_code == 401  # a reuse: the family is revoked
+    assert accounts_api.client.get("/api/me", headers=bearer(bob_next)).status_code == 401
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE recovery_codes SET used_at = '2026-01-01 00:00:00.000000' WHERE code_hash = ?", (code,))
+        conn.execute("UPDATE users SET totp_last_step = 200 WHERE id = ?", (cyd_id,))
+    for _ in range(3):
+        wrong = accounts_api.client.post("/api/auth/login", json={"username": "ada", "password": "not-her-password"})
+        assert wrong.status_code in (401, 429), wrong.text
+    throttles = rows(db, "SELECT key, failures, locked_until FROM login_throttle ORDER BY key")
+    assert throttles, "the failed logins were counted"
+    assert accounts_api.client.post("/api/admin/users", headers=root, json=EVE).status_code == 201
+
+    response = restore(accounts_api, root, backup["name"])
+    assert response.status_code == 200, response.text
+    assert "eve" not in usernames(accounts_api, root), "the accounts are the backup's"
+
+    # Spent and revoked stay so: the exchanged token is a reuse now, the revoked family stays revoked.
+    assert refreshed(accounts_api, bob["refresh_token"]).status_code == 401
+    assert accounts_api.client.get("/api/me", headers=bearer(bob_next)).status_code == 401
+    assert refreshed(accounts_api, bob_next["refresh_token"]).status_code == 401
+    assert refreshed(accounts_api, cyd["refresh_token"]).status_code == 401
+    spent = rows(db, f"SELECT used_at IS NOT NULL FROM recovery_codes WHERE code_hash = '{code}'")
+    assert spent == [(1,)], "a recovery code used since the backup stays used"
+    assert rows(db, f"SELECT totp_last_step FROM users WHERE id = {cyd_id}") == [(200,)]
+    restored = {key: (failures, locked) for key, failures, locked, *_ in rows(db, "SELECT * FROM login_throttle")}
+    for key, failures, locked in throttles:
+        assert restored[key][0] >= failures and restored[key][1] == locked, key
+    # The audit trail since the backup is kept: the account created, then removed by the restore.
+    created = [e["target"] for e in audit_actions(accounts_api, root, "user.created")]
+    assert sorted(created) == ["ada", "bob", "cyd", "eve"], "the backup's events, and the one since, once each"
+    assert accounts_api.client.get("/api/me", headers=bearer(session(accounts_api, "bob"))).status_code == 200
+
+
+def _zip(path: Path, good: Path) -> None:
+    path.write_bytes(b"PK\x03\x04 a zip, not a database" * 50)
+
+
+def _other_sqlite(path: Path, good: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER)")
+
+
+def _other_alembic(path: Path, good: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE alembic_version (version_num TEXT); INSERT INTO alembic_version VALUES ('0005');"
+        )
+
+
+def _truncated(path: Path, good: Path) -> None:
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        pytest.param(_zip, "is not a SQLite database", id="zip"),
+        pytest.param(_other_sqlite, "is not an xcore database", id="other-sqlite"),
+        pytest.param(_other_alembic, "is not an xcore database", id="other-alembic"),
+        pytest.param(_truncated, "backup file", id="truncated"),
+    ],
+)
+def test_a_file_that_is_not_an_intact_xcore_database_is_refused_and_nothing_changes(
+    accounts_api: Api, root: dict[str, str], make: Any, says: str
+) -> None:
+    runtime = accounts_api.runtime
+    good = runtime.backups_dir / create_backup(accounts_api, root)["name"]
+    name = "xcore-20200101T000000Z-0005-manual.db"
+    make(runtime.backups_dir / name, good)
+    before = sorted(p.name for p in runtime.backups_dir.iterdir())
+
+    detail = problem(restore(accounts_api, root, name), 409)
+    assert says in detail and name in detail, detail
+    assert "Traceback" not in detail and "\n" not in detail
+    assert usernames(accounts_api, root) == ["ada", "bob", "cyd", "root"]
+    assert sorted(p.name for p in runtime.backups_dir.iterdir()) == before, "no safety backup for a refused restore"
+    assert not list(runtime.data.root.glob("*.restoring*"))
+
+
+def test_backups_are_counted_and_pruned_per_kind(accounts_api: Api, root: dict[str, str]) -> None:
+    from xcore.db.backup import backup_kind, list_backups, make_backup
+
+    runtime = accounts_api.runtime
+    db = runtime.database_file
+    assert db is not None
+    keep = runtime.config.migration.backup.max_backup_files
+    manual = [create_backup(accounts_api, root)["name"] for _ in range(2)]
+    safety = make_backup(db, runtime.backups_dir, "0005", keep, kind="safety")
+    # Many scheduled backups (what the task xcore.backup makes) push out older scheduled ones only.
+    scheduled = [make_backup(db, runtime.backups_dir, "0005", keep, kind="scheduled") for _ in range(keep + 3)]
+    names = [p.name for p in list_backups(runtime.backups_dir)]
+    assert set(manual) | {safety.name} <= set(names), "an admin's and a restore's backups are never pruned for them"
+    assert [n for n in names if backup_kind(n) == "scheduled"] == [p.name for p in scheduled[-keep:]]
+    # And many manual backups do not push out scheduled ones.
+    for _ in range(keep):
+        create_backup(accounts_api, root)
+    names = [p.name for p in list_backups(runtime.backups_dir)]
+    assert sum(backup_kind(n) == "manual" for n in names) == keep
+    assert sum(backup_kind(n) == "scheduled" for n in names) == keep and safety.name in names
+    assert not list(runtime.backups_dir.glob(".*")), "no partial file is left"
+
+
 # Names: only backups, nothing else
 
 
 @pytest.mark.parametrize(
-    "name",
+    ("name", "status"),
     [
-        "xcore-20200101T000000Z-0005-manual.db",  # the right shape, but no such backup
-        "xcore.db",
-        "secret.key",
-        "..",
-        "..%2Fxcore.db",
-        "%2E%2E%2Fsecret.key",
-        "xcore-20200101T000000Z-0005.db%0A",
-        "xcore-20200101T000000Z-0005-manual.db.txt",
+        ("xcore-20200101T000000Z-0005-manual.db", 404),  # the right shape, but no such backup
+        ("xcore.db", 404),
+        ("secret.key", 404),
+        ("..", 404),
+        # A dot segment or a control character once decoded is refused by the access guard before any route.
+        ("..%2Fxcore.db", 400),
+        ("%2E%2E%2Fsecret.key", 400),
+        ("xcore-20200101T000000Z-0005.db%0A", 400),
+        ("xcore-20200101T000000Z-0005-manual.db.txt", 404),
     ],
 )
-def test_unknown_names_and_path_tricks_are_404(accounts_api: Api, root: dict[str, str], name: str) -> None:
+def test_unknown_names_and_path_tricks_are_refused(
+    accounts_api: Api, root: dict[str, str], name: str, status: int
+) -> None:
     create_backup(accounts_api, root)
     download = accounts_api.client.get(f"/api/admin/backups/{name}", headers=root)
-    assert download.status_code == 404, download.text
     assert not download.content.startswith(SQLITE_MAGIC)
-    assert restore(accounts_api, root, name).status_code == 404
+    assert download.status_code == status, download.text
+    assert restore(accounts_api, root, name).status_code == status
 
 
 def test_a_link_named_like_a_backup_is_not_followed_out_of_the_directory(

@@ -183,6 +183,69 @@ def test_flag_errors_name_the_flag(data_dir: Path) -> None:
         load_config(data_dir, environ={}, cli={("server", "workers"): ("--workers", 0)})
 
 
+# Every layer is validated on its own: a later layer setting the same key does not hide a wrong value below it.
+PORT_ENV = {"XCORE_SERVER__PORT": "8001"}
+PORT_FLAG = {("server", "port"): ("--port", 8002)}
+
+
+@pytest.mark.parametrize(
+    ("document", "env", "flags", "expected"),
+    [
+        ({"server": {"port": "eighty"}}, PORT_ENV, {}, "server.port: Expected int, got str"),
+        ({"server": {"port": "eighty"}}, {}, PORT_FLAG, "server.port: Expected int, got str"),
+        ({"server": {"port": 70000}}, PORT_ENV, PORT_FLAG, "server.port: Expected int <= 65535"),
+        ({"server": {"trusted_proxies": ["*"]}}, {"XCORE_SERVER__TRUSTED_PROXIES": ""}, {}, "trusted_proxies[0]"),
+        ({"xcore": {"logs": {"level": "LOUD"}}}, {"XCORE_XCORE__LOGS__LEVEL": "INFO"}, {}, "xcore.logs.level"),
+        (
+            {"xcore": {"middleware": {"ACCESS_RULES": {"/a": {"roles": "admin"}}}}},
+            {"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/a": {"roles": ["admin"]}}'},
+            {},
+            "ACCESS_RULES['/a'].roles",
+        ),
+        (
+            {"xcore": {"middleware": {"ACCESS_RULES": {"/b": {"method": "FETCH"}}}}},
+            {"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/b": null}'},
+            {},
+            "ACCESS_RULES['/b'].method: unknown HTTP method",
+        ),
+    ],
+)
+def test_a_wrong_value_in_the_file_is_refused_even_when_overridden(
+    data_dir: Path,
+    document: object,
+    env: dict[str, str],
+    flags: dict[tuple[str, ...], tuple[str, object]],
+    expected: str,
+) -> None:
+    path = write_config(data_dir, document)
+    with pytest.raises(ConfigError) as caught:
+        load_config(data_dir, environ=env, cli=flags)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert expected in str(caught.value)
+
+
+def test_a_wrong_environment_variable_is_refused_even_when_a_flag_overrides_it(data_dir: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(data_dir, environ={"XCORE_SERVER__PORT": "abc"}, cli=PORT_FLAG)
+    assert str(caught.value).startswith("environment variable XCORE_SERVER__PORT: server.port: Expected int, got str")
+
+
+def test_null_in_a_layer_removes_a_rule_and_is_not_a_wrong_rule(data_dir: Path) -> None:
+    write_config(data_dir, {"xcore": {"middleware": {"ACCESS_RULES": {"/docs": None, "/x": {"roles": ["admin"]}}}}})
+    env = {"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/x": null, "/redoc": null}'}
+    rules = load_config(data_dir, environ=env).config.xcore.middleware.ACCESS_RULES
+    assert "/docs" not in rules and "/redoc" not in rules and "/x" not in rules
+
+
+def test_cli_refuses_an_overridden_wrong_value_in_one_line(data_dir: Path) -> None:
+    write_config(data_dir, {"server": {"workers": "two"}})
+    result = run_xcore("config", "check", "--data-dir", str(data_dir), env={"XCORE_SERVER__WORKERS": "2"})
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        f"xcore: error: {data_dir / 'config.json'}: server.workers: Expected int, got str; it takes integer"
+    ]
+
+
 def test_cli_config_error_is_one_line_exit_2(data_dir: Path) -> None:
     write_config(data_dir, {"server": {"port": "eighty"}})
     for command in (["config", "check"], ["serve"], ["config", "show"]):

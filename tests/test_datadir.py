@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from conftest import run_xcore
+from conftest import PASSWORDS, run_xcore
 from xcore.errors import DataDirError
 from xcore.paths import DataDir, choose_data_dir, default_data_dir
 
@@ -88,3 +90,58 @@ def test_data_dir_from_environment_variable(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"data directory: {chosen}" in result.stdout
     assert mode(chosen) == 0o700
+
+
+def test_a_data_directory_made_beforehand_with_mode_0755_is_made_private_and_every_file_is_0600(
+    tmp_path: Path, start_server: Any
+) -> None:
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o755)
+    (data_dir / "config.json").write_text("{}")
+    os.chmod(data_dir / "config.json", 0o644)
+    previous = os.umask(0o022)  # the usual umask of a shell: the server must not rely on its parent's
+    try:
+        server = start_server(data_dir)
+        server.wait_ready()
+    finally:
+        os.umask(previous)
+    token = (data_dir / "setup-token").read_text().strip()
+    setup = httpx.post(
+        f"{server.url}/api/setup", json={"token": token, "username": "root", "password": PASSWORDS["root"]}
+    )
+    assert setup.status_code == 201, setup.text
+    login = httpx.post(f"{server.url}/api/auth/login", json={"username": "root", "password": PASSWORDS["root"]})
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    assert httpx.post(f"{server.url}/api/admin/backups", headers=headers).status_code == 201
+    assert server.stop() == 0
+
+    assert mode(data_dir) == 0o700
+    assert "other users could read the database and secrets in it (mode 0755); it is now 0700" in server.output
+    written = [p for p in data_dir.rglob("*") if p.is_file() and p.name != "config.json"]
+    names = {p.name for p in written}
+    assert {"xcore.db", "tasks.db", "secret.key"} <= names and any(p.parent.name == "backups" for p in written)
+    assert [f"{p.relative_to(data_dir)} {mode(p):04o}" for p in written if mode(p) & 0o077] == []
+    folders = [p for p in data_dir.rglob("*") if p.is_dir()]
+    assert [f"{p.relative_to(data_dir)} {mode(p):04o}" for p in folders if mode(p) & 0o077] == []
+
+
+def test_a_data_directory_that_cannot_be_made_private_is_a_warning(tmp_path: Path, monkeypatch: Any) -> None:
+    data_dir = tmp_path / "shared"
+    data_dir.mkdir()
+    os.chmod(data_dir, 0o750)
+
+    def refuse(path: Any, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    warnings = DataDir(data_dir).prepare().tighten()
+    assert warnings == [
+        f"data directory {data_dir}: other users may read the database and secrets in it (mode 0750) and it "
+        f"cannot be made private: Operation not permitted; run `chmod 700 {data_dir}`"
+    ]
+    monkeypatch.undo()
+    assert DataDir(data_dir).tighten() == [
+        f"data directory {data_dir}: other users could read the database and secrets in it (mode 0750); it is now 0700"
+    ]
+    assert DataDir(data_dir).tighten() == []

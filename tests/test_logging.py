@@ -207,7 +207,7 @@ def test_cli_logs(sample_log: Path) -> None:
     assert "by level:   DEBUG 1, INFO 4, WARNING 1, ERROR 1, CRITICAL 1" in result.stdout
     assert "by context: api 1, auth 1, db 1, plugins 1, system 3, tasks 1" in result.stdout
     bad = run_xcore("logs", "--data-dir", data, "--context", "nope")
-    assert bad.returncode == 2 and "Invalid value for '--context'" in bad.stderr
+    assert bad.returncode == 2 and "xcore: error: logs: invalid value for '--context'" in bad.stderr
 
 
 async def _request(path: str, status: int, request_id: str | None = None) -> None:
@@ -352,3 +352,143 @@ def test_console_shows_no_stack_trace(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "Traceback" not in err
     entry = json.loads(log_file.read_text().splitlines()[-1])
     assert "Traceback (most recent call last)" in entry["exc"]
+
+
+# Control characters from users: every human-readable output shows them as escapes, the JSON file keeps them.
+FORGED = "mallory\n2026-01-01 00:00:00 INFO    auth     login.succeeded by root"
+HOSTILE = [
+    ("\n", "\\n"),
+    ("\r", "\\r"),
+    ("\x1b[2J", "\\x1b[2J"),  # clear the screen
+    ("\x9b31m", "\\x9b31m"),  # C1 CSI
+    ("\x07", "\\x07"),
+    ("\x7f", "\\x7f"),
+    ("\u202e", "\\u202e"),  # right-to-left override
+    ("\u2066", "\\u2066"),  # left-to-right isolate
+    ("\u200b", "\\u200b"),  # zero-width space
+    ("\u2028", "\\u2028"),  # line separator
+    ("\ufeff", "\\ufeff"),
+    ("\U000e0041", "\\U000e0041"),  # a tag character
+]
+
+
+@pytest.mark.parametrize(("raw", "shown"), HOSTILE, ids=[repr(r) for r, _ in HOSTILE])
+def test_printable_escapes_controls_format_characters_and_separators(raw: str, shown: str) -> None:
+    from xcore.terminal import printable
+
+    assert printable(f"a{raw}b") == f"a{shown}b"
+    assert printable(f"a{raw}b").isprintable()
+
+
+def test_printable_keeps_ordinary_text_and_newlines_when_asked() -> None:
+    from xcore.terminal import printable
+
+    ordinary = "caf\u00e9 \u2603 \u4e2d\u6587 C:\\Users\\x 50% \u00a0nbsp \U0001f600 \ue000"
+    assert printable(ordinary) == ordinary
+    assert printable("one\ntwo\x1b", keep_newlines=True) == "one\ntwo\\x1b"
+
+
+def test_console_lines_escape_what_users_typed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log_file = tmp_path / "x.log"
+    configure_logging(build_logging_config(LogsConfig(), log_file))
+    logging.getLogger("xcore.auth").warning("login.failed by %s", FORGED + "\x1b[2J\u202e")
+    try:
+        raise ValueError("bad\nvalue\x1b]0;title\x07")
+    except ValueError:
+        logging.getLogger("xcore.db").exception("step %s failed", "x\ny")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2, err
+    assert (
+        "login.failed by mallory\\n2026-01-01 00:00:00 INFO    auth     login.succeeded by root\\x1b[2J\\u202e" in err
+    )
+    assert "step x\\ny failed (ValueError: bad\\nvalue\\x1b]0;title\\x07; the traceback is in the log file)" in err
+    entries = [json.loads(x) for x in log_file.read_text().splitlines()]
+    assert entries[0]["message"] == "login.failed by " + FORGED + "\x1b[2J\u202e", "the file keeps the exact value"
+
+
+async def test_request_lines_escape_control_characters_on_the_console(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_file = tmp_path / "x.log"
+    configure_logging(build_logging_config(LogsConfig(), log_file))
+    await _request("/a\n2026-01-01 00:00:00 INFO    api      GET /admin 200\x1b[2J\u202e", 404)
+    access.flush()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "GET /a\\n2026-01-01 00:00:00 INFO    api      GET /admin 200\\x1b[2J\\u202e 404 " in err
+    entry = json.loads(log_file.read_text().splitlines()[-1])
+    assert entry["path"] == "/a\n2026-01-01 00:00:00 INFO    api      GET /admin 200\x1b[2J\u202e"
+
+
+def test_log_reader_escapes_every_field(tmp_path: Path) -> None:
+    """`xcore logs` prints JSON records as text: messages, fields, unparsed lines and tracebacks are escaped, and a
+    traceback's lines are indented so that none can pass for an entry."""
+    path = tmp_path / "data" / "logs" / "xcore.log"
+    path.parent.mkdir(parents=True)
+    stamp = "2026-01-02T00:00:00.000Z"
+    forged_traceback = (
+        "Traceback (most recent call last):\nValueError: x\n2026-01-01 00:00:00 INFO    auth     forged\x1b[2J"
+    )
+    records = [
+        {"ts": stamp, "level": "WARNING", "context": "auth", "message": "login.failed by " + FORGED,
+         "actor": "eve\x1b[2J", "ip": "1.2.3.4"},
+        {"ts": stamp, "level": "ERROR", "context": "api", "message": "boom", "exc": forged_traceback},
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + "raw \x1b[31mred\u202e line\n")
+    entries = list(read_entries(path))
+    first = format_entry(entries[0])
+    assert "\n" not in first and "login.failed by mallory\\n2026-01-01" in first and "actor=eve\\x1b[2J" in first
+    second = format_entry(entries[1]).split("\n")
+    assert second[0].endswith("ERROR   api      boom")
+    assert second[1:] == [
+        "    Traceback (most recent call last):",
+        "    ValueError: x",
+        "    2026-01-01 00:00:00 INFO    auth     forged\\x1b[2J",
+    ]
+    assert format_entry(entries[2]) == "raw \\x1b[31mred\\u202e line"
+    out = run_xcore("logs", "--data-dir", str(path.parent.parent), "-n", "10").stdout
+    assert out.count("\n") == 6 and "\x1b" not in out and "\u202e" not in out, out
+    assert all(line[:4] in ("2026", "    ", "raw ") for line in out.splitlines()), out
+
+
+def test_cli_values_are_escaped(tmp_path: Path) -> None:
+    """The CLI prints stored values (a plugin's file name, an account's email, a task's name) through one
+    helper: a control character in them cannot start a line or drive the terminal, tables stay aligned."""
+    import click
+    from click.testing import CliRunner
+
+    from xcore.cli.options import echo_table
+    from xcore.cli.output import echo
+
+    runner = CliRunner()
+
+    @click.command()
+    def show() -> None:
+        echo("installed evil\n1.0\x1b[2J as /p/evil\u202e.zip")
+        echo_table(("NAME", "STATE"), [("a\nb\x1b", "ok"), ("c", "x\u2028y")])
+        echo('{\n  "name": "a\\nb"\n}\x1b', lines=True)
+
+    out = runner.invoke(show).output
+    assert out.splitlines() == [
+        "installed evil\\n1.0\\x1b[2J as /p/evil\\u202e.zip",
+        "NAME      STATE",
+        "a\\nb\\x1b  ok",
+        "c         x\\u2028y",
+        "{",
+        '  "name": "a\\nb"',
+        "}\\x1b",
+    ]
+
+
+def test_the_cli_prints_only_through_its_escaping_helper() -> None:
+    """Every CLI module prints through `xcore.cli.output.echo` (or echo_table): a direct click.echo or print
+    would show stored values unescaped."""
+    cli = Path(__file__).resolve().parent.parent / "app" / "xcore" / "cli"
+    offenders = [
+        f"{path.name}:{number}"
+        for path in sorted(cli.glob("*.py"))
+        if path.name != "output.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "click.echo(" in line or "click.secho(" in line or line.strip().startswith("print(")
+    ]
+    assert not offenders

@@ -6,12 +6,13 @@ import hashlib
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from conftest import free_port, fresh_python, run_xcore
+from conftest import create_account, free_port, fresh_python, run_xcore
 from xcore.config.schema import BackupConfig
 from xcore.db import migrate, revisions
 from xcore.db.backup import BACKUP_NAME, list_backups, make_backup, no_server_running, server_lock
@@ -161,6 +162,30 @@ def test_downgrade_and_upgrade_again(runtime: Runtime) -> None:
     assert {"plugin_state", "users", "roles"} <= tables(db)
 
 
+def test_stepping_down_and_up_through_every_revision_loses_no_row_of_another_table(runtime: Runtime) -> None:
+    """A batch operation rebuilds its table; with foreign keys on, dropping the old copy cascaded to the rows
+    pointing at it (rebuilding `roles` emptied `user_roles`, so an account lost its roles)."""
+    create_account(runtime, "root", ["superadmin"])
+    db = runtime.database_file
+    assert db is not None
+    runtime.engine.dispose()
+    assigned = (
+        "SELECT u.username, r.name FROM user_roles ur"
+        " JOIN users u ON u.id = ur.user_id JOIN roles r ON r.id = ur.role_id"
+    )
+    with sqlite3.connect(db) as conn:
+        before = sorted(conn.execute(assigned).fetchall())
+    assert ("root", "superadmin") in before
+    since_accounts = [rev for rev, _down, _doc in migrate.history() if rev >= "0002"]  # newest first
+    for target in since_accounts[1:]:  # down one revision at a time, to the one that made the accounts
+        migrate.downgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), target)
+        with sqlite3.connect(db) as conn:
+            assert sorted(conn.execute(assigned).fetchall()) == before, f"down to {target}"
+    migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig())
+    with sqlite3.connect(db) as conn:
+        assert sorted(conn.execute(assigned).fetchall()) == before
+
+
 def test_unknown_revision_is_a_clear_error(runtime: Runtime) -> None:
     with pytest.raises(MigrationError, match="unknown revision 'nope'"):
         migrate.downgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), "nope")
@@ -260,6 +285,63 @@ def test_restoring_the_oldest_backup_keeps_it_when_the_safety_backup_prunes(data
     assert restore.returncode == 0, restore.stderr
     assert backup_file.is_file(), "the restored backup was deleted"
     assert f"restored {data_dir / 'xcore.db'} from {backup_file}" in restore.stdout
+
+
+def _foreign_sqlite(path: Path, good: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+
+
+def _foreign_alembic(path: Path, good: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE alembic_version (version_num TEXT); INSERT INTO alembic_version VALUES ('0002')"
+        )
+
+
+def _newer(path: Path, good: Path) -> None:
+    shutil.copyfile(good, path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+
+
+def _truncated(path: Path, good: Path) -> None:
+    path.write_bytes(good.read_bytes()[:4096])
+
+
+def _empty(path: Path, good: Path) -> None:
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        pytest.param(_foreign_sqlite, "is not an xcore database", id="another-apps-sqlite"),
+        pytest.param(_foreign_alembic, "is not an xcore database", id="another-apps-alembic"),
+        pytest.param(_newer, "a newer xcore made it", id="newer-xcore"),
+        pytest.param(_truncated, "backup file", id="truncated"),
+        pytest.param(_empty, "is not a SQLite database", id="empty"),
+    ],
+)
+def test_restore_refuses_a_file_that_is_not_an_xcore_database_in_one_line(
+    data_dir: Path, tmp_path: Path, make: Any, says: str
+) -> None:
+    d = ("--data-dir", str(data_dir))
+    assert run_xcore("db", "upgrade", *d).returncode == 0
+    backup = run_xcore("db", "backup", *d)
+    good = Path(backup.stdout.strip().split(": ", 1)[1])
+    db = data_dir / "xcore.db"
+    before = sha256(db)
+    candidate = tmp_path / "candidate.db"
+    make(candidate, good)
+
+    result = run_xcore("db", "restore", str(candidate), *d)
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xcore: error: ") and says in lines[0], result.stderr
+    assert "candidate.db" in lines[0]
+    assert sha256(db) == before, "the database was not touched"
+    assert run_xcore("db", "current", *d).stdout.startswith(f"{migrate.head_revision()} (up to date)")
 
 
 def test_restore_rejects_a_file_that_is_not_a_database(data_dir: Path, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ path and must show up in the admin API.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
@@ -26,9 +28,12 @@ from typing import Any, TypeVar
 import pytest
 
 from conftest import PASSWORDS, create_account, plugin_host
+from test_bundle import DAMAGES, damaged_bundle
+from xcore.db.models import PluginState
+from xcore.plugins import bundle as bundle_module
 from xcore.plugins import loader
 from xcore.plugins.bundle import MAX_ENTRIES, MAX_UNCOMPRESSED
-from xcore.plugins.store import plugin_data_dir, plugins_dir, settled
+from xcore.plugins.store import plugin_data_dir, plugins_dir, settled, signal_state_change
 from xcore.runtime import Runtime, open_runtime
 from xcore.server import prepare_database
 
@@ -352,6 +357,13 @@ def test_a_broken_new_version_leaves_the_old_one_serving(
     assert states["1.0.0"] == ("active", None)
     assert states["2.0.0"][0] == "failed" and states["2.0.0"][1].startswith(reason)
     assert host.get("/app/demo/hello").json() == {"id": "demo", "version": "1.0.0", "says": "one", "config": {}}
+    # The failed upgrade is counted and said, not hidden behind the old version's "active".
+    said = ("1.0.0", ["2.0.0"], "serving 1.0.0, 2.0.0 failed")
+    assert (view["serving"], view["failed_versions"], view["summary"]) == said
+    listed = host.get("/api/admin/plugins").json()
+    assert [(v["id"], v["summary"]) for v in listed] == [("demo", "serving 1.0.0, 2.0.0 failed")]
+    counts = host.client.get("/health").json()["plugins"]
+    assert (counts["active"], counts["failed"], counts["failed_versions"]) == (1, 0, 1), counts
 
 
 def _failed_upgrade(host: Host) -> dict[str, Any]:
@@ -629,6 +641,47 @@ def test_upload_installs_and_loads_the_bundle(host: Host) -> None:
     assert actions[0][2]["sha256"] == view["sha256"]
 
 
+def test_one_version_is_one_file_named_by_its_normalised_version(host: Host) -> None:
+    """1.0, v1.0.0 and 1.0.0 are one version (PEP 440): each upload replaces the file the last one wrote."""
+    zips = lambda: sorted(p.name for p in host.folder.glob("*.zip"))  # noqa: E731
+    first = upload(host, make_zip(host.staging, "demo", "1.0", route("first"), zip_name="a.zip"))
+    assert first.status_code == 201, first.text
+    assert (first.json()["version"], zips()) == ("1.0", ["demo-1.0.zip"])
+    second = upload(host, make_zip(host.staging, "demo", "v1.0.0", route("second"), zip_name="b.zip"))
+    assert second.status_code == 201, second.text
+    assert (second.json()["version"], zips()) == ("1.0.0", ["demo-1.0.0.zip"])
+    assert host.wait_answer("/app/demo/hello", says="second")["version"] == "1.0.0"
+    third = upload(host, make_zip(host.staging, "demo", " 1.0.0\n", route("third"), zip_name="c.zip"))
+    assert third.status_code == 422, third.text
+    assert "version: ' 1.0.0\\n' holds whitespace" in third.json()["detail"]
+    assert zips() == ["demo-1.0.0.zip"]
+    assert host.get("/app/demo/hello").json()["says"] == "second"
+    assert [v["version"] for v in host.wait_view("demo", "active")["versions"]] == ["1.0.0"]
+
+
+def test_of_two_dropped_zips_of_an_equal_version_the_newer_serves_and_the_other_is_failed(host: Host) -> None:
+    older = host.drop(make_zip(host.staging, "demo", "1.0", route("older"), zip_name="demo-old.zip"))
+    os.utime(older, (time.time() - 60, time.time() - 60))
+    host.drop(make_zip(host.staging, "demo", "v1.0.0", route("newer"), zip_name="demo-new.zip"))
+    host.wait_answer("/app/demo/hello", says="newer")
+    view = host.wait_view("demo", "active", version="1.0.0", failed_versions=["demo-old.zip"])
+    states = {v["file"]: (v["state"], v["error"]) for v in view["versions"]}
+    assert states["demo-new.zip"] == ("active", None)
+    assert states["demo-old.zip"][0] == "failed"
+    assert "version 1.0 is also in demo-new.zip, which is newer" in states["demo-old.zip"][1]
+
+
+def test_a_plugin_id_equal_to_a_core_namespace_is_refused_on_upload_and_drop_in(host: Host) -> None:
+    response = upload(host, make_zip(host.staging, "users", "1.0.0", route("x")))
+    assert response.status_code == 422, response.text
+    assert "id: 'users' is reserved (xcore's own permissions are named users.*)" in response.json()["detail"]
+    assert not list(host.folder.glob("*.zip"))
+    host.drop(make_zip(host.staging, "tasks", "1.0.0", route("x")))
+    view = host.wait_view("tasks", "failed")
+    assert "id: 'tasks' is reserved" in view["error"], view
+    assert host.get("/app/tasks/hello").status_code == 404
+
+
 def test_an_uploaded_bundle_that_breaks_a_rule_is_refused_and_nothing_is_written(host: Host) -> None:
     bad = make_zip(host.staging, "demo", "1.0.0", route("x"), extra_files={"static/../../evil.py": "x = 1"})
     response = upload(host, bad)
@@ -778,9 +831,10 @@ def refusing_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ho
     folder = tmp_path_factory.mktemp("plugin-admin-access")
     with configured_runtime(folder / "data") as rt:
         create_account(rt, "bob", ["user"])
+        create_account(rt, "ada", ["admin"])
         preinstall(rt, make_zip(folder, "demo", "1.0.0", route("x"), extra_files={"config.yaml": "a: 1\n"}))
         with open_host(rt, folder) as running:
-            yield running, {"anonymous": {}, "bob": login(running.client, "bob")}
+            yield running, {"anonymous": {}, "bob": login(running.client, "bob"), "ada": login(running.client, "ada")}
 
 
 @pytest.mark.parametrize(("who", "status"), [("bob", 403), ("anonymous", 401)])
@@ -796,6 +850,29 @@ def test_the_plugin_admin_api_refuses_plain_users_and_anonymous_requests(
         extra["files"] = {"data": ("x.zip", make_zip(running.staging, "other", "1.0.0", "").read_bytes())}
     response = running.client.request(method, url, headers=headers[who], **extra)
     assert response.status_code == status, response.text
+    assert running.view("demo")["state"] == "active"  # type: ignore[index]
+    assert running.get("/api/admin/plugins/demo/config").json()["overrides"] == {}
+    assert sorted(p.name for p in running.folder.glob("*.zip")) == ["demo-1.0.0.zip"]
+    assert running.audit_actions() == []
+
+
+@pytest.mark.parametrize(("method", "url"), PLUGIN_ADMIN_ROUTES)
+def test_an_admin_sees_plugins_but_only_a_superadmin_changes_what_runs(
+    refusing_host: tuple[Host, dict[str, dict[str, str]]], method: str, url: str
+) -> None:
+    """A plugin runs with the server's rights, so installing or changing one would make an admin a superadmin."""
+    running, headers = refusing_host
+    extra: dict[str, Any] = {}
+    if method == "PUT":
+        extra["json"] = {"overrides": {"a": 2}}
+    if url == "/api/admin/plugins" and method == "POST":
+        extra["files"] = {"data": ("x.zip", make_zip(running.staging, "other", "1.0.0", "").read_bytes())}
+    response = running.client.request(method, url, headers=headers["ada"], **extra)
+    if method == "GET":
+        assert response.status_code == 200, response.text
+    else:
+        assert response.status_code == 403, response.text
+        assert "superadmin" in response.json()["detail"]
     assert running.view("demo")["state"] == "active"  # type: ignore[index]
     assert running.get("/api/admin/plugins/demo/config").json()["overrides"] == {}
     assert sorted(p.name for p in running.folder.glob("*.zip")) == ["demo-1.0.0.zip"]
@@ -948,3 +1025,177 @@ def test_the_old_version_unloads_after_the_swap_and_its_requests_and_leaves_sys_
     new = host.manager.loaded["demo"].package
     eventually(lambda: _expect([m for m in sys.modules if m == old or m.startswith(old + ".")], []))
     assert f"{new}.run" in sys.modules
+
+
+# --- 10. bundles that break while being read, extracted or imported ---------------------------------------------
+
+
+def _versions(host: Host, plugin_id: str) -> dict[str, dict[str, Any]]:
+    view = host.view(plugin_id)
+    assert view is not None, f"{plugin_id} is not listed"
+    return {v["file"]: v for v in view["versions"]}
+
+
+def bad_crc(folder: Path, plugin_id: str, zip_name: str | None = None) -> Path:
+    """bad_crc is `<id>-1.0.0.zip` whose data.txt has one byte flipped: every check before extraction passes."""
+    method, entry, how = DAMAGES[0].values[:3]
+    manifest = {"id": plugin_id, "version": "1.0.0"}
+    return damaged_bundle(folder / (zip_name or f"{plugin_id}-1.0.0.zip"), manifest, route("x"), method, entry, how)
+
+
+@pytest.mark.parametrize(("method", "entry", "how", "rule", "says"), DAMAGES)
+def test_a_damaged_zip_fails_its_version_and_never_the_manager(
+    host: Host, method: int, entry: str, how: Callable[..., None], rule: str, says: str
+) -> None:
+    host.drop(make_zip(host.staging, "demo", "1.0.0", route("one")))
+    host.wait_answer("/app/demo/hello", says="one")
+    manifest = {"id": "demo", "version": "2.0.0"}
+    host.drop(damaged_bundle(host.staging / "demo-2.0.0.zip", manifest, route("two"), method, entry, how))
+
+    def failed() -> dict[str, Any]:
+        version = _versions(host, "demo").get("demo-2.0.0.zip")
+        assert version is not None and version["state"] == "failed", version
+        return version
+
+    error = eventually(failed)["error"]
+    assert f"bundle demo-2.0.0.zip: {rule}: " in error and says in error and repr(entry) in error, error
+    assert host.get("/app/demo/hello").json()["says"] == "one", "the version that served keeps serving"
+    assert _versions(host, "demo")["demo-1.0.0.zip"]["state"] == "active"
+    assert host.client.post("/api/admin/plugins/reload", headers=host.root).status_code == 200, "a forced retry"
+    host.drop(make_zip(host.staging, "other", "1.0.0", route("other")))
+    host.wait_answer("/app/other/hello", says="other")
+    assert not list((host.runtime.data.root / "cache" / "plugins").glob(".extract-*")), "no half-extracted folder"
+
+
+def test_a_zip_that_cannot_be_extracted_is_refused_at_upload_and_the_manager_keeps_working(
+    host: Host, caplog: pytest.LogCaptureFixture
+) -> None:
+    damaged = bad_crc(host.staging, "demo", "demo.zip")
+    with caplog.at_level("WARNING", logger="xcore.plugins"):
+        response = upload(host, damaged)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert (problem["rule"], problem["entry"]) == ("corrupt-entry", "data.txt"), problem
+    assert "demo.zip" in problem["detail"] and "Bad CRC-32" in problem["detail"], problem
+    assert [p.name for p in host.folder.iterdir() if p.name != ".xcore-state"] == [], "nothing left in plugins/"
+    cache = host.runtime.data.root / "cache" / "plugins"
+    assert not cache.exists() or list(cache.iterdir()) == [], "nothing left in the cache"
+    assert host.get("/api/admin/plugins").json() == []
+    refusals = [r for r in caplog.records if "upload refused" in r.getMessage()]
+    assert len(refusals) == 1 and "data.txt" in refusals[0].getMessage(), [r.getMessage() for r in refusals]
+
+    # The state the bug left behind: the damaged zip in plugins/ (copied by hand). Nothing else may suffer.
+    host.drop(bad_crc(host.staging, "broken"))
+    assert "Bad CRC-32" in host.wait_view("broken", "failed")["error"]
+    response = upload(host, make_zip(host.staging, "demo", "1.0.0", route("good")))
+    assert response.status_code == 201 and response.json()["state"] == "active", response.text
+    assert host.get("/app/demo/hello").json()["says"] == "good"
+    response = host.client.post("/api/admin/plugins/demo/disable", headers=host.root)
+    assert response.status_code == 200 and response.json()["state"] == "disabled", response.text
+    assert host.get("/app/demo/hello").status_code == 404, "a disabled plugin stops serving"
+    response = host.client.post("/api/admin/plugins/demo/enable", headers=host.root)
+    assert response.status_code == 200 and response.json()["state"] == "active", response.text
+    assert host.get("/app/demo/hello").json()["says"] == "good"
+    assert {v["id"]: v["state"] for v in host.get("/api/admin/plugins").json()} == {
+        "broken": "failed",
+        "demo": "active",
+    }
+
+
+def test_a_host_starts_with_a_damaged_zip_in_its_folder_and_shows_it_failed(runtime: Runtime, tmp_path: Path) -> None:
+    create_account(runtime, "root", ["superadmin"])
+    preinstall(
+        runtime,
+        bad_crc(tmp_path, "broken"),
+        make_zip(tmp_path, "good", "1.0.0", route("fine")),
+    )
+    with open_host(runtime, tmp_path) as running:
+        assert running.get("/app/good/hello").json()["says"] == "fine"
+        view = running.wait_view("broken", "failed")
+        assert "corrupt-entry" in view["error"] and "'data.txt'" in view["error"], view
+        assert running.get("/health").status_code == 200
+
+
+def test_a_failure_anywhere_in_a_load_fails_that_version_only(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a load raises (here: the permission registry's database), the version fails with the reason."""
+    manager = host.manager
+
+    def broken(plugin: Any) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(manager, "_register_permissions", broken)
+    host.drop(make_zip(host.staging, "demo", "1.0.0", route("x")))
+    view = host.wait_view("demo", "failed")
+    assert "RuntimeError('database is locked')" in view["error"], view
+    monkeypatch.undo()
+    assert host.client.post("/api/admin/plugins/reload", headers=host.root).status_code == 200
+    host.wait_answer("/app/demo/hello", says="x")
+
+
+def test_each_refused_bundle_is_logged_once_with_its_reason(host: Host, caplog: pytest.LogCaptureFixture) -> None:
+    old = time.time() - 3600  # long settled: failed at once, not pending
+    not_a_zip = host.folder / "junk-1.0.0.zip"
+    no_manifest = _no_manifest(host.staging)
+    with caplog.at_level("ERROR", logger="xcore.plugins"):
+        not_a_zip.write_bytes(b"this is not a zip")
+        os.utime(not_a_zip, (old, old))
+        host.drop(no_manifest)
+        host.wait_view("junk", "failed")
+        host.wait_view("bad", "failed")
+        for _ in range(3):  # forced rescans re-read every zip: still one line each
+            assert host.client.post("/api/admin/plugins/reload", headers=host.root).status_code == 200
+        time.sleep(2 * host.manager.interval)  # and the watcher's polls
+
+        def refusals(name: str) -> list[str]:
+            return [r.getMessage() for r in caplog.records if name in r.getMessage() and "refused" in r.getMessage()]
+
+        assert len(refusals("junk-1.0.0.zip")) == 1 and "not-a-zip" in refusals("junk-1.0.0.zip")[0]
+        assert len(refusals("bad-1.0.0.zip")) == 1 and "manifest-missing" in refusals("bad-1.0.0.zip")[0]
+
+        make_zip(host.staging, "junk", "1.0.0", route("x"), api_prefix="/api/x")  # another reason: logged again
+        host.drop(host.staging / "junk-1.0.0.zip")
+        eventually(lambda: _expect(len(refusals("junk-1.0.0.zip")), 2))
+        assert "api-prefix" in refusals("junk-1.0.0.zip")[1]
+
+
+def test_a_zip_replaced_between_its_scan_and_its_load_is_scanned_again_not_failed(host: Host) -> None:
+    """Same size, same modification time: the scanner's memory says "unchanged", but the load reads other bytes.
+    The load refuses to extract what was not checked, and the zip is checked again and loads."""
+    with host.runtime.auth.transaction() as session:
+        session.add(PluginState(plugin_id="demo", enabled=False))
+    signal_state_change(host.runtime)
+    first, second = host.staging / "a" / "demo-1.0.0.zip", host.staging / "b" / "demo-1.0.0.zip"
+    for path, says in ((first, "aaa"), (second, "bbb")):
+        path.parent.mkdir(parents=True)
+        with zipfile.ZipFile(path, "w") as archive:  # stored, same dates: the same size
+            for name, text in (("plugin.json", '{"id": "demo", "version": "1.0.0"}'), ("run.py", route(says))):
+                archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), text)
+    assert first.stat().st_size == second.stat().st_size
+    target = host.drop(first)
+    host.wait_view("demo", "disabled")  # scanned, not loaded
+    stamp = target.stat().st_mtime_ns
+    target.write_bytes(second.read_bytes())
+    os.utime(target, ns=(stamp, stamp))
+    response = host.client.post("/api/admin/plugins/demo/enable", headers=host.root)
+    assert response.status_code == 200, response.text
+    host.wait_answer("/app/demo/hello", says="bbb")
+    view = host.wait_view("demo", "active", error=None)
+    checked = hashlib.sha256(second.read_bytes()).hexdigest()
+    assert view["sha256"] == checked
+    cache = host.runtime.data.root / "cache" / "plugins"
+    assert [p.name for p in cache.iterdir()] == [f"demo-1.0.0-{checked[:16]}"], "only checked bytes are extracted"
+
+
+def test_an_upload_the_disk_cannot_take_is_a_507_that_names_the_disk_and_writes_nothing(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(path: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(bundle_module, "open", full_disk, raising=False)  # the extraction's writes
+    response = upload(host, make_zip(host.staging, "demo", "1.0.0", route("x")))
+    assert response.status_code == 507, response.text
+    assert "No space left on device" in response.json()["detail"] and "demo-1.0.0.zip" in response.json()["detail"]
+    assert [p.name for p in host.folder.iterdir() if p.name != ".xcore-state"] == []
+    monkeypatch.undo()
+    assert upload(host, make_zip(host.staging, "demo", "1.0.0", route("x"))).status_code == 201

@@ -25,6 +25,7 @@ import pytest
 
 from conftest import fresh_python
 from conftest import until as wait_for
+from test_bundle import DAMAGES, damaged_bundle
 from xcore import __version__
 from xcore.plugins.pack import pack_folder
 
@@ -561,4 +562,51 @@ def test_upload_installs_a_bundle_live_and_refuses_broken_ones_naming_the_rule(s
     bob = host.login("bob", "plain-user-secret-3")
     forbidden = host.request("POST", "/api/admin/plugins", headers=bob, files={"data": ("x.zip", bundle.read_bytes())})
     assert forbidden.status_code == 403
+    assert host.server.stop() == 0
+
+
+# --- 7. a damaged bundle and the leftovers of interrupted uploads at the start ---------------------------------
+
+
+def test_a_start_removes_interrupted_uploads_and_survives_a_zip_that_cannot_be_extracted(serve, tmp_path) -> None:
+    data = tmp_path / "data"
+    plugins, cache = data / "plugins", data / "cache" / "plugins"
+    for folder in (data, plugins, cache):
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    leftovers = [plugins / ".upload-k2j4h1.tmp", plugins / ".upload-9x8y7z.tmp", cache / ".extract-a1b2c3"]
+    for path in leftovers[:2]:
+        path.write_bytes(b"PK\3\4 the first half of an upload")
+    leftovers[2].mkdir()
+    (leftovers[2] / "run.py").write_text("# half extracted\n")
+    code = "from xcore.sdk import get\n"
+    manifest = {"id": "broken", "version": "1.0.0"}
+    method, entry, how = DAMAGES[0].values[:3]  # bad CRC: every check before extraction passes
+    damaged = damaged_bundle(tmp_path / "zips" / "broken-1.0.0.zip", manifest, code, method, entry, how)
+    drop(damaged, plugins)
+    drop(version_plugin(tmp_path, "good", "1.0.0"), plugins)
+
+    host = serve()  # it used to exit 1 here ("ASGI lifespan startup failed")
+    assert [path for path in leftovers if path.exists()] == []
+    assert host.get("/app/good").json()["version"] == "1.0.0"
+    view = host.until(lambda: (v := host.view("broken")) and v["state"] == "failed" and v, "broken is failed")
+    assert "corrupt-entry" in view["error"] and "'data.txt'" in view["error"], view
+
+    again = damaged_bundle(tmp_path / "upload" / "crc.zip", {"id": "crc", "version": "1.0.0"}, code, method, entry, how)
+    refused = host.request("POST", "/api/admin/plugins", files={"data": (again.name, again.read_bytes())})
+    assert refused.status_code == 422, refused.text
+    assert (refused.json()["rule"], refused.json()["entry"]) == ("corrupt-entry", "data.txt")
+    assert sorted(p.name for p in plugins.iterdir() if not p.name.startswith(".")) == [
+        "broken-1.0.0.zip",
+        "good-1.0.0.zip",
+    ]
+    assert not list(plugins.glob(".upload-*")) and not list(cache.glob(".extract-*"))
+    newer = version_plugin(tmp_path, "good", "1.1.0")
+    assert (
+        host.request("POST", "/api/admin/plugins", files={"data": (newer.name, newer.read_bytes())}).status_code == 201
+    )
+    assert host.request("POST", "/api/admin/plugins/good/disable").status_code == 200
+    assert host.get("/app/good").status_code == 404
+    assert host.request("POST", "/api/admin/plugins/good/enable").status_code == 200
+    assert host.get("/app/good").json()["version"] == "1.1.0"
+    assert host.server.output.count("broken 1.0.0 failed to load") == 1, host.server.output
     assert host.server.stop() == 0

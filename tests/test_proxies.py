@@ -95,6 +95,13 @@ def test_behind_a_trusted_proxy_the_forwarded_client_is_audited_throttled_and_it
         proxied_http = {"X-Forwarded-For": "192.0.2.30", "X-Forwarded-Proto": "http"}
         plain = http.post("/api/auth/login", json={**ROOT, "cookie": True}, headers=proxied_http)
         assert secure_cookies(plain) == [False, False, False]
+        # HSTS exactly when the request came over https, on every answer, refusals and 404s too.
+        for path in ("/health", "/api/admin/users", "/nowhere", "/docs", "/static/vendor/redoc/redoc.standalone.js"):
+            answer = http.get(path, headers=proxied_tls)
+            assert answer.headers["strict-transport-security"] == "max-age=31536000", (path, answer.status_code)
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            assert "strict-transport-security" not in http.get(path, headers=proxied_http).headers
+        assert "strict-transport-security" not in plain.headers
 
         # The desktop sign-in still refuses anything that came through a proxy, even when the proxy forwarded
         # a loopback address; the same token works from this machine directly.
@@ -117,6 +124,8 @@ def test_without_trusted_proxies_the_headers_are_ignored_and_the_address_cannot_
         spoofed_tls = {"X-Forwarded-For": "192.0.2.30", "X-Forwarded-Proto": "https"}
         plain = http.post("/api/auth/login", json={**ROOT, "cookie": True}, headers=spoofed_tls)
         assert secure_cookies(plain) == [False, False, False], "the scheme is the connection's: http"
+        assert "strict-transport-security" not in plain.headers  # no HSTS on a client's word
+        assert "strict-transport-security" not in http.get("/health", headers=spoofed_tls).headers
 
         assert fail_login(http, "nobody-1", "203.0.113.7") == 401
         assert audited_ip(http, admin, "nobody-1") == "127.0.0.1"

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from litestar.utils import normalize_path
 
-from xcore.auth.rules import DEFAULT_RULE, AccessTable, Principal
+from xcore.auth.rules import (
+    CACHED_PATH,
+    DEFAULT_RULE,
+    MAX_PATH,
+    AccessTable,
+    PathRefused,
+    Principal,
+    request_path,
+)
 from xcore.config.schema import AccessRule, default_access_rules
 from xcore.errors import ConfigError
 
@@ -87,3 +96,66 @@ def test_a_malformed_rule_is_named(pattern: str, rule: AccessRule, message: str)
     with pytest.raises(ConfigError) as caught:
         AccessTable({"/ok": AccessRule(), pattern: rule})
     assert "xcore.middleware.ACCESS_RULES" in str(caught.value) and message in str(caught.value)
+
+
+# The request path: one form, judged, cached and explained alike
+
+
+PATHS = [
+    "/api/admin/audit",
+    "/api/admin/audit/",
+    "//api/admin/audit",
+    "/api//admin///audit//",
+    "api/admin/audit",
+    "/",
+    "//",
+    "",
+    "/API/Admin/Audit",  # case is kept: the router is case-sensitive too
+    "/health/",
+    "/a%2Fb",  # a double-encoded slash, once decoded by the server, is a literal "%2F"
+    "/.well-known/x",
+    "/x/..y/z.",
+    "/é/ü",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_request_path_is_the_path_litestars_router_serves(path: str) -> None:
+    judged = request_path(path)
+    assert judged == normalize_path(path)
+    assert request_path(judged) == judged
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "words"),
+    [
+        ("/api/admin/../health", 400, "'..' segment"),
+        ("/api/admin/./audit", 400, "'.' segment"),
+        ("/api/admin/audit/..", 400, "'..' segment"),
+        ("/..", 400, "'..' segment"),
+        ("/health\x00", 400, "control character (U+0000) at position 7"),
+        ("/api/admin/audit\n", 400, "U+000A"),
+        ("/x\x7f", 400, "U+007F"),
+        ("/" + "a" * MAX_PATH, 414, f"at most {MAX_PATH}"),
+    ],
+)
+def test_a_path_that_cannot_be_judged_safely_is_refused(path: str, status: int, words: str) -> None:
+    with pytest.raises(PathRefused) as caught:
+        request_path(path)
+    assert caught.value.status == status and words in str(caught.value) and caught.value.field == "path"
+    with pytest.raises(PathRefused):
+        AccessTable(default_access_rules()).match(path, "GET")
+
+
+def test_a_path_in_another_form_never_leaves_a_decision_for_the_normal_form() -> None:
+    """The issue-21 poisoning: matching `/api/admin/audit/` cached its prefix rule under the raw key, which the
+    guard's fast path then read for the next request of that raw path."""
+    table = AccessTable({**default_access_rules(), "/api/admin/audit": AccessRule(roles=["superadmin"])})
+    for path in ("/api/admin/audit/", "//api/admin/audit", "/api//admin/audit", "/health/", "//health"):
+        expected = "/health" if "health" in path else "/api/admin/audit"
+        assert table.match(path, "GET").pattern == expected
+    assert set(table.decided) == {("/api/admin/audit", "GET"), ("/health", "GET")}
+    assert table.match("/api/admin/audit", "GET").roles == ("superadmin",)
+    long_path = "/api/admin/" + "x" * CACHED_PATH
+    assert table.match(long_path, "GET").pattern == "/api/admin/*"
+    assert (long_path, "GET") not in table.decided  # the cache is bounded in entries; long paths stay out of it

@@ -14,7 +14,7 @@ from sqlite_utils.plugins import pm
 
 import xcore.sdk as sdk
 from conftest import Api, create_account
-from xcore.auth import accounts
+from xcore.auth import roles
 from xcore.auth.login import find_user
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.auth.principals import principal_of
@@ -39,7 +39,7 @@ def test_requires_guards_a_plugin_route_on_top_of_the_access_rules(accounts_api:
     runtime = accounts_api.runtime
     with runtime.auth.transaction() as session:
         assert register_plugin_permissions(session, "notes", ["notes.write"]) == ["notes.write"]
-    accounts.create_role(runtime.auth, _root(accounts_api), Client(), name="writers", permissions=["notes.write"])
+    roles.create_role(runtime.auth, _root(accounts_api), Client(), name="writers", permissions=["notes.write"])
     create_account(runtime, "wren", ["user", "writers"], password="writer-secret-pass-5")
 
     @sdk.post("/app/notes/write", guards=[sdk.requires("notes.write")], sync_to_thread=False)
@@ -109,6 +109,20 @@ def test_task_decorators_record_their_spec_and_refuse_to_enqueue_before_load() -
     assert msgspec.to_builtins(tick.__xcore_task__)["every"] == 30  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="registered when its plugin loads"):
         send.enqueue("a@b.c")  # type: ignore[attr-defined]
+
+
+def test_a_task_declares_the_permissions_it_requires() -> None:
+    @sdk.task(requires="notes.write")
+    def wipe() -> None: ...
+
+    @sdk.periodic(every=60, requires=["notes.write", "backups.manage", "notes.write"])
+    def sweep() -> None: ...
+
+    assert wipe.__xcore_task__.requires == ("notes.write",)  # type: ignore[attr-defined]
+    assert sweep.__xcore_task__.requires == ("backups.manage", "notes.write")  # type: ignore[attr-defined]
+    for wrong in ("notes", "a.b.c", ".write", ["notes.write", 3]):
+        with pytest.raises(ValueError, match=r"<namespace>\.<name>"):
+            sdk.task(requires=wrong)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

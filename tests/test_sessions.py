@@ -25,8 +25,10 @@ from litestar.testing import TestClient
 from sqlalchemy import select, update
 
 from conftest import PASSWORDS, Api, create_account
+from xcore.auth.login import find_user
 from xcore.auth.passwords import HASHER
-from xcore.db.models import LoginThrottle, User, as_utc
+from xcore.auth.throttle import account_key
+from xcore.db.models import AuditEvent, LoginThrottle, User, as_utc
 from xcore.runtime import Runtime, open_runtime
 from xcore.server import prepare_database
 from xcore.web.app import build_app
@@ -75,6 +77,13 @@ def user_id(runtime: Runtime, username: str) -> int:
 def throttle_row(runtime: Runtime, key: str) -> LoginThrottle | None:
     with runtime.sessions() as session:
         return session.get(LoginThrottle, key)
+
+
+def account_row(runtime: Runtime, name: str) -> LoginThrottle | None:
+    """account_row is the lockout row of the account `name` resolves to (of the name itself when it names none)."""
+    with runtime.sessions() as session:
+        user = find_user(session, name)
+        return session.get(LoginThrottle, account_key(user.id if user else None, name))
 
 
 def sleep_until(moment: datetime) -> None:
@@ -601,10 +610,10 @@ def test_bearer_clients_never_need_csrf(accounts_api: Api) -> None:
 
 def test_refresh_through_the_cookie(accounts_api: Api) -> None:
     client = accounts_api.client
-    login(client, "bob", cookie=True)
+    csrf = login(client, "bob", cookie=True).json()["csrf_token"]
     old_access, old_refresh = client.cookies.get("xcore_access"), client.cookies.get("xcore_refresh")
 
-    response = client.post("/api/auth/refresh")
+    response = client.post("/api/auth/refresh", headers={"X-CSRF-Token": csrf})
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -621,11 +630,11 @@ def test_refresh_through_the_cookie(accounts_api: Api) -> None:
 
 def test_logout_clears_the_cookies(accounts_api: Api) -> None:
     client = accounts_api.client
-    login(client, "bob", cookie=True)
+    csrf = login(client, "bob", cookie=True).json()["csrf_token"]
     access = client.cookies.get("xcore_access")
     assert access is not None
 
-    response = client.post("/api/auth/logout")
+    response = client.post("/api/auth/logout", headers={"X-CSRF-Token": csrf})
 
     assert response.status_code == 204
     cleared = set_cookies(response)
@@ -638,6 +647,75 @@ def test_logout_clears_the_cookies(accounts_api: Api) -> None:
     assert client.cookies.get("xcore_refresh") is None
     assert_unauthenticated(client.get("/api/me"))
     assert_unauthenticated(client.get("/api/me", headers=bearer(access)))  # the session ended, not only the cookie
+
+
+def test_a_csrf_token_is_bound_to_its_session(accounts_api: Api) -> None:
+    """A CSRF token works only for the login that issued it: not another user's, not another login of the same
+    user, and a csrf cookie set by someone else (a sibling subdomain can set cookies) does not make it pass."""
+    client = accounts_api.client
+    bob_csrf = login(client, "bob", cookie=True).json()["csrf_token"]
+    with TestClient(client.app) as other:
+        cyd_csrf = login(other, "cyd", cookie=True).json()["csrf_token"]
+        again = login(other, "bob", cookie=True).json()["csrf_token"]
+    assert len({bob_csrf, cyd_csrf, again}) == 3
+    for foreign in (cyd_csrf, again):
+        # The double-submit pair matches, but it is not this session's token.
+        domain = next(c.domain for c in client.cookies.jar if c.name == "xcore_csrf")
+        client.cookies.set("xcore_csrf", foreign, domain=domain)
+        refused = client.patch("/api/me", json={"email": "bob@example.com"}, headers={"X-CSRF-Token": foreign})
+        assert "does not belong to this session" in assert_problem(refused, 403)["detail"]
+    me = client.get("/api/me")
+    assert me.json()["email"] is None
+    # A safe request of the session sets the right cookie again, for the UI's script to read.
+    assert set_cookies(me)["xcore_csrf"][0] == bob_csrf
+    assert client.cookies.get("xcore_csrf") == bob_csrf
+    assert "xcore_csrf" not in set_cookies(client.get("/api/me"))  # and only when it was missing or wrong
+    done = client.patch("/api/me", json={"email": "bob@example.com"}, headers={"X-CSRF-Token": bob_csrf})
+    assert done.status_code == 200, done.text
+
+
+def test_the_csrf_token_survives_a_refresh_and_a_new_login_gets_another(accounts_api: Api) -> None:
+    client = accounts_api.client
+    csrf = login(client, "bob", cookie=True).json()["csrf_token"]
+    refreshed = client.post("/api/auth/refresh", headers={"X-CSRF-Token": csrf})
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["csrf_token"] == csrf  # the same login (refresh family)
+    assert client.patch("/api/me", json={"email": "b@example.com"}, headers={"X-CSRF-Token": csrf}).is_success
+    fresh = login(client, "bob", cookie=True).json()["csrf_token"]
+    assert fresh != csrf
+    stale = client.patch("/api/me", json={"email": "c@example.com"}, headers={"X-CSRF-Token": csrf})
+    assert_problem(stale, 403)
+
+
+@pytest.mark.parametrize("header", [None, "forged-token", "csrf of another session"])
+def test_cookie_logout_and_refresh_need_the_sessions_csrf_token(accounts_api: Api, header: str | None) -> None:
+    """Another site can make the browser post to /api/auth/logout or /refresh with the cookies: without the
+    session's CSRF token neither acts (the session lives on, the refresh token is not rotated)."""
+    client = accounts_api.client
+    if header == "csrf of another session":
+        with TestClient(client.app) as other:
+            header = login(other, "cyd", cookie=True).json()["csrf_token"]
+    csrf = login(client, "bob", cookie=True).json()["csrf_token"]
+    headers = {"X-CSRF-Token": header} if header else {}
+    old_refresh = client.cookies.get("xcore_refresh")
+
+    assert_problem(client.post("/api/auth/refresh", headers=headers), 403)
+    assert client.cookies.get("xcore_refresh") == old_refresh
+    assert_problem(client.post("/api/auth/logout", headers=headers), 403)
+    assert client.get("/api/me").status_code == 200  # still logged in
+
+    assert client.post("/api/auth/refresh", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert client.post("/api/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert_unauthenticated(client.get("/api/me"))
+
+
+def test_bearer_logout_and_body_refresh_need_no_csrf(accounts_api: Api) -> None:
+    client = accounts_api.client
+    body = tokens_of(client, "bob")
+    renewed = refresh(client, body["refresh_token"])
+    assert renewed.status_code == 200, renewed.text
+    assert client.post("/api/auth/logout", headers=bearer(renewed.json()["access_token"])).status_code == 204
+    assert_unauthenticated(client.get("/api/me", headers=bearer(renewed.json()["access_token"])))
 
 
 # 6. Lockout
@@ -657,7 +735,7 @@ def test_an_account_locks_after_max_failures_and_the_lock_grows(make_api: Callab
     body = assert_problem(locked, 429)
     assert locked.headers["retry-after"] == "2"
     assert "try again in 2 seconds" in body["detail"]
-    first = throttle_row(api.runtime, "account:bob")
+    first = account_row(api.runtime, "bob")
     assert first is not None and first.failures == 3
     assert first.locked_until is not None and first.last_failure_at is not None
     assert first.locked_until - first.last_failure_at == timedelta(seconds=2)
@@ -669,7 +747,7 @@ def test_an_account_locks_after_max_failures_and_the_lock_grows(make_api: Callab
     locked_again = login(client, "bob")
     assert_problem(locked_again, 429)
     assert locked_again.headers["retry-after"] == "4"  # the second lock lasts twice as long
-    second = throttle_row(api.runtime, "account:bob")
+    second = account_row(api.runtime, "bob")
     assert second is not None and second.failures == 4
     assert second.locked_until is not None and second.last_failure_at is not None
     assert second.locked_until - second.last_failure_at == timedelta(seconds=4)
@@ -677,7 +755,7 @@ def test_an_account_locks_after_max_failures_and_the_lock_grows(make_api: Callab
     sleep_until(second.locked_until)
     response = login(client, "bob")
     assert response.status_code == 200, response.text
-    assert throttle_row(api.runtime, "account:bob") is None  # the count starts over
+    assert account_row(api.runtime, "bob") is None  # the count starts over
     for _ in range(2):
         assert_unauthenticated(login(client, "bob", "wrong-password-123"))
     assert login(client, "bob").status_code == 200
@@ -701,7 +779,7 @@ def test_an_unknown_name_locks_exactly_like_a_real_account(make_api: Callable[..
     _, body, retry_after = answers["nobody-here"][3]
     assert retry_after == "2"
     assert set(body) == {"type", "title", "status", "detail"}
-    row = throttle_row(api.runtime, "account:nobody-here")
+    row = account_row(api.runtime, "nobody-here")
     assert row is not None and row.failures == 3 and row.locked_until is not None
 
 
@@ -722,7 +800,7 @@ def test_failures_over_many_names_lock_the_client_address(make_api: Callable[...
     row = throttle_row(api.runtime, "ip:testclient")
     assert row is not None and row.failures == 3 and row.locked_until is not None
     for name in ("alice", "bob", "carol"):
-        account = throttle_row(api.runtime, f"account:{name}")
+        account = account_row(api.runtime, name)
         assert account is not None and account.failures == 1 and account.locked_until is None
 
     sleep_until(row.locked_until)
@@ -740,7 +818,7 @@ def test_failed_second_factor_codes_count_towards_the_lockout(make_api: Callable
     )
     client = api.client
     headers = api.login("bob")
-    secret = client.post("/api/me/totp/setup", headers=headers).json()["secret"]
+    secret = client.post("/api/me/totp/setup", headers=headers, json={"password": PASSWORDS["bob"]}).json()["secret"]
     confirmed = client.post("/api/me/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers=headers)
     assert confirmed.status_code == 200, confirmed.text
 
@@ -750,6 +828,84 @@ def test_failed_second_factor_codes_count_towards_the_lockout(make_api: Callable
     locked = login(client, "bob", totp=pyotp.TOTP(secret).now())
     assert_problem(locked, 429)
     assert 29 <= int(locked.headers["retry-after"]) <= 30
+
+
+def test_every_name_of_an_account_shares_one_lockout(make_api: Callable[..., Api]) -> None:
+    """The lock follows the account, not the name typed: its username and email address in any case or spacing
+    count together; an unknown name is counted under itself, in any case or spacing, and locks like an account."""
+    api = make_api(
+        XCORE_SECURE__LOCKOUT__MAX_FAILURES="4",
+        XCORE_SECURE__LOCKOUT__BASE_DELAY="30",
+        XCORE_SECURE__LOCKOUT__IP_MAX_FAILURES="1000",
+    )
+    client = api.client
+    patched = client.patch("/api/me", json={"email": "Vic1@Example.org"}, headers=api.login("bob"))
+    assert patched.status_code == 200, patched.text
+    for name in ("bob", " BOB ", "vic1@example.org", "\tVIC1@EXAMPLE.ORG"):
+        assert_unauthenticated(login(client, name, "wrong-password-123"))
+    for name in ("bob", "Vic1@Example.org"):
+        assert_problem(login(client, name, PASSWORDS["bob"]), 429)  # even the right password, by any name
+    row, same = account_row(api.runtime, "vic1@example.org"), account_row(api.runtime, "Bob")
+    assert row is not None and same is not None and row.key == same.key and row.failures == 4
+    assert login(client, "root").status_code == 200  # another account is not locked
+
+    for name in ("nobody", " NOBODY", "Nobody ", "nobody"):
+        assert_unauthenticated(login(client, name, "wrong-password-123"))
+    assert_problem(login(client, "NOBODY", "wrong-password-123"), 429)
+    unknown = account_row(api.runtime, "nobody")
+    assert unknown is not None and unknown.failures == 4
+
+
+def test_a_signed_in_users_wrong_passwords_count_towards_the_lockout(make_api: Callable[..., Api]) -> None:
+    """A stolen session cannot guess the password through /api/me: every place that checks the password of a
+    signed-in user counts a wrong one like a failed login, and a lock started there stops logins too."""
+    api = make_api(
+        XCORE_SECURE__LOCKOUT__MAX_FAILURES="3",
+        XCORE_SECURE__LOCKOUT__BASE_DELAY="30",
+        XCORE_SECURE__LOCKOUT__IP_MAX_FAILURES="1000",
+    )
+    client = api.client
+    headers = api.login("bob")
+    wrong = "wrong-password-123"
+    attempts = [
+        ("/api/me/password", {"current_password": wrong, "new_password": "Another-Password-77"}, "current_password"),
+        ("/api/me/totp/setup", {"password": wrong}, "password"),
+        ("/api/me/password", {"current_password": wrong, "new_password": "Another-Password-77"}, "current_password"),
+    ]
+    for path, body, field in attempts:
+        response = client.post(path, json=body, headers=headers)
+        problem = assert_problem(response, 403)
+        assert problem["errors"][0]["field"] == field
+    row = account_row(api.runtime, "bob")
+    assert row is not None and row.failures == 3 and row.locked_until is not None
+
+    locked = client.post(
+        "/api/me/password",
+        json={"current_password": PASSWORDS["bob"], "new_password": "Another-Password-77"},
+        headers=headers,
+    )
+    assert_problem(locked, 429)
+    assert 29 <= int(locked.headers["retry-after"]) <= 30
+    assert_problem(client.post("/api/me/totp/setup", json={"password": PASSWORDS["bob"]}, headers=headers), 429)
+    assert_problem(login(client, "bob"), 429)
+    with api.runtime.sessions() as session:
+        failed = session.scalars(select(AuditEvent).where(AuditEvent.action == "reauth.failed")).all()
+    assert [e.detail["during"] for e in failed] == ["password change", "2FA setup", "password change"]
+
+
+def test_a_right_password_on_a_signed_in_check_clears_the_account_failures(make_api: Callable[..., Api]) -> None:
+    api = make_api(
+        XCORE_SECURE__LOCKOUT__MAX_FAILURES="3",
+        XCORE_SECURE__LOCKOUT__BASE_DELAY="30",
+        XCORE_SECURE__LOCKOUT__IP_MAX_FAILURES="1000",
+    )
+    client = api.client
+    headers = api.login("bob")
+    for _ in range(2):
+        assert_unauthenticated(login(client, "bob", "wrong-password-123"))
+    setup = client.post("/api/me/totp/setup", json={"password": PASSWORDS["bob"]}, headers=headers)
+    assert setup.status_code == 200, setup.text
+    assert account_row(api.runtime, "bob") is None
 
 
 # 7. No user enumeration
@@ -835,7 +991,7 @@ def test_malformed_login_requests_are_400_naming_the_field(
         assert field in [error["field"] for error in body["errors"]], body
     # None of these counted as a failed login. (The address may have a row from the shared logins: a login
     # is counted when it starts and refunded when it succeeds.)
-    assert throttle_row(shared.runtime, "account:bob") is None
+    assert account_row(shared.runtime, "bob") is None
     address = throttle_row(shared.runtime, "ip:testclient")
     assert address is None or address.failures == 0
 

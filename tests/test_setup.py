@@ -274,6 +274,8 @@ def test_cli_first_account_must_be_a_superadmin(data_dir: Path) -> None:
         pytest.param("short", "at least", id="too-short"),
         pytest.param("root-root-root-1", "username", id="contains-username"),
         pytest.param("aaaaaaaaaaaa", "different characters", id="too-few-characters"),
+        pytest.param("password123", "in the list of common passwords", id="common"),
+        pytest.param("qwertyuiopasdfgh", "a keyboard pattern", id="keyboard-pattern"),
         pytest.param("", "at least", id="empty-line"),
     ],
 )

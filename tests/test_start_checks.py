@@ -3,13 +3,16 @@ through SQLAlchemy (migrations, the built-in roles' sync) as soon as anything do
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from conftest import fresh_python
+from conftest import CLEAN_ENV, fresh_python
 from xcore.auth.builtin import BUILTIN_ROLES, PERMISSIONS, RANKS
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.db import peek
@@ -57,6 +60,11 @@ TAMPERINGS = {
     "a grant added to a built-in role": (
         "INSERT INTO role_permissions (role_id, permission_id) SELECT r.id, p.id FROM roles r, permissions p"
         " WHERE r.name = 'admin' AND p.name = 'roles.manage'"
+    ),
+    # A database from before plugins.manage became a superadmin power: admins held it.
+    "plugins.manage still granted to admin": (
+        "INSERT INTO role_permissions (role_id, permission_id) SELECT r.id, p.id FROM roles r, permissions p"
+        " WHERE r.name = 'admin' AND p.name = 'plugins.manage'"
     ),
     "a permission's description": "UPDATE permissions SET description = '' WHERE name = 'logs.read'",
     "a deleted permission": "DELETE FROM permissions WHERE name = 'audit.read'",
@@ -119,6 +127,29 @@ def test_the_setup_token_follows_whether_an_account_exists(
     assert not token_file.exists()
 
 
+def test_the_first_run_hint_is_a_command_that_works_without_xcore_on_the_path(
+    runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python3 tasks.py run` serves from .venv, which is not on the user's PATH: the hint names this xcore and
+    this data directory by their paths, so it works as printed from any folder and shell."""
+    announce_setup(runtime, "http://127.0.0.1:8000")
+    printed = capsys.readouterr().out
+    command = printed.split("or run `", 1)[1].split("`", 1)[0]
+    assert shlex.split(command)[0] == sys.executable and f"--data-dir {runtime.data.root}" in command
+    bare = {**CLEAN_ENV, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        ["/bin/sh", "-c", command.replace(" NAME ", " owner ") + " --password-stdin"],
+        input="Tq7-vL2!pR9z-kW4\n",
+        cwd="/",
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert accounts_exist(runtime)
+
+
 def test_a_sqlite_url_in_the_settings_is_read_the_same_way(data_dir: Path, tmp_path: Path) -> None:
     from xcore.runtime import open_runtime
 
@@ -148,3 +179,31 @@ def test_the_web_stack_is_imported_before_the_fork_only_for_several_workers(work
         "'sqlalchemy.orm' in sys.modules)"
     )
     assert fresh_python(probe).split() == [str(preloaded)] * 3
+
+
+def test_a_start_deletes_what_interrupted_restores_migrations_and_backups_left(runtime: Runtime) -> None:
+    from xcore.db.backup import make_backup
+    from xcore.server import serving_database
+
+    db = runtime.database_file
+    assert db is not None
+    kept = make_backup(db, runtime.backups_dir, "0005", 10, kind="manual")
+    left = [
+        db.with_name(f"xcore.db{suffix}")
+        for suffix in (".restoring", ".restoring-journal", ".restoring.migrating", ".migrating", ".migrating-wal")
+    ]
+    left.append(runtime.backups_dir / ".xcore-backup-k2j4h1.partial")
+    for path in left:
+        path.write_bytes(b"half written")
+    runtime.engine.dispose()
+    before = db.read_bytes()
+
+    with serving_database(runtime):
+        assert [p.name for p in left if p.exists()] == []
+    assert db.read_bytes() == before and kept.is_file(), "the database and the finished backups stay"
+    assert any("left by an interrupted restore or migration" in line for line in runtime_log(runtime))
+
+
+def runtime_log(runtime: Runtime) -> list[str]:
+    log_file = runtime.log_file
+    return log_file.read_text().splitlines() if log_file is not None and log_file.exists() else []

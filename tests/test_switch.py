@@ -166,7 +166,7 @@ async def test_an_http_request_runs_in_one_coroutine_of_the_switch() -> None:
     served = switch(scope, receive, send)
     assert served.cr_code is logged.__code__
     await served
-    assert answer[0]["status"] == 200 and (b"x-request-id", answer[0]["headers"][-1][1]) in answer[0]["headers"]
+    assert answer[0]["status"] == 200 and b"x-request-id" in dict(answer[0]["headers"])
     assert switch._current is not None and switch._current.inflight == 0
     await inbox.put({"type": "lifespan.shutdown"})
     await task

@@ -50,6 +50,12 @@ def too_slow():
     time.sleep(3)
 
 
+@task(retries=0, requires="tk.purge")
+def purge(ctx):
+    if ctx.db["hits"].exists():
+        ctx.db["hits"].delete_where()
+
+
 @get("/enqueue/{{name:str}}", sync_to_thread=True)
 def enqueue(
     ctx: Ctx, name: FromPath[str], text: FromQuery[str] = "x", fail_first: FromQuery[int] = 0,
@@ -74,7 +80,7 @@ def bundle(folder: Path, version: str) -> Path:
     path = folder / f"tk-{version}.zip"
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("plugin.json", json.dumps({"id": "tk", "version": version}))
+        archive.writestr("plugin.json", json.dumps({"id": "tk", "version": version, "permissions": ["tk.purge"]}))
         archive.writestr("run.py", RUN_PY.format(version=version))
     return path
 
@@ -209,6 +215,7 @@ def test_the_admin_api_lists_tasks_runs_one_and_shows_the_journal(host: Host) ->
     assert tasks["tk.too_slow"] | {"last_run": None} == {
         "name": "tk.too_slow", "plugin": "tk", "kind": "task", "cron": None, "every": None, "retries": 0,
         "timeout": 0.3, "paused": False, "paused_reason": None, "failures": 0, "next_run": None, "last_run": None,
+        "requires": [], "allowed": True,
     }  # fmt: skip
 
     response = host.client.post(
@@ -250,6 +257,59 @@ def test_the_admin_api_lists_tasks_runs_one_and_shows_the_journal(host: Host) ->
     assert refused["detail"] == "tk.record(text, fail_first=0): got an unexpected keyword argument 'colour'"
     assert refused["errors"] == [{"field": "kwargs", "message": refused["detail"]}]
     assert host.get("/api/admin/tasks/runs", name="tk.record")["total"] == 1  # none of them was queued
+
+
+def test_a_task_that_acts_on_a_guarded_resource_needs_its_permission_to_run_pause_or_resume(host: Host) -> None:
+    # An admin holds tasks.manage but not backups.manage: xcore.backup is a superadmin's, like POST /api/admin/backups.
+    create_account(host.runtime, "ada", ["admin"])
+    token = host.client.post("/api/auth/login", json={"username": "ada", "password": PASSWORDS["ada"]}).json()
+    ada = {"Authorization": f"Bearer {token['access_token']}"}
+    listed = {t["name"]: t for t in host.get("/api/admin/tasks")}
+    assert listed["xcore.backup"]["requires"] == ["backups.manage"]
+    assert listed["tk.purge"]["requires"] == ["tk.purge"]
+    assert listed["xcore.prune_sessions"]["requires"] == ["users.manage"]
+    assert listed["xcore.backup"]["allowed"] and listed["tk.purge"]["allowed"], "the superadmin may"
+    as_ada = {t["name"]: t["allowed"] for t in host.client.get("/api/admin/tasks", headers=ada).json()}
+    assert as_ada["xcore.backup"] is False and as_ada["tk.purge"] is False and as_ada["tk.record"] is True
+    runs_before = host.get("/api/admin/tasks/runs")["total"]
+
+    for name, permission in (("xcore.backup", "backups.manage"), ("tk.purge", "tk.purge")):
+        for action in ("run", "pause", "resume"):
+            response = host.client.post(f"/api/admin/tasks/{name}/{action}", headers=ada)
+            assert response.status_code == 403, (name, action, response.text)
+            assert permission in response.json()["detail"] and name in response.json()["detail"]
+    assert host.get("/api/admin/tasks/runs")["total"] == runs_before, "a refused run queued nothing"
+    listed = {t["name"]: t for t in host.get("/api/admin/tasks")}
+    assert not listed["xcore.backup"]["paused"] and not listed["tk.purge"]["paused"]
+    audit = host.get("/api/admin/audit", action="task.pause")["items"]
+    assert audit == [], "a refused pause is not recorded as done"
+
+    # A task that acts on nothing guarded stays the admin's; the superadmin may do everything.
+    assert host.client.post("/api/admin/tasks/tk.record/run", headers=ada, json={"args": ["ada"]}).status_code == 201
+    assert host.client.post("/api/admin/tasks/tk.always_fails/pause", headers=ada).status_code == 200
+    for action in ("pause", "resume"):
+        assert host.client.post(f"/api/admin/tasks/xcore.backup/{action}", headers=host.headers).status_code == 200
+    run = host.client.post("/api/admin/tasks/tk.purge/run", headers=host.headers)
+    assert run.status_code == 201, run.text
+    assert until(lambda: finished(host.runtime, run.json()["run"]), "the purge").status == "succeeded"
+
+
+def test_a_plugin_task_requiring_a_permission_nobody_declared_fails_its_plugin(host: Host, tmp_path: Path) -> None:
+    path = tmp_path / "tq.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("plugin.json", json.dumps({"id": "tq", "version": "1.0.0"}))
+        archive.writestr(
+            "run.py", "from xcore.sdk import task\n\n@task(requires='tq.undeclared')\ndef wipe():\n    pass\n"
+        )
+    install(host.runtime, path, "tq.zip")
+
+    def failed() -> Any:
+        view = next((v for v in host.get("/api/admin/plugins") if v["id"] == "tq"), None)
+        return view if view is not None and view["state"] == "failed" else None
+
+    view = until(failed, "tq to fail")
+    assert "task tq.wipe: requires tq.undeclared" in view["error"], view["error"]
+    assert "tq.wipe" not in {t["name"] for t in host.get("/api/admin/tasks")}
 
 
 def test_a_run_left_started_by_a_dead_process_is_interrupted_and_runs_again(runtime: Runtime, tmp_path: Path) -> None:
@@ -449,7 +509,7 @@ def test_the_tasks_commands_list_run_and_show_history_while_the_server_runs(host
         (("run", "tk.nothing"), "no task named 'tk.nothing' is registered"),
         (("run", "tk.record", "--args", "[oops"), "--args: not valid JSON"),
         (("run", "tk.record", "--kwargs", "[]"), "--kwargs: must be a JSON object"),
-        (("history", "--status", "sleeping"), "Invalid value for '--status'"),
+        (("history", "--status", "sleeping"), "xcore: error: tasks history: invalid value for '--status'"),
     ]:
         refused = run_xcore("tasks", *args, *data)
         assert refused.returncode == 2 and says in refused.stderr, (args, refused.stderr)

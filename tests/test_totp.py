@@ -91,7 +91,7 @@ class Enrolled:
 
 def enroll(api: Api, username: str) -> Enrolled:
     headers = api.login(username)
-    setup = api.client.post("/api/me/totp/setup", headers=headers)
+    setup = api.client.post("/api/me/totp/setup", headers=headers, json={"password": PASSWORDS[username]})
     assert setup.status_code == 200, setup.text
     secret = setup.json()["secret"]
     now = steady_now()
@@ -126,7 +126,7 @@ def test_totp_setup_needs_a_login(users_api: Api) -> None:
 
 def test_totp_setup_returns_secret_otpauth_uri_and_svg_qr_code(users_api: Api) -> None:
     headers = users_api.login("bob")
-    response = users_api.client.post("/api/me/totp/setup", headers=headers)
+    response = users_api.client.post("/api/me/totp/setup", headers=headers, json={"password": PASSWORDS["bob"]})
     assert response.status_code == 200, response.text
     body = response.json()
 
@@ -150,8 +150,22 @@ def test_totp_setup_returns_secret_otpauth_uri_and_svg_qr_code(users_api: Api) -
 
 
 def test_totp_setup_while_enabled_is_a_conflict(users_api: Api, bob: Enrolled) -> None:
-    response = users_api.client.post("/api/me/totp/setup", headers=bob.headers)
+    response = users_api.client.post("/api/me/totp/setup", headers=bob.headers, json={"password": PASSWORDS["bob"]})
     assert response.status_code == 409
+
+
+def test_totp_setup_needs_the_password(users_api: Api) -> None:
+    """A stolen session cannot turn 2FA on with the thief's phone and lock the owner out."""
+    headers = users_api.login("bob")
+    missing = users_api.client.post("/api/me/totp/setup", headers=headers)
+    assert missing.status_code == 400
+    wrong = users_api.client.post("/api/me/totp/setup", headers=headers, json={"password": "wrong-password-x"})
+    assert wrong.status_code == 403
+    assert field_errors(wrong) == ["password"]
+    assert "password is wrong" in wrong.json()["detail"]
+    assert db_rows(users_api, "SELECT totp_secret FROM users WHERE username = 'bob'") == [(None,)]
+    right = users_api.client.post("/api/me/totp/setup", headers=headers, json={"password": PASSWORDS["bob"]})
+    assert right.status_code == 200, right.text
 
 
 # 2. Confirmation
@@ -159,13 +173,15 @@ def test_totp_setup_while_enabled_is_a_conflict(users_api: Api, bob: Enrolled) -
 
 def test_confirm_refuses_a_wrong_code_and_accepts_the_current_one(users_api: Api) -> None:
     headers = users_api.login("bob")
-    secret = users_api.client.post("/api/me/totp/setup", headers=headers).json()["secret"]
+    setup = users_api.client.post("/api/me/totp/setup", headers=headers, json={"password": PASSWORDS["bob"]})
+    secret = setup.json()["secret"]
     now = steady_now()
     wrong = f"{(int(pyotp.TOTP(secret).at(now)) + 1) % 1_000_000:06d}"
 
-    response = users_api.client.post("/api/me/totp/confirm", headers=headers, json={"code": wrong})
-    assert response.status_code == 400
-    assert field_errors(response) == ["code"]
+    for code in (wrong, "\u0661\u0662\u0663\u0664\u0665\u0666", "\uff11" * 6):  # other scripts' digits are wrong too
+        response = users_api.client.post("/api/me/totp/confirm", headers=headers, json={"code": code})
+        assert response.status_code == 400, response.text
+        assert field_errors(response) == ["code"]
     assert users_api.client.get("/api/me", headers=headers).json()["totp_enabled"] is False
 
     response = users_api.client.post("/api/me/totp/confirm", headers=headers, json={"code": pyotp.TOTP(secret).now()})
@@ -256,7 +272,11 @@ def test_steps_must_increase(users_api: Api, bob: Enrolled) -> None:
         assert login(users_api, "bob", totp=totp.at(now + offset * STEP)).status_code == 401, offset
 
 
-@pytest.mark.parametrize("code", ["12345", "1234567", "abcdef", "", "12 34 5"])
+# Digits of other scripts are `str.isdigit()` too; they once reached hmac.compare_digest and answered 500.
+@pytest.mark.parametrize(
+    "code",
+    ["12345", "1234567", "abcdef", "", "12 34 5", "\u0661\u0662\u0663\u0664\u0665\u0666", "\uff11" * 6, "\u00b2" * 6],
+)
 def test_malformed_codes_are_refused(users_api: Api, bob: Enrolled, code: str) -> None:
     response = login(users_api, "bob", totp=code)
     assert response.status_code == 401
@@ -369,6 +389,21 @@ def test_disable_needs_the_password_and_a_code(users_api: Api, bob: Enrolled) ->
     assert bearer(login(users_api, "bob"))
     assert db_rows(users_api, "SELECT totp_secret, totp_last_step FROM users WHERE username = 'bob'") == [(None, None)]
     assert db_rows(users_api, "SELECT count(*) FROM recovery_codes") == [(0,)]
+
+
+def test_wrong_passwords_and_codes_to_disable_count_towards_the_lockout(users_api: Api, bob: Enrolled) -> None:
+    code = code_at(bob.secret, +1)
+    wrong_code = f"{(int(code) + 1) % 1_000_000:06d}"
+    for body in ({"password": "wrong-password-x", "code": code}, {"password": PASSWORDS["bob"], "code": wrong_code}):
+        response = users_api.client.post("/api/me/totp/disable", headers=bob.headers, json=body)
+        assert response.status_code == 403
+    rows = db_rows(users_api, "SELECT key, failures FROM login_throttle WHERE key LIKE 'user:%'")
+    assert [failures for _, failures in rows] == [2]
+    response = users_api.client.post(
+        "/api/me/totp/disable", headers=bob.headers, json={"password": PASSWORDS["bob"], "code": code}
+    )
+    assert response.status_code == 204, response.text
+    assert db_rows(users_api, "SELECT count(*) FROM login_throttle WHERE key LIKE 'user:%'") == [(0,)]
 
 
 def test_disable_with_a_recovery_code(users_api: Api, bob: Enrolled) -> None:

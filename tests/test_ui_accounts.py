@@ -65,6 +65,13 @@ def check_page(page: Any, screenshots: Path, name: str, h1: str) -> None:
     page.set_viewport_size(SIZES["desktop"])
 
 
+def hint_of(control: Any) -> str:
+    """hint_of is the text of the hint a form control points to with aria-describedby."""
+    ids = (control.get_attribute("aria-describedby") or "").split()
+    hints = [control.page.locator(f"[id='{i}']") for i in ids if i.endswith("-hint")]
+    return " ".join(h.inner_text() for h in hints)
+
+
 def wait_for_next_totp_step(used_step: int) -> None:
     """The server takes each TOTP step once: wait (at most 30 s) until the clock is past the step just used."""
     while int(time.time() // 30) <= used_step:
@@ -89,6 +96,13 @@ def test_a_user_made_on_the_users_page_sees_only_my_account(
     form.get_by_label("Email (optional)").fill("carol@example.com")
     form.get_by_role("button", name="Create user").click()
     form.get_by_text("the password must have at least").wait_for()
+    # The form shows the server's password policy, and the server's words when a password breaks it.
+    policy = ui_server.api.get("/api/auth/policy").json()
+    assert f"At least {policy['password']['min_length']} characters" in hint_of(form.get_by_label("Password"))
+    assert policy["username"]["rule"] in hint_of(form.get_by_label("Username"))
+    form.get_by_label("Password").fill("password1234")
+    form.get_by_role("button", name="Create user").click()
+    form.get_by_text("in the list of common passwords").wait_for()
     form.get_by_label("Password").fill(PASSWORD)
     form.get_by_role("button", name="Create user").click()
     page.get_by_role("link", name="carol", exact=True).wait_for()
@@ -113,6 +127,7 @@ def test_a_user_made_on_the_users_page_sees_only_my_account(
 
         # The user changes their own password: every session ends, they log in with the new one.
         other.get_by_role("link", name="My account").first.click()
+        assert "common passwords" in hint_of(other.get_by_label("New password", exact=True))
         other.get_by_label("Current password").fill(PASSWORD)
         other.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
         other.get_by_label("Repeat the new password").fill("something-else-123")
@@ -132,7 +147,7 @@ def test_owner_edits_a_user(admin_page: Any, ui_server: UiServer, screenshots: P
     dave = create_user(ui_server, "dave")
     # dave turns on 2FA through the API, so there is something to reset.
     client = ui_server.login_api("dave", PASSWORD)
-    secret = client.post("/api/me/totp/setup").json()["secret"]
+    secret = client.post("/api/me/totp/setup", json={"password": PASSWORD}).json()["secret"]
     confirm = client.post("/api/me/totp/confirm", json={"code": pyotp.TOTP(secret).now()})
     assert confirm.status_code == 200, confirm.text
 
@@ -161,6 +176,7 @@ def test_owner_edits_a_user(admin_page: Any, ui_server: UiServer, screenshots: P
     assert sorted(ui_server.api.get(f"/api/admin/users/{dave['id']}").json()["roles"]) == ["admin", "user"]
 
     password = page.locator("section", has=page.get_by_role("heading", name="Password"))
+    assert "At least 10 characters" in hint_of(password.get_by_label("New password"))
     password.get_by_label("New password").fill(NEW_PASSWORD)
     password.get_by_role("button", name="Set password").click()
     password.get_by_text("The password of dave is changed").wait_for()
@@ -321,7 +337,15 @@ def test_two_factor_login_on_my_account(ui_server: UiServer, chromium: Any, scre
     with watched_page(chromium) as page:
         login(page, ui_server.url, "hana", PASSWORD, path="/admin/account")
         assert one_h1(page) == "My account"
-        page.get_by_role("button", name="Turn on two-factor login").click()
+        # Turning it on needs the password: a stolen session cannot lock the owner out with another phone.
+        two_factor = page.locator("section", has=page.get_by_role("heading", name="Two-factor login"))
+        two_factor.get_by_role("button", name="Turn on two-factor login").click()
+        two_factor.get_by_text("Type your password.").wait_for()
+        two_factor.get_by_label("Password").fill("not-the-password-1")
+        two_factor.get_by_role("button", name="Turn on two-factor login").click()
+        two_factor.get_by_text("the password is wrong").wait_for()
+        two_factor.get_by_label("Password").fill(PASSWORD)
+        two_factor.get_by_role("button", name="Turn on two-factor login").click()
         qr = page.get_by_role("img", name="QR code to add hana at xcore to an authenticator app")
         qr.wait_for()
         assert qr.get_attribute("src").startswith("data:image/svg+xml;base64,")

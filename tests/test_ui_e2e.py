@@ -91,7 +91,9 @@ def test_a_new_owner_runs_xcore_from_the_browser(
 
         # 2. Two-factor login: enroll on My account with a real code, log out, log in with password + code.
         page.get_by_role("link", name=OWNER, exact=True).click()  # the account menu
-        page.get_by_role("button", name="Turn on two-factor login").click()
+        two_factor = page.locator("section", has=page.get_by_role("heading", name="Two-factor login"))
+        two_factor.get_by_label("Password").fill(OWNER_PASSWORD)  # turning it on asks for the password
+        two_factor.get_by_role("button", name="Turn on two-factor login").click()
         secret = page.locator(".totp-secret, code").filter(has_text=re.compile(r"^[A-Z2-7]{16,}$")).first.inner_text()
         code, used = fresh_code(secret, 0)
         page.get_by_label("Code from your authenticator app").fill(code)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from browser import SIZES, UiServer, one_h1, pack_example, shot, unlabelled_controls, zip_bytes
+from browser import SIZES, UiServer, login, one_h1, pack_example, shot, unlabelled_controls, zip_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -393,3 +393,63 @@ def test_keyboard_use_of_the_plugins_page(ui_server: UiServer, admin_page: Any, 
     page.keyboard.press("Escape")
     expect(dialog).to_have_count(0)
     expect(row(page, "notes")).to_have_count(1)
+
+
+VIEWER_PASSWORD = "Blue-Kettle-Morning-42"
+
+
+def test_an_admin_sees_plugins_read_only_and_the_owner_is_warned_before_installing(
+    ui_server: UiServer, page: Any, zips: dict[str, Path], screenshots: Path
+) -> None:
+    """Installing or changing a plugin is a superadmin power (a plugin runs with the server's rights): the page
+    takes that from the user's permissions (/api/me), so an admin gets no control that the server would refuse."""
+    install(ui_server, zips["hello"])
+    made = ui_server.api.post(
+        "/api/admin/users", json={"username": "viewer", "password": VIEWER_PASSWORD, "roles": ["admin"]}
+    )
+    assert made.status_code == 201, made.text
+    login(page, ui_server.url, "viewer", VIEWER_PASSWORD)
+    page.get_by_role("heading", level=1, name="Dashboard").wait_for()
+    open_plugins(page, ui_server)
+    row(page, "hello").wait_for()
+    expect(page.locator(".read-only-note")).to_contain_text("only a superadmin holds")
+    assert page.get_by_role("button", name="Rescan").count() == 0
+    assert page.get_by_role("heading", name="Install a plugin").count() == 0
+    assert page.locator('input[type="file"]').count() == 0
+    assert row(page, "hello").get_by_role("button").count() == 0
+    shot(page, screenshots, "plugins-read-only")
+    page.goto(ui_server.url + "/admin/plugins/hello")
+    page.get_by_role("heading", level=1, name="Hello").wait_for()
+    expect(page.locator(".read-only-note")).to_be_visible()
+    expect(page.get_by_label("Overrides", exact=True)).to_be_visible()
+    for name in ("Disable hello", "Reload hello", "Delete hello", "Save overrides", "Restore defaults"):
+        assert page.get_by_role("button", name=name).count() == 0, name
+    assert page.locator("textarea").count() == 0
+
+
+def test_the_upload_section_says_a_plugin_runs_with_the_servers_rights(admin_page: Any, ui_server: UiServer) -> None:
+    open_plugins(admin_page, ui_server)
+    warning = admin_page.locator(".server-rights")
+    expect(warning).to_contain_text("runs inside the server with the server's rights")
+    expect(warning).to_contain_text("Install only plugins you trust")
+
+
+def test_a_failed_upgrade_is_said_in_the_list_and_on_the_dashboard(
+    admin_page: Any, ui_server: UiServer, zips: dict[str, Path]
+) -> None:
+    serving = install(ui_server, zips["hello"])["version"]
+    broken = zip_bytes(
+        {"plugin.json": json.dumps({"id": "hello", "version": "9.0.0"}), "run.py": "raise RuntimeError('boom')\n"}
+    )
+    response = ui_server.api.post("/api/admin/plugins", files={"data": ("hello-9.0.0.zip", broken, "application/zip")})
+    assert response.status_code == 201, response.text
+    said = f"serving {serving}, 9.0.0 failed"
+    assert response.json()["summary"] == said
+    try:
+        open_plugins(admin_page, ui_server)
+        expect(row(admin_page, "hello").locator(".version-summary")).to_have_text(f"({said})")
+        admin_page.goto(ui_server.url + "/admin")
+        expect(admin_page.locator(".failed-versions")).to_contain_text(f"hello: {said}")
+    finally:
+        uninstall(ui_server, "hello")
+        install(ui_server, zips["hello"])

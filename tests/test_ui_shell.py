@@ -31,14 +31,31 @@ def test_ui_is_served_with_a_strict_policy(ui_server: Any) -> None:
 
 
 def test_first_run_setup_then_dashboard(tmp_path: Path, page: Any, screenshots: Path) -> None:
-    ui = start_ui_server(tmp_path / "data", setup=False)
+    # A policy other than the default: the page must show the server's rules, not a copy of its own.
+    ui = start_ui_server(tmp_path / "data", setup=False, env={"XCORE_SECURE__PASSWORD__MIN_LENGTH": "15"})
     try:
         assert ui.setup_token
         page.goto(f"{ui.url}/admin/setup?token={ui.setup_token}")
         assert one_h1(page) == "Set up xcore"
         page.wait_for_function("() => !location.search.includes('token')")  # the token leaves the address bar
         shot(page, screenshots, "setup")
+        # The token came with the link (as from the desktop window): no token field, only the owner account.
+        assert not page.get_by_label("Setup token").is_visible()
+        assert "token" not in page.locator("main").inner_text().lower()
+        page.get_by_text("Create the owner account.").wait_for()
+        hint = page.locator(
+            "#" + page.get_by_label("Password", exact=True).get_attribute("aria-describedby").split()[0]
+        )
+        assert "At least 15 characters" in hint.inner_text() and "common passwords" in hint.inner_text()
+        assert page.get_by_label("Password", exact=True).get_attribute("minlength") == "15"
         page.get_by_label("Username").fill(OWNER)
+        # A password the server refuses: its words show under the field, and nothing is created.
+        for weak, says in (("qwertyuiopasdfgh", "keyboard pattern"), ("short-pass-12", "at least 15 characters")):
+            page.get_by_label("Password", exact=True).fill(weak)
+            page.get_by_label("Repeat the password").fill(weak)
+            page.get_by_role("button", name="Create the owner account").click()
+            page.locator(".field-error").filter(has_text=says).wait_for()
+            assert not page.get_by_label("Setup token").is_visible()
         page.get_by_label("Password", exact=True).fill(OWNER_PASSWORD)
         page.get_by_label("Repeat the password").fill("something-else-entirely")
         page.get_by_role("button", name="Create the owner account").click()
@@ -59,6 +76,8 @@ def test_a_wrong_setup_token_is_shown_inline(tmp_path: Path, page: Any) -> None:
     try:
         page.goto(f"{ui.url}/admin")  # no account yet: the app goes to the setup page
         page.get_by_role("heading", level=1, name="Set up xcore").wait_for()
+        # No token in the link: the field is there to paste it by hand.
+        assert page.get_by_label("Setup token").is_visible()
         page.get_by_label("Setup token").fill("not-the-token")
         page.get_by_label("Username").fill(OWNER)
         page.get_by_label("Password", exact=True).fill(OWNER_PASSWORD)
@@ -67,6 +86,30 @@ def test_a_wrong_setup_token_is_shown_inline(tmp_path: Path, page: Any) -> None:
         alert = page.get_by_role("alert").filter(has_text="setup token")
         alert.wait_for()
         assert "wrong or was already used" in alert.inner_text()
+    finally:
+        assert ui.server.stop() == 0
+
+
+def test_the_navigation_follows_the_servers_access_rules(tmp_path: Path, page: Any) -> None:
+    """The app offers the pages whose API the server's rules open to the user, as GET /api/me/access says, with no
+    copy of the rules: here the audit log is made superadmin-only by configuration, and an admin loses it."""
+    rules = '{"/api/admin/audit*": {"roles": ["superadmin"]}}'
+    ui = start_ui_server(tmp_path / "data", env={"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": rules})
+    try:
+        created = ui.api.post(
+            "/api/admin/users", json={"username": "anne", "password": "Slow-Copper-Orchard-5", "roles": ["admin"]}
+        )
+        assert created.status_code == 201, created.text
+        login(page, ui.url, "anne", "Slow-Copper-Orchard-5")
+        nav = page.locator("nav[aria-label='Main'] li").all_inner_texts()
+        assert "Users" in nav and "Plugins" in nav
+        assert "Audit log" not in nav and "Backups" not in nav
+        for path in ("/admin/audit", "/admin/backups"):
+            page.goto(ui.url + path)
+            assert one_h1(page) == "No access"
+            assert "role superadmin" in page.locator("main").inner_text()
+        page.goto(ui.url + "/admin/users")
+        assert one_h1(page) == "Users"
     finally:
         assert ui.server.stop() == 0
 

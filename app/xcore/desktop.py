@@ -47,6 +47,7 @@ from filelock import FileLock, Timeout
 from xcore.auth.desktop import DesktopTokens, is_loopback
 from xcore.errors import ServerError, XcoreError
 from xcore.runtime import Runtime, open_runtime
+from xcore.terminal import printable
 
 log = logging.getLogger("xcore.system")
 
@@ -191,7 +192,9 @@ class DesktopSession:
                 raise ServerError(f"the server could not start: {app.failure or server.error}; see the log")
             self.instance.publish(port, key)
             print(
-                f"xcore {self.runtime.version} desktop window on {url}/admin  (data: {self.runtime.data.root})",
+                printable(
+                    f"xcore {self.runtime.version} desktop window on {url}/admin  (data: {self.runtime.data.root})"
+                ),
                 flush=True,
             )
             setup_token = announce_setup(self.runtime, url)

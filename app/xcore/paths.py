@@ -1,7 +1,9 @@
 """The data directory: where xcore keeps its database, logs, plugins, backups and secrets.
 
 It comes from `--data-dir`, else `XCORE_DATA_DIR`, else platformdirs' `user_data_dir("xcore")`. It is
-created at first run with mode 0700, because it holds the signing key and the database.
+created at first run with mode 0700, because it holds the signing key and the database; one created beforehand
+with looser modes is tightened, with a warning (`DataDir.tighten`). The files xcore writes, there and elsewhere
+(databases and their -wal/-shm/-journal files, backups, logs, plugin data), are created 0600 (`private_files`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ from xcore.errors import DataDirError
 
 ENV_DATA_DIR = "XCORE_DATA_DIR"
 SECRET_FILE = "secret.key"
+PRIVATE_UMASK = 0o077  # files 0600, folders 0700: nothing xcore writes is for other users
+
+
+def private_files() -> None:
+    """private_files sets the process's umask so that every file it creates is readable by its owner only.
+
+    SQLite creates a database's -wal, -shm and -journal files with the database's own mode, and Huey, logging
+    and plugins create theirs with the umask's: this one setting covers them all. Not on Windows (no umask)."""
+    if sys.platform != "win32":
+        os.umask(PRIVATE_UMASK)
 
 
 def default_data_dir() -> Path:
@@ -83,6 +95,31 @@ class DataDir:
         except OSError as exc:
             raise DataDirError(f"data directory {self.root}: cannot write to it: {exc.strerror}") from None
         return self
+
+    def tighten(self) -> list[str]:
+        """tighten makes the directory private to its owner (0700) when other users may enter or list it (one
+        created beforehand with mode 0755), and returns a warning when it did, or could not. Everything in it,
+        older files with looser modes included, is then out of other users' reach; the files themselves are not
+        changed (the directory may be one the user also keeps other things in). Not on Windows (ACLs)."""
+        if sys.platform == "win32":
+            return []
+        try:
+            was = stat.S_IMODE(self.root.stat().st_mode)
+        except OSError as exc:
+            return [f"data directory {self.root}: cannot check its permissions: {exc.strerror}"]
+        if not was & 0o077:
+            return []
+        try:
+            os.chmod(self.root, 0o700)
+        except OSError as exc:
+            return [
+                f"data directory {self.root}: other users may read the database and secrets in it (mode {was:04o}) "
+                f"and it cannot be made private: {exc.strerror}; run `chmod 700 {self.root}`"
+            ]
+        return [
+            f"data directory {self.root}: other users could read the database and secrets in it (mode {was:04o}); "
+            "it is now 0700"
+        ]
 
     def subdir(self, relative: str) -> Path:
         """subdir returns a folder of the data directory (or an absolute one), creating it with mode 0700."""

@@ -5,6 +5,7 @@ The CLI opens it for each command, and each Granian worker opens its own (engine
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from xcore import __version__
 from xcore.config import LoadedConfig, XcoreConfig, load_config
 from xcore.logs.setup import build_logging_config, configure_logging
-from xcore.paths import DataDir, choose_data_dir
+from xcore.paths import DataDir, choose_data_dir, private_files
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -114,9 +115,12 @@ def open_runtime(
     Raises DataDirError or ConfigError, whose messages say what is wrong and where.
     """
     env = os.environ if environ is None else environ
+    private_files()  # before the first file is written: the log file, the databases
     data = DataDir(choose_data_dir(data_dir, dict(env))).prepare()
     loaded = load_config(data.root, env, cli)
     runtime = Runtime(loaded, data)
     if logs:
         configure_logging(runtime.logging_config())
+    for warning in data.tighten():  # logged once configured, so it reaches the log file too
+        logging.getLogger("xcore.system").warning("%s", warning)
     return runtime

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -115,7 +115,8 @@ def requires(permission: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], B
 class TaskSpec:
     """TaskSpec is what `task` and `periodic` record on a function; the scheduler reads it when the plugin loads.
 
-    `cron` is a 5-field crontab, `every` a number of seconds; both None for a one-off task.
+    `cron` is a 5-field crontab, `every` a number of seconds; both None for a one-off task. `requires` are the
+    permissions a user needs, besides `tasks.manage`, to run, pause or resume the task (superadmins hold all).
     """
 
     retries: int | None = None
@@ -124,27 +125,29 @@ class TaskSpec:
     retry_on_crash: bool = True
     cron: str | None = None
     every: float | None = None
+    requires: tuple[str, ...] = ()
 
 
 def task(
     *, retries: int | None = None, retry_delay: float | None = None, timeout: float | None = None,
-    retry_on_crash: bool = True,
+    retry_on_crash: bool = True, requires: str | Iterable[str] = (),
 ) -> Callable[[F], F]:  # fmt: skip
     """task() declares a one-off task, registered as `<plugin id>.<function name>` when the plugin loads.
 
     Once loaded, `fn.enqueue(*args, delay=None, eta=None, **kwargs)` queues it and returns the run's id; before
-    that (or in a process without a task host), enqueue raises RuntimeError.
+    that (or in a process without a task host), enqueue raises RuntimeError. `requires` names the permission(s)
+    a user must hold to run, pause or resume it through the admin API (the ones guarding what it acts on).
     """
-    return _declare(TaskSpec(retries, retry_delay, timeout, retry_on_crash))
+    return _declare(TaskSpec(retries, retry_delay, timeout, retry_on_crash, requires=_permissions(requires)))
 
 
 def periodic(
     *, cron: str | None = None, every: float | None = None, retries: int | None = None,
-    timeout: float | None = None,
+    timeout: float | None = None, requires: str | Iterable[str] = (),
 ) -> Callable[[F], F]:  # fmt: skip
     """periodic(cron="*/5 * * * *") or periodic(every=30) declares a task that runs on a schedule.
 
-    Exactly one of `cron` (5 fields) and `every` (seconds, > 0) is required.
+    Exactly one of `cron` (5 fields) and `every` (seconds, > 0) is required. `requires` is as for `task`.
     """
     if (cron is None) == (every is None):
         raise ValueError("periodic() takes exactly one of cron='m h dom mon dow' and every=<seconds>")
@@ -152,7 +155,15 @@ def periodic(
         raise ValueError(f"periodic(cron={cron!r}): a crontab has 5 fields: minute hour day month weekday")
     if every is not None and every <= 0:
         raise ValueError(f"periodic(every={every!r}): the interval must be a positive number of seconds")
-    return _declare(TaskSpec(retries=retries, timeout=timeout, cron=cron, every=every))
+    return _declare(TaskSpec(retries=retries, timeout=timeout, cron=cron, every=every, requires=_permissions(requires)))
+
+
+def _permissions(requires: str | Iterable[str]) -> tuple[str, ...]:
+    found = (requires,) if isinstance(requires, str) else tuple(requires)
+    for name in found:
+        if not isinstance(name, str) or name.count(".") != 1 or not all(name.split(".")):
+            raise ValueError(f"requires={requires!r}: a permission is named <namespace>.<name>, e.g. notes.write")
+    return tuple(sorted(set(found)))
 
 
 def _declare(spec: TaskSpec) -> Callable[[F], F]:

@@ -26,11 +26,14 @@ from granian.constants import Interfaces
 from xcore import codecache
 from xcore.auth import builtin
 from xcore.auth.setup import SetupToken
+from xcore.build import self_command, shell_line
 from xcore.db import peek, revisions
-from xcore.db.backup import server_lock
+from xcore.db.backup import remove_partial_backups, remove_working_copies, server_lock
 from xcore.errors import DatabaseError, ServerError
 from xcore.heap import after_fork_in_child, freeze_startup_heap
+from xcore.plugins.leftovers import remove_leftovers
 from xcore.runtime import Runtime
+from xcore.terminal import printable
 
 log = logging.getLogger("xcore.system")
 
@@ -129,9 +132,16 @@ def announce_setup(runtime: Runtime, url: str) -> str | None:
         setup_token.remove()
         return None
     token = setup_token.create()
+    # The command as it runs from any shell: `xcore` may not be on the PATH (a checkout's .venv, a binary).
+    create = shell_line(
+        [*self_command(), "user", "create", "NAME", "--superadmin", "--data-dir", str(runtime.data.root)]
+    )
     print(
-        f"First run: no account exists yet. Create the first superadmin at {url}/admin/setup?token={token}\n"
-        f"  or: POST {url}/api/setup with token, username and password, or run `xcore user create NAME --superadmin`.",
+        printable(
+            f"First run: no account exists yet. Create the first superadmin at {url}/admin/setup?token={token}\n"
+            f"  or: POST {url}/api/setup with token, username and password, or run `{create}`.",
+            keep_newlines=True,
+        ),
         flush=True,
     )
     log.info("first run: waiting for setup; the setup token is in %s", setup_token.path)
@@ -159,7 +169,9 @@ def worker_environment(runtime: Runtime) -> dict[str, str]:
 @contextlib.contextmanager
 def serving_database(runtime: Runtime) -> Iterator[None]:
     """serving_database holds the server lock on the SQLite database while this process serves it, so that no
-    second server (and no restore) uses the same database. Raises ServerError when another server holds it."""
+    second server (and no restore) uses the same database, and first removes the temporary files interrupted
+    plugin uploads left (`remove_leftovers`), and those of interrupted restores, migrations and backups. Raises
+    ServerError when another server holds it."""
     runtime.data.signing_key()  # created at first run, mode 0600; never printed
     db_file = runtime.database_file
     lock = server_lock(db_file) if db_file is not None else None
@@ -172,6 +184,10 @@ def serving_database(runtime: Runtime) -> Iterator[None]:
                 "another --data-dir"
             ) from None
     try:
+        remove_leftovers(runtime)  # no worker runs yet, and no other server: whatever is half-written is orphaned
+        if db_file is not None:
+            remove_working_copies(db_file)
+        remove_partial_backups(runtime.backups_dir)
         yield
     finally:
         if lock is not None:
@@ -210,7 +226,7 @@ def serve(runtime: Runtime) -> int:
             respawn_failed_workers=False,
         )
         print(
-            f"xcore {runtime.version} serving at {url}  (docs: {url}/docs, data: {runtime.data.root})",
+            printable(f"xcore {runtime.version} serving at {url}  (docs: {url}/docs, data: {runtime.data.root})"),
             flush=True,
         )
         announce_setup(runtime, url)

@@ -109,6 +109,7 @@ def _login(client: TestClient[Any], runtime: Any, roles: list[str], permissions:
     from xcore.auth import accounts
     from xcore.auth.login import find_user
     from xcore.auth.principals import principal_of
+    from xcore.auth.roles import create_role
     from xcore.auth.service import Client
 
     here = Client(ip="127.0.0.1")
@@ -121,7 +122,7 @@ def _login(client: TestClient[Any], runtime: Any, roles: list[str], permissions:
             assert found is not None
             root = principal_of(found)
         if permissions:
-            accounts.create_role(runtime.auth, root, here, name="plugin-test", permissions=permissions)
+            create_role(runtime.auth, root, here, name="plugin-test", permissions=permissions)
             roles = [*roles, "plugin-test"]
         username = "tester"
         accounts.create_user(runtime.auth, root, here, username=username, password=password, roles=roles)

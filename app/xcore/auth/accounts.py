@@ -2,6 +2,7 @@
 
 - Nobody grants a role ranked above their own, or a role carrying a permission they do not hold.
 - Admins manage only accounts ranked below their own; a superadmin manages everyone.
+- The same holds for roles (`xcore.auth.roles`): only roles held by accounts below one's rank.
 - The last active superadmin cannot be deleted, deactivated or demoted.
 
 Every change is audited; changes that affect access call `AuthService.accounts_changed` after the commit.
@@ -18,17 +19,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from xcore.auth import audit
-from xcore.auth.builtin import CUSTOM_RANK, SUPERADMIN, USER
+from xcore.auth.builtin import SUPERADMIN, USER
 from xcore.auth.errors import Conflict, Forbidden, InvalidInput, NotFound
 from xcore.auth.login import revoke_user_sessions
-from xcore.auth.passwords import check_password, hash_password
+from xcore.auth.password_policy import check_password
 from xcore.auth.rules import Principal
 from xcore.auth.service import AuthService, Client
-from xcore.config.schema import PERMISSION_NAME, ROLE_NAME
-from xcore.db.models import Permission, RecoveryCode, Role, User, first_token_version
+from xcore.db.models import RecoveryCode, Role, User, first_token_version
 
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$")
-EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+# \Z, not $: `$` also matches before a final newline, which would let "alice\n" through.
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}\Z")
+USERNAME_RULE = "3 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
+# No spaces and no control characters (C0, DEL, C1): an address is shown in lists, logs and the terminal.
+_EMAIL_CHAR = r"[^@\s\x00-\x1f\x7f-\x9f]"
+EMAIL = re.compile(rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}+\Z")
 
 
 def rank_of(user: User) -> int:
@@ -37,10 +41,7 @@ def rank_of(user: User) -> int:
 
 def check_username(username: str) -> str:
     if not USERNAME.match(username):
-        raise InvalidInput(
-            "a username has 3 to 64 characters: letters, digits, '.', '_' or '-', starting with a letter or digit",
-            field="username",
-        )
+        raise InvalidInput(f"a username has {USERNAME_RULE}", field="username")
     return username
 
 
@@ -136,9 +137,8 @@ def create_user(
     """create_user checks the name, the password and the roles, then creates the account."""
     check_username(username)
     email = check_email(email)
-    check_password(
-        password, min_length=svc.secure.password.min_length, username=username, email=email, field="password"
-    )
+    check_password(password, svc.secure.password, username=username, email=email, field="password")
+    password_hash = svc.hashing.hash(password)  # before the transaction: no connection waits on argon2
     with svc.transaction() as session:
         ensure_name_free(session, username, email)
         granted = find_roles(session, roles or [USER])
@@ -146,7 +146,7 @@ def create_user(
         user = User(
             username=username,
             email=email,
-            password_hash=hash_password(password),
+            password_hash=password_hash,
             is_active=is_active,
             token_version=first_token_version(),
             totp_enabled=False,
@@ -269,10 +269,8 @@ def clear_totp(session: Session, user: User) -> None:
 
 def replace_password(svc: AuthService, session: Session, user: User, password: str, *, field: str) -> None:
     """replace_password checks the new password against the policy, stores its hash and ends every session."""
-    check_password(
-        password, min_length=svc.secure.password.min_length, username=user.username, email=user.email, field=field
-    )
-    user.password_hash = hash_password(password)
+    check_password(password, svc.secure.password, username=user.username, email=user.email, field=field)
+    user.password_hash = svc.hashing.hash(password)
     revoke_user_sessions(session, user)
 
 
@@ -285,98 +283,6 @@ def set_password(svc: AuthService, client: Client, username: str, password: str)
         replace_password(svc, session, user, password, field="password")
         audit.record(session, "password.changed", actor="command line", target=user.username, ip=client.ip)
     svc.accounts_changed()
-
-
-# Roles
-
-
-def create_role(
-    svc: AuthService,
-    actor: Principal,
-    client: Client,
-    *,
-    name: str,
-    description: str = "",
-    permissions: Sequence[str] = (),
-    require_totp: bool = False,
-) -> Role:
-    if not ROLE_NAME.match(name):
-        raise InvalidInput("a role name has 2 to 64 lowercase letters, digits, '_' or '-'", field="name")
-    with svc.transaction() as session:
-        if session.scalar(select(Role).where(Role.name == name)) is not None:
-            raise Conflict(f"the role {name!r} exists", field="name")
-        role = Role(name=name, description=description, builtin=False, rank=CUSTOM_RANK, require_totp=require_totp)
-        role.permissions = _grantable_permissions(session, actor, permissions)
-        session.add(role)
-        audit.record(
-            session, "role.created", actor=actor.username, target=name, ip=client.ip, permissions=sorted(permissions)
-        )
-    return role
-
-
-def update_role(
-    svc: AuthService,
-    actor: Principal,
-    client: Client,
-    name: str,
-    *,
-    description: str | None = None,
-    permissions: Sequence[str] | None = None,
-    require_totp: bool | None = None,
-) -> Role:
-    """update_role changes a role. Built-in roles keep their permissions; only `require_totp` changes there."""
-    with svc.transaction() as session:
-        role = _get_role(session, name)
-        changed: dict[str, Any] = {}
-        if permissions is not None:
-            if role.builtin:
-                raise Forbidden(f"the permissions of the built-in role {name!r} are fixed; create a role instead")
-            role.permissions = _grantable_permissions(session, actor, permissions)
-            changed["permissions"] = sorted(permissions)
-        if description is not None:
-            role.description = description
-            changed["description"] = description
-        if require_totp is not None and require_totp != role.require_totp:
-            if role.rank > actor.rank and not actor.is_superadmin:
-                raise Forbidden(f"you cannot change the role {name!r}: it ranks above your own")
-            role.require_totp = require_totp
-            changed["require_totp"] = require_totp
-        if changed:
-            audit.record(session, "role.updated", actor=actor.username, target=name, ip=client.ip, **changed)
-    svc.accounts_changed()
-    return role
-
-
-def delete_role(svc: AuthService, actor: Principal, client: Client, name: str) -> None:
-    with svc.transaction() as session:
-        role = _get_role(session, name)
-        if role.builtin:
-            raise Forbidden(f"the built-in role {name!r} cannot be deleted")
-        _grantable_permissions(session, actor, [p.name for p in role.permissions])
-        session.delete(role)
-        audit.record(session, "role.deleted", actor=actor.username, target=name, ip=client.ip)
-    svc.accounts_changed()
-
-
-def _get_role(session: Session, name: str) -> Role:
-    role = session.scalar(select(Role).where(Role.name == name))
-    if role is None:
-        raise NotFound(f"there is no role {name!r}")
-    return role
-
-
-def _grantable_permissions(session: Session, actor: Principal, names: Sequence[str]) -> list[Permission]:
-    wanted = list(dict.fromkeys(names))
-    for name in wanted:
-        if not PERMISSION_NAME.match(name):
-            raise InvalidInput(f"{name!r} is not a permission name such as plugins.read", field="permissions")
-    found = {p.name: p for p in session.scalars(select(Permission).where(Permission.name.in_(wanted)))}
-    for name in wanted:
-        if name not in found:
-            raise InvalidInput(f"there is no permission {name!r}; see /api/admin/permissions", field="permissions")
-        if not actor.is_superadmin and name not in actor.permissions:
-            raise Forbidden(f"you cannot grant the permission {name!r}: you do not hold it")
-    return [found[n] for n in sorted(wanted)]
 
 
 def complete_setup(

@@ -13,7 +13,10 @@ from collections.abc import Mapping
 # the finer decisions (who may change whom).
 PERMISSIONS: dict[str, str] = {
     "plugins.read": "See plugins, their state and errors.",
-    "plugins.manage": "Upload, enable, disable, reload, configure and delete plugins.",
+    "plugins.manage": (
+        "Upload, enable, disable, reload, configure and delete plugins. A plugin runs in the server's process with "
+        "its rights (it can read every secret and act as anyone), so this is a superadmin power."
+    ),
     "tasks.read": "See scheduled tasks and their run history.",
     "tasks.manage": "Run, pause and resume tasks.",
     "users.read": "See user accounts.",
@@ -35,11 +38,10 @@ CUSTOM_RANK = RANKS[USER]
 BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     SUPERADMIN: ("Everything, including roles, settings and backups.", frozenset(PERMISSIONS)),
     ADMIN: (
-        "Manages plugins, tasks, logs and the users below admin.",
+        "Sees plugins; manages tasks, logs and the users below admin.",
         frozenset(
             {
                 "plugins.read",
-                "plugins.manage",
                 "tasks.read",
                 "tasks.manage",
                 "users.read",
@@ -51,6 +53,21 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     ),
     USER: ("Own account only.", frozenset()),
 }
+
+
+# Installing or changing a plugin that runs in the server's process makes its author as powerful as the server:
+# the plugin can read secret.key, the password hashes and the 2FA secrets, and mint a superadmin token. So only a
+# superadmin holds `plugins.manage` (and ACCESS_RULES sends every plugin change to superadmins). Once plugins can
+# run sandboxed (the manifest's `sandbox`), `manage_permission` is the one place that gives them a lesser
+# permission (e.g. a new `plugins.manage_sandboxed` granted to admins), with a matching ACCESS_RULES rule.
+IN_PROCESS_PLUGINS = "plugins.manage"
+
+
+def manage_permission(sandboxed: bool = False) -> str:
+    """manage_permission is the permission needed to install, enable, disable, reload, configure or remove a
+    plugin. Every plugin runs in the server's process today, whatever `sandboxed` says, so it is always
+    `plugins.manage`."""
+    return IN_PROCESS_PLUGINS
 
 
 def in_sync(permissions: Mapping[str, str], roles: Mapping[str, tuple[bool, int, str, frozenset[str]]]) -> bool:

@@ -73,3 +73,14 @@ class SetupRequired(AuthError):
     """SetupRequired answers every protected route until the first superadmin exists."""
 
     status, title = 503, "Setup required"
+
+
+class Busy(AuthError):
+    """Busy is a request refused at once because the server is at its limit (the password-hashing pool is full);
+    `retry_after` says in how many seconds to try again."""
+
+    status, title = 503, "Busy"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from xcore.auth import audit
 from xcore.auth.errors import InvalidInput, NotAuthenticated
-from xcore.auth.passwords import hash_password, verify_password
 from xcore.auth.service import AuthService, Client
 from xcore.auth.throttle import account_key, address_key
 from xcore.auth.totp import hash_recovery_code, match_step
@@ -60,34 +59,52 @@ def login(
 ) -> Tokens:
     """login checks the password (and the second factor) and opens a session.
 
-    Raises TooManyAttempts while the name or the address is locked, NotAuthenticated with the same message
-    for an unknown name, an inactive account and a wrong password, and TotpRequired when a code is missing.
+    Raises Busy at once while the password-hashing pool is full, TooManyAttempts while the account (every name of
+    it) or the address is locked, NotAuthenticated with the same message for an unknown name, an inactive account
+    and a wrong password, and TotpRequired when a code is missing.
     """
-    keys = [account_key(name), address_key(client.ip)]
-    with svc.transaction() as session:
-        svc.throttle.admit(session, keys)  # counted as a failure until it succeeds
-    with svc.sessions() as session:
-        user = find_user(session, name)
-        matches, needs_rehash = verify_password(user.password_hash if user else None, password)
-        if not matches or user is None or not user.is_active:
-            _fail(session, name, client, "password")
-            raise NotAuthenticated(WRONG_CREDENTIALS)
-        if user.totp_enabled:
-            if not totp and not recovery_code:
-                svc.throttle.refund(session, keys)  # neither right nor wrong; clearing would reset 2FA guesses
-                session.commit()
-                raise TotpRequired()
-            if not _second_factor(svc, session, user, totp, recovery_code, client):
-                _fail(session, name, client, "recovery code" if recovery_code else "totp")
-                raise NotAuthenticated("the two-factor code is wrong, expired or already used", field="totp")
-        if needs_rehash:
-            user.password_hash = hash_password(password)
-        user.last_login_at = datetime.now(UTC)
-        svc.throttle.succeeded(session, keys)
-        tokens = _open_session(svc, session, user, secrets.token_hex(16))
-        audit.record(session, "login.succeeded", actor=user.username, ip=client.ip, rehashed=needs_rehash)
-        session.commit()
+    with svc.hashing.reserve():  # before any database work: a flood is turned away for the price of a lock
+        with svc.sessions() as session:  # apart: admit's transaction must write first to queue for SQLite's lock
+            user = find_user(session, name)
+            user_id, stored = (user.id, user.password_hash) if user else (None, None)
+        keys = [account_key(user_id, name), address_key(client.ip)]
+        with svc.transaction() as session:
+            svc.throttle.admit(session, keys)  # counted as a failure until it succeeds
+        # No database connection or transaction is held while argon2 runs.
+        matches, needs_rehash = svc.hashing.verify(stored, password)
+        with svc.sessions() as session:
+            user = session.get(User, user_id) if matches and user_id is not None else None
+            if user is None or not user.is_active or user.password_hash != stored:
+                _fail(session, name, client, "password")
+                raise NotAuthenticated(WRONG_CREDENTIALS)
+            if user.totp_enabled:
+                if not totp and not recovery_code:
+                    svc.throttle.refund(session, keys)  # neither right nor wrong; clearing would reset 2FA guesses
+                    session.commit()
+                    raise TotpRequired()
+                if not _second_factor(svc, session, user, totp, recovery_code, client):
+                    _fail(session, name, client, "recovery code" if recovery_code else "totp")
+                    raise NotAuthenticated("the two-factor code is wrong, expired or already used", field="totp")
+            user.last_login_at = datetime.now(UTC)
+            svc.throttle.succeeded(session, keys)
+            tokens = _open_session(svc, session, user, secrets.token_hex(16))
+            audit.record(session, "login.succeeded", actor=user.username, ip=client.ip, rehashed=needs_rehash)
+            session.commit()
+        if needs_rehash and user_id is not None and stored is not None:
+            _rehash(svc, user_id, stored, password)
     return tokens
+
+
+def _rehash(svc: AuthService, user_id: int, old_hash: str, password: str) -> None:
+    """_rehash stores the password's hash with the current parameters, unless the password changed meanwhile."""
+    new_hash = svc.hashing.hash(password)
+    with svc.transaction() as session:
+        session.execute(
+            update(User)
+            .where(User.id == user_id, User.password_hash == old_hash)
+            .values(password_hash=new_hash)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def find_user(session: Session, name: str) -> User | None:
@@ -202,6 +219,15 @@ def refresh(svc: AuthService, raw: str, client: Client) -> Tokens:
         tokens = _open_session(svc, session, user, row.family)
         session.commit()
     return tokens
+
+
+def refresh_family(svc: AuthService, raw: str) -> str | None:
+    """refresh_family is the login family of refresh token `raw` (used or not), or None for an unknown token: what
+    a cookie refresh's CSRF token is checked against before the token is exchanged."""
+    if not raw or len(raw) > 200:
+        return None
+    with svc.sessions() as session:
+        return session.scalar(select(RefreshToken.family).where(RefreshToken.token_hash == _digest(raw)))
 
 
 def revoke_family(session: Session, family: str, now: datetime | None = None) -> None:

@@ -1,16 +1,22 @@
-"""What a logged-in user does to their own account: profile, password and two-factor enrollment."""
+"""What a logged-in user does to their own account: profile, password and two-factor enrollment.
+
+Every change that could lock the owner out of their account (a new password, 2FA turned on or off) needs the
+password again, and a wrong one counts towards the lockout exactly like a failed login (`Throttle`), so a stolen
+session cannot be used to guess the password.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from xcore.auth import audit
 from xcore.auth.accounts import check_email, clear_totp, ensure_name_free, get_user, replace_password
 from xcore.auth.errors import Conflict, Forbidden, InvalidInput
-from xcore.auth.passwords import verify_password
 from xcore.auth.service import AuthService, Client
+from xcore.auth.throttle import account_key, address_key
 from xcore.auth.totp import hash_recovery_code, match_step, new_recovery_codes, new_secret, provisioning
 from xcore.db.models import RecoveryCode, User
 
@@ -35,20 +41,30 @@ def change_email(svc: AuthService, user_id: int, client: Client, email: str | No
 
 
 def change_password(svc: AuthService, user_id: int, client: Client, current: str, new: str) -> None:
-    """change_password needs the current password; every session of the user ends, this one included."""
-    with svc.transaction() as session:
-        user = get_user(session, user_id)
-        if not verify_password(user.password_hash, current)[0]:
-            raise Forbidden("the current password is wrong", field="current_password")
-        if verify_password(user.password_hash, new)[0]:
+    """change_password needs the current password (counted by the lockout); every session of the user ends, this
+    one included."""
+    with svc.hashing.reserve():
+        keys, stored = _check_password(svc, user_id, client, current, field="current_password", what="password change")
+        _passed(svc, keys)
+        if svc.hashing.verify(stored, new)[0]:
             raise InvalidInput("the new password must differ from the current one", field="new_password")
-        replace_password(svc, session, user, new, field="new_password")
-        audit.record(session, "password.changed", actor=user.username, target=user.username, ip=client.ip)
+        with svc.transaction() as session:
+            user = get_user(session, user_id)
+            if user.password_hash != stored:
+                raise Conflict("the password was changed meanwhile; log in again with the new one")
+            replace_password(svc, session, user, new, field="new_password")
+            audit.record(session, "password.changed", actor=user.username, target=user.username, ip=client.ip)
     svc.accounts_changed()
 
 
-def start_totp(svc: AuthService, user_id: int, client: Client) -> Enrollment:
-    """start_totp makes a new secret for the user to scan. 2FA is not on until `confirm_totp`."""
+def start_totp(svc: AuthService, user_id: int, client: Client, password: str) -> Enrollment:
+    """start_totp makes a new secret for the user to scan, once the password (counted by the lockout) is right.
+    2FA is not on until `confirm_totp`."""
+    with svc.sessions() as session:
+        if get_user(session, user_id).totp_enabled:
+            raise Conflict("two-factor login is already on; disable it first to enroll a new device")
+    keys, _ = _check_password(svc, user_id, client, password, field="password", what="2FA setup")
+    _passed(svc, keys)
     with svc.transaction() as session:
         user = get_user(session, user_id)
         if user.totp_enabled:
@@ -83,23 +99,68 @@ def confirm_totp(svc: AuthService, user_id: int, client: Client, code: str) -> l
 
 
 def disable_totp(svc: AuthService, user_id: int, client: Client, password: str, code: str) -> None:
-    """disable_totp needs the password and a current code (a recovery code works too)."""
+    """disable_totp needs the password and a current code (a recovery code works too); a wrong one of either
+    counts towards the lockout."""
+    with svc.sessions() as session:
+        if not get_user(session, user_id).totp_enabled:
+            raise Conflict("two-factor login is not on")
+    keys, _ = _check_password(svc, user_id, client, password, field="password", what="2FA disable")
     with svc.transaction() as session:
         user = get_user(session, user_id)
         if not user.totp_enabled:
             raise Conflict("two-factor login is not on")
-        if not verify_password(user.password_hash, password)[0]:
-            raise Forbidden("the password is wrong", field="password")
         secret = svc.box.open(user.totp_secret or "")
         step = match_step(secret, code, user.totp_last_step) if secret else None
-        if step is None:
-            used = session.query(RecoveryCode).filter(
-                RecoveryCode.user_id == user.id,
-                RecoveryCode.code_hash == hash_recovery_code(code),
-                RecoveryCode.used_at.is_(None),
+        right = step is not None or (
+            session.scalar(
+                select(RecoveryCode.id).where(
+                    RecoveryCode.user_id == user.id,
+                    RecoveryCode.code_hash == hash_recovery_code(code),
+                    RecoveryCode.used_at.is_(None),
+                )
             )
-            if used.first() is None:
-                raise Forbidden("the code is wrong, expired or already used", field="code")
-        clear_totp(session, user)
-        audit.record(session, "totp.disabled", actor=user.username, target=user.username, ip=client.ip)
+            is not None
+        )
+        username = user.username
+        if right:
+            clear_totp(session, user)
+            svc.throttle.succeeded(session, keys)
+            audit.record(session, "totp.disabled", actor=user.username, target=user.username, ip=client.ip)
+    if not right:
+        _refused(svc, username, client, "2FA disable", "wrong totp")
+        raise Forbidden("the code is wrong, expired or already used", field="code")
     svc.accounts_changed()
+
+
+def _check_password(
+    svc: AuthService, user_id: int, client: Client, password: str, *, field: str, what: str
+) -> tuple[list[str], str]:
+    """_check_password checks a signed-in user's password before `what`, counted as an attempt on the account's and
+    the address's lockout keys until the caller calls `_passed` (or `Throttle.succeeded`) with the keys returned.
+
+    Returns (keys, the stored hash). Raises Busy when the hashing pool is full, TooManyAttempts while a key is
+    locked, and Forbidden naming `field` for a wrong password.
+    """
+    with svc.hashing.reserve():
+        with svc.sessions() as session:
+            user = get_user(session, user_id)
+            username, stored = user.username, user.password_hash
+        keys = [account_key(user_id, username), address_key(client.ip)]
+        with svc.transaction() as session:
+            svc.throttle.admit(session, keys)
+        if not svc.hashing.verify(stored, password)[0]:
+            _refused(svc, username, client, what, "wrong password")
+            raise Forbidden("the password is wrong", field=field)
+    return keys, stored
+
+
+def _passed(svc: AuthService, keys: list[str]) -> None:
+    with svc.transaction() as session:
+        svc.throttle.succeeded(session, keys)
+
+
+def _refused(svc: AuthService, username: str, client: Client, what: str, reason: str) -> None:
+    with svc.transaction() as session:
+        audit.record(
+            session, "reauth.failed", actor=username, ip=client.ip, level=logging.WARNING, reason=reason, during=what
+        )

@@ -4,18 +4,61 @@ A rule's pattern is an exact path (`/api/setup`) or a prefix ending in `*` (`/ap
 `/x/*` covers `/x` itself too. For a request, the rules whose pattern matches the path and whose methods
 include the request's method are candidates; the most specific wins (an exact path, else the longest prefix).
 No candidate means the default: a logged-in user is required. Deny by default.
+
+Rules judge the *request path*: the path as the server decoded it (percent-escapes, `%2F` included, are decoded
+once, by the server), in the one form `request_path` gives it, which is the form Litestar's router serves. A
+path that cannot be judged safely (a control character, a `.` or `..` segment, over `MAX_PATH` characters) is
+refused with `PathRefused` before any rule is looked up.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from xcore.auth.builtin import RANKS, SUPERADMIN
+from xcore.auth.errors import InvalidInput
 from xcore.config.schema import AccessRule, access_rule_problem
 from xcore.errors import ConfigError
 
 SETTING = "xcore.middleware.ACCESS_RULES"
+MAX_PATH = 4096  # characters of a request path, decoded
+CACHED_PATH = 512  # longer paths are judged each time: the cache of decisions is bounded in entries, not bytes
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class PathRefused(InvalidInput):
+    """PathRefused is a request path the guard will not judge: `status` is 400, or 414 for an overlong path."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message, field="path")
+        self.status = status
+
+
+def request_path(path: str) -> str:
+    """request_path is the one form in which a request path is judged, cached and explained.
+
+    `path` is decoded, as in the ASGI scope. The answer starts with one `/`, has no empty segment and no
+    trailing `/` (exactly Litestar's `normalize_path`, so the path judged is the path the router serves); case
+    and every other character are kept, as the router keeps them. Raises PathRefused for a path holding a
+    control character (NUL included) or a `.` or `..` segment (a browser resolves those before sending; the
+    router would not, and a proxy might), or longer than MAX_PATH characters. Idempotent.
+    """
+    if len(path) > MAX_PATH:
+        raise PathRefused(f"the request path is {len(path)} characters long; at most {MAX_PATH} are served", 414)
+    if path[:1] != "/" or "//" in path or (path[-1:] == "/" and path != "/"):
+        path = "/" + "/".join(part for part in path.split("/") if part)
+    if "/." in path:
+        for part in path.split("/"):
+            if part in (".", ".."):
+                raise PathRefused(f"the request path has a {part!r} segment: send the path with it resolved")
+    control = _CONTROL.search(path)
+    if control is not None:
+        raise PathRefused(
+            f"the request path has a control character (U+{ord(control.group()):04X}) at position {control.start()}"
+        )
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +170,21 @@ class AccessTable:
         self.decided: dict[tuple[str, str], Rule] = {}
 
     def match(self, path: str, method: str) -> Rule:
-        """match returns the rule that decides `method path`, or DEFAULT_RULE. `path` is normalized by the caller."""
-        key = (path, method)
-        found = self.decided.get(key)
+        """match returns the rule that decides `method path`, or DEFAULT_RULE; raises PathRefused (see
+        `request_path`). `path` is a decoded request path, in any form: it is judged as `request_path(path)`.
+
+        `decided` is only ever written under the key it is read with, `(request_path(path), method)`, so a path in
+        another form (`/x/`, `//x`) can never leave a decision that its normalized form, or the guard's fast path
+        (which looks the raw path up), would then find.
+        """
+        found = self.decided.get((path, method))
         if found is None:
+            path = request_path(path)
             found = self._find(path, method)
-            if len(self.decided) > 4096:  # paths with ids in them would grow it without end
-                self.decided.clear()
-            self.decided[key] = found
+            if len(path) <= CACHED_PATH:
+                if len(self.decided) > 4096:  # paths with ids in them would grow it without end
+                    self.decided.clear()
+                self.decided[(path, method)] = found
         return found
 
     def _find(self, path: str, method: str) -> Rule:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from xcore.auth.hashing import HashPool
 from xcore.auth.principals import Epoch, Principals
 from xcore.auth.rules import AccessTable
 from xcore.auth.setup import SetupToken
@@ -34,7 +35,8 @@ class Client:
 
 
 class AuthService:
-    """AuthService holds the signer, the caches, the rule table and the database of the accounts."""
+    """AuthService holds the signer, the caches, the rule table, the password-hashing pool and the database of the
+    accounts."""
 
     def __init__(self, runtime: Runtime) -> None:
         secure = runtime.config.secure
@@ -45,9 +47,9 @@ class AuthService:
         self.epoch = Epoch(runtime.data.root / "auth-epoch")
         self.principals = Principals(self.sessions, self.epoch, secure.access_ttl)
         self.throttle = Throttle(secure.lockout)
+        self.hashing = HashPool(secure.hashing)
         self.rules = AccessTable(runtime.config.xcore.middleware.ACCESS_RULES)
         self.setup_token = SetupToken(runtime.data.root)
-        self.signer_secret = runtime.secret
         self.setup_done = False
 
     @contextmanager

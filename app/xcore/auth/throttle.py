@@ -1,8 +1,9 @@
 """Brute-force protection: failed logins and 2FA codes lock an account name and a client address for a while.
 
-Counts live in the database (`login_throttle`), so every worker sees the same numbers. Keys are the login
-name as typed (case-folded) and the client address: a name that does not exist is counted and locked
-exactly like one that does, so the answers never tell them apart.
+Counts live in the database (`login_throttle`), so every worker sees the same numbers. Keys are the account
+and the client address. The account is keyed by its id once the name typed is resolved, so its username and
+email address in any case or spacing share one counter; a name that matches no account is counted under the
+name (case-folded) and locked exactly like an account, so the answers never tell them apart.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ from xcore.config.schema import LockoutConfig
 from xcore.db.models import LoginThrottle, as_utc
 
 
-def account_key(login: str) -> str:
-    return f"account:{login.strip().casefold()[:280]}"
+def account_key(user_id: int | None, login: str) -> str:
+    """account_key is the lockout key of the account `login` resolved to (`user_id`), or of `login` itself when it
+    names no account. The two kinds never collide: a name cannot pass for an account id."""
+    if user_id is not None:
+        return f"user:{user_id}"
+    return f"name:{login.strip().casefold()[:280]}"
 
 
 def address_key(address: str | None) -> str:

@@ -3,7 +3,8 @@
 An access token carries `sub` (the user id), `exp`, `iat`, `jti`, `ver` (the user's token version), `iss`
 ("xcore") and `fam` (the login's refresh-token family). A verified token is cached until it expires, so the
 signature is checked once per token, not once per request; the token version is checked on every request
-(see `xcore.auth.principals`).
+(see `xcore.auth.principals`). A cookie session's CSRF token is derived from its family (`csrf_token`), so it is
+bound to that login: another login's token, or one made up, does not pass.
 
 PyJWT is imported where a token is made or read, not with this module: with cryptography it is 9 MB, and
 `xcore serve`'s main process (which prepares the database and watches over the workers) never needs it. Each
@@ -12,6 +13,9 @@ worker imports it in the background a second after it starts serving (`xcore.web
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -60,6 +64,18 @@ class TokenSigner:
         import jwt  # see the module's docstring
 
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), expires
+
+    def csrf_token(self, family: str) -> str:
+        """csrf_token is the CSRF token of the login `family`: the same for all of its access and refresh tokens,
+        different for every other login, and unforgeable without the secret. Raises NotAuthenticated for a token
+        without a family (none is issued any more): such a session cannot pass a CSRF check.
+
+        (HMAC with this secret, over a message that never is a JWT's signing input: a JWT's has no NUL.)
+        """
+        if not family:
+            raise NotAuthenticated("this session is bound to no login; log in again")
+        digest = hmac.new(self._secret.encode(), b"xcore/csrf/v2\0" + family.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def verify(self, encoded: str) -> AccessClaims:
         """verify returns the token's claims. Raises NotAuthenticated for a forged, tampered or expired token.

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 STEP = 30
 DRIFT = 1  # steps accepted on either side of now, for clocks that are a little off
 RECOVERY_CODES = 10
+DIGITS = 6  # pyotp's default, and what authenticator apps show
 
 
 class SecretBox:
@@ -73,7 +74,7 @@ def match_step(secret: str, code: str, last_step: int | None, now: float | None 
     `last_step` (the last accepted one) is refused, so a code works once only.
     """
     code = code.strip().replace(" ", "")
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isascii() and code.isdigit() and len(code) == DIGITS):  # "١٢٣٤٥٦" is digits too, but no code
         return None
     totp = pyotp.TOTP(secret, interval=STEP)
     current = int((time.time() if now is None else now) // STEP)
@@ -92,7 +93,7 @@ def new_recovery_codes() -> list[str]:
 
 
 def normalize_recovery_code(code: str) -> str:
-    cleaned = "".join(ch for ch in code.upper() if ch.isalnum())
+    cleaned = "".join(ch for ch in code.upper() if ch.isascii() and ch.isalnum())  # codes are ASCII
     return "-".join(cleaned[i : i + 4] for i in range(0, len(cleaned), 4))
 
 

@@ -1,4 +1,8 @@
-"""The `xcore` command line. Every command takes --data-dir; errors are one line, never a traceback."""
+"""The `xcore` command line. --data-dir works before or after any command; errors are one line, never a traceback.
+
+A usage error (unknown option or command, missing or extra argument, a value of the wrong type) is one line,
+`xcore: error: COMMAND: what is wrong (see `xcore COMMAND --help`)`, exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from xcore.cli.config_cmd import config
 from xcore.cli.db_cmd import db
 from xcore.cli.desktop_cmd import desktop
 from xcore.cli.logs_cmd import logs
+from xcore.cli.options import add_global_options
+from xcore.cli.output import echo
 from xcore.cli.plugin_cmd import plugin
 from xcore.cli.serve_cmd import serve
 from xcore.cli.tasks_cmd import tasks
@@ -25,7 +31,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         return
     from xcore.build import describe
 
-    click.echo(describe())
+    echo(describe(), lines=True)
     ctx.exit()
 
 
@@ -51,6 +57,41 @@ cli.add_command(logs)
 cli.add_command(user)
 cli.add_command(plugin)
 cli.add_command(tasks)
+add_global_options(cli)
+
+
+def usage_error_line(exc: click.ClickException, argv: list[str]) -> str:
+    """usage_error_line turns a Click error into the one line xcore prints: what was wrong, naming the option or
+    argument (Click's own words, on one line), and for a usage error the help command of the command at fault."""
+    text = " ".join(exc.format_message().split()).replace(". (Did", " (did").replace(". Did you", "; did you")
+    text = text[:1].lower() + text[1:] if text[1:2].islower() else text
+    text = text.removesuffix(".")
+    if not isinstance(exc, click.UsageError):
+        return f"xcore: error: {text}"
+    # Click leaves the context out of some errors ("option '--x' requires an argument"): find the command in argv.
+    path = exc.ctx.command_path if exc.ctx is not None else " ".join(("xcore", *_command_words(argv)))
+    where = path.split(" ", 1)[1] + ": " if " " in path else ""
+    return f"xcore: error: {where}{text} (see `{path} --help`)"
+
+
+def _command_words(argv: list[str]) -> list[str]:
+    """_command_words are the words of argv that name (sub)commands, skipping the groups' options and values."""
+    command: click.Command = cli
+    words: list[str] = []
+    args = list(argv)
+    while isinstance(command, click.Group) and args:
+        arg = args.pop(0)
+        if arg.startswith("-"):
+            option = next((p for p in command.params if isinstance(p, click.Option) and arg in p.opts), None)
+            if option is not None and not option.is_flag and not option.count:
+                args = args[1:]
+            continue
+        sub = command.commands.get(arg)
+        if sub is None:
+            break
+        words.append(arg)
+        command = sub
+    return words
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,13 +107,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = cli.main(args=argv, prog_name="xcore", standalone_mode=False)
     except XcoreError as exc:
-        click.echo(f"xcore: error: {exc}", err=True)
+        echo(f"xcore: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("xcore: aborted", err=True)
+        echo("xcore: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # `xcore` or `xcore plugin` alone: the help is the answer
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        echo(usage_error_line(exc, sys.argv[1:] if argv is None else argv), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -80,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("xcore.system").exception("internal error")
         if os.environ.get(ENV_DEBUG):
             raise
-        click.echo(
+        echo(
             f"xcore: internal error: {type(exc).__name__}: {exc} (this is a bug; run again with {ENV_DEBUG}=1 "
             "for the details, or see the log file)",
             err=True,

@@ -9,6 +9,7 @@ import click
 import msgspec
 
 from xcore.cli.options import data_dir_option
+from xcore.cli.output import echo
 from xcore.config.docs import settings_table
 from xcore.config.schema import XcoreConfig, iter_settings
 from xcore.runtime import open_runtime
@@ -54,13 +55,13 @@ def show(as_json: bool, data_dir: str | None) -> None:
         value = shown_value(_lookup(document, setting.path), setting.secret)
         rows.append((setting.key, value, runtime.loaded.source_of(setting.path)))
     if as_json:
-        click.echo(json.dumps({k: {"value": v, "source": s} for k, v, s in rows}, indent=2))
+        echo(json.dumps({k: {"value": v, "source": s} for k, v, s in rows}, indent=2), lines=True)
         return
-    click.echo(f"data directory: {runtime.data.root}")
-    click.echo(f"database: {shown_value(runtime.database_url, secret=True)}")
+    echo(f"data directory: {runtime.data.root}")
+    echo(f"database: {shown_value(runtime.database_url, secret=True)}")
     width = max(len(k) for k, _, _ in rows)
     for key, value, source in rows:
-        click.echo(f"{key:<{width}}  {json.dumps(value)}  ({source})")
+        echo(f"{key:<{width}}  {json.dumps(value)}  ({source})")
 
 
 @config.command()
@@ -70,16 +71,16 @@ def check(data_dir: str | None) -> None:
     runtime = open_runtime(data_dir, logs=False)
     user_file = runtime.data.config_file
     layers = ["defaults"] + ([str(user_file)] if user_file.exists() else [])
-    click.echo(f"configuration is valid ({', '.join(layers)}, environment, flags)")
+    echo(f"configuration is valid ({', '.join(layers)}, environment, flags)")
 
 
 @config.command()
 def schema() -> None:
     """Print the JSON Schema of config.json (for editors)."""
-    click.echo(json.dumps(msgspec.json.schema(XcoreConfig), indent=2))
+    echo(json.dumps(msgspec.json.schema(XcoreConfig), indent=2), lines=True)
 
 
 @config.command()
 def docs() -> None:
     """Print the settings table of the README (Markdown), generated from the schema."""
-    click.echo(settings_table())
+    echo(settings_table(), lines=True)

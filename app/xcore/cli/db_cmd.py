@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from xcore.cli.options import data_dir_option
+from xcore.cli.output import echo
 from xcore.errors import DatabaseError
 from xcore.runtime import Runtime, open_runtime
 
@@ -42,11 +43,11 @@ def _migrate_command(runtime: Runtime, direction: str, target: str) -> None:
     else:
         result = run(runtime.database_url, runtime.backups_dir, runtime.config.migration.backup, target)
     if not result.changed:
-        click.echo(f"nothing to do: the database is at {result.before or 'base'}")
+        echo(f"nothing to do: the database is at {result.before or 'base'}")
         return
-    click.echo(f"{direction}d the database: {result.before or 'base'} -> {result.after or 'base'}")
+    echo(f"{direction}d the database: {result.before or 'base'} -> {result.after or 'base'}")
     if result.backup:
-        click.echo(f"backup taken first: {result.backup}")
+        echo(f"backup taken first: {result.backup}")
 
 
 @db.command()
@@ -76,7 +77,7 @@ def current(data_dir: str | None) -> None:
     revision = migrate.current_revision(runtime.engine)
     head = migrate.head_revision()
     state = "up to date" if revision == head else f"behind {head}: run `xcore db upgrade`"
-    click.echo(f"{revision or 'base'} ({state})  {mask_url(runtime.database_url)}")
+    echo(f"{revision or 'base'} ({state})  {mask_url(runtime.database_url)}")
 
 
 @db.command()
@@ -89,7 +90,7 @@ def history(data_dir: str | None) -> None:
     revision = migrate.current_revision(runtime.engine)
     for rev, down, message in migrate.history():
         mark = "  <- current" if rev == revision else ""
-        click.echo(f"{rev}  (from {down or 'base'})  {message.splitlines()[0] if message else ''}{mark}")
+        echo(f"{rev}  (from {down or 'base'})  {message.splitlines()[0] if message else ''}{mark}")
 
 
 @db.command()
@@ -106,28 +107,30 @@ def backup(data_dir: str | None) -> None:
     revision = migrate.current_revision(runtime.engine)
     keep = runtime.config.migration.backup.max_backup_files
     path = make_backup(db_file, runtime.backups_dir, revision, keep, kind="manual")
-    click.echo(f"backup written: {path}")
+    echo(f"backup written: {path}")
 
 
 @db.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @data_dir_option
 def restore(file: Path, data_dir: str | None) -> None:
-    """Replace the database with the backup FILE. Refused while a server runs; the current data is backed up first."""
-    from xcore.db import migrate
-    from xcore.db.backup import check_sqlite_file, make_backup, no_server_running, restore_backup
+    """Replace the database with the backup FILE. Refused while a server runs; the current data is backed up first.
+
+    FILE must be an xcore database (a file `xcore db backup` wrote); an older one is migrated. Revocations,
+    lockouts and audit events recorded since it was made are kept (see `xcore.db.restore`)."""
+    from xcore.db.backup import no_server_running
+    from xcore.db.restore import restore_live
 
     runtime = open_runtime(data_dir)
     db_file = _sqlite_file(runtime, "restore")
     if not file.is_file():
         raise DatabaseError(f"backup file {file}: does not exist")
-    check_sqlite_file(file)
+    keep = runtime.config.migration.backup.max_backup_files
     with no_server_running(db_file, "restore the database"):
-        if db_file.exists() and db_file.stat().st_size:
-            revision = migrate.current_revision(runtime.engine)
-            runtime.engine.dispose()
-            keep = runtime.config.migration.backup.max_backup_files
-            safety = make_backup(db_file, runtime.backups_dir, revision, keep, kind="safety", spare=file)
-            click.echo(f"the current database was backed up first: {safety}")
-        restore_backup(file, db_file)
-    click.echo(f"restored {db_file} from {file}")
+        # No account in FILE is allowed here: the next start then asks for the owner account again.
+        done = restore_live(db_file, file, runtime.backups_dir, keep, require_accounts=False)
+    if done.safety is not None:
+        echo(f"the current database was backed up first: {done.safety}")
+    if done.migrated_to:
+        echo(f"{file.name} was made by an older xcore: migrated {done.revision} -> {done.migrated_to}")
+    echo(f"restored {db_file} from {file}")

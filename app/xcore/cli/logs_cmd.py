@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from xcore.cli.options import data_dir_option
+from xcore.cli.output import echo
 from xcore.errors import XcoreError
 from xcore.logs.reader import LEVELS, LogFilter, follow, format_entry, last_entries, read_entries, stats
 from xcore.logs.setup import CONTEXTS
@@ -36,18 +37,18 @@ def logs(
     keep = LogFilter(level=level, context=context, search=search)
     if show_stats:
         levels, contexts, total = stats(e for e in read_entries(log_file) if keep(e))
-        click.echo(f"{total} entries in {log_file}")
-        click.echo("by level:   " + ", ".join(f"{k} {levels[k]}" for k in LEVELS if levels[k]))
-        click.echo("by context: " + ", ".join(f"{k} {contexts[k]}" for k in sorted(contexts)))
+        echo(f"{total} entries in {log_file}")
+        echo("by level:   " + ", ".join(f"{k} {levels[k]}" for k in LEVELS if levels[k]))
+        echo("by context: " + ", ".join(f"{k} {contexts[k]}" for k in sorted(contexts)))
         return
     if not log_file.exists() and not follow_:
-        click.echo(f"no log file yet at {log_file}", err=True)
+        echo(f"no log file yet at {log_file}", err=True)
         return
     for entry in last_entries(log_file, keep, lines):
-        click.echo(format_entry(entry))
+        echo(format_entry(entry), lines=True)
     if follow_:
         try:
             for entry in follow(log_file, keep):
-                click.echo(format_entry(entry))
+                echo(format_entry(entry), lines=True)
         except KeyboardInterrupt:
             pass

@@ -23,10 +23,12 @@ import click
 
 from xcore import __version__
 from xcore.cli.options import data_dir_option, echo_table, migrated_runtime
+from xcore.cli.output import echo
 from xcore.errors import XcoreError
 
 if TYPE_CHECKING:
     from xcore.db.models import PluginState
+    from xcore.plugins.bundle import Bundle, BundleError
     from xcore.plugins.runtime import PluginRuntime
 
 GIT_TIMEOUT = 300.0
@@ -52,11 +54,12 @@ def plugin() -> None:
 )
 def new(name: str, parent: Path) -> None:
     """Create the folder PARENT/NAME holding a small working plugin with its tests."""
-    from xcore.plugins.scaffold import create_scaffold
+    from xcore.plugins.scaffold import create_scaffold, next_steps
 
     folder = create_scaffold(parent, name)
-    click.echo(f"created {folder}")
-    click.echo(f"next: cd {folder} && pytest, then `xcore plugin pack .` (see its README.md)")
+    echo(f"created {folder}")
+    for line in next_steps(folder):
+        echo(line)
 
 
 @plugin.command("pack")
@@ -69,8 +72,8 @@ def pack(folder: Path, out_dir: Path) -> None:
     from xcore.plugins.pack import pack_folder
 
     path = pack_folder(folder, out_dir, __version__).absolute()
-    click.echo(str(path))
-    click.echo(f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
+    echo(str(path))
+    echo(f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
 
 
 @plugin.command("install")
@@ -94,8 +97,8 @@ def install(source: str, data_dir: str | None) -> None:
         else:
             raise click.UsageError(f"{source}: no such file or folder, and not a git URL")
         bundle = install_bundle(runtime, zip_path, name=name)
-    click.echo(f"installed {bundle.manifest.id} {bundle.manifest.version} as {bundle.path}")
-    click.echo(f"sha256 {bundle.sha256}")
+    echo(f"installed {bundle.manifest.id} {bundle.manifest.version} as {bundle.path}")
+    echo(f"sha256 {bundle.sha256}")
 
 
 def _clone(source: str, target: Path) -> Path:
@@ -127,7 +130,8 @@ def _clone(source: str, target: Path) -> Path:
 @plugin.command("list")
 @data_dir_option
 def list_plugins(data_dir: str | None) -> None:
-    """List the installed bundles: version, file, whether it is valid, and what a server last made of it."""
+    """List the installed plugins, one row each: enabled or not, the version serving, the versions that failed
+    (a broken zip by its file name), the other versions, and the state a server last recorded."""
     from sqlalchemy import select
 
     from xcore.db.models import PluginState
@@ -137,20 +141,52 @@ def list_plugins(data_dir: str | None) -> None:
     runtime = migrated_runtime(data_dir)
     found = installed_bundles(runtime)
     if not found:
-        click.echo(f"no plugins in {plugins_dir(runtime)}; `xcore plugin install FILE.zip` adds one")
+        echo(f"no plugins in {plugins_dir(runtime)}; `xcore plugin install FILE.zip` adds one")
         return
     with runtime.sessions() as session:
         states = {s.plugin_id: s for s in session.scalars(select(PluginState))}
-    rows: list[tuple[str, ...]] = [("ID", "VERSION", "FILE", "CHECK", "ENABLED", "STATE")]
+    by_id: dict[str, list[tuple[Path, Bundle | BundleError]]] = {}
     for path, bundle in found:
-        if isinstance(bundle, Bundle):
-            plugin_id, version, check = bundle.manifest.id, bundle.manifest.version, "valid"
-        else:
-            plugin_id, version, check = path.stem.split("-", 1)[0], "?", bundle.rule
+        plugin_id = bundle.manifest.id if isinstance(bundle, Bundle) else path.stem.split("-", 1)[0]
+        by_id.setdefault(plugin_id, []).append((path, bundle))
+    rows: list[tuple[str, ...]] = []
+    for plugin_id, bundles in sorted(by_id.items()):
         state = states.get(plugin_id)
         enabled = "no" if state is not None and not state.enabled else "yes"  # enabled unless disabled
-        rows.append((plugin_id, version, path.name, check, enabled, _state_text(state)))
-    echo_table(rows[0], rows[1:])
+        serving, failed, others = _versions_of(bundles, state)
+        rows.append((plugin_id, enabled, serving or "-", ", ".join(failed) or "-", ", ".join(others) or "-",
+                     _state_text(state)))  # fmt: skip
+    echo_table(("ID", "ENABLED", "SERVING", "FAILED", "OTHERS", "STATE"), rows)
+
+
+def _versions_of(
+    bundles: list[tuple[Path, Bundle | BundleError]], state: PluginState | None
+) -> tuple[str | None, list[str], list[str]]:
+    """_versions_of sorts one plugin's zips, newest first, into (the version serving, the failed ones, the others
+    with their state). A zip that breaks a bundle rule failed, named by its file and rule; the others are matched
+    by sha256 with the versions a server last recorded (`plugin_state.versions`); one no server saw is "new"."""
+    from packaging.version import Version
+
+    from xcore.plugins.bundle import Bundle
+
+    recorded = {v.get("sha256"): v for v in (state.versions or []) if v.get("sha256")} if state else {}
+    serving: str | None = None
+    failed: list[str] = []
+    others: list[str] = []
+    zips = [b for _, b in bundles if isinstance(b, Bundle)]
+    for bundle in sorted(zips, key=lambda b: Version(b.manifest.version), reverse=True):
+        version = bundle.manifest.version
+        seen = recorded.get(bundle.sha256, {}).get("state")
+        if seen is None and state is not None and not state.versions and state.version == version:
+            seen = state.state  # recorded by an older xcore, which kept the plugin's state only
+        if seen == "active":
+            serving = version
+        elif seen == "failed":
+            failed.append(version)
+        else:
+            others.append(f"{version} {seen or 'new'}")
+    failed += [f"{path.name} ({b.rule})" for path, b in bundles if not isinstance(b, Bundle)]
+    return serving, failed, others
 
 
 def _state_text(state: PluginState | None) -> str:
@@ -181,7 +217,7 @@ def remove(plugin_id: str, purge: bool, yes: bool, data_dir: str | None) -> None
         what = "remove the plugin and DELETE its data, settings and permissions" if purge else "remove the plugin"
         click.confirm(f"{plugin_id}: {what}?", abort=True)
     for path in remove_plugin(runtime, plugin_id, purge=purge):
-        click.echo(f"deleted {path}")
+        echo(f"deleted {path}")
 
 
 @plugin.command("runtime")
@@ -194,7 +230,7 @@ def runtime_modules(as_json: bool) -> None:
 
     found = list_importable()
     if as_json:
-        click.echo(json.dumps(found.as_json(), indent=2))
+        echo(json.dumps(found.as_json(), indent=2), lines=True)
     else:
         _echo_runtime(found)
 
@@ -204,19 +240,19 @@ def _echo_runtime(found: PluginRuntime) -> None:
     from xcore.plugins.runtime import STDLIB_LEFT_OUT
 
     if found.frozen:
-        click.echo("frozen build: plugins may import these modules and nothing else")
+        echo("frozen build: plugins may import these modules and nothing else")
     else:
-        click.echo(
+        echo(
             "source install: plugins may import anything installed in this Python environment (listed below); "
             "a frozen build contains only the standard library and xcore's own dependencies, see `plugins/README.md`"
         )
-    click.echo("")
+    echo("")
     left_out = ", ".join(STDLIB_LEFT_OUT)
     why = "left out of this build" if found.frozen else "not listed, as a frozen build leaves them out"
-    click.echo(f"standard library: {len(found.stdlib)} modules ({why}: {left_out})")
-    click.echo(textwrap.fill(" ".join(found.stdlib), width=110, initial_indent="  ", subsequent_indent="  "))
-    click.echo("")
-    click.echo(f"packages: {len(found.packages)}")
+    echo(f"standard library: {len(found.stdlib)} modules ({why}: {left_out})")
+    echo(textwrap.fill(" ".join(found.stdlib), width=110, initial_indent="  ", subsequent_indent="  "), lines=True)
+    echo("")
+    echo(f"packages: {len(found.packages)}")
     rows = [
         (
             "  " + p.module,

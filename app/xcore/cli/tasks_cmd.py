@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from xcore.cli.options import data_dir_option, echo_table, migrated_runtime
+from xcore.cli.output import echo
 
 if TYPE_CHECKING:
     from xcore.db.models import TaskRun
@@ -42,7 +43,7 @@ def list_tasks(as_json: bool, data_dir: str | None) -> None:
         newest = select(TaskRun.name, func.max(TaskRun.id).label("id")).group_by(TaskRun.name).subquery()
         last = {r.name: r for r in session.scalars(select(TaskRun).join(newest, TaskRun.id == newest.c.id))}
     if not states:
-        click.echo("no tasks registered yet: they are recorded when `xcore serve` starts")
+        echo("no tasks registered yet: they are recorded when `xcore serve` starts")
         return
     rows: list[dict[str, Any]] = []
     for state in states:
@@ -59,7 +60,7 @@ def list_tasks(as_json: bool, data_dir: str | None) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo(json.dumps(rows, indent=2), lines=True)
         return
     echo_table(
         ["NAME", "PLUGIN", "SCHEDULE", "PAUSED", "LAST RUN"],
@@ -98,7 +99,7 @@ def run_task(name: str, args_json: str, kwargs_json: str, data_dir: str | None) 
         run = host.submit(name, state.plugin_id, args, kwargs)
     finally:
         host.huey.storage.close()
-    click.echo(f"queued {name} as run {run}")
+    echo(f"queued {name} as run {run}")
 
 
 @tasks.command("history")
@@ -122,10 +123,10 @@ def history(name: str | None, status: str | None, limit: int, as_json: bool, dat
     with runtime.sessions() as session:
         runs = list(session.scalars(query.order_by(TaskRun.id.desc()).limit(limit)))
     if as_json:
-        click.echo(json.dumps([_run_dict(r) for r in runs], indent=2))
+        echo(json.dumps([_run_dict(r) for r in runs], indent=2), lines=True)
         return
     if not runs:
-        click.echo("no runs")
+        echo("no runs")
         return
     echo_table(
         ["RUN", "NAME", "STATUS", "ATTEMPT", "QUEUED", "DURATION", "ERROR"],

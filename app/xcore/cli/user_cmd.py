@@ -13,6 +13,7 @@ import sys
 import click
 
 from xcore.cli.options import data_dir_option, migrated_runtime
+from xcore.cli.output import echo
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -61,7 +62,7 @@ def create(
         accounts.complete_setup(auth, client, None, username=username, password=password, email=email)
     else:
         accounts.create_user(auth, None, client, username=username, password=password, email=email, roles=granted)
-    click.echo(f"created {username} ({', '.join(dict.fromkeys(granted))})")
+    echo(f"created {username} ({', '.join(dict.fromkeys(granted))})")
 
 
 @user.command("passwd")
@@ -83,7 +84,7 @@ def passwd(username: str, password_stdin: bool, data_dir: str | None) -> None:
             raise NotFound(f"there is no user {username!r}; `xcore user list` shows the accounts")
     password = _read_password(password_stdin)
     accounts.set_password(runtime.auth, Client(ip="command line"), username, password)
-    click.echo(f"password of {username} changed; their sessions have ended")
+    echo(f"password of {username} changed; their sessions have ended")
 
 
 @user.command("list")
@@ -98,7 +99,7 @@ def list_users(data_dir: str | None) -> None:
     with runtime.sessions() as session:
         users = session.scalars(select(User).order_by(User.username)).all()
         if not users:
-            click.echo("no accounts yet: run `xcore user create NAME --superadmin`")
+            echo("no accounts yet: run `xcore user create NAME --superadmin`")
         for u in users:
             flags = ("" if u.is_active else " inactive") + (" 2fa" if u.totp_enabled else "")
-            click.echo(f"{u.username:<24} {','.join(r.name for r in u.roles):<24}{flags}")
+            echo(f"{u.username:<24} {','.join(r.name for r in u.roles):<24}{flags}")

@@ -9,8 +9,11 @@ Layers, later winning:
 4. command-line flags.
 
 Sections merge key by key. The `ACCESS_RULES` table merges rule by rule: a layer adds or replaces rules, and
-a rule set to null removes the one below it. Any other value replaces the one below it. Every error names the
-key path, the layer it came from and what was expected.
+a rule set to null removes the one below it. Any other value replaces the one below it.
+
+Every layer is validated on its own first, then the merged result: a wrong value is refused even when a later
+layer overrides it. Every error names the key path, the layer it came from (the file, the environment
+variable, the flag) and what was expected.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,6 +270,32 @@ _TOKEN = re.compile(r"\.([^.\[]+)|\[([^\]]*)\]")
 
 def validate(merged: dict[str, Any], sources: dict[Path_, str]) -> XcoreConfig:
     """Convert the merged document to the schema; a failure names the key, its layer and the expectation."""
+    return _convert(merged, lambda path: _source_for(path, sources))
+
+
+def validate_layer(layer: Layer) -> None:
+    """validate_layer checks one layer on its own against the schema, as if it were the only one.
+
+    A wrong value is refused even when a later layer sets the same key (a typo in config.json must not wait
+    for the day the environment variable that hides it is unset). Raises ConfigError naming the layer's label
+    for the key (the file, or the environment variable) and the key path.
+    """
+    _convert(_as_document(layer.values), layer.label_of)
+
+
+def _as_document(values: Any, path: Path_ = ()) -> Any:
+    """A layer's values as the schema reads them, alone: without the keys for editors (`$schema`), and without
+    the null entries of merged tables (null removes a rule of the layer below; it is not a rule to check)."""
+    if not isinstance(values, dict):
+        return values
+    if path in MERGED_TABLES:
+        return {name: entry for name, entry in values.items() if entry is not None}
+    if section_fields(path) is None:
+        return values
+    return {key: _as_document(value, (*path, key)) for key, value in values.items() if not key.startswith("$")}
+
+
+def _convert(merged: dict[str, Any], source_of: Callable[[Path_], str]) -> XcoreConfig:
     try:
         config = msgspec.convert(merged, XcoreConfig)
     except msgspec.ValidationError as exc:
@@ -280,7 +309,7 @@ def validate(merged: dict[str, Any], sources: dict[Path_, str]) -> XcoreConfig:
             f"[{p}]" if p.isdigit() or p == "..." or p.startswith("'") else (f".{p}" if i else p)
             for i, p in enumerate(path)
         )
-        source = _source_for(path, sources)
+        source = source_of(path)
         expected = _expected(path)
         what = match.group("what").replace("`", "")
         raise ConfigError(f"{source}: {dotted}: {what}{expected}") from None
@@ -288,12 +317,12 @@ def validate(merged: dict[str, Any], sources: dict[Path_, str]) -> XcoreConfig:
         problem = access_rule_problem(pattern, rule)
         if problem is not None:
             where = ("xcore", "middleware", "ACCESS_RULES", repr(pattern))
-            source = _source_for(where, sources)
+            source = source_of(where)
             raise ConfigError(f"{source}: xcore.middleware.ACCESS_RULES[{pattern!r}]{problem[0]}: {problem[1]}")
     for index, entry in enumerate(config.server.trusted_proxies):
         reason = trusted_proxy_problem(entry)
         if reason is not None:
-            source = _source_for(("server", "trusted_proxies"), sources)
+            source = source_of(("server", "trusted_proxies"))
             raise ConfigError(f"{source}: server.trusted_proxies[{index}]: {reason}")
     return config
 
@@ -344,4 +373,6 @@ def load_config(
     layers.append(env_layer(os.environ if environ is None else environ))
     layers.append(cli_layer(cli or {}))
     merged, sources = merge_layers(layers)
+    for layer in layers:
+        validate_layer(layer)
     return LoadedConfig(validate(merged, sources), sources)

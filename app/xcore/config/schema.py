@@ -151,6 +151,20 @@ class ManagerConfig(_Section, frozen=True):
 
 class PasswordConfig(_Section, frozen=True):
     min_length: Annotated[int, doc("Shortest password accepted for an account.", ge=8, le=256)] = 10
+    refuse_common: Annotated[
+        bool,
+        doc(
+            "Refuse the 20,000 most common passwords (the list Django ships, by Royce Williams), also with a few "
+            "digits or symbols added or letters written as look-alike digits (P@ssw0rd1)."
+        ),
+    ] = True
+    refuse_patterns: Annotated[
+        bool,
+        doc(
+            "Refuse passwords made mostly of keyboard patterns (qwertyuiop, 1qaz2wsx), sequences (1234567890, "
+            "abcdef) and repeats (aaaa, abcabc): fewer than 4 characters, or a third of them, outside such patterns."
+        ),
+    ] = True
 
 
 class LockoutConfig(_Section, frozen=True):
@@ -165,6 +179,29 @@ class LockoutConfig(_Section, frozen=True):
         float, doc("Seconds of the first lock; each further failure while over the limit doubles it.", ge=1, le=3600)
     ] = 30
     max_delay: Annotated[float, doc("Longest lock, in seconds.", ge=1, le=7 * 86400)] = 3600
+
+
+class HashingConfig(_Section, frozen=True):
+    workers: Annotated[
+        int,
+        doc(
+            "Passwords hashed or checked at once by each server worker, on threads of their own. Each one takes "
+            "argon2id's 46 MiB while it runs, so this times 46 MiB is what hashing can use.",
+            ge=1,
+            le=64,
+        ),
+    ] = 1
+    queue: Annotated[
+        int,
+        doc(
+            "Requests that may wait for a password check beyond those being hashed; the next one is answered 503 "
+            "with Retry-After at once. Each waiting or hashing request holds one of the worker's request threads "
+            "(there are the CPUs + 4, at most 32); workers + queue is capped at half of them, so that the rest "
+            "serve every other route during a flood of logins.",
+            ge=0,
+            le=1000,
+        ),
+    ] = 2
 
 
 class SecureConfig(_Section, frozen=True):
@@ -191,6 +228,7 @@ class SecureConfig(_Section, frozen=True):
     ] = 900
     password: PasswordConfig = field(default_factory=PasswordConfig)
     lockout: LockoutConfig = field(default_factory=LockoutConfig)
+    hashing: HashingConfig = field(default_factory=HashingConfig)
 
 
 class BackupConfig(_Section, frozen=True):
@@ -198,7 +236,13 @@ class BackupConfig(_Section, frozen=True):
         bool, doc("Copy the SQLite database (online backup API) before applying migrations.")
     ] = True
     max_backup_files: Annotated[
-        int, doc("How many of the newest backups to keep; older ones are deleted.", ge=1, le=1000)
+        int,
+        doc(
+            "How many of the newest backups of each kind (manual, scheduled, migration, safety) to keep; older "
+            "ones of that kind are deleted.",
+            ge=1,
+            le=1000,
+        ),
     ] = 10
     backup_directory: Annotated[str, doc("Folder the backups are written to.", min_length=1)] = "backups"
 
@@ -257,9 +301,10 @@ class AccessRule(_Section, frozen=True, omit_defaults=True):
     )
 
 
-ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,63}$")
-PERMISSION_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_.-]*$")
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,63}\Z")
+PERMISSION_NAME = re.compile(r"^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_.-]*\Z")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+CHANGING_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
 def access_rule_problem(pattern: str, rule: AccessRule) -> tuple[str, str] | None:
@@ -291,6 +336,8 @@ def default_access_rules() -> dict[str, AccessRule]:
     return {
         "/api/admin/*": AccessRule(roles=["admin"]),
         "/api/admin/backups*": AccessRule(roles=["superadmin"]),  # a restore replaces every account
+        # A plugin's code runs with the server's rights: changing what runs is a superadmin power (reads stay admin).
+        "/api/admin/plugins*": AccessRule(roles=["superadmin"], method=list(CHANGING_METHODS)),
         "/api/me/*": LOGGED_IN,
         "/api/auth/*": PUBLIC,
         "/api/setup": PUBLIC,

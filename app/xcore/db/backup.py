@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +24,11 @@ log = logging.getLogger("xcore.db")
 
 # Why a backup was made: by an admin (CLI or API), on schedule, before a migration, or before a restore.
 KINDS = ("manual", "scheduled", "migration", "safety")
-BACKUP_NAME = re.compile(r"^xcore-(\d{8}T\d{6}Z)-([A-Za-z0-9_.]+?)(?:-(" + "|".join(KINDS) + r"))?(?:-(\d+))?\.db$")
+BACKUP_NAME = re.compile(r"^xcore-(\d{8}T\d{6}Z)-([A-Za-z0-9_.]+?)(?:-(" + "|".join(KINDS) + r"))?(?:-(\d+))?\.db\Z")
 SQLITE_MAGIC = b"SQLite format 3\x00"
+PARTIAL_PREFIX, PARTIAL_SUFFIX = ".xcore-backup-", ".partial"
+# The working copies `xcore.db.restore` and `xcore.db.migrate` make beside the database.
+WORKING_SUFFIXES = (".restoring", ".restoring.migrating", ".migrating")
 
 
 def backup_name(revision: str | None, when: datetime | None = None, kind: str | None = None) -> str:
@@ -75,28 +79,92 @@ def is_empty(db: Path) -> bool:
 def make_backup(
     db: Path, directory: Path, revision: str | None, keep: int, kind: str | None = None, spare: Path | None = None
 ) -> Path:
-    """make_backup writes a backup of `db` into `directory` and keeps only the newest `keep` backups, and `spare`.
+    """make_backup writes a backup of `db` into `directory` and keeps only the newest `keep` backups of its kind,
+    and `spare`.
 
-    `kind` (one of KINDS) goes into the name, so a listing can say why each backup exists. `spare` is the backup
+    `kind` (one of KINDS) goes into the name, so a listing can say why each backup exists, and backups are
+    counted per kind: a scheduled backup never prunes an admin's manual one or a safety one. `spare` is the backup
     a restore is about to read (the safety backup comes first): pruning it would lose the very data being
     restored when it is the oldest."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = backup_name(revision, kind=kind)
-    target = directory / name
-    n = 2
-    while target.exists():  # two backups within one second
-        target = directory / name.replace(".db", f"-{n}.db")
-        n += 1
+    # Written under a temporary name (mode 0600) and linked into place complete: an interrupted backup leaves no
+    # damaged file named like a backup, only a `.partial` one that `remove_partial_backups` deletes.
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
+    os.close(fd)
+    partial = Path(tmp)
     try:
-        copy_database(db, target)
+        copy_database(db, partial)
+        target = _link_new(partial, directory, backup_name(revision, kind=kind))
     except sqlite3.Error as exc:
-        target.unlink(missing_ok=True)
-        raise DatabaseError(f"backup of {db} to {target} failed: {exc}") from None
-    if os.name != "nt":
-        os.chmod(target, 0o600)
+        raise DatabaseError(f"backup of {db} into {directory} failed: {exc}") from None
+    except OSError as exc:
+        raise DatabaseError(f"backup of {db} into {directory} failed: {exc.strerror}") from None
+    finally:
+        for suffix in ("", "-journal"):
+            partial.with_name(partial.name + suffix).unlink(missing_ok=True)
     log.info("backed up %s to %s", db.name, target)
-    prune_backups(directory, keep, spare)
+    prune_backups(directory, keep, spare, kind=kind or "unknown")
     return target
+
+
+def _link_new(source: Path, directory: Path, name: str) -> Path:
+    """Links `source` into `directory` as `name`, or `name` with -2, -3... when taken (two backups in a second)."""
+    n = 1
+    while True:
+        target = directory / (name if n == 1 else name.replace(".db", f"-{n}.db"))
+        try:
+            os.link(source, target)
+            return target
+        except FileExistsError:
+            n += 1
+        except OSError:  # a file system without hard links: a rename, after the same check
+            if not target.exists():
+                os.replace(source, target)
+                return target
+            n += 1
+
+
+def remove_partial_backups(directory: Path) -> list[Path]:
+    """remove_partial_backups deletes the unfinished backups an interrupted `make_backup` left in `directory`
+    and returns them. Call it only while holding the database's server lock (no backup is being written)."""
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}*"):
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    if removed:
+        log.warning(
+            "deleted %d unfinished backup file(s) in %s, left by an interrupted backup", len(removed), directory
+        )
+    return removed
+
+
+def remove_working_copies(db: Path) -> list[Path]:
+    """remove_working_copies deletes the working copies an interrupted restore or migration of `db` left beside it
+    (`<db>.restoring`, `<db>.migrating`, with their -wal, -shm and -journal files) and returns them. Call it only
+    while holding the database's server lock: no restore or migration can be running then."""
+    removed = []
+    for suffix in WORKING_SUFFIXES:
+        for extra in ("", "-wal", "-shm", "-journal"):
+            path = db.with_name(db.name + suffix + extra)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot delete %s, left by an interrupted restore or migration: %s", path, exc.strerror)
+                continue
+            removed.append(path)
+    if removed:
+        log.warning(
+            "deleted %s, left by an interrupted restore or migration (the database itself was not changed by it)",
+            ", ".join(p.name for p in removed),
+        )
+    return removed
 
 
 def list_backups(directory: Path) -> list[Path]:
@@ -136,9 +204,10 @@ def backup_revision(path: Path) -> str | None:
         conn.close()
 
 
-def prune_backups(directory: Path, keep: int, spare: Path | None = None) -> list[Path]:
-    """prune_backups deletes all but the newest `keep` backups, never `spare`, and returns what it deleted."""
-    backups = list_backups(directory)
+def prune_backups(directory: Path, keep: int, spare: Path | None = None, kind: str | None = None) -> list[Path]:
+    """prune_backups deletes all but the newest `keep` backups of `kind` (of every kind when None: a `kind` of
+    `unknown` means names without one), never `spare`, and returns what it deleted."""
+    backups = [p for p in list_backups(directory) if kind is None or backup_kind(p.name) == kind]
     doomed = backups[:-keep] if keep > 0 else backups
     if spare is not None:
         doomed = [path for path in doomed if path.resolve() != spare.resolve()]
@@ -166,21 +235,6 @@ def check_sqlite_file(path: Path) -> None:
         conn.close()
     if result != "ok":
         raise DatabaseError(f"backup file {path}: is damaged ({result})")
-
-
-def restore_backup(backup: Path, db: Path) -> None:
-    """restore_backup replaces the content of `db` with `backup`, through the online backup API."""
-    check_sqlite_file(backup)
-    src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
-    try:
-        dst = sqlite3.connect(db)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-    finally:
-        src.close()
-    log.info("restored %s from %s", db.name, backup)
 
 
 def checkpoint(db: Path) -> None:

@@ -38,6 +38,8 @@ class PluginState(Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     error: Mapped[str | None] = mapped_column(Text)
     bundle_sha256: Mapped[str | None] = mapped_column(String(64))
+    # Each version the server last saw: [{version, file, sha256, dev, state, error}], as in the admin API.
+    versions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
@@ -126,6 +128,9 @@ class Role(Base):
     builtin: Mapped[bool] = mapped_column(default=False)
     rank: Mapped[int] = mapped_column(Integer, default=10)
     require_totp: Mapped[bool] = mapped_column(default=False)
+    # The rank of whoever last created or changed the role (0: nobody since xcore made it). Only that rank or a
+    # higher one may change it again, so an admin cannot undo what a superadmin set.
+    changed_by_rank: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     permissions: Mapped[list["Permission"]] = relationship(
         secondary=role_permissions, lazy="selectin", order_by="Permission.name"

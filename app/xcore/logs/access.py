@@ -27,6 +27,7 @@ import msgspec
 
 from xcore.logs.handler import SharedRotatingFileHandler
 from xcore.logs.setup import ConsoleFormatter
+from xcore.terminal import printable
 
 FLUSH_AFTER = 0.1  # seconds
 FLUSH_LINES = 500
@@ -58,7 +59,8 @@ def line_templates(method: str, path: str, status: int, logger: str, pid: int) -
     """line_templates returns what the lines of one (method, path, status) share, UTF-8 encoded: the console
     line's text between its time and its duration, and the JSON line's between its timestamp and its duration
     in the message, and between the request id and the duration field. The method and path are the client's;
-    the JSON line has them JSON-escaped. A console line is then
+    the console line has their control characters escaped (`printable`), the JSON line has them JSON-escaped.
+    A console line is then
 
         <local time> + console + <ms> + b"ms id=" + <request id> + b"\\n"
 
@@ -68,7 +70,10 @@ def line_templates(method: str, path: str, status: int, logger: str, pid: int) -
         + b',"request_id":"' + <request id> + b'"}\\n'
     """
     level = "ERROR" if status >= 500 else "INFO"
-    console = f" {level:<7} api      {method} {path} {status} ".encode("utf-8", "backslashreplace")
+    # The console shows the client's method and path with their control characters escaped, as ConsoleFormatter
+    # does for every other record: a decoded `%0a` or `%1b` must not start a line or drive the terminal.
+    shown = printable(f"{method} {path}")
+    console = f" {level:<7} api      {shown} {status} ".encode("utf-8", "backslashreplace")
     method_json, path_json = _encode(method), _encode(path)
     json_head = b'Z","level":"%s","context":"api","logger":%s,"message":"%s %s %d ' % (
         level.encode(), _encode(logger), method_json[1:-1], path_json[1:-1], status,

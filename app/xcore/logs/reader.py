@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from xcore.terminal import printable
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _decode = msgspec.json.Decoder(dict).decode
@@ -58,7 +61,7 @@ def log_files(current: Path) -> list[Path]:
     rotated = []
     for candidate in current.parent.glob(current.name + ".*"):
         suffix = candidate.name[len(current.name) + 1 :]
-        if suffix.isdigit():
+        if suffix.isascii() and suffix.isdigit():
             rotated.append((int(suffix), candidate))
     return [p for _, p in sorted(rotated, reverse=True)] + ([current] if current.exists() else [])
 
@@ -151,14 +154,20 @@ _STANDARD = {"ts", "level", "context", "logger", "message", "pid", "exc", "unpar
 
 
 def format_entry(entry: dict[str, Any]) -> str:
-    """format_entry renders an entry as the console does, with structured fields after the message."""
+    """format_entry renders an entry as the console does, with structured fields after the message.
+
+    Every value is shown through `printable`: a newline or a control character in a message, a field or a line
+    that is not JSON is an escape, so an entry is one line and cannot forge another or drive the terminal.
+    A traceback (`exc`) follows on its own lines, each indented, so none of them can pass for an entry.
+    """
     if entry.get("unparsed"):
-        return str(entry["message"])
+        return printable(str(entry["message"]))
     ts = str(entry.get("ts", "")).replace("T", " ").rstrip("Z")[:23]
     extras = " ".join(f"{k}={v}" for k, v in entry.items() if k not in _STANDARD and k not in ("method", "path"))
     line = f"{ts} {entry.get('level', '?'):<7} {entry.get('context', '?'):<8} {entry.get('message', '')}"
     if extras:
         line += f"  [{extras}]"
+    line = printable(line)
     if entry.get("exc"):
-        line += "\n" + str(entry["exc"])
+        line += "\n" + textwrap.indent(printable(str(entry["exc"]), keep_newlines=True), "    ", lambda _: True)
     return line

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from xcore.config.schema import LogsConfig
+from xcore.terminal import printable
 
 CONTEXTS = ("api", "db", "auth", "plugins", "tasks", "system")
 
@@ -77,7 +78,9 @@ class ConsoleFormatter(logging.Formatter):
     """ConsoleFormatter writes `2026-11-26 10:00:00 INFO    api      message`.
 
     The console is for people: an exception shows as its one-line summary, never as a stack trace. The
-    JSON log file keeps the whole traceback for whoever debugs it.
+    JSON log file keeps the whole traceback for whoever debugs it. Control characters and newlines in the
+    message (a username, a URL path) are shown as escapes (`xcore.terminal.printable`), so one record is always
+    one line and cannot forge another or drive the terminal.
     """
 
     def __init__(self) -> None:
@@ -87,10 +90,19 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = f"{self._stamp(record.created)} {record.levelname:<7} {record_context(record):<8} {record.getMessage()}"
         if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            summary = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
-            line += f" ({summary}; the traceback is in the log file)"
-        return line
+            line += f" ({exception_summary(record.exc_info[1])}; the traceback is in the log file)"
+        return printable(line)
+
+
+def exception_summary(exc: BaseException) -> str:
+    """exception_summary is `module.Type: message`, as a traceback's last line says it (`builtins.` left out),
+    with the whole message even when it has several lines."""
+    kind = type(exc)
+    name = (
+        kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    text = str(exc)
+    return f"{name}: {text}" if text else name
 
 
 _json_encode = msgspec.json.Encoder().encode

@@ -3,17 +3,26 @@
 `inspect_bundle` reads only the zip's directory and plugin.json; `extract_bundle` then unpacks the checked
 entries into `<cache>/<id>-<version>-<sha256 prefix>/`, atomically (a temporary folder, then a rename), so a
 half-extracted bundle is never seen and the same zip is extracted once.
+
+Both raise only BundleError for a zip that cannot be read, whatever `zipfile` or the disk raise underneath (a bad
+CRC, a bad local header, an unsupported method, an encrypted entry, truncated data, a zlib error, a size other
+than the declared one, a file that changed or vanished since it was checked): the caller fails that one version.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
+import lzma
 import os
 import shutil
 import stat
+import struct
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -21,6 +30,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from xcore.errors import XcoreError
+from xcore.plugins.leftovers import EXTRACT_PREFIX
 from xcore.plugins.manifest import CORE_PREFIXES, DEFAULT_ENTRY, Manifest, overlaps, parse_manifest
 
 MAX_ENTRIES = 5_000
@@ -29,6 +39,19 @@ MAX_RATIO = 100
 # Below this many uncompressed bytes the ratio is not checked: a few kB of blank lines compress 1000:1.
 RATIO_FLOOR = 1024 * 1024
 MANIFEST = "plugin.json"
+METHODS = {
+    zipfile.ZIP_STORED: "stored",
+    zipfile.ZIP_DEFLATED: "deflate",
+    zipfile.ZIP_BZIP2: "bzip2",
+    zipfile.ZIP_LZMA: "lzma",
+}
+# What `zipfile` raises for an entry it cannot read once the central directory was read (bz2 raises OSError).
+READ_ERRORS = (
+    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError, ValueError,
+    OSError, struct.error,
+)  # fmt: skip
+# A failure to write an extracted file for these reasons is the host's (its disk), not the bundle's.
+HOST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.EMFILE}
 
 
 class BundleError(XcoreError):
@@ -63,12 +86,16 @@ def inspect_bundle(
     """
     name = path.name
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        archive = zipfile.ZipFile(path)
+        data = path.read_bytes()  # read once: the digest, the directory and plugin.json are of the same bytes
+    except OSError as exc:
+        raise BundleError(name, "not-a-zip", f"cannot be read ({exc.strerror or exc})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
     except UnicodeDecodeError as exc:
         raise BundleError(name, "entry-name", f"an entry's name is not valid UTF-8 ({exc.reason})") from None
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BundleError(name, "not-a-zip", f"cannot be read as a zip file ({exc})") from None
+    except READ_ERRORS as exc:
+        raise BundleError(name, "not-a-zip", f"cannot be read as a zip file ({_one_line(exc)})") from None
     with archive:
         infos = archive.infolist()
         if len(infos) > MAX_ENTRIES:
@@ -78,6 +105,7 @@ def inspect_bundle(
             _check_entry(name, info)
             total += info.file_size
             compressed += info.compress_size
+        _check_paths(name, infos)
         if total > MAX_UNCOMPRESSED:
             raise BundleError(name, "too-large", f"{total:,} bytes uncompressed; at most {MAX_UNCOMPRESSED:,}")
         if total > RATIO_FLOOR and total > MAX_RATIO * max(compressed, 1):
@@ -87,6 +115,8 @@ def inspect_bundle(
             raw = archive.read(root + MANIFEST)
         except KeyError:
             raise BundleError(name, "manifest-missing", f"no {MANIFEST} at the top of the zip") from None
+        except READ_ERRORS as exc:
+            raise BundleError(name, "corrupt-entry", _unreadable(exc), entry=root + MANIFEST) from None
         manifest, problem = parse_manifest(raw, default_entry)
         if manifest is None:
             raise BundleError(name, "manifest-invalid", problem, entry=root + MANIFEST)
@@ -113,6 +143,35 @@ def _check_entry(bundle: str, info: zipfile.ZipInfo) -> None:
         raise BundleError(bundle, "unsafe-path", "'..' is not allowed in a path", entry=entry)
     if stat.S_ISLNK(info.external_attr >> 16):
         raise BundleError(bundle, "symlink", "symbolic links are not allowed", entry=entry)
+    if info.flag_bits & 0x41:  # bit 0: encrypted, bit 6: strong encryption
+        raise BundleError(bundle, "encrypted", "encrypted entries cannot be read; zip it without a password", entry)
+    if info.flag_bits & 0x20:
+        raise BundleError(bundle, "compression-method", "compressed patched data (flag bit 5) is not supported", entry)
+    if info.compress_type not in METHODS:
+        methods = ", ".join(METHODS.values())
+        raise BundleError(
+            bundle, "compression-method", f"method {info.compress_type} is not supported; use {methods}", entry
+        )
+
+
+def _check_paths(bundle: str, infos: list[zipfile.ZipInfo]) -> None:
+    """_check_paths refuses two files that extract to the same path, and a path that is a file and a folder: tools
+    disagree about which copy wins (or fail half-way), so what was checked might not be what runs. Paths compare
+    without case, as on Windows and macOS, where `Run.py` and `run.py` are one file."""
+    files: set[str] = set()
+    folders: set[str] = set()
+    for info in infos:
+        path = PurePosixPath(info.filename.casefold())
+        folders.update(str(p) for p in path.parents if str(p) != ".")
+        if info.is_dir():
+            folders.add(str(path))
+        elif str(path) in files:
+            raise BundleError(bundle, "duplicate-entry", "two entries extract to this path", entry=info.filename)
+        else:
+            files.add(str(path))
+    for info in infos:
+        if not info.is_dir() and str(PurePosixPath(info.filename.casefold())) in folders:
+            raise BundleError(bundle, "duplicate-entry", "this path is a file and a folder", entry=info.filename)
 
 
 def _root(bundle: str, names: list[str]) -> str:
@@ -138,29 +197,110 @@ def _check_prefix(bundle: str, manifest: Manifest, taken: dict[str, str]) -> Non
 
 
 def extract_bundle(bundle: Bundle, cache: Path) -> Path:
-    """extract_bundle unpacks the checked entries into the cache, once per zip content; returns the folder."""
+    """extract_bundle unpacks the checked entries into the cache, once per zip content; returns the folder.
+
+    Raises BundleError naming the entry when an entry cannot be read (rule `corrupt-entry`) or written
+    (`extract-failed`; `host_fault(error)` says whether the disk is to blame), and rule `changed` when the file
+    is no longer the one checked (replaced, edited or deleted since). Nothing is left in the cache then. A
+    cached folder that lost files (deleted by hand) is extracted afresh.
+    """
     target = cache / f"{bundle.manifest.id}-{bundle.manifest.version}-{bundle.sha256[:16]}"
     if target.is_dir():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".extract-"))
+        if all((target / entry[len(bundle.root) :]).is_file() for entry in bundle.entries):
+            return target
+        _move_aside(bundle.path.name, target)
+    name = bundle.path.name
     try:
-        with zipfile.ZipFile(bundle.path) as archive:
-            for entry in bundle.entries:
-                destination = tmp / entry[len(bundle.root) :]
-                destination.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(entry) as source, open(destination, "wb") as out:
-                    shutil.copyfileobj(source, out)
+        data = bundle.path.read_bytes()  # the very bytes checked, or a refusal: never extract something else
+    except OSError as exc:
+        raise BundleError(name, "changed", f"cannot be read any more ({exc.strerror or exc})") from None
+    if hashlib.sha256(data).hexdigest() != bundle.sha256:
+        raise BundleError(name, "changed", "the file changed after it was checked; it is checked again")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=EXTRACT_PREFIX))
+    except OSError as exc:
+        raise BundleError(name, "extract-failed", f"cannot create a folder in {cache} ({exc.strerror})") from exc
+    try:
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except READ_ERRORS as exc:
+            raise BundleError(name, "not-a-zip", f"cannot be read as a zip file ({_one_line(exc)})") from None
+        with archive:
+            wanted = set(bundle.entries)
+            for info in archive.infolist():
+                if info.filename in wanted:
+                    _extract_entry(name, archive, info, tmp / info.filename[len(bundle.root) :])
         try:
             os.rename(tmp, target)
-        except OSError:
+        except OSError as exc:
             if not target.is_dir():  # another process extracting the same zip won the race: use its folder
-                raise
+                raise BundleError(name, "extract-failed", f"cannot rename into {target} ({exc.strerror})") from exc
             shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _move_aside(bundle: str, folder: Path) -> None:
+    """_move_aside renames an incomplete cached folder to a temporary name (garbage collection removes it), so
+    that the fresh extraction can take its place; another process may have done it first."""
+    aside = folder.with_name(f"{EXTRACT_PREFIX}stale-{folder.name}-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BundleError(bundle, "extract-failed", f"cannot replace {folder} ({exc.strerror})") from exc
+
+
+def _extract_entry(bundle: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path) -> None:
+    """_extract_entry writes one entry to `destination`, checking its CRC (zipfile does) and its size."""
+    entry = info.filename
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        out = open(destination, "wb")  # noqa: SIM115 (closed below, apart from the reading errors)
+    except OSError as exc:
+        raise BundleError(bundle, "extract-failed", f"cannot write it ({exc.strerror})", entry) from exc
+    written = 0
+    with out:
+        try:
+            source = archive.open(info)
+        except READ_ERRORS as exc:
+            raise BundleError(bundle, "corrupt-entry", _unreadable(exc), entry) from None
+        with source:
+            while True:
+                try:
+                    chunk = source.read(1 << 20)
+                except READ_ERRORS as exc:
+                    raise BundleError(bundle, "corrupt-entry", _unreadable(exc), entry) from None
+                if not chunk:
+                    break
+                written += len(chunk)
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise BundleError(bundle, "extract-failed", f"cannot write it ({exc.strerror})", entry) from exc
+    if written != info.file_size:  # zipfile stops at the declared size, but not short of it
+        detail = f"it holds {written:,} bytes, and the zip's directory says {info.file_size:,}"
+        raise BundleError(bundle, "corrupt-entry", f"cannot be extracted: {detail}; pack the bundle again", entry)
+
+
+def host_fault(error: BundleError) -> bool:
+    """host_fault is true when `error` is this host's disk failing (full, read-only, no permission), not the
+    bundle's fault: the same bundle may extract once the disk is fixed."""
+    cause = error.__cause__
+    return error.rule == "extract-failed" and isinstance(cause, OSError) and cause.errno in HOST_ERRNOS
+
+
+def _unreadable(exc: BaseException) -> str:
+    what = "its data ends early" if isinstance(exc, EOFError) else _one_line(exc)  # EOFError says nothing
+    return f"cannot be extracted ({what}); the zip is damaged: pack or download it again"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def collect_garbage(cache: Path, in_use: set[Path], older_than: float = 3600.0, idle: float = 0.0) -> list[Path]:
@@ -180,7 +320,7 @@ def collect_garbage(cache: Path, in_use: set[Path], older_than: float = 3600.0, 
         if not folder.is_dir() or folder.resolve() in keep:
             continue
         age = now - folder.stat().st_mtime
-        if age < idle or (folder.name.startswith(".extract-") and age < older_than):
+        if age < idle or (folder.name.startswith(EXTRACT_PREFIX) and age < older_than):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)

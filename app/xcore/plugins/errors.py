@@ -25,3 +25,10 @@ class PluginConflict(PluginError):
     """PluginConflict is an operation that cannot apply to the plugin as it is (a dev folder cannot be deleted)."""
 
     status = 409
+
+
+class PluginStorageError(PluginError):
+    """PluginStorageError is a bundle this host cannot store or extract because of its own disk (full, read-only,
+    no permission): not the bundle's fault."""
+
+    status = 507

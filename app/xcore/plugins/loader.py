@@ -30,6 +30,7 @@ from litestar.di import Provide
 from litestar.handlers import BaseRouteHandler
 from litestar.static_files import create_static_files_router
 
+from xcore.auth.builtin import PERMISSIONS
 from xcore.build import frozen
 from xcore.errors import XcoreError
 from xcore.plugins.manifest import Manifest
@@ -204,6 +205,14 @@ def _tasks(manifest: Manifest, package: str) -> dict[str, Callable[..., Any]]:
         for value in vars(module).values():
             if callable(value) and hasattr(value, "__xcore_task__") and getattr(value, "__module__", "") == name:
                 task_name = f"{manifest.id}.{value.__name__}"
+                unknown = [
+                    p for p in value.__xcore_task__.requires if p not in PERMISSIONS and p not in manifest.permissions
+                ]
+                if unknown:
+                    raise PluginLoadError(
+                        f"task {task_name}: requires {', '.join(unknown)}, which is neither a core permission nor "
+                        "one in the manifest's `permissions`"
+                    )
                 cron = value.__xcore_task__.cron
                 if cron:
                     try:

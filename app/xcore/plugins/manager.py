@@ -39,8 +39,8 @@ from watchfiles import Change, awatch
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.db.models import PluginState
 from xcore.heap import freeze_startup_heap
-from xcore.plugins.bundle import collect_garbage
-from xcore.plugins.errors import PluginError
+from xcore.plugins.bundle import BundleError, collect_garbage
+from xcore.plugins.errors import PluginConflict
 from xcore.plugins.loader import (
     HOOK_TIMEOUT,
     LoadedPlugin,
@@ -90,6 +90,9 @@ class PluginView:
     dependencies: dict[str, str] = field(default_factory=dict)
     versions: list[dict[str, Any]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)  # the merged settings; GET .../config has the parts
+    serving: str | None = None  # the version serving now, None when none does
+    failed_versions: list[str] = field(default_factory=list)  # each failed version (a broken zip: its file name)
+    summary: str | None = None  # "serving 0.5.0, 0.6.0 failed"; None when nothing serves and nothing failed
 
 
 @dataclass
@@ -249,10 +252,8 @@ class PluginManager:
                     continue
                 try:
                     pick = await self._load(source, overrides, stamp)
-                except PluginLoadError as exc:
-                    self._failed[key] = str(exc)
-                    self._note(pid, source, str(exc))
-                    log.error("plugin %s %s failed to load: %s", pid, source.manifest.version, exc, extra=CONTEXT)
+                except Exception as exc:  # whatever one version raises fails that version, never the manager
+                    self._load_failed(source, key, exc)
                     continue
                 fresh.append(pick)
                 break
@@ -393,6 +394,23 @@ class PluginManager:
                 log.warning("plugin %s %s: %s", plugin.id, plugin.version, exc, extra=CONTEXT)
             unload_modules(plugin.package)
 
+    def _load_failed(self, source: Source, key: tuple[str, str], exc: Exception) -> None:
+        """_load_failed records why `source` did not load (it is not tried again until it or its settings change,
+        or a forced reload), and logs it once. A zip that changed since it was scanned is scanned again instead."""
+        reason = str(exc) if isinstance(exc, PluginLoadError | BundleError) else f"loading it raised {exc!r}"
+        self._note(source.id, source, reason)
+        if isinstance(exc, BundleError) and exc.rule == "changed":
+            self.scanner.forget(source.path)
+            self._schedule_recheck(RECHECK)
+            log.info("plugin %s %s: %s", source.id, source.manifest.version, reason, extra=CONTEXT)
+            return
+        self._failed[key] = reason
+        unexpected = None if isinstance(exc, PluginLoadError | BundleError) else exc
+        log.error(
+            "plugin %s %s failed to load: %s", source.id, source.manifest.version, reason, exc_info=unexpected,
+            extra=CONTEXT,
+        )  # fmt: skip
+
     def _note(self, pid: str, version: Source | LoadedPlugin | None, reason: str) -> None:
         if version is None:
             self._notes.setdefault(pid, []).append(("", "", reason))
@@ -408,11 +426,11 @@ class PluginManager:
             sources = sorted((s for s in self._scan.sources if s.id == pid), key=lambda s: (s.dev, s.version))
             defaults = {}
             if sources:
-                folder = await anyio.to_thread.run_sync(sources[-1].folder, self.cache)
                 try:
+                    folder = await anyio.to_thread.run_sync(sources[-1].folder, self.cache)
                     defaults = await anyio.to_thread.run_sync(read_defaults, folder)
-                except PluginLoadError as exc:
-                    raise PluginError(f"plugin {pid!r}: {exc}") from None
+                except (PluginLoadError, BundleError) as exc:
+                    raise PluginConflict(f"plugin {pid!r}: {exc}") from None
         stored = await anyio.to_thread.run_sync(self._read_stored)
         overrides = stored.overrides.get(pid, {})
         return defaults, overrides, merged(defaults, overrides)
@@ -492,6 +510,9 @@ class PluginManager:
             state, error = ("pending", problems[0].error) if problems else ("failed", "no bundle")
         view = PluginView(id=pid, state=state, enabled=enabled, version=shown.version if shown else None, error=error)
         view.versions = versions
+        view.serving = serving.version if serving is not None else None
+        view.failed_versions = [v["version"] or v["file"] for v in versions if v["state"] == "failed"]
+        view.summary = version_summary(view.serving, view.failed_versions)
         if shown is not None:
             view.name, view.description, view.author = shown.name, shown.description, shown.author
             view.prefix, view.permissions = shown.prefix, list(shown.permissions)
@@ -512,15 +533,16 @@ class PluginManager:
         changed = {
             pid: row
             for pid, view in self.views.items()
-            if self._persisted.get(pid) != (row := (view.version, view.state, view.error, view.sha256))
+            if self._persisted.get(pid) != (row := (view.version, view.state, view.error, view.sha256, view.versions))
         }
         if not changed:
             return
         try:
             with self.runtime.auth.transaction() as session:
-                for pid, (version, state, error, sha) in changed.items():
+                for pid, (version, state, error, sha, versions) in changed.items():
                     record = session.get(PluginState, pid) or PluginState(plugin_id=pid, enabled=True)
                     record.version, record.state, record.error, record.bundle_sha256 = version, state, error, sha
+                    record.versions = versions
                     session.add(record)
         except Exception:  # another worker writing the same rows: it records the same states
             log.debug("plugin states not recorded this time", exc_info=True, extra=CONTEXT)
@@ -585,6 +607,12 @@ class PluginManager:
                 log.exception("plugin reload failed", extra=CONTEXT)
 
         self._recheck = asyncio.create_task(later(), name="xcore-plugin-recheck")
+
+
+def version_summary(serving: str | None, failed: list[str]) -> str | None:
+    """version_summary says in words which version serves and which failed: "serving 0.5.0, 0.6.0 failed"."""
+    parts = ([f"serving {serving}"] if serving else []) + [f"{version} failed" for version in failed]
+    return ", ".join(parts) or None
 
 
 def _load_order(

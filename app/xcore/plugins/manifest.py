@@ -1,6 +1,7 @@
 """plugin.json, the manifest of a bundle (DESIGN.md, "The plugin contract (version 1)"), and its checks."""
 
 import re
+import unicodedata
 from typing import Annotated
 
 import msgspec
@@ -8,6 +9,7 @@ from msgspec import Meta
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from xcore.auth.builtin import PERMISSIONS
 from xcore.config.schema import PERMISSION_NAME
 
 DEFAULT_ENTRY = "run"
@@ -15,6 +17,22 @@ PLUGIN_ID = r"^[a-z][a-z0-9_]{1,39}$"
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The core's URL prefixes: no plugin may take them, or anything under them.
 CORE_PREFIXES = ("/api", "/admin", "/docs", "/redoc", "/openapi.json", "/schema", "/static", "/health")
+# Names a plugin id may not take, with why: a plugin's permissions are `<id>.<name>` and its tasks `<id>.<name>`,
+# so an id equal to a core namespace would pass its names off as the core's (a `users.export` beside the core's
+# `users.manage`). Derived from the core's own permissions and URL prefixes; the admin API's other sections and
+# the plugins' URL root are listed here (tests/test_plugin_manager.py checks them against the core app's routes).
+RESERVED_IDS: dict[str, str] = {
+    **{section: f"xcore's admin API has /api/admin/{section}" for section in ("access", "permissions", "system")},
+    **{section: f"xcore's own API has /api/{section}" for section in ("auth", "me", "setup", "version")},
+    **{prefix.strip("/").split(".")[0]: f"xcore serves {prefix}" for prefix in CORE_PREFIXES},
+    "app": "plugins' routes live under /app",
+    "xcore": "xcore's own tasks and logs are named xcore.*",
+    **{name.split(".")[0]: f"xcore's own permissions are named {name.split('.')[0]}.*" for name in PERMISSIONS},
+}
+# Characters that make no sense in a manifest's text: control characters (a newline in a version ends up in a
+# file name and a log line), line and paragraph separators, and the bidirectional overrides that make text
+# display other than it reads.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
 
 
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -52,10 +70,17 @@ def parse_manifest(raw: bytes, default_entry: str = DEFAULT_ENTRY) -> tuple[Mani
         return None, str(exc).replace("`", "").replace("$.", "")
     except msgspec.DecodeError as exc:
         return None, f"not valid JSON: {exc}"
+    problem = _text_problem(manifest)
+    if problem:
+        return None, problem
+    if manifest.id in RESERVED_IDS:
+        return None, f"id: {manifest.id!r} is reserved ({RESERVED_IDS[manifest.id]}); choose another id"
     try:
-        Version(manifest.version)
+        version = Version(manifest.version)
     except InvalidVersion:
         return None, f"version {manifest.version!r} is not a PEP 440 version such as 1.2.0"
+    # One spelling per version: v1.0.0 is 1.0.0, and so are the file name and what the admin sees.
+    manifest = msgspec.structs.replace(manifest, version=str(version))
     for field, spec in [
         ("requires", manifest.requires),
         *((f"dependencies.{k}", v) for k, v in manifest.dependencies.items()),
@@ -76,6 +101,32 @@ def parse_manifest(raw: bytes, default_entry: str = DEFAULT_ENTRY) -> tuple[Mani
         if not re.match(r"^(/[a-z0-9][a-z0-9_.-]*)+$", prefix):
             return None, f"api_prefix: {prefix!r} must be a path such as /app/notes (lowercase, no trailing /)"
     return manifest, ""
+
+
+def _text_problem(manifest: Manifest) -> str | None:
+    """_text_problem names the first manifest string holding a character it has no use for: whitespace in a
+    word (id, version, entry, a permission, a dependency's id), a control character anywhere but a newline or
+    tab in `description`."""
+    words = [("id", manifest.id), ("version", manifest.version), ("entry", manifest.entry or "")]
+    words += [(f"permissions[{i}]", p) for i, p in enumerate(manifest.permissions)]
+    words += [(f"dependencies.{name}", name) for name in manifest.dependencies]
+    for where, value in words:
+        if any(c.isspace() for c in value):
+            return f"{where}: {value!r} holds whitespace; write it without spaces or line breaks"
+    texts: list[tuple[str, str | None]] = [*words, ("name", manifest.name), ("author", manifest.author)]
+    texts += [("api_prefix", manifest.api_prefix), ("requires", manifest.requires)]
+    texts += [(f"dependencies.{k}", v) for k, v in manifest.dependencies.items()]
+    texts += [(f"tags[{i}]", tag) for i, tag in enumerate(manifest.tags or [])]
+    for key, text in [*texts, ("description", manifest.description)]:
+        allowed = "\n\t" if key == "description" else ""
+        bad = next((c for c in text or "" if c not in allowed and _unwanted(c)), None)
+        if bad is not None:
+            return f"{key}: {text!r} holds the control character U+{ord(bad):04X}; remove it"
+    return None
+
+
+def _unwanted(char: str) -> bool:
+    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in BIDI_CONTROLS
 
 
 def overlaps(a: str, b: str) -> bool:

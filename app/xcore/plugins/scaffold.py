@@ -12,8 +12,9 @@ import re
 from pathlib import Path
 
 from xcore import __version__
+from xcore.build import python_command, self_command, shell_line
 from xcore.errors import XcoreError
-from xcore.plugins.manifest import PLUGIN_ID
+from xcore.plugins.manifest import PLUGIN_ID, RESERVED_IDS
 
 
 class ScaffoldError(XcoreError):
@@ -78,6 +79,14 @@ def test_anonymous_visitors_must_log_in(plugin_client):
     assert client.get("/app/{id}/hello").status_code == 401
 '''
 
+# The plugin's own pytest settings: they keep pytest from taking those of a folder above (an xcore checkout), and
+# set the loop scope pytest-asyncio (one of xcore's test tools) warns about when it is unset.
+PYTEST_INI = """\
+[pytest]
+testpaths = tests
+asyncio_default_fixture_loop_scope = function
+"""
+
 README_MD = """\
 # {title}
 
@@ -90,11 +99,16 @@ An xcore plugin. Its routes live under `/app/{id}/`; `GET /app/{id}/hello` answe
 | `run.py` | the entry module: `router`, tasks, `on_load` |
 | `config.yaml` | default settings, read through `ctx.config` |
 | `tests/` | tests on a real xcore app, with the `plugin_client` fixture |
+| `pytest.ini` | pytest's settings for these tests |
 
 ## Work on it
 
-- Test: `pytest` in this folder (xcore must be installed in the same environment; it provides the
-  `plugin_client` fixture).
+`xcore` below is your xcore command: `xcore` when it is on your PATH, `python3 tasks.py run` in an xcore
+checkout (`python3 tasks.py run plugin pack PATH`), or the path `xcore plugin new` printed.
+
+- Test: `python -m pytest` in this folder, with the Python that xcore is installed in (in an xcore checkout:
+  `.venv/bin/python -m pytest`, the command `xcore plugin new` printed). It provides the `plugin_client`
+  fixture; the tools come with `python3 tasks.py test`, or `pip install pytest pytest-asyncio`.
 - Run it live: `xcore serve --plugins-dev ..` (from this folder) loads every plugin folder beside this one,
   and reloads this one when a file changes.
 - Pack it: `xcore plugin pack .` writes `{id}-<version>.zip` (add `--out DIR` to put it elsewhere). Raise
@@ -108,6 +122,21 @@ the host imports the bundle as a package under a unique name.
 """
 
 
+def next_steps(folder: Path) -> list[str]:
+    """next_steps are the lines `xcore plugin new` prints after creating `folder`: commands that work as printed,
+    in any shell, whether or not xcore's environment is active (this Python and this xcore, by absolute path).
+    """
+    go = shell_line(["cd", str(folder.absolute())])
+    pack = f"{shell_line([*self_command(), 'plugin', 'pack', '.'])}  (see its README.md)"
+    python = python_command()
+    if python is None:  # a frozen build has no Python, hence no pytest, to run the tests with
+        return [
+            f"next: {go} && {pack}",
+            "tests: run `python -m pytest` in the folder with a Python that has xcore and pytest installed",
+        ]
+    return [f"next: {go} && {shell_line([*python, '-m', 'pytest'])}", f"then: {pack}"]
+
+
 def create_scaffold(parent: Path, name: str) -> Path:
     """create_scaffold writes a new plugin `name` into `<parent>/<name>/` and returns that folder.
 
@@ -118,6 +147,8 @@ def create_scaffold(parent: Path, name: str) -> Path:
             f"plugin name {name!r}: an id is 2 to 40 characters, lowercase letters, digits and _, "
             "starting with a letter (for example my_notes)"
         )
+    if name in RESERVED_IDS:
+        raise ScaffoldError(f"plugin name {name!r} is reserved ({RESERVED_IDS[name]}); choose another name")
     folder = parent / name
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ScaffoldError(f"{folder} already exists and is not empty; choose another name or --dir")
@@ -144,6 +175,7 @@ def _files(plugin_id: str) -> dict[str, str]:
         "run.py": RUN_PY.format(**fields),
         "config.yaml": CONFIG_YAML.format(**fields),
         "tests/test_plugin.py": TEST_PY.format(**fields),
+        "pytest.ini": PYTEST_INI,
         "README.md": README_MD.format(**fields),
     }
 

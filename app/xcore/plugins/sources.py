@@ -6,11 +6,15 @@ file size and modification time, so a rescan of an unchanged folder reads no zip
 
 A zip is pending, never failed, while it may still be growing: it changed less than `SETTLE` seconds ago, or it
 does not read as a zip yet and changed less than `manager.plugins.interval` seconds ago.
+
+Each refusal (a failed file, with its reason) is logged once: again only when the file's reason changes, or once it
+was fixed or removed and is refused anew.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, inspect_bu
 from xcore.plugins.manifest import DEFAULT_ENTRY, Manifest
 from xcore.plugins.pack import folder_manifest
 
+log = logging.getLogger("xcore.plugins")
 SETTLE = 0.05  # seconds a zip must rest before it is read
 STILL_WRITTEN = "the file is still being written"
 SKIPPED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", "tests"}
@@ -86,10 +91,14 @@ class Scanner:
         self.host_version = host_version
         self.interval = interval
         self._seen: dict[Path, tuple[tuple[int, int], Source | Problem]] = {}
+        self._refused: dict[Path, str] = {}  # the refusals logged, by file: each is logged once
 
-    def forget(self) -> None:
-        """forget drops what was learnt, so the next scan reads every zip again."""
-        self._seen.clear()
+    def forget(self, path: Path | None = None) -> None:
+        """forget drops what was learnt (of `path`, or of every file), so the next scan reads it again."""
+        if path is None:
+            self._seen.clear()
+        else:
+            self._seen.pop(path, None)
 
     def scan(self) -> Scan:
         sources: list[Source] = []
@@ -114,13 +123,22 @@ class Scanner:
                 problems.append(found)
         for gone in set(self._seen) - present:
             del self._seen[gone]
+        sources, problems = _one_per_version(sources), problems + _duplicates(sources)
         for folder in self._dev_folders():
             found = read_dev_folder(folder, self.default_entry)
             if isinstance(found, Source):
                 sources.append(found)
             else:
                 problems.append(found)
+        self._log_refusals(problems)
         return Scan(sources, problems, settles_in)
+
+    def _log_refusals(self, problems: list[Problem]) -> None:
+        refused = {p.path: p for p in problems if p.state == "failed"}
+        for path, problem in refused.items():
+            if self._refused.get(path) != problem.error:
+                log.error("plugin %s refused: %s", problem.plugin_id, problem.error, extra={"context": "plugins"})
+        self._refused = {path: problem.error for path, problem in refused.items()}
 
     def _zip(self, path: Path, stamp: tuple[int, int], age: float) -> Source | Problem:
         cached = self._seen.get(path)
@@ -135,6 +153,9 @@ class Scanner:
             if exc.rule == "not-a-zip" and age < self.interval:
                 return Problem(path, guessed, "pending", "the file does not read as a zip yet (still being copied?)")
             result: Source | Problem = Problem(path, guessed, "failed", str(exc))
+        except Exception as exc:  # never let one file stop the scan of the others
+            log.error("plugin bundle %s cannot be checked", path.name, exc_info=exc, extra={"context": "plugins"})
+            result = Problem(path, guessed, "failed", f"bundle {path.name}: cannot be checked ({exc!r})")
         else:
             result = Source(bundle.manifest, path, bundle.sha256, bundle)
         self._seen[path] = (stamp, result)
@@ -148,6 +169,40 @@ class Scanner:
             elif root.is_dir():
                 folders += sorted(p for p in root.iterdir() if (p / MANIFEST_NAME).is_file())
         return folders
+
+
+def _one_per_version(sources: list[Source]) -> list[Source]:
+    """_one_per_version keeps, of the zips holding the same plugin at equal versions (PEP 440: 1.0 is 1.0.0), the
+    most recently written one: the last installed is the one meant."""
+    newest: dict[tuple[str, Version], Source] = {}
+    for source in sources:
+        key = (source.id, source.version)
+        if key not in newest or _written(source) > _written(newest[key]):
+            newest[key] = source
+    return [s for s in sources if newest[(s.id, s.version)] is s]
+
+
+def _duplicates(sources: list[Source]) -> list[Problem]:
+    """_duplicates are the zips `_one_per_version` leaves out, each failed with the file that serves instead."""
+    kept = {(s.id, s.version): s for s in _one_per_version(sources)}
+    return [
+        Problem(
+            s.path,
+            s.id,
+            "failed",
+            f"version {s.manifest.version} is also in {kept[(s.id, s.version)].path.name}, which is newer: one "
+            "version is one bundle, so this file is ignored; delete it",
+        )
+        for s in sources
+        if kept[(s.id, s.version)] is not s
+    ]
+
+
+def _written(source: Source) -> tuple[int, str]:
+    try:
+        return source.path.stat().st_mtime_ns, source.path.name
+    except FileNotFoundError:
+        return 0, source.path.name
 
 
 def read_dev_folder(folder: Path, default_entry: str = DEFAULT_ENTRY) -> Source | Problem:

@@ -15,17 +15,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from packaging.version import Version
 from sqlalchemy import delete, select
 
 from xcore.db.models import Permission, PluginState, SettingOverride
-from xcore.plugins.bundle import Bundle, BundleError, inspect_bundle
-from xcore.plugins.errors import PluginNotFound
+from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, host_fault, inspect_bundle
+from xcore.plugins.errors import PluginNotFound, PluginStorageError
+from xcore.plugins.leftovers import CACHE_FOLDER, TEMP_PREFIX
 from xcore.plugins.manifest import PLUGIN_ID
 from xcore.runtime import Runtime
 
 # A change to this file tells every worker to re-read the plugins' enabled flags and config overrides.
 STATE_MARKER = ".xcore-state"
-TEMP_PREFIX = ".upload-"
 
 
 def plugins_dir(runtime: Runtime) -> Path:
@@ -40,7 +41,7 @@ def plugin_data_dir(runtime: Runtime, plugin_id: str) -> Path:
 
 def cache_dir(runtime: Runtime) -> Path:
     """cache_dir holds the extracted bundles, one folder per zip content."""
-    return runtime.data.root / "cache" / "plugins"
+    return runtime.data.root / CACHE_FOLDER
 
 
 def is_bundle_file(path: Path) -> bool:
@@ -74,16 +75,33 @@ def taken_prefixes(runtime: Runtime, except_id: str) -> dict[str, str]:
 
 
 def install_bundle(runtime: Runtime, source: Path, *, name: str | None = None) -> Bundle:
-    """install_bundle checks `source` and copies it into the plugins folder as `<id>-<version>.zip`.
+    """install_bundle checks `source`, extracts it into the cache (where its load finds it), and copies it into
+    the plugins folder as `<id>-<version>.zip`, the version normalised (PEP 440: v1.0.0 is written 1.0.0).
 
-    Raises BundleError (naming the rule, the entry, and `name` or the file's name) before anything is written.
-    An installed zip of the same id and version is replaced; other versions stay (the highest one is active).
+    Raises BundleError (naming the rule, the entry, and `name` or the file's name) before anything is written to
+    the plugins folder: a rule it breaks, or an entry that cannot be extracted. Raises PluginStorageError when
+    this host's disk cannot take the extracted files. An installed zip of the same id and an equal version (1.0
+    equals 1.0.0) is replaced, whatever its file name; other versions stay (the highest one is active).
     """
     checked = _inspect_as(runtime, source, name or source.name)
+    try:
+        extract_bundle(checked, cache_dir(runtime))
+    except BundleError as exc:
+        if host_fault(exc):
+            raise PluginStorageError(
+                f"cannot install {name or source.name}: {exc.detail}; free space or fix "
+                f"the permissions of {cache_dir(runtime)}, then try again"
+            ) from None
+        raise BundleError(name or source.name, exc.rule, exc.detail, exc.entry) from None
     manifest = checked.manifest
     folder = plugins_dir(runtime)
     target = folder / f"{manifest.id}-{manifest.version}.zip"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".tmp")
+    except OSError as exc:
+        raise PluginStorageError(
+            f"cannot write to {folder} ({exc.strerror}); free space or fix its permissions"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
             shutil.copyfileobj(src, out)
@@ -91,10 +109,30 @@ def install_bundle(runtime: Runtime, source: Path, *, name: str | None = None) -
             os.fsync(out.fileno())
         settled(Path(tmp))
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise PluginStorageError(
+                f"cannot write {target} ({exc.strerror}); free space or fix its permissions"
+            ) from None
         raise
+    for same in same_version_files(runtime, manifest.id, manifest.version, keep=target):
+        same.unlink(missing_ok=True)  # 1.0 and 1.0.0 are one version: the upload replaces it, whatever its name
     return Bundle(target, manifest, checked.sha256, checked.root, checked.entries)
+
+
+def same_version_files(runtime: Runtime, plugin_id: str, version: str, *, keep: Path) -> list[Path]:
+    """same_version_files lists the other valid zips of the plugins folder holding `plugin_id` at a version equal
+    to `version` under PEP 440 (1.0, 1.0.0 and v1.0.0 are one version), `keep` aside."""
+    wanted = Version(version)
+    return [
+        path
+        for path, bundle in installed_bundles(runtime)
+        if path != keep
+        and isinstance(bundle, Bundle)
+        and bundle.manifest.id == plugin_id
+        and Version(bundle.manifest.version) == wanted
+    ]
 
 
 def settled(path: Path) -> None:

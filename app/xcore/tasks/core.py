@@ -6,9 +6,12 @@ They are periodic tasks like a plugin's, named `xcore.<function>`, with interval
 - `xcore.prune_history`: task runs older than `manager.tasks.history_days` and audit events older than
   `manager.tasks.audit_days`;
 - `xcore.backup`: a backup of the SQLite database into `migration.backup.backup_directory`, keeping the newest
-  `migration.backup.max_backup_files` (not registered when `manager.tasks.backup_every` is 0, or when the
-  database is not SQLite);
+  `migration.backup.max_backup_files` scheduled ones (a backup of another kind is never pruned to make room;
+  not registered when `manager.tasks.backup_every` is 0, or when the database is not SQLite);
 - `xcore.plugin_cache`: deletes extracted bundles no worker has used for a while.
+
+Each requires, to be run, paused or resumed by a user, the permission that guards what it acts on (besides
+`tasks.manage`): `xcore.backup` needs `backups.manage` like `POST /api/admin/backups`, and so on.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
     settings = runtime.config.manager.tasks
     every = settings.maintenance_every
 
-    @periodic(every=every, retries=0)
+    @periodic(every=every, retries=0, requires="users.manage")
     def prune_sessions() -> int:
         now = datetime.now(UTC)
         window = timedelta(seconds=runtime.config.secure.lockout.max_delay)
@@ -50,7 +53,7 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
             log.info("pruned %d expired refresh token(s), %d login throttle(s)", tokens, throttles, extra=CONTEXT)
         return tokens + throttles
 
-    @periodic(every=every, retries=0)
+    @periodic(every=every, retries=0, requires="audit.read")
     def prune_history() -> int:
         now = datetime.now(UTC)
         old_runs = delete(TaskRun).where(
@@ -67,7 +70,7 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
     db = runtime.database_file
     if settings.backup_every and db is not None:
 
-        @periodic(every=settings.backup_every, retries=1)
+        @periodic(every=settings.backup_every, retries=1, requires="backups.manage")
         def backup() -> str:
             from xcore.db.backup import make_backup
             from xcore.db.revisions import current_revision
@@ -79,7 +82,7 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
         host.register("xcore.backup", backup)
     if collect_cache is not None:
 
-        @periodic(every=every, retries=0)
+        @periodic(every=every, retries=0, requires="plugins.manage")
         def plugin_cache() -> Any:
             return collect_cache()
 

@@ -36,6 +36,7 @@ from huey import Huey
 from huey.consumer import Consumer
 from sqlalchemy import func, insert, select
 
+from xcore.auth.errors import Forbidden
 from xcore.db.models import Base, TaskRun, TaskState, as_utc
 from xcore.errors import RequestError
 from xcore.sdk import PluginContext, TaskSpec
@@ -44,6 +45,7 @@ from xcore.tasks.queue import make_queue
 from xcore.tasks.schedule import Schedule
 
 if TYPE_CHECKING:
+    from xcore.auth.principals import Principal
     from xcore.runtime import Runtime
 
 log = logging.getLogger("xcore.tasks")
@@ -156,6 +158,20 @@ class TaskHost:
                         row.registered = False
         except Exception:  # another worker publishing the same rows at this moment: it writes the same
             log.debug("task registry not published this time", exc_info=True, extra=CONTEXT)
+
+    def authorize(self, name: str, user: Principal) -> Entry:
+        """authorize returns the task `name` if `user` may run, pause or resume it: they hold every permission its
+        spec `requires` (superadmins hold all). The caller checks `tasks.manage` itself. Raises TaskError for an
+        unknown name, Forbidden for a missing permission."""
+        entry = self.registry.get(name)
+        if entry is None:
+            raise TaskError(f"no task named {name!r} is registered")
+        missing = [p for p in entry.spec.requires if not user.is_superadmin and p not in user.permissions]
+        if missing:
+            raise Forbidden(
+                f"task {name} acts on what the permission {', '.join(missing)} guards, which your roles do not grant"
+            )
+        return entry
 
     # --- enqueueing ------------------------------------------------------------------------------------------
 

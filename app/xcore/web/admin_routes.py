@@ -4,6 +4,7 @@ import os
 import platform
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from litestar import Request, delete, get, patch, post
 from litestar.params import FromQuery, JSONBody, Parameter
@@ -11,11 +12,11 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from msgspec import UNSET
 from sqlalchemy import func, or_, select
 
-from xcore.auth import accounts
+from xcore.auth import roles
 from xcore.auth.errors import InvalidInput, NotFound
 from xcore.auth.login import find_user
 from xcore.auth.principals import principal_of
-from xcore.auth.rules import Rule
+from xcore.auth.rules import MAX_PATH, PathRefused, Rule, request_path
 from xcore.config.schema import HTTP_METHODS
 from xcore.db.engine import mask_url
 from xcore.db.models import AuditEvent, Permission, Role, as_utc
@@ -52,7 +53,7 @@ def list_roles(request: Request[Any, Any, Any]) -> list[RoleOut]:
 @post("/api/admin/roles", sync_to_thread=True, tags=["roles"], status_code=HTTP_201_CREATED, summary="Create a role")
 def create_role(request: Request[Any, Any, Any], data: JSONBody[RoleIn]) -> RoleOut:
     """Creates a custom role (ranked as `user`) granting permissions you hold yourself."""
-    role = accounts.create_role(
+    role = roles.create_role(
         service(request),
         actor(request, "roles.manage"),
         client_of(request),
@@ -66,12 +67,13 @@ def create_role(request: Request[Any, Any, Any], data: JSONBody[RoleIn]) -> Role
 
 @patch("/api/admin/roles/{name:str}", sync_to_thread=True, tags=["roles"], summary="Change a role")
 def update_role(request: Request[Any, Any, Any], name: RoleName, data: JSONBody[RolePatch]) -> RoleOut:
-    """Changes a role. `require_totp` makes 2FA mandatory for its members (admins may set it on roles at or
-    below their rank); changing permissions needs roles.manage and is not possible on built-in roles."""
+    """Changes a role. `require_totp` makes 2FA mandatory for its members; changing permissions needs roles.manage
+    and is not possible on built-in roles. Below superadmin, only a role ranked below you, held by no account
+    ranked at or above you (yourself included), and last changed by no higher rank."""
     who = actor(
         request, "roles.manage" if data.permissions is not UNSET or data.description is not UNSET else "users.manage"
     )
-    role = accounts.update_role(
+    role = roles.update_role(
         service(request),
         who,
         client_of(request),
@@ -85,8 +87,8 @@ def update_role(request: Request[Any, Any, Any], name: RoleName, data: JSONBody[
 
 @delete("/api/admin/roles/{name:str}", sync_to_thread=True, tags=["roles"], status_code=HTTP_204_NO_CONTENT)
 def delete_role(request: Request[Any, Any, Any], name: RoleName) -> None:
-    """Deletes a custom role; its members lose what it granted."""
-    accounts.delete_role(service(request), actor(request, "roles.manage"), client_of(request), name)
+    """Deletes a custom role; its members lose what it granted. Below superadmin, the rules of a change apply."""
+    roles.delete_role(service(request), actor(request, "roles.manage"), client_of(request), name)
 
 
 @get("/api/admin/permissions", sync_to_thread=True, tags=["roles"], summary="List permissions")
@@ -114,11 +116,22 @@ def rule_out(rule: Rule) -> RuleOut:
 @get("/api/admin/access/explain", sync_to_thread=True, tags=["roles"], summary="Explain an access decision")
 def explain(
     request: Request[Any, Any, Any],
-    path: Annotated[str, Parameter(min_length=1, max_length=2000, description="Request path, e.g. /api/admin/users")],
+    path: Annotated[
+        str,
+        Parameter(
+            min_length=1,
+            max_length=3 * MAX_PATH,
+            description="Request path as in a URL, e.g. /api/admin/users (percent-escapes are decoded once, as the "
+            "server decodes them; a query string is ignored)",
+        ),
+    ],
     method: Annotated[str, Parameter(max_length=10)] = "GET",
     user: Annotated[str | None, Parameter(max_length=254, description="Username; none means anonymous")] = None,
 ) -> ExplainOut:
-    """Which ACCESS_RULES entry decides `method path`, what it requires, and whether `user` gets in."""
+    """Which ACCESS_RULES entry decides `method path`, what it requires, and whether `user` gets in.
+
+    The path is judged exactly as the access guard judges a request for it (`path` in the answer is that form);
+    a path the guard refuses outright is answered 400, saying the guard's status and why."""
     actor(request, "users.read")
     method = method.upper()
     if method not in HTTP_METHODS:
@@ -126,7 +139,11 @@ def explain(
     if not path.startswith("/"):
         raise InvalidInput("the path must start with /", field="path")
     auth = service(request)
-    rule = auth.rules.match(path, method)
+    try:
+        path = request_path(unquote(path.partition("?")[0].partition("#")[0], errors="replace"))
+        rule = auth.rules.match(path, method)
+    except PathRefused as exc:
+        raise InvalidInput(f"the access guard answers this path {exc.status}: {exc}", field="path") from None
     which = f"rule {rule.pattern!r}" if rule.pattern else "no rule matches, so the default applies"
     if user is None:
         allowed = rule.public

@@ -34,7 +34,9 @@ def build_app(
     `manager` is the worker's plugin manager, which the plugin admin routes use; without one (an app built
     for a test) they answer 503.
 
-    Every route passes the access guard (ACCESS_RULES). Errors are RFC 9457 problem documents.
+    Every route passes the access guard (ACCESS_RULES), which also puts every JSON body under the limits of
+    `web.bodylimits`.
+    Errors are RFC 9457 problem documents.
     The core handlers go in through one Router: Litestar 2.25 registers handlers given straight to the app
     again for each further handler on the same path, wrapping a sync handler in a thread once more each time,
     so the third sync handler on one path would return an un-awaited coroutine.

@@ -1,4 +1,5 @@
-"""First-run setup and sessions: /api/setup and /api/auth/{login,desktop,refresh,logout}. All public by rule."""
+"""First-run setup, sessions and the account rules: /api/setup and /api/auth/{login,desktop,refresh,logout,policy}.
+All public by rule."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -6,7 +7,6 @@ from typing import Any
 import anyio.to_thread
 from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
-from litestar.middleware.csrf import generate_csrf_token
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -14,9 +14,26 @@ from xcore.auth import accounts
 from xcore.auth import login as sessions
 from xcore.auth.desktop import DesktopTokens, desktop_login
 from xcore.auth.errors import AuthError, Forbidden, InvalidInput
+from xcore.auth.password_policy import describe as describe_password_policy
+from xcore.auth.roles import ROLE_NAME_RULE
+from xcore.auth.totp import DIGITS as TOTP_DIGITS
 from xcore.web.context import client_of, service
-from xcore.web.guard import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE, authenticate, csrf_config
-from xcore.web.schemas import DesktopLoginIn, LoginIn, RefreshIn, SessionOut, SetupIn, SetupState, UserOut
+from xcore.web.guard import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE, authenticate, check_csrf
+from xcore.web.schemas import (
+    ROLE_DESCRIPTION_MAX,
+    ROLE_NAME_MAX,
+    USERNAME_MAX,
+    DesktopLoginIn,
+    LoginIn,
+    NameRuleOut,
+    PasswordPolicyOut,
+    PolicyOut,
+    RefreshIn,
+    SessionOut,
+    SetupIn,
+    SetupState,
+    UserOut,
+)
 from xcore.web.users import user_out
 
 TAGS = ["auth"]
@@ -28,6 +45,19 @@ PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 def setup_state(request: Request[Any, Any, Any]) -> SetupState:
     """`required` is true until the first account exists."""
     return SetupState(required=service(request).setup_required())
+
+
+@get("/api/auth/policy", sync_to_thread=False, tags=TAGS, summary="The rules account forms must follow")
+def policy(request: Request[Any, Any, Any]) -> PolicyOut:
+    """The password policy (`secure.password`) and the rules for usernames, role names and 2FA codes, as the
+    server checks them: forms show these instead of keeping their own copy. Public, for the setup page."""
+    return PolicyOut(
+        password=PasswordPolicyOut(**describe_password_policy(service(request).secure.password)),
+        username=NameRuleOut(max_length=USERNAME_MAX, rule=accounts.USERNAME_RULE),
+        role_name=NameRuleOut(max_length=ROLE_NAME_MAX, rule=ROLE_NAME_RULE),
+        role_description_max_length=ROLE_DESCRIPTION_MAX,
+        totp_digits=TOTP_DIGITS,
+    )
 
 
 @post("/api/setup", sync_to_thread=True, tags=TAGS, status_code=HTTP_201_CREATED, summary="Create the first superadmin")
@@ -50,7 +80,8 @@ def login(request: Request[Any, Any, Any], data: JSONBody[LoginIn]) -> Response[
 
     Returns an access token and a refresh token, or with `cookie: true` sets them as HttpOnly cookies (for the
     browser UI; send the `csrf_token` back as `X-CSRF-Token` on unsafe requests). 401 answers are the same for
-    an unknown user and a wrong password; repeated failures answer 429 with Retry-After.
+    an unknown user and a wrong password; repeated failures answer 429 with Retry-After, and while the server is
+    busy checking other passwords (`secure.hashing`) a login is answered 503 with Retry-After at once.
     """
     if data.totp and data.recovery_code:
         raise InvalidInput("send either totp or recovery_code, not both", field="recovery_code")
@@ -76,23 +107,35 @@ def desktop(request: Request[Any, Any, Any], data: JSONBody[DesktopLoginIn]) -> 
 
 @post("/api/auth/refresh", sync_to_thread=True, tags=TAGS, status_code=200, summary="Refresh a session")
 def refresh(request: Request[Any, Any, Any], data: JSONBody[RefreshIn | None] = None) -> Response[SessionOut]:
-    """Exchanges a refresh token (in the body, or the refresh cookie) for new tokens. Each works once."""
+    """Exchanges a refresh token (in the body, or the refresh cookie) for new tokens. Each works once.
+
+    Through the cookie it needs the session's `X-CSRF-Token`, as every other unsafe request of a cookie session."""
     raw = data.refresh_token if data and data.refresh_token else request.cookies.get(REFRESH_COOKIE)
     via_cookie = not (data and data.refresh_token)
     if not raw:
         raise InvalidInput("send refresh_token in the body, or log in with cookie: true", field="refresh_token")
+    if via_cookie:
+        family = sessions.refresh_family(service(request), raw)
+        if family is not None:  # an unknown token is refused by `refresh`, as through the body
+            check_csrf(service(request), request.scope, family)
     tokens = sessions.refresh(service(request), raw, client_of(request))
     return session_response(request, tokens, via_cookie)
 
 
 @post("/api/auth/logout", tags=TAGS, status_code=HTTP_204_NO_CONTENT, summary="Log out")
 async def logout(request: Request[Any, Any, Any]) -> Response[None]:
-    """Ends every session of the user behind the access token (Bearer or cookie) and clears the cookies."""
+    """Ends every session of the user behind the access token (Bearer or cookie) and clears the cookies.
+
+    Through the cookie session it needs the session's `X-CSRF-Token` (403 without: nothing ends, nothing is
+    cleared), so another site cannot log the user out."""
     auth = service(request)
     try:
-        principal, _, _ = await authenticate(auth, request.scope)
+        principal, claims, via_cookie = await authenticate(auth, request.scope)
     except AuthError:
         principal = None
+    else:
+        if via_cookie:
+            check_csrf(auth, request.scope, claims.family)
     if principal is not None:
         await anyio.to_thread.run_sync(sessions.logout, auth, principal.id, client_of(request))
     response: Response[None] = Response(None, status_code=HTTP_204_NO_CONTENT)
@@ -111,7 +154,8 @@ def session_response(request: Request[Any, Any, Any], tokens: sessions.Tokens, c
         )
         return Response(body, headers={"Cache-Control": "no-store"})
     secure = request.url.scheme == "https"
-    csrf = request.cookies.get(CSRF_COOKIE) or generate_csrf_token(csrf_config(service(request)).secret)
+    signer = service(request).signer
+    csrf = signer.csrf_token(signer.verify(tokens.access_token).family)  # bound to this login (see check_csrf)
     strict: dict[str, Any] = {"samesite": "strict", "secure": secure}
     cookies = [
         Cookie(key=ACCESS_COOKIE, value=tokens.access_token, path="/", max_age=expires_in, httponly=True, **strict),
@@ -130,4 +174,4 @@ def session_response(request: Request[Any, Any, Any], tokens: sessions.Tokens, c
 
 
 def auth_handlers() -> list[Any]:
-    return [setup_state, setup, login, desktop, refresh, logout]
+    return [setup_state, setup, policy, login, desktop, refresh, logout]

@@ -52,7 +52,7 @@ class BackupList(Struct):
 
 class RestoreOut(Struct):
     restored: str
-    safety_backup: str
+    safety_backup: str | None  # None only when there was no database to back up
     message: str
     restart_required: bool
 
@@ -101,7 +101,8 @@ def list_all(request: Request[Any, Any, Any]) -> BackupList:
 @post("/api/admin/backups", sync_to_thread=True, tags=TAGS, status_code=HTTP_201_CREATED, summary="Back up now")
 def create(request: Request[Any, Any, Any]) -> BackupOut:
     """Backs up the SQLite database now (SQLite's online backup API: safe while the server runs), as kind
-    `manual`. The newest `migration.backup.max_backup_files` backups are kept; older ones are deleted."""
+    `manual`. The newest `migration.backup.max_backup_files` manual backups are kept; older manual ones are
+    deleted (other kinds are counted apart)."""
     actor(request, PERMISSION)
     runtime: Runtime = request.app.state.runtime
     db = sqlite_file(runtime, "back up the database")
@@ -130,11 +131,13 @@ async def restore(request: Request[Any, Any, Any], name: BackupName) -> RestoreO
     First the backup is checked and, when an older xcore made it, migrated (on a copy); the current database is
     backed up (kind `safety`); then the copy goes into the live database in one transaction, and every worker
     reads the restored data from its next request on. Accounts, roles, sessions, plugin states and settings are
-    all as they were in the backup: whoever signed in after it was made must sign in again. Tokens that were
-    revoked after the backup stay revoked.
+    all as they were in the backup: whoever signed in after it was made must sign in again. What only grows is
+    kept from the live database: sessions and token families revoked, refresh tokens and recovery codes used,
+    lockouts and failed logins counted, and audit events recorded after the backup was made.
 
-    409 when the database is not SQLite, when the backup was made by a newer xcore (a schema revision this one
-    does not know), holds no account, is damaged, or when another restore is running; 404 for an unknown name.
+    409 when the database is not SQLite, when the file is not an xcore database (another SQLite file), was made
+    by a newer xcore (a schema revision this one does not know), holds no account, is damaged or truncated, or
+    when another restore is running; 404 for an unknown name.
     """
     actor(request, PERMISSION)
     runtime: Runtime = request.app.state.runtime
@@ -153,7 +156,8 @@ async def restore(request: Request[Any, Any, Any], name: BackupName) -> RestoreO
     manager = request.app.state.plugins
     if manager is not None:
         await anyio.to_thread.run_sync(signal_state_change, runtime)
-    detail: dict[str, Any] = {"safety_backup": done.safety.name, "revision": done.revision}
+    safety = done.safety.name if done.safety else None
+    detail: dict[str, Any] = {"safety_backup": safety, "revision": done.revision}
     if done.migrated_to:
         detail["migrated_to"] = done.migrated_to
     await anyio.to_thread.run_sync(lambda: _audit(request, "backup.restore", name, **detail))
@@ -163,10 +167,11 @@ async def restore(request: Request[Any, Any, Any], name: BackupName) -> RestoreO
     message = (
         f"The database now holds the data of {name}{migrated}, and every worker uses it; no restart is needed. "
         "Everything changed after that backup was made is gone, including accounts, roles and sessions: "
-        "anyone who signed in since, you perhaps included, may need to sign in again. The database as it was "
-        f"just before is kept as {done.safety.name}: restore that backup to undo this."
+        "anyone who signed in since, you perhaps included, may need to sign in again (revocations, lockouts and "
+        "the audit log since then are kept). The database as it was "
+        f"just before is kept as {safety}: restore that backup to undo this."
     )
-    return RestoreOut(name, done.safety.name, message, restart_required=False)
+    return RestoreOut(name, safety, message, restart_required=False)
 
 
 def _find(runtime: Runtime, name: str) -> Path:

@@ -23,6 +23,7 @@ from litestar.utils.scope.state import ScopeState
 
 from xcore.web.calls import direct
 from xcore.web.guard import AccessGuard
+from xcore.web.openapi_errors import describe_problems
 
 ROUTES_KEPT = 1024  # paths whose app is remembered per generation; clients choose paths, so this is a bound
 
@@ -42,7 +43,7 @@ class Dispatch:
         self.core = core
         self.plugins = plugins
         self.prefixes = tuple(prefixes)
-        self._plugins_openapi = plugins.openapi_schema.to_schema() if plugins else None
+        self._plugins_openapi = describe_problems(plugins.openapi_schema.to_schema()) if plugins else None
         self._openapi: dict[str, Any] | None = None
         self._entries = {core: entry(core)}
         if plugins is not None:
@@ -132,10 +133,11 @@ def entry(app: Litestar) -> Any:
 
 
 def core_openapi(core: Litestar) -> dict[str, Any]:
-    """core_openapi is the core app's OpenAPI document as a dict, computed once per core app."""
+    """core_openapi is the core app's OpenAPI document as a dict, computed once per core app, with its errors
+    described as the problem documents they are (`describe_problems`)."""
     cached: dict[str, Any] | None = getattr(core.state, "openapi_document", None)
     if cached is None:
-        cached = core.openapi_schema.to_schema()
+        cached = describe_problems(core.openapi_schema.to_schema())
         core.state.openapi_document = cached
     return cached
 

@@ -1,7 +1,8 @@
 """The OpenAPI documentation: JSON at /openapi.json, Swagger UI at /docs, ReDoc at /redoc.
 
 They work offline: the pages load Swagger UI and ReDoc from xcore's own `/static/vendor/`, which serves the
-files vendored in `ui/vendor/` (see its README), never from a CDN.
+files vendored in `ui/vendor/` (see its README), never from a CDN. The two pages carry a Content-Security-Policy
+that allows only that: xcore's origin, and the page's own inline script by its hash (`web.headers.page_policy`).
 
 Litestar mounts its documentation router under one prefix (`/schema`) with a catch-all 404 page there; at
 `/` that catch-all would swallow every unknown path. So the router stays at `/schema`, and the three
@@ -27,6 +28,8 @@ from litestar.static_files import create_static_files_router
 from xcore import __version__
 from xcore.resources import resource_path
 from xcore.web.dispatch import core_openapi
+from xcore.web.headers import page_policy
+from xcore.web.openapi_errors import describe_problems
 
 VENDOR_URL = "/static/vendor"
 SWAGGER_VERSION = "5.35.0"
@@ -41,7 +44,7 @@ def openapi_config() -> OpenAPIConfig:
         version=__version__,
         description="The xcore admin and plugin API. Plugins add their routes under their own prefix.",
         path="/schema",
-        render_plugins=[JsonRenderPlugin()],
+        render_plugins=[ProblemsJsonRenderPlugin()],
         use_handler_docstrings=True,
         operation_id_creator=operation_id,
         # Swagger UI's "Authorize" button: paste the access_token of POST /api/auth/login. Public routes work
@@ -60,6 +63,14 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
+class ProblemsJsonRenderPlugin(JsonRenderPlugin):
+    """ProblemsJsonRenderPlugin renders Litestar's own /schema/openapi.json with errors described as xcore
+    sends them (`describe_problems`), as /openapi.json does."""
+
+    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+        return self.render_json(request, describe_problems(openapi_schema))
+
+
 def operation_id(route_handler: Any, http_method: str, path_components: list[Any]) -> str:
     """operation_id is `<method>_<path words>`, e.g. get_api_admin_users_user_id: unique, and predictable enough
     for deep links into /docs. (Litestar's default uses the function name, which is lost when a handler runs
@@ -72,7 +83,13 @@ def _page(path: str, plugin: OpenAPIRenderPlugin) -> HTTPRouteHandler:
     # In a thread: the first call of a worker makes the core's document (about 0.1 s), and every call serializes it.
     @get(path, media_type=plugin.media_type, include_in_schema=False, sync_to_thread=True, name=f"docs:{path}")
     def page(request: Request) -> Response[bytes]:
-        return Response(plugin.render(request, openapi_document(request)), media_type=plugin.media_type)
+        body = plugin.render(request, openapi_document(request))
+        if plugin.media_type != "text/html":
+            return Response(body, media_type=plugin.media_type)
+        # The page's one inline script holds the document, so its hash is taken per answer; Swagger UI and ReDoc
+        # set inline styles from their scripts, and ReDoc searches in a worker made from a blob: URL.
+        policy = page_policy(body.decode(), inline_styles=True, workers=True)
+        return Response(body, media_type=plugin.media_type, headers={"Content-Security-Policy": policy})
 
     return page
 

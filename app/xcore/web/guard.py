@@ -3,8 +3,11 @@
 For each request the guard finds the deciding rule (`xcore.auth.rules`). A public rule lets the request
 through untouched. Otherwise, until the first account exists the answer is 503 "setup required"; then the
 request needs a valid access token, as a Bearer header (API clients) or the `xcore_access` cookie (the
-browser UI), from an active user who has what the rule requires. Cookie-authenticated requests also pass
-Litestar's CSRF middleware: unsafe methods need the `X-CSRF-Token` header matching the `xcore_csrf` cookie.
+browser UI), from an active user who has what the rule requires. Cookie-authenticated requests with an unsafe
+method also need the `X-CSRF-Token` header to hold their login's CSRF token (`check_csrf`): it is derived from
+the session family (`TokenSigner.csrf_token`), so a token of another session, or one set by another site, does
+not pass. The login answer gives it, and the readable `xcore_csrf` cookie carries it for the UI's script.
+Public routes that act on a cookie session (logout, refresh) check it themselves.
 
 The hot path costs a rule lookup, a dict lookup for the verified token, an 8-byte read of the memory-mapped
 accounts epoch and a dict lookup for the user; the database is read only when an account changed (see
@@ -13,23 +16,19 @@ accounts epoch and a dict lookup for the user; the database is read only when an
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
 
 import anyio.to_thread
 import msgspec
-from litestar.config.csrf import CSRFConfig
-from litestar.exceptions import PermissionDeniedException
-from litestar.middleware.csrf import CSRFMiddleware
-from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
-from litestar.utils import normalize_path
+from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from xcore.auth.errors import AuthError, Forbidden, NotAuthenticated, SetupRequired
-from xcore.auth.rules import Principal, Rule
+from xcore.auth.rules import Principal, Rule, request_path
 from xcore.auth.service import AuthService
 from xcore.auth.tokens import AccessClaims
+from xcore.web.bodylimits import BODY_METHODS, shape_checked
 from xcore.web.calls import direct
 from xcore.web.problems import PROBLEM_JSON, auth_problem
 
@@ -37,23 +36,10 @@ ACCESS_COOKIE = "xcore_access"
 REFRESH_COOKIE = "xcore_refresh"
 CSRF_COOKIE = "xcore_csrf"
 CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 SETUP_MESSAGE = "setup required: create the first account with POST /api/setup (the token is in <data>/setup-token)"
-
-
-def csrf_config(auth: AuthService) -> CSRFConfig:
-    """csrf_config is Litestar's double-submit CSRF setup for cookie sessions, keyed off the data-dir secret."""
-    secret = hmac.new(auth.signer_secret.encode(), b"xcore/csrf/v1", hashlib.sha256).hexdigest()
-    return CSRFConfig(
-        secret=secret,
-        cookie_name=CSRF_COOKIE,
-        header_name=CSRF_HEADER,
-        cookie_samesite="strict",
-        cookie_httponly=False,  # the UI's script reads it and echoes it in the header
-        cookie_path="/",
-        exclude_from_csrf_key="",  # the guard runs before routing: there is no route handler to ask
-    )
 
 
 class AccessGuard:
@@ -69,23 +55,25 @@ class AccessGuard:
         self.inner = app  # what an admitted request goes to
         self.app = direct(app)
         self.auth = auth
-        self.csrf = CSRFMiddleware(app=app, config=csrf_config(auth))
         self.decided = auth.rules.decided
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # The fast path: a path seen before, already normalized, has its deciding rule on record. A public one,
         # and a Bearer token that memory decides (see `admit`), hand the request on without a coroutine of the
-        # guard's own: this returns the next layer's awaitable, or the refusal's.
+        # guard's own: this returns the next layer's awaitable, or the refusal's. `decided` holds only keys in
+        # `request_path` form, so the raw path finds a rule only when it is already in that form.
         path = scope["path"]
         method: str = scope.get("method", "GET")  # type: ignore[assignment]  # websockets have none: as GET
+        if method in BODY_METHODS:
+            receive = shape_checked(receive)  # every JSON body, core or plugin, within web.bodylimits' limits
         rule = self.decided.get((path, method))
-        if rule is not None and (scope.get("root_path") or "//" in path):
+        if rule is not None and scope.get("root_path"):
             rule = None
         if rule is not None and rule.public:
             return self.app(scope, receive, send)
         try:
             admitted = self.admit(scope, path, method, rule)
-        except (AuthError, PermissionDeniedException) as exc:
+        except AuthError as exc:
             return refuse(scope, send, exc)
         if admitted is False:
             return self.app(scope, receive, send)
@@ -93,14 +81,18 @@ class AccessGuard:
 
     async def guarded(self, scope: Scope, receive: Receive, send: Send, admitted: bool | Awaitable[bool]) -> None:
         """guarded finishes what `admit` started: a cookie session passes the CSRF check, and an answer that needs
-        the database is awaited. The request is then passed on, or refused."""
+        the database is awaited. The request is then passed on, or refused.
+
+        A safe request of a cookie session whose `xcore_csrf` cookie is missing or stale gets it set again."""
         try:
             via_cookie = admitted if type(admitted) is bool else await admitted
-            if via_cookie:
-                # Litestar's CSRF middleware: safe methods pass (and get the cookie), unsafe ones need the header.
-                await self.csrf(scope, receive, send)
-                return
-        except (AuthError, PermissionDeniedException) as exc:
+            if via_cookie and scope["type"] == "http":
+                family = scope["auth"].family
+                if scope.get("method") not in SAFE_METHODS:
+                    check_csrf(self.auth, scope, family)
+                elif cookie_value(scope, CSRF_COOKIE) != (token := self.auth.signer.csrf_token(family)):
+                    send = with_cookie(send, csrf_cookie(token, scope.get("scheme") == "https"))
+        except AuthError as exc:
             await refuse(scope, send, exc)
             return
         await self.app(scope, receive, send)
@@ -116,8 +108,7 @@ class AccessGuard:
         if rule is None:
             if root := scope.get("root_path"):
                 path = path.split(root, maxsplit=1)[-1]
-            if "//" in path or (path.endswith("/") and path != "/") or not path.startswith("/"):
-                path = normalize_path(path)  # exactly as Litestar's router sees it
+            path = request_path(path)  # exactly as Litestar's router serves it; raises PathRefused
             rule = auth.rules.match(path, method)
             if rule.public:
                 return False
@@ -155,13 +146,11 @@ class AccessGuard:
         return cookie
 
 
-async def refuse(scope: Scope, send: Send, exc: Exception) -> None:
+async def refuse(scope: Scope, send: Send, exc: AuthError) -> None:
     """refuse answers a refused request: a problem document over HTTP, a policy-violation close on a websocket."""
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
         return
-    if not isinstance(exc, AuthError):  # the CSRF check
-        exc = Forbidden(f"{exc}: send the xcore_csrf cookie's value in the X-CSRF-Token header")
     status, document, headers = auth_problem(exc)
     body = msgspec.json.encode(document)
     raw = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
@@ -169,6 +158,55 @@ async def refuse(scope: Scope, send: Send, exc: Exception) -> None:
     start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": raw}
     await send(start)
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def check_csrf(auth: AuthService, scope: Scope, family: str) -> None:
+    """check_csrf raises Forbidden unless the request's X-CSRF-Token header holds the CSRF token of the login
+    `family` (see `TokenSigner.csrf_token`). For requests that act on a cookie session."""
+    expected = auth.signer.csrf_token(family).encode()
+    sent = next((value for name, value in scope["headers"] if name == b"x-csrf-token"), None)
+    if not sent:
+        raise Forbidden(
+            "this request uses the cookie session, so it needs the X-CSRF-Token header: send the csrf_token "
+            "of the login answer (also in the xcore_csrf cookie)"
+        )
+    if not hmac.compare_digest(sent.strip(), expected):
+        raise Forbidden(
+            "the X-CSRF-Token header does not belong to this session: send the csrf_token of this login's answer "
+            "(also in the xcore_csrf cookie), or log in again"
+        )
+
+
+def csrf_cookie(token: str, secure: bool) -> str:
+    """csrf_cookie is the Set-Cookie value carrying `token` to the UI's script: readable, for the whole site."""
+    return f"{CSRF_COOKIE}={token}; Path=/; SameSite=Strict" + ("; Secure" if secure else "")
+
+
+def with_cookie(send: Send, cookie: str) -> Callable[[Message], Awaitable[None]]:
+    """with_cookie is `send` adding a Set-Cookie header with `cookie` to the response's start."""
+    header = (b"set-cookie", cookie.encode("latin-1"))
+
+    def sending(message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), header]
+        return send(message)
+
+    return sending
+
+
+def cookie_value(scope: Scope, name: str) -> str | None:
+    """cookie_value is the value of the request's cookie `name`, or None (also for a Cookie header that does
+    not parse)."""
+    found = [value for header, value in scope["headers"] if header == b"cookie"]  # HTTP/2 may send several
+    if not found:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(b"; ".join(found).decode("latin-1"))
+    except Exception:  # http.cookies raises CookieError, or worse, on hostile headers
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None else None
 
 
 def _enrolling(path: str) -> bool:

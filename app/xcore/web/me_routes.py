@@ -1,20 +1,24 @@
 """/api/me: the logged-in user's own account, password and two-factor login."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, get, patch, post
-from litestar.params import JSONBody
+from litestar.params import JSONBody, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from xcore.auth import accounts, me
+from xcore.auth.errors import InvalidInput
+from xcore.auth.rules import PathRefused, request_path
 from xcore.web.context import actor, client_of, service
 from xcore.web.schemas import (
     MeOut,
     MePatch,
     PasswordChange,
+    PathAccessOut,
     RecoveryCodesOut,
     TotpConfirmIn,
     TotpDisableIn,
+    TotpSetupIn,
     TotpSetupOut,
 )
 from xcore.web.users import user_out
@@ -55,9 +59,10 @@ def change_password(request: Request[Any, Any, Any], data: JSONBody[PasswordChan
 
 
 @post("/api/me/totp/setup", sync_to_thread=True, tags=TAGS, status_code=HTTP_200_OK, summary="Start 2FA enrollment")
-def totp_setup(request: Request[Any, Any, Any]) -> TotpSetupOut:
-    """A new TOTP secret, its otpauth:// URI and a QR code (SVG) to scan. 2FA is on after /confirm."""
-    enrollment = me.start_totp(service(request), actor(request).id, client_of(request))
+def totp_setup(request: Request[Any, Any, Any], data: JSONBody[TotpSetupIn]) -> TotpSetupOut:
+    """Needs the password. A new TOTP secret, its otpauth:// URI and a QR code (SVG) to scan. 2FA is on after
+    /confirm. A wrong password answers 403 and counts towards the lockout, as on the password change and /disable."""
+    enrollment = me.start_totp(service(request), actor(request).id, client_of(request), data.password)
     return TotpSetupOut(enrollment.secret, enrollment.uri, enrollment.qr_svg)
 
 
@@ -74,5 +79,29 @@ def totp_disable(request: Request[Any, Any, Any], data: JSONBody[TotpDisableIn])
     me.disable_totp(service(request), actor(request).id, client_of(request), data.password, data.code)
 
 
+@get("/api/me/access", sync_to_thread=False, tags=TAGS, summary="Which paths the access rules open to me")
+def my_access(
+    request: Request[Any, Any, Any],
+    path: Annotated[
+        list[str],
+        Parameter(min_items=1, max_items=50, description="Request paths (GET), e.g. /api/admin/backups; repeatable."),
+    ],
+) -> dict[str, PathAccessOut]:
+    """For each path, whether ACCESS_RULES let the logged-in user GET it, and what its rule requires: the admin UI
+    offers the pages whose API is open to the user, and keeps no copy of the rules. Handlers may still refuse
+    finer things (an account ranked above yours)."""
+    principal = actor(request)
+    rules = service(request).rules
+    answer: dict[str, PathAccessOut] = {}
+    for asked in path:
+        try:
+            rule = rules.match(request_path(asked), "GET")
+        except PathRefused as exc:
+            raise InvalidInput(f"{asked[:100]!r}: {exc}", field="path") from None
+        open_to_me = rule.public or (not principal.missing(rule) and not principal.needs_totp_enrollment)
+        answer[asked] = PathAccessOut(open_to_me, rule.requirement)
+    return answer
+
+
 def me_handlers() -> list[Any]:
-    return [get_me, patch_me, change_password, totp_setup, totp_confirm, totp_disable]
+    return [get_me, patch_me, change_password, totp_setup, totp_confirm, totp_disable, my_access]

@@ -2,6 +2,10 @@
 
 Every change is written to the audit log, then applied by this worker's manager before the answer, so the
 answer shows the outcome (active, or failed with the reason). The other workers follow through their watchers.
+
+Admins read (`plugins.read`); every change needs `manage_permission()` (`plugins.manage`, superadmins only): a
+plugin runs in the server's process with its rights, so whoever changes what runs could make themselves anyone.
+The default ACCESS_RULES say the same for POST, PUT, PATCH and DELETE under /api/admin/plugins.
 """
 
 import logging
@@ -19,8 +23,10 @@ from litestar.params import Body, JSONBody, Parameter
 from msgspec import Meta, Struct
 
 from xcore.auth import audit
+from xcore.auth.builtin import manage_permission
 from xcore.db.models import PluginState
-from xcore.plugins.errors import PluginConflict, PluginError, PluginNotFound, PluginUnavailable
+from xcore.plugins.bundle import BundleError
+from xcore.plugins.errors import PluginConflict, PluginError, PluginNotFound, PluginStorageError, PluginUnavailable
 from xcore.plugins.manager import PluginManager, PluginView
 from xcore.plugins.settings import override_problems, replace_overrides
 from xcore.plugins.store import TEMP_PREFIX, install_bundle, remove_plugin, signal_state_change
@@ -101,20 +107,31 @@ async def upload_plugin(
         BundleUpload, Body(media_type=RequestEncodingType.MULTI_PART, description="The bundle (.zip) in `data`.")
     ],
 ) -> PluginView:
-    """Upload a `.zip` bundle as the multipart field `data`. It is checked against every bundle rule before it is
-    written (a 422 names the rule and the entry), then installed as `<id>-<version>.zip`, replacing the same
-    version. The answer shows whether it loaded."""
-    actor(request, "plugins.manage")
+    """Upload a `.zip` bundle as the multipart field `data`. It is checked against every bundle rule and
+    extracted before it is written (a 422 names the rule and the entry, an entry that cannot be extracted too),
+    then installed as `<id>-<version>.zip` (the version normalised), replacing an equal version (1.0 is 1.0.0).
+    The answer shows whether it loaded. Superadmins only: the plugin runs with the server's rights."""
+    actor(request, manage_permission())
     manager = manager_of(request)
     upload = data.data
     name = Path(upload.filename or "upload.zip").name
     # A hidden name in the plugins folder: the watchers ignore it, and it is on the same disk as the target.
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=manager.folder)
     try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := await upload.read(1 << 20):
-                out.write(chunk)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=manager.folder)
+    except OSError as exc:
+        await upload.close()
+        raise PluginStorageError(f"cannot store the upload in {manager.folder} ({exc.strerror})") from None
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := await upload.read(1 << 20):
+                    out.write(chunk)
+        except OSError as exc:
+            raise PluginStorageError(f"cannot store the upload in {manager.folder} ({exc.strerror})") from None
         bundle = await anyio.to_thread.run_sync(lambda: install_bundle(manager.runtime, Path(tmp), name=name))
+    except BundleError as exc:
+        log.warning("plugin upload refused: %s", exc, extra={"context": "plugins"})
+        raise
     finally:
         await upload.close()
         Path(tmp).unlink(missing_ok=True)
@@ -128,7 +145,7 @@ async def upload_plugin(
 async def reload_all(request: Request[Any, Any, Any]) -> list[PluginView]:
     """Re-reads every bundle and retries versions that failed before, in this worker and (through the
     watchers) in the others."""
-    actor(request, "plugins.manage")
+    actor(request, manage_permission())
     manager = manager_of(request)
     await anyio.to_thread.run_sync(signal_state_change, manager.runtime)
     await manager.reconcile(force=True)
@@ -139,7 +156,7 @@ async def reload_all(request: Request[Any, Any, Any]) -> list[PluginView]:
 @post("/api/admin/plugins/{plugin_id:str}/reload", tags=TAGS, status_code=200, summary="Reload a plugin")
 async def reload_plugin(request: Request[Any, Any, Any], plugin_id: PluginId) -> PluginView:
     """Imports the plugin afresh and runs `on_unload` then `on_load`, as an upgrade would."""
-    actor(request, "plugins.manage")
+    actor(request, manage_permission())
     manager = manager_of(request)
     view_of(manager, plugin_id)
     await manager.reconcile(force=True, reload=[plugin_id])
@@ -159,7 +176,7 @@ async def disable_plugin(request: Request[Any, Any, Any], plugin_id: PluginId) -
 
 
 async def _set_enabled(request: Request[Any, Any, Any], plugin_id: str, enabled: bool) -> PluginView:
-    who = actor(request, "plugins.manage")
+    who = actor(request, manage_permission())
     manager = manager_of(request)
     view_of(manager, plugin_id)
 
@@ -187,7 +204,7 @@ async def remove(
 ) -> RemovedOut:
     """Deletes the plugin's zips, which unmounts it. Its data, settings and permissions are kept unless
     `purge=true`. A plugin loaded from a `--plugins-dev` folder cannot be removed here."""
-    actor(request, "plugins.manage")
+    actor(request, manage_permission())
     manager = manager_of(request)
     view = manager.views.get(plugin_id)
     if view is not None and view.source == "dev":
@@ -213,7 +230,7 @@ async def get_config(request: Request[Any, Any, Any], plugin_id: PluginId) -> Co
 async def put_config(request: Request[Any, Any, Any], plugin_id: PluginId, data: JSONBody[ConfigIn]) -> ConfigOut:
     """Replaces the overrides. Each must name a setting of the bundle's defaults and keep its type; a 400 lists
     every one that does not. The plugin reloads with the new settings."""
-    who = actor(request, "plugins.manage")
+    who = actor(request, manage_permission())
     manager = manager_of(request)
     view_of(manager, plugin_id)
     defaults, _, _ = await manager.settings_of(plugin_id)

@@ -4,7 +4,8 @@ It sits outside Litestar so that every request is logged, including 404s for pat
 requests that arrive while apps are being swapped. Each request gets an id: the client's `X-Request-ID`
 when it is sane (1-128 characters of letters, digits, `.`, `_`, `-`), else a new one: 24 hex digits, a random
 prefix drawn once per process and a counter (a system call for randomness on every request costs measurably). The id is
-echoed in the response's `X-Request-ID` header, stored in `scope["state"]["request_id"]`, and logged.
+echoed in the response's `X-Request-ID` header, stored in `scope["state"]["request_id"]`, and logged. Every
+response also gets the security headers here (`xcore.web.headers`).
 
 A handler can keep its own successful answers out of the request log with `quiet(request)`: the admin UI's live
 log tail polls every two seconds, and would otherwise fill the log it shows with its own requests. Errors are
@@ -21,10 +22,11 @@ from time import perf_counter
 from typing import Any
 
 from xcore.logs import access
+from xcore.web.headers import secure
 
 log = logging.getLogger("xcore.api")
 
-_VALID_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}$")
+_VALID_ID = re.compile(rb"^[A-Za-z0-9._-]{1,128}\Z")  # \Z: `$` would let a final newline through
 _counter = itertools.count(1)  # the ids of this process: 48 random bits (the first set), then a 48-bit count
 
 
@@ -78,10 +80,10 @@ async def logged(generation: Any, scope: dict[str, Any], receive: Any, send: Any
             nonlocal status
             status = message["status"]
             headers = message.get("headers")
-            if type(headers) is list:
-                headers.append((b"x-request-id", rid))
-            else:
-                message["headers"] = [*(headers or ()), (b"x-request-id", rid)]
+            if type(headers) is not list:
+                message["headers"] = headers = [*(headers or ())]
+            headers.append((b"x-request-id", rid))
+            secure(headers, scope.get("scheme") == "https")  # the one place every response gets them
         return send(message)
 
     generation.inflight += 1

@@ -42,7 +42,9 @@ class Health(msgspec.Struct):
     uptime_seconds: float
     database: DatabaseHealth
     scheduler: SchedulerHealth | None = None  # None in a process without a task host
-    plugins: dict[str, int] | None = None  # plugins by state; None in a process without a plugin manager
+    # Plugins by state, and `failed_versions`: versions that failed (a plugin may serve an older version meanwhile,
+    # so `failed` alone would hide a failed upgrade). None in a process without a plugin manager.
+    plugins: dict[str, int] | None = None
 
 
 class VersionInfo(msgspec.Struct):
@@ -74,9 +76,10 @@ def check_database(runtime: Runtime) -> DatabaseHealth:
 
 @get("/health", sync_to_thread=True, tags=["system"], summary="Health of this xcore process")
 def health(state: State) -> Response[Health]:
-    """Reports the database, the task scheduler, the plugins by state (active, disabled, failed, pending), version
-    and uptime. 200 when the database answers and is up to date, else 503. A stopped task consumer or a failed
-    plugin is reported, not a failure of this process."""
+    """Reports the database, the task scheduler, the plugins by state (active, disabled, failed, pending) and the
+    number of failed versions (`failed_versions`, a failed upgrade included), version and uptime. 200 when the
+    database answers and is up to date, else 503. A stopped task consumer or a failed plugin is reported, not a
+    failure of this process."""
     runtime: Runtime = state.runtime
     database = check_database(runtime)
     ok = database.status == "ok"
@@ -96,10 +99,15 @@ PLUGIN_STATES = ("active", "disabled", "failed", "pending")
 
 
 def plugin_counts(views: Iterable[Any]) -> dict[str, int]:
-    """plugin_counts counts plugins by state; the usual states are always there, zero or not."""
+    """plugin_counts counts plugins by state, and their failed versions as `failed_versions`: a plugin whose
+    upgrade failed is `active` (the old version serves) and has one. The usual states are always there, zero or
+    not. Which versions failed is in the admin API (`GET /api/admin/plugins`, `summary`), not in this public
+    answer: it would tell anyone which plugins and versions run here."""
     counts = dict.fromkeys(PLUGIN_STATES, 0)
+    counts["failed_versions"] = 0
     for view in views:
         counts[view.state] = counts.get(view.state, 0) + 1
+        counts["failed_versions"] += len(view.failed_versions)
     return counts
 
 

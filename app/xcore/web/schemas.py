@@ -10,9 +10,16 @@ ROW_ID_MAX = 2**63 - 1
 """ROW_ID_MAX is the largest row id a database stores (SQLite's INTEGER is 64 bits): an id path parameter above
 it is refused with 400 rather than reaching the database, which cannot even compare it."""
 
+ROLE_DESCRIPTION_MAX = 500
+USERNAME_MAX = ROLE_NAME_MAX = 64
+
 Name = Annotated[str, Meta(min_length=1, max_length=254, description="Username or email address.")]
 Secret = Annotated[str, Meta(max_length=1024)]
 Code = Annotated[str, Meta(min_length=1, max_length=40)]
+# An account holds a handful of roles and a role some dozens of permissions: the bounds refuse a list that
+# could only be an attack (each name becomes a bound SQL variable) with a 400 naming the field.
+RoleNames = Annotated[list[Annotated[str, Meta(max_length=64)]], Meta(max_length=100)]
+PermissionNames = Annotated[list[Annotated[str, Meta(max_length=120)]], Meta(max_length=1000)]
 
 
 class Body(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -21,13 +28,36 @@ class Body(Struct, forbid_unknown_fields=True, kw_only=True):
 
 class SetupIn(Body):
     token: Annotated[str, Meta(min_length=1, max_length=200, description="The token in <data>/setup-token.")]
-    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    username: Annotated[str, Meta(min_length=1, max_length=USERNAME_MAX)]
     password: Secret
     email: Annotated[str, Meta(max_length=254)] | None = None
 
 
 class SetupState(Struct):
     required: bool
+
+
+class PasswordPolicyOut(Struct):
+    min_length: int
+    max_length: int
+    refuse_common: bool
+    refuse_patterns: bool
+    rules: list[str]
+
+
+class NameRuleOut(Struct):
+    max_length: int
+    rule: str
+
+
+class PolicyOut(Struct):
+    """PolicyOut is what the server checks in account forms, so the UI shows the server's rules, never a copy."""
+
+    password: PasswordPolicyOut
+    username: NameRuleOut
+    role_name: NameRuleOut
+    role_description_max_length: int
+    totp_digits: int
 
 
 class LoginIn(Body):
@@ -83,10 +113,10 @@ class Page(Struct):
 
 
 class UserIn(Body):
-    username: Annotated[str, Meta(min_length=1, max_length=64)]
+    username: Annotated[str, Meta(min_length=1, max_length=USERNAME_MAX)]
     password: Secret
     email: Annotated[str, Meta(max_length=254)] | None = None
-    roles: list[str] = msgspec.field(default_factory=lambda: ["user"])
+    roles: RoleNames = msgspec.field(default_factory=lambda: ["user"])
     is_active: bool = True
 
 
@@ -101,7 +131,7 @@ class MePatch(Body):
 
 
 class RolesIn(Body):
-    roles: list[Annotated[str, Meta(max_length=64)]]
+    roles: RoleNames
 
 
 class PasswordChange(Body):
@@ -113,6 +143,10 @@ class TotpSetupOut(Struct):
     secret: str
     uri: str
     qr_svg: str
+
+
+class TotpSetupIn(Body):
+    password: Secret
 
 
 class TotpConfirmIn(Body):
@@ -138,15 +172,15 @@ class RoleOut(Struct):
 
 
 class RoleIn(Body):
-    name: Annotated[str, Meta(min_length=1, max_length=64)]
-    description: Annotated[str, Meta(max_length=500)] = ""
-    permissions: list[Annotated[str, Meta(max_length=120)]] = msgspec.field(default_factory=list)
+    name: Annotated[str, Meta(min_length=1, max_length=ROLE_NAME_MAX)]
+    description: Annotated[str, Meta(max_length=ROLE_DESCRIPTION_MAX)] = ""
+    permissions: PermissionNames = msgspec.field(default_factory=list)
     require_totp: bool = False
 
 
 class RolePatch(Body):
-    description: Annotated[str, Meta(max_length=500)] | UnsetType = UNSET
-    permissions: list[Annotated[str, Meta(max_length=120)]] | UnsetType = UNSET
+    description: Annotated[str, Meta(max_length=ROLE_DESCRIPTION_MAX)] | UnsetType = UNSET
+    permissions: PermissionNames | UnsetType = UNSET
     require_totp: bool | UnsetType = UNSET
 
 
@@ -173,6 +207,11 @@ class RuleOut(Struct):
     permissions: list[str]
     methods: list[str]
     public: bool
+    requirement: str
+
+
+class PathAccessOut(Struct):
+    allowed: bool
     requirement: str
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from xcore.logs import access
 from xcore.web.calls import direct
+from xcore.web.headers import secure
 from xcore.web.requestlog import logged
 
 log = logging.getLogger("xcore.web")
@@ -227,12 +228,9 @@ class Switch:
 async def _unavailable(scope: dict[str, Any], send: Any) -> None:
     if scope["type"] != "http":
         return
-    body = b'{"status_code":503,"detail":"xcore is starting"}'
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    body = b'{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"xcore is starting"}'
+    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+    headers.append((b"retry-after", b"1"))
+    secure(headers, scope.get("scheme") == "https")
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -13,6 +13,7 @@ from msgspec import Meta, Struct
 from sqlalchemy import func, select
 
 from xcore.auth import audit
+from xcore.auth.principals import Principal
 from xcore.db.models import TaskRun, as_utc
 from xcore.plugins.errors import PluginUnavailable
 from xcore.tasks.host import Entry, TaskError, TaskHost
@@ -53,6 +54,8 @@ class TaskOut(Struct):
     failures: int  # consecutive failed runs
     next_run: datetime | None  # for a periodic task that is not paused
     last_run: RunOut | None
+    requires: list[str]  # permissions needed, besides tasks.manage, to run, pause or resume it
+    allowed: bool  # whether the user asking may run, pause and resume it
 
 
 class RunDetail(RunOut):
@@ -90,12 +93,12 @@ def _maybe(value: datetime | None) -> datetime | None:
 @get("/api/admin/tasks", tags=TAGS, summary="List tasks")
 async def list_tasks(request: Request[Any, Any, Any]) -> list[TaskOut]:
     """Every registered task, core and plugin, with its schedule and its latest run."""
-    actor(request, "tasks.read")
+    who = actor(request, "tasks.read")
     tasks = host_of(request)
     entries = sorted(tasks.registry.values(), key=lambda e: e.name)
     last = await anyio.to_thread.run_sync(lambda: latest_runs(request))
     await anyio.to_thread.run_sync(tasks.refresh_states)
-    return [task_out(tasks, entry, last.get(entry.name)) for entry in entries]
+    return [task_out(tasks, entry, last.get(entry.name), who) for entry in entries]
 
 
 def latest_runs(request: Request[Any, Any, Any], name: str | None = None) -> dict[str, RunOut]:
@@ -109,7 +112,7 @@ def latest_runs(request: Request[Any, Any, Any], name: str | None = None) -> dic
         return {run.name: run_out(run) for run in runs}
 
 
-def task_out(tasks: TaskHost, entry: Entry, last: RunOut | None) -> TaskOut:
+def task_out(tasks: TaskHost, entry: Entry, last: RunOut | None, user: Principal) -> TaskOut:
     spec = entry.spec
     state = tasks.states.get(entry.name)
     paused = bool(state and state.paused)
@@ -122,13 +125,20 @@ def task_out(tasks: TaskHost, entry: Entry, last: RunOut | None) -> TaskOut:
     return TaskOut(
         entry.name, entry.plugin_id, "periodic" if spec.cron or spec.every else "task", spec.cron, spec.every,
         spec.retries, spec.timeout, paused, state.reason if state else None, state.failures if state else 0,
-        next_run, last,
+        next_run, last, list(spec.requires), may_manage(user, spec.requires),
     )  # fmt: skip
+
+
+def may_manage(user: Principal, requires: tuple[str, ...]) -> bool:
+    """may_manage says whether `user` holds `tasks.manage` and every permission in `requires`."""
+    return user.is_superadmin or {"tasks.manage", *requires} <= user.permissions
 
 
 @post("/api/admin/tasks/{name:str}/pause", tags=TAGS, summary="Pause a task", status_code=200)
 async def pause_task(request: Request[Any, Any, Any], name: TaskName) -> TaskOut:
-    """A paused periodic task is not scheduled, and queued runs of a paused task wait. Survives restarts."""
+    """A paused periodic task is not scheduled, and queued runs of a paused task wait. Survives restarts.
+    A task that acts on something guarded (`requires`, e.g. xcore.backup and `backups.manage`) needs that
+    permission too, here, to resume and to run it."""
     return await _set_paused(request, name, True)
 
 
@@ -140,9 +150,7 @@ async def resume_task(request: Request[Any, Any, Any], name: TaskName) -> TaskOu
 async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) -> TaskOut:
     who = actor(request, "tasks.manage")
     tasks = host_of(request)
-    entry = tasks.registry.get(name)
-    if entry is None:
-        raise TaskError(f"no task named {name!r} is registered")
+    entry = tasks.authorize(name, who)
 
     def store() -> RunOut | None:
         if paused:
@@ -157,14 +165,16 @@ async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) 
         return latest_runs(request, name).get(name)
 
     last = await anyio.to_thread.run_sync(store)
-    return task_out(tasks, entry, last)
+    return task_out(tasks, entry, last, who)
 
 
 @post("/api/admin/tasks/{name:str}/run", tags=TAGS, summary="Run a task now", status_code=HTTP_201_CREATED)
 async def run_task(request: Request[Any, Any, Any], name: TaskName, data: JSONBody[RunIn | None] = None) -> Queued:
-    """Queues one run of the task with these arguments; the answer is the run's id in the journal."""
-    actor(request, "tasks.manage")
+    """Queues one run of the task with these arguments; the answer is the run's id in the journal. 403 when the
+    task `requires` a permission the user does not hold."""
+    who = actor(request, "tasks.manage")
     tasks = host_of(request)
+    tasks.authorize(name, who)
     body = data or RunIn()
     run = await anyio.to_thread.run_sync(lambda: tasks.enqueue(name, body.args, body.kwargs))
     return Queued(run)

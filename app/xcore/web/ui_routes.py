@@ -20,25 +20,16 @@ from litestar.datastructures import CacheControlHeader, State
 from litestar.static_files import create_static_files_router
 
 from xcore.resources import resource_path
+from xcore.web.headers import POLICY
 
 UI_URL = "/admin"
 STATIC_URL = f"{UI_URL}/static"
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-cache",
-}
+# The other security headers, and this policy for the browser, come with every response (`xcore.web.headers`).
+PAGE_HEADERS = {"Cache-Control": "no-cache", "Content-Security-Policy": POLICY}
 DESKTOP_HEADERS = {
-    **SECURITY_HEADERS,
-    "Content-Security-Policy": SECURITY_HEADERS["Content-Security-Policy"].replace(
-        "script-src 'self'", "script-src 'self' 'unsafe-eval'"
-    ),
+    **PAGE_HEADERS,
+    "Content-Security-Policy": POLICY.replace("script-src 'self'", "script-src 'self' 'unsafe-eval'"),
 }
 
 
@@ -54,7 +45,7 @@ def _index() -> bytes:
 @get([UI_URL, f"{UI_URL}/{{path:path}}"], include_in_schema=False, sync_to_thread=False, name="admin-ui")
 def admin_page(state: State) -> Response[bytes]:
     """The UI's page for every view; the page's script routes by the URL."""
-    headers = DESKTOP_HEADERS if state.runtime.desktop else SECURITY_HEADERS
+    headers = DESKTOP_HEADERS if state.runtime.desktop else PAGE_HEADERS
     return Response(_index(), media_type="text/html", headers=headers)
 
 

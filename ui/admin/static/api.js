@@ -1,7 +1,8 @@
 // The UI's only door to the server: the public JSON API, with the browser's cookie session.
 //
 // Sessions: login with `cookie: true` sets HttpOnly cookies, so scripts never see a token. Unsafe requests send
-// the readable `xcore_csrf` cookie back as X-CSRF-Token (double submit). The access token is refreshed
+// the readable `xcore_csrf` cookie back as X-CSRF-Token (logout and refresh too); the server derives that token
+// from the login, so it works for this session only. The access token is refreshed
 // silently a minute before it expires; a request answered 401 tries one refresh, and when that fails too the
 // app goes to the login page, remembering where the user was.
 
@@ -40,7 +41,8 @@ function withQuery(path, query) {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(query)) {
     if (value === null || value === undefined || value === "") continue;
-    params.set(key, String(value));
+    if (Array.isArray(value)) for (const item of value) params.append(key, String(item));
+    else params.set(key, String(value));
   }
   const text = params.toString();
   return text ? `${path}?${text}` : path;
@@ -96,6 +98,19 @@ export const post = (path, json, options = {}) => request("POST", path, { ...opt
 export const put = (path, json, options = {}) => request("PUT", path, { ...options, json });
 export const patch = (path, json, options = {}) => request("PATCH", path, { ...options, json });
 export const del = (path, query, options = {}) => request("DELETE", path, { ...options, query });
+
+let policyRequest = null;
+
+/** policy: what the server checks in account forms (GET /api/auth/policy, public): the password policy, the
+ * username and role name rules, the 2FA code length. Forms show these and keep no copy of their own. Fetched once
+ * per page load. */
+export function policy() {
+  policyRequest ||= get("/api/auth/policy").catch((err) => {
+    policyRequest = null;
+    throw err;
+  });
+  return policyRequest;
+}
 
 /**
  * upload sends a multipart form with progress events (fetch has none for uploads): onProgress(fraction 0..1).

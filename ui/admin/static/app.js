@@ -7,25 +7,27 @@
 import * as api from "./api.js";
 import { button, clear, errorMessage, h, link } from "./dom.js";
 
-const ADMIN = { admin: true };
+// Each page names the API it reads (`api`). The server says which of them its access rules open to the user
+// (GET /api/me/access), and the app offers only those pages: it keeps no copy of the rules.
 const ROUTES = [
   ["/admin/setup", "setup", { bare: true, public: true }],
   ["/admin/login", "login", { bare: true, public: true }],
-  ["/admin", "dashboard", ADMIN],
-  ["/admin/plugins", "plugins", ADMIN],
-  ["/admin/plugins/:id", "plugin", ADMIN],
-  ["/admin/tasks", "tasks", ADMIN],
-  ["/admin/tasks/runs", "runs", ADMIN],
-  ["/admin/tasks/runs/:id", "run", ADMIN],
-  ["/admin/users", "users", ADMIN],
-  ["/admin/users/:id", "user", ADMIN],
-  ["/admin/roles", "roles", ADMIN],
-  ["/admin/access", "access", ADMIN],
-  ["/admin/logs", "logs", ADMIN],
-  ["/admin/audit", "audit", ADMIN],
-  ["/admin/backups", "backups", { admin: true, superadmin: true }],
+  ["/admin", "dashboard", { api: "/api/admin/system" }],
+  ["/admin/plugins", "plugins", { api: "/api/admin/plugins" }],
+  ["/admin/plugins/:id", "plugin", { api: "/api/admin/plugins" }],
+  ["/admin/tasks", "tasks", { api: "/api/admin/tasks" }],
+  ["/admin/tasks/runs", "runs", { api: "/api/admin/tasks/runs" }],
+  ["/admin/tasks/runs/:id", "run", { api: "/api/admin/tasks/runs" }],
+  ["/admin/users", "users", { api: "/api/admin/users" }],
+  ["/admin/users/:id", "user", { api: "/api/admin/users" }],
+  ["/admin/roles", "roles", { api: "/api/admin/roles" }],
+  ["/admin/access", "access", { api: "/api/admin/access/explain" }],
+  ["/admin/logs", "logs", { api: "/api/admin/logs" }],
+  ["/admin/audit", "audit", { api: "/api/admin/audit" }],
+  ["/admin/backups", "backups", { api: "/api/admin/backups" }],
   ["/admin/account", "account", {}],
 ];
+const PAGE_APIS = [...new Set(ROUTES.map(([, , options]) => options.api).filter(Boolean))];
 
 const NAV = [
   ["/admin", "Dashboard"],
@@ -36,10 +38,10 @@ const NAV = [
   ["/admin/access", "Access"],
   ["/admin/logs", "Logs"],
   ["/admin/audit", "Audit log"],
-  ["/admin/backups", "Backups", { superadmin: true }],
+  ["/admin/backups", "Backups"],
 ];
 
-const state = { me: null, cleanup: null, renderSeq: 0 };
+const state = { me: null, access: null, cleanup: null, renderSeq: 0 };
 
 function match(pathname) {
   const path = pathname.replace(/\/+$/, "") || "/admin";
@@ -57,12 +59,13 @@ function match(pathname) {
   return null;
 }
 
-export function isAdmin(me) {
-  return !!me && (me.roles.includes("admin") || me.roles.includes("superadmin"));
+/** opens says whether the server's access rules let the user read `path` (no path: every user may). */
+function opens(path) {
+  return !path || !!state.access?.[path]?.allowed;
 }
 
-export function isSuperadmin(me) {
-  return !!me && me.roles.includes("superadmin");
+function apiOf(href) {
+  return ROUTES.find(([pattern]) => pattern === href)?.[2].api;
 }
 
 /** navigate shows another view without a page load (history.pushState). */
@@ -84,8 +87,10 @@ function goToLogin() {
 }
 
 async function loadMe() {
+  state.access = null;
   try {
     state.me = await api.get("/api/me", null, { noRefresh: false });
+    state.access = await api.get("/api/me/access", { path: PAGE_APIS });
   } catch (err) {
     state.me = null;
     // 401: no session. 503 before the first account exists: the server asks for setup first.
@@ -95,12 +100,12 @@ async function loadMe() {
 }
 
 function layout(me, active) {
-  const items = NAV.filter(([, , opts]) => !opts?.superadmin || isSuperadmin(me));
+  const items = NAV.filter(([href]) => opens(apiOf(href)));
   const nav = h(
     "nav",
     { class: "sidebar", "aria-label": "Main" },
     h("p", { class: "brand" }, h("a", { href: "/admin" }, "xcore")),
-    isAdmin(me)
+    items.length
       ? h(
         "ul",
         {},
@@ -120,6 +125,7 @@ function layout(me, active) {
       onclick: async () => {
         await api.logout();
         state.me = null;
+        state.access = null;
         navigate("/admin/login", { replace: true });
       },
     }),
@@ -152,10 +158,11 @@ function notFound(main) {
   document.title = "Not found · xcore";
 }
 
-function forbidden(main, needs) {
+function forbidden(main, requirement) {
   main.append(
     h("h1", {}, "No access"),
-    h("p", {}, `This page needs the ${needs} role. Your account can use `, link("/admin/account", "My account"), "."),
+    h("p", {}, `This page is for ${requirement || "other accounts"}. Your account can use `,
+      link("/admin/account", "My account"), "."),
   );
   document.title = "No access · xcore";
 }
@@ -168,7 +175,7 @@ async function render() {
   }
   const root = document.getElementById("app");
   const found = match(location.pathname);
-  if (!found?.options.public && !state.me) {
+  if (!found?.options.public && (!state.me || !state.access)) {
     try {
       await loadMe();
     } catch (err) {
@@ -202,16 +209,12 @@ async function render() {
     notFound(main);
     return;
   }
-  if (found.options.superadmin && !isSuperadmin(state.me)) {
-    forbidden(main, "superadmin");
-    return;
-  }
-  if (found.options.admin && !isAdmin(state.me)) {
+  if (!opens(found.options.api)) {
     if (location.pathname.replace(/\/+$/, "") === "/admin") {
       navigate("/admin/account", { replace: true });
       return;
     }
-    forbidden(main, "admin");
+    forbidden(main, state.access?.[found.options.api]?.requirement);
     return;
   }
   try {
@@ -225,7 +228,7 @@ async function render() {
       me: state.me,
       navigate,
       refreshMe: loadMe,
-      setMe: (me) => { state.me = me; },
+      setMe: (me) => { state.me = me; state.access = null; },
     };
     const cleanup = await module.render(ctx);
     if (typeof cleanup === "function") {

@@ -120,7 +120,10 @@ export function table({ columns, rows, empty = "Nothing here yet.", caption, sho
 export function field(label, control, { hint } = {}) {
   if (!control.id) control.id = uid(control.name || "f");
   const errorEl = h("p", { class: "field-error", id: `${control.id}-error`, hidden: true });
-  const hintEl = hint ? h("p", { class: "hint", id: `${control.id}-hint` }, hint) : null;
+  // A hint is a sentence, or a list of them (the rules of a policy), shown as a list.
+  const hintEl = !hint ? null : Array.isArray(hint)
+    ? h("ul", { class: "hint", id: `${control.id}-hint` }, hint.map((line) => h("li", {}, line)))
+    : h("p", { class: "hint", id: `${control.id}-hint` }, hint);
   control.setAttribute("aria-describedby", [hintEl?.id, errorEl.id].filter(Boolean).join(" "));
   const wrap = h("div", { class: "field" }, h("label", { for: control.id }, label), control, hintEl, errorEl);
   wrap.control = control;
@@ -135,6 +138,16 @@ export function field(label, control, { hint } = {}) {
 
 export function input(name, props = {}) {
   return h("input", { name, type: "text", ...props });
+}
+
+/** newPassword is a field for a new password, with the limits and the rules of the server's password policy
+ * (`policy.password` from api.policy()) and, after them, `note`. */
+export function newPassword(label, name, passwordPolicy, note = "") {
+  const control = input(name, {
+    type: "password", autocomplete: "new-password", required: true,
+    minlength: passwordPolicy.min_length, maxlength: passwordPolicy.max_length,
+  });
+  return field(label, control, { hint: [...passwordPolicy.rules, note].filter(Boolean) });
 }
 
 export function select(name, options, props = {}) {

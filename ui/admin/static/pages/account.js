@@ -1,10 +1,10 @@
 // My account: every logged-in user's own page (admin or not): email, password and two-factor login.
 //
-// Two-factor enrollment: POST /api/me/totp/setup gives a secret and its QR code (SVG, shown as a data: image,
+// Two-factor enrollment: POST /api/me/totp/setup, with the password, gives a secret and its QR code (SVG, shown as a data: image,
 // never parsed into the page), a code from the app confirms it, and the answer holds the recovery codes. They
 // live only in this page's memory: shown once, gone on reload.
 import * as api from "../api.js";
-import { button, errorBox, field, fmtTime, h, input, section, showFieldErrors, toast } from "../dom.js";
+import { button, errorBox, field, fmtTime, h, input, newPassword, section, showFieldErrors, toast } from "../dom.js";
 
 export const title = "My account";
 
@@ -26,6 +26,7 @@ function statusLine() {
 
 export async function render({ main, navigate, setMe }) {
   let me = await api.get("/api/me");
+  const rules = await api.policy();
   setMe(me);
   const urls = []; // blob: URLs of downloads, revoked when the user leaves the page
 
@@ -79,7 +80,7 @@ export async function render({ main, navigate, setMe }) {
   // Password.
   const pwFields = {
     current_password: field("Current password", input("current_password", { type: "password", autocomplete: "current-password" })),
-    new_password: field("New password", input("new_password", { type: "password", autocomplete: "new-password" })),
+    new_password: newPassword("New password", "new_password", rules.password),
     repeat: field("Repeat the new password", input("repeat", { type: "password", autocomplete: "new-password" })),
   };
   const pwError = errorBox();
@@ -142,18 +143,31 @@ export async function render({ main, navigate, setMe }) {
 
   function showOff() {
     const error = errorBox();
-    const start = button("Turn on two-factor login", {
-      class: "primary",
-      onclick: async () => {
-        error.hide();
-        start.disabled = true;
-        try {
-          showEnroll(await api.post("/api/me/totp/setup"));
-        } catch (err) {
-          error.show(err);
-          start.disabled = false;
-        }
-      },
+    const fields = {
+      password: field("Password", input("password", { type: "password", autocomplete: "current-password" }), {
+        hint: "Confirm it is you: turning this on changes how you log in.",
+      }),
+    };
+    const start = button("Turn on two-factor login", { type: "submit", class: "primary" });
+    const form = h("form", { class: "narrow", novalidate: true }, fields.password, error, h("div", { class: "actions" }, start));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      error.hide();
+      showFieldErrors(null, fields);
+      const password = fields.password.control.value;
+      if (!password) {
+        fields.password.setError("Type your password.");
+        fields.password.control.focus();
+        return;
+      }
+      start.disabled = true;
+      try {
+        showEnroll(await api.post("/api/me/totp/setup", { password }));
+      } catch (err) {
+        start.disabled = false;
+        if (!showFieldErrors(err, fields)) error.show(err);
+        fields.password.control.select();
+      }
     });
     totpBox.replaceChildren(h(
       "div",
@@ -161,8 +175,7 @@ export async function render({ main, navigate, setMe }) {
       h("p", {}, "Two-factor login is off. With it on, logging in needs a code from an authenticator app on your "
         + "phone as well as the password."),
       me.totp_required ? h("p", { class: "alert alert-warn note", role: "note" }, "One of your roles requires it: turn it on.") : null,
-      error,
-      h("div", { class: "row" }, start),
+      form,
     ));
   }
 
@@ -170,8 +183,8 @@ export async function render({ main, navigate, setMe }) {
     const error = errorBox();
     const fields = {
       code: field("Code from your authenticator app", input("code", {
-        autocomplete: "one-time-code", inputmode: "numeric", pattern: "[0-9]*", maxlength: 8,
-      }), { hint: "The 6 digits the app shows now." }),
+        autocomplete: "one-time-code", inputmode: "numeric", pattern: "[0-9 ]*",
+      }), { hint: `The ${rules.totp_digits} digits the app shows now.` }),
     };
     const confirm = button("Confirm and turn on", { type: "submit", class: "primary" });
     const cancel = button("Cancel", { onclick: () => showTotp() });

@@ -66,12 +66,24 @@ export async function render({ main }) {
     // /health counts plugins by state in this worker; the list is the fallback (and names none missing).
     const counts = { ...(health.value?.plugins || {}) };
     if (!health.value?.plugins) for (const p of plugins.value) counts[p.state] = (counts[p.state] || 0) + 1;
+    const failedVersions = counts.failed_versions || 0;
+    delete counts.failed_versions;
     const states = Object.keys(counts).filter((state) => counts[state] > 0).sort();
+    // A failed upgrade leaves the plugin active on its old version: name it, as the server words it.
+    const upgrades = plugins.value.filter((p) => p.failed_versions?.length);
     grid.append(section(
       "Plugins",
       states.length
-        ? facts(states.map((state) => [state, String(counts[state])]))
+        ? facts([
+          ...states.map((state) => [state, String(counts[state])]),
+          ["failed versions", String(failedVersions)],
+        ])
         : h("p", {}, "No plugin is installed."),
+      upgrades.length
+        ? h("ul", { class: "plain failed-versions" }, upgrades.map((p) => h(
+          "li", {}, link(`/admin/plugins/${encodeURIComponent(p.id)}`, p.id), `: ${p.summary}`,
+        )))
+        : null,
       h("p", {}, link("/admin/plugins", "Manage plugins")),
     ));
   }

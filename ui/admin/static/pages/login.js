@@ -21,7 +21,7 @@ export async function render({ main, query, navigate, setMe }) {
   const username = field("Username or email", input("username", { autocomplete: "username", required: true }));
   const password = field("Password", input("password", { type: "password", autocomplete: "current-password", required: true }));
   const code = field("Code from your authenticator app", input("totp", {
-    autocomplete: "one-time-code", inputmode: "numeric", pattern: "[0-9]*", maxlength: 8,
+    autocomplete: "one-time-code", inputmode: "numeric", pattern: "[0-9 ]*",
   }));
   const recovery = field("Recovery code", input("recovery_code", { autocomplete: "off" }), {
     hint: "One of the codes you saved when you turned on two-factor login. Each works once.",

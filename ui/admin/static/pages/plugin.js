@@ -3,7 +3,7 @@
 // here for syntax and by the server for keys and types, then saved.
 import * as api from "../api.js";
 import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, toast } from "../dom.js";
-import { actionButtons, busy, outcome, pluginApi, pluginLabel, runAction } from "./plugins.js";
+import { actionButtons, busy, canManage, outcome, pluginApi, pluginLabel, readOnlyNote, runAction } from "./plugins.js";
 import { cronText, everyText } from "./tasks.js";
 
 export const title = "Plugin";
@@ -174,7 +174,7 @@ function scheduleText(task) {
 const pretty = (value) => JSON.stringify(value ?? {}, null, 2);
 
 /** render shows one plugin's page; `params.id` is the plugin id. */
-export async function render({ main, params, navigate }) {
+export async function render({ main, params, navigate, me }) {
   const id = params.id;
   let view;
   try {
@@ -189,10 +189,10 @@ export async function render({ main, params, navigate }) {
     );
     return;
   }
-  await draw(main, view, { navigate });
+  await draw(main, view, { navigate, manage: canManage(me) });
 }
 
-async function draw(main, view, { navigate, said = "", focusAction = null }) {
+async function draw(main, view, { navigate, manage, said = "", focusAction = null }) {
   const id = view.id;
   document.title = `${view.name || id} · Plugins · xcore`;
   const status = h("p", { class: "action-status", role: "status" }, said);
@@ -221,14 +221,14 @@ async function draw(main, view, { navigate, said = "", focusAction = null }) {
       return;
     }
     main.replaceChildren();
-    await draw(main, fresh, { navigate, said: sentence, focusAction: kind });
+    await draw(main, fresh, { navigate, manage, said: sentence, focusAction: kind });
   };
 
   main.replaceChildren(...[
     h("p", { class: "breadcrumb" }, link("/admin/plugins", "Plugins"), " / ", h("code", {}, id)),
     h("div", { class: "page-head" }, h("h1", {}, view.name || id), badge(view.state)),
     view.description ? h("p", { class: "lead" }, view.description) : null,
-    h("div", { class: "row plugin-toolbar" }, actionButtons(view, perform)),
+    manage ? h("div", { class: "row plugin-toolbar" }, actionButtons(view, perform)) : readOnlyNote(),
     errors,
     status,
   ].filter(Boolean));
@@ -238,7 +238,7 @@ async function draw(main, view, { navigate, said = "", focusAction = null }) {
     "About",
     facts([
       ["ID", h("code", {}, id)],
-      ["Version", view.version],
+      ["Version", view.failed_versions?.length ? `${view.version} (${view.summary})` : view.version],
       ["State", h("span", {}, badge(view.state), view.enabled ? "" : " (switched off by an admin)")],
       ["Error", view.error ? h("span", { class: "plugin-error" }, view.error) : "none"],
       view.author ? ["Author", view.author] : null,
@@ -274,7 +274,7 @@ async function draw(main, view, { navigate, said = "", focusAction = null }) {
       : h("p", { class: "muted" }, "This plugin defines no permissions."),
     view.permissions.length ? h("p", {}, "Grant them to roles on the ", link("/admin/roles", "Roles"), " page.") : null,
   ));
-  main.append(await configSection(view));
+  main.append(await configSection(view, manage));
 
   if (focusAction) {
     // The buttons were drawn again: keep the keyboard on the same action (Disable becomes Enable).
@@ -374,7 +374,7 @@ function tasksSection(view) {
   );
 }
 
-async function configSection(view) {
+async function configSection(view, manage) {
   const id = view.id;
   const box = section("Settings");
   let config;
@@ -387,6 +387,17 @@ async function configSection(view) {
   const keys = Object.keys(config.defaults);
   const defaults = h("pre", { class: "config-json", tabindex: "0", "aria-label": "Default settings" }, pretty(config.defaults));
   const effective = h("pre", { class: "config-json", tabindex: "0", "aria-label": "Effective settings" }, pretty(config.effective));
+  if (!manage) {
+    // Changing the settings reloads the plugin's code: the same permission as any other plugin change.
+    box.append(
+      h("div", { class: "config-grid" },
+        h("div", {}, h("h3", {}, "Defaults (from the bundle)"), defaults),
+        h("div", {}, h("h3", {}, "Effective (what the plugin sees)"), effective)),
+      h("h3", {}, "Overrides"),
+      h("pre", { class: "config-json", tabindex: "0", "aria-label": "Overrides" }, pretty(config.overrides)),
+    );
+    return box;
+  }
   const text = h("textarea", { name: "overrides", rows: 8, spellcheck: "false", class: "config-input" });
   text.value = pretty(config.overrides);
   const editor = field("Overrides (JSON)", text, {

@@ -1,6 +1,7 @@
 // Plugins: every plugin the host knows (state, errors, routes), installing a bundle (drop a .zip on the page or
 // pick one, with progress and the server's verdict), a rescan of the plugins folder, and the per-plugin actions
-// (enable, disable, reload, delete), which the detail page (plugin.js) shares.
+// (enable, disable, reload, delete), which the detail page (plugin.js) shares. Only a user whose permissions (from
+// /api/me) include MANAGE gets the controls that change what runs; the others see the same page read-only.
 import * as api from "../api.js";
 import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, uid } from "../dom.js";
 
@@ -8,6 +9,26 @@ export const title = "Plugins";
 
 const API = "/api/admin/plugins";
 const PENDING_RECHECK = 2000; // ms: a bundle still being copied settles within a few seconds
+const MANAGE = "plugins.manage";
+/** SERVER_RIGHTS warns whoever installs a plugin what its code can do. */
+export const SERVER_RIGHTS =
+  "A plugin runs inside the server with the server's rights: its code can read every secret (the signing key, " +
+  "password hashes, 2FA secrets) and act as any account. Install only plugins you trust.";
+
+/** canManage is true when the signed-in user may install and change plugins (the server's permission list). */
+export function canManage(me) {
+  return Boolean(me?.permissions?.includes(MANAGE));
+}
+
+/** readOnlyNote says why the plugin controls are missing for a user who may only look. */
+export function readOnlyNote() {
+  return h(
+    "p",
+    { class: "muted read-only-note" },
+    `Read-only: installing, enabling, disabling, reloading, configuring and deleting plugins need the permission ` +
+      `${MANAGE}, which only a superadmin holds, because a plugin runs with the server's rights.`,
+  );
+}
 
 /** pluginApi is the admin API address of one plugin (`suffix` like "/reload"). */
 export function pluginApi(id, suffix = "") {
@@ -147,15 +168,17 @@ function routesCell(view) {
 }
 
 /** render shows the plugins page. */
-export async function render({ main }) {
+export async function render({ main, me }) {
+  const manage = canManage(me);
   const rescan = button("Rescan", { class: "primary", title: "Re-read the plugins folder and retry failed versions" });
-  main.append(h("div", { class: "page-head" }, h("h1", {}, "Plugins"), h("span", { class: "spacer" }), rescan));
+  main.append(h("div", { class: "page-head" }, h("h1", {}, "Plugins"), h("span", { class: "spacer" }), manage ? rescan : null));
 
   // Installing: a drop zone around a real file input, so the keyboard and screen readers get the same feature.
   const picker = h("input", { type: "file", name: "bundle", accept: ".zip,application/zip" });
   const pickerField = field("Choose a plugin zip", picker, {
     hint: "A bundle made by `xcore plugin pack`. The server checks it before installing it.",
   });
+  const rights = h("p", { class: "alert alert-warn note server-rights" }, SERVER_RIGHTS);
   const zone = h(
     "div",
     { class: "dropzone", dataset: { dropzone: "plugins" } },
@@ -167,7 +190,7 @@ export async function render({ main }) {
   const progressBox = h("div", { class: "upload-progress", hidden: true }, progressText, progress);
   const uploadResult = h("div", { class: "upload-result", role: "status" });
   const uploadError = h("div", { class: "alert alert-error upload-error", role: "alert", hidden: true });
-  main.append(section("Install a plugin", zone, progressBox, uploadResult, uploadError));
+  main.append(manage ? section("Install a plugin", rights, zone, progressBox, uploadResult, uploadError) : readOnlyNote());
 
   // The table and the outcome of the last action.
   const listError = errorBox();
@@ -207,12 +230,12 @@ export async function render({ main }) {
       columns: [
         { label: "ID", render: (v) => link(pluginPage(v.id), v.id) },
         { label: "Name", render: (v) => v.name },
-        { label: "Version", render: (v) => v.version },
+        { label: "Version", render: (v) => h("span", {}, v.version, v.failed_versions?.length ? h("span", { class: "version-summary muted" }, ` (${v.summary})`) : null) },
         { label: "State", render: (v) => badge(v.state) },
         { label: "Errors", class: "error-cell", render: (v) => (v.error ? h("span", { class: "plugin-error" }, v.error) : null) },
         { label: "Routes", render: routesCell },
-        { label: "Actions", render: (v) => actionButtons(v, (kind, el) => act(kind, v, el)) },
-      ],
+        manage ? { label: "Actions", render: (v) => actionButtons(v, (kind, el) => act(kind, v, el)) } : null,
+      ].filter(Boolean),
       rows: views,
     }));
     const again = keep && listBox.querySelector(`tr[data-plugin="${CSS.escape(keep.plugin)}"]`);

@@ -1,8 +1,9 @@
 // Roles and permissions: what each role grants, custom roles (superadmin), and which roles require 2FA.
 //
-// Rules the server applies (xcore.auth.accounts): creating a role, changing its description or permissions and
+// Rules the server applies (xcore.auth.roles): creating a role, changing its description or permissions and
 // deleting it need `roles.manage` (superadmin only); the built-in roles keep their permissions; an admin may
-// require 2FA on roles at or below their own rank.
+// require 2FA only on a role held by accounts below their rank and not last set by a superadmin. A refusal is
+// shown as the server words it.
 import * as api from "../api.js";
 import {
   badge, button, checkGroup, confirmDialog, errorBox, field, h, input, section, showFieldErrors, table, toast,
@@ -42,6 +43,7 @@ function yesNo(value) {
 export async function render({ main, me, query }) {
   main.append(h("h1", {}, "Roles"));
   const canManage = me.permissions.includes("roles.manage");
+  const rules = await api.policy();
   const listError = errorBox();
   const rolesBox = h("div");
   const editBox = h("div");
@@ -139,7 +141,9 @@ export async function render({ main, me, query }) {
       return;
     }
     const error = errorBox();
-    const description = field("Description", input("description", { value: role.description, maxlength: 500 }));
+    const description = field("Description", input("description", {
+      value: role.description, maxlength: rules.role_description_max_length,
+    }));
     description.control.disabled = !canManage;
     const totp = h("input", { type: "checkbox", name: "require_totp", id: "edit-require-totp", checked: role.require_totp });
     const fixedPermissions = role.builtin || !canManage;
@@ -207,10 +211,12 @@ export async function render({ main, me, query }) {
     }
     const error = errorBox();
     const fields = {
-      name: field("Name", input("name", { autocomplete: "off", required: true, maxlength: 64 }), {
-        hint: "2 to 64 lowercase letters, digits, '_' or '-'. Custom roles rank as user.",
+      name: field("Name", input("name", { autocomplete: "off", required: true, maxlength: rules.role_name.max_length }), {
+        hint: `${rules.role_name.rule}. Custom roles rank as user.`,
       }),
-      description: field("Description", input("description", { autocomplete: "off", maxlength: 500 })),
+      description: field("Description", input("description", {
+        autocomplete: "off", maxlength: rules.role_description_max_length,
+      })),
     };
     const totp = h("input", { type: "checkbox", name: "require_totp", id: "new-require-totp" });
     const perms = permissionGroups(permissions, []);

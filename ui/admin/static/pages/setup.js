@@ -1,6 +1,6 @@
 // First run: create the first superadmin with the one-time setup token (from the URL xcore printed, or typed).
 import * as api from "../api.js";
-import { button, errorBox, field, h, input, link, showFieldErrors } from "../dom.js";
+import { button, errorBox, field, h, input, link, newPassword, showFieldErrors } from "../dom.js";
 
 export const title = "Set up xcore";
 
@@ -8,7 +8,7 @@ export async function render({ main, query, navigate }) {
   // The token came in the URL: keep it in memory only and take it out of the address bar and history.
   const fromUrl = query.get("token") || "";
   if (fromUrl) history.replaceState(null, "", "/admin/setup");
-  const state = await api.get("/api/setup");
+  const [state, rules] = await Promise.all([api.get("/api/setup"), api.policy()]);
   main.append(h("h1", {}, "Set up xcore"));
   if (!state.required) {
     main.append(
@@ -19,14 +19,15 @@ export async function render({ main, query, navigate }) {
   }
   const error = errorBox();
   const fields = {
+    // Only for a token typed by hand: one that came with the link stays out of sight (shown again if refused).
     token: field("Setup token", input("token", { autocomplete: "off", required: true, value: fromUrl }), {
       hint: "Printed by xcore at start, and in the file setup-token in the data directory.",
     }),
-    username: field("Username", input("username", { autocomplete: "username", required: true, maxlength: 64 })),
+    username: field("Username", input("username", {
+      autocomplete: "username", required: true, maxlength: rules.username.max_length,
+    }), { hint: `${rules.username.rule}.` }),
     email: field("Email (optional)", input("email", { type: "email", autocomplete: "email" })),
-    password: field("Password", input("password", { type: "password", autocomplete: "new-password", required: true }), {
-      hint: "At least 12 characters.",
-    }),
+    password: newPassword("Password", "password", rules.password),
     confirm: field("Repeat the password", input("confirm", { type: "password", autocomplete: "new-password", required: true })),
   };
   if (fromUrl) fields.token.hidden = true;
@@ -34,7 +35,9 @@ export async function render({ main, query, navigate }) {
   const form = h(
     "form",
     { class: "card", novalidate: true },
-    h("p", {}, "Create the first account. It is the owner (superadmin) of this xcore."),
+    h("p", {}, fromUrl
+      ? "Create the owner account. It can do everything here, including adding other accounts."
+      : "Create the owner account with the setup token xcore printed when it started."),
     error,
     Object.values(fields),
     h("div", { class: "actions" }, submit),

@@ -232,6 +232,11 @@ export async function render({ main }) {
   }
 
   function actions(task) {
+    if (task.allowed === false) {
+      // The server says who may: a task acting on something guarded needs that permission too (`requires`).
+      const needs = ["tasks.manage", ...task.requires].join(", ");
+      return h("span", { class: "muted" }, `Needs ${needs}`);
+    }
     const runNow = button("Run now", { class: "small", "aria-label": `Run now: ${task.name}` });
     runNow.addEventListener("click", () => act(task, runNow, async () => {
       const answer = await api.post(`/api/admin/tasks/${encodeURIComponent(task.name)}/run`, { args: [], kwargs: {} });

@@ -3,8 +3,8 @@
 // you may not grant, the last superadmin) are shown as the server words them.
 import * as api from "../api.js";
 import {
-  badge, button, checkGroup, confirmDialog, errorBox, errorMessage, field, fmtTime, h, input, link, section,
-  showFieldErrors, toast,
+  badge, button, checkGroup, confirmDialog, errorBox, errorMessage, field, fmtTime, h, input, link, newPassword,
+  section, showFieldErrors, toast,
 } from "../dom.js";
 import { roleOptions } from "./users.js";
 
@@ -58,6 +58,7 @@ export async function render({ main, params, me, navigate }) {
     return;
   }
   const roles = await api.get("/api/admin/roles").catch(() => []);
+  const rules = await api.policy();
   const heading = h("h1", {}, user.username);
   const factsBox = h("div", {}, facts(user));
   document.title = `${user.username} · Users · xcore`;
@@ -139,9 +140,7 @@ export async function render({ main, params, me, navigate }) {
   // A new password (for a user who forgot theirs).
   const passwordResult = outcome();
   const passwordFields = {
-    password: field("New password", input("password", { type: "password", autocomplete: "new-password" }), {
-      hint: "Setting a password ends every session of the user.",
-    }),
+    password: newPassword("New password", "password", rules.password, "Setting a password ends every session of the user."),
   };
   const setPassword = button("Set password", { type: "submit" });
   const passwordForm = h(

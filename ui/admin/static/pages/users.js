@@ -1,7 +1,8 @@
 // Users: every account (search, pages) and the form that creates one, with its roles.
 import * as api from "../api.js";
 import {
-  badge, button, checkGroup, errorBox, field, fmtTime, h, input, link, pager, section, showFieldErrors, table, toast,
+  badge, button, checkGroup, errorBox, field, fmtTime, h, input, link, newPassword, pager, section, showFieldErrors,
+  table, toast,
 } from "../dom.js";
 
 export const title = "Users";
@@ -78,15 +79,14 @@ export async function render({ main, query }) {
 
   // Creating an account: the roles come from the server, so custom roles are offered too.
   const roles = await api.get("/api/admin/roles").catch(() => []);
+  const rules = await api.policy();
   const formError = errorBox();
   const fields = {
-    username: field("Username", input("username", { autocomplete: "off", required: true, maxlength: 64 }), {
-      hint: "3 to 64 letters, digits, '.', '_' or '-'.",
-    }),
+    username: field("Username", input("username", {
+      autocomplete: "off", required: true, maxlength: rules.username.max_length,
+    }), { hint: `${rules.username.rule}.` }),
     email: field("Email (optional)", input("email", { type: "email", autocomplete: "off" })),
-    password: field("Password", input("password", { type: "password", autocomplete: "new-password", required: true }), {
-      hint: "The user can change it on My account.",
-    }),
+    password: newPassword("Password", "password", rules.password, "The user can change it on My account."),
     roles: checkGroup("Roles", "roles", roleOptions(roles), {
       checked: ["user"],
       hint: "You can grant only roles at or below your own.",
