@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from operator import itemgetter
 
 POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -35,18 +36,23 @@ _ALWAYS: tuple[tuple[bytes, bytes], ...] = (
 )
 _HTTPS = (*_ALWAYS, (b"strict-transport-security", b"max-age=%d" % HSTS_MAX_AGE))
 NAMES = frozenset(name for name, _ in _HTTPS)
+_name = itemgetter(0)
 
 
 def secure(headers: list[tuple[bytes, bytes]], https: bool) -> None:
     """secure adds the security headers to a response's `headers` (ASGI: a list of (name, value) byte pairs),
-    HSTS only when `https`. A header the response has already keeps its value, whatever the case of its name
-    (the ASGI specification asks for lower case, but a plugin's raw ASGI app may not follow it)."""
-    wanted = _HTTPS if https else _ALWAYS
-    present = {name.lower() for name, _ in headers}
-    if NAMES.isdisjoint(present):  # the common answer
-        headers.extend(wanted)
+    HSTS only when `https`. A header the response has already keeps its value.
+
+    Names are compared as sent, in lower case as the ASGI specification asks and as Litestar sends them: the
+    test runs in C, with no Python loop, about 2,300 of a plugin route's 196,000 instructions less than
+    lower-casing each name (benchmarks/instructions.py). A raw ASGI app of a plugin that sends, say,
+    `Content-Security-Policy` in mixed case gets xcore's policy as well, and a browser enforces both: the
+    stricter one wins, so nothing is ever weakened."""
+    if NAMES.isdisjoint(map(_name, headers)):  # the common answer: one pass in C
+        headers.extend(_HTTPS if https else _ALWAYS)
     else:  # a page with its own policy
-        headers.extend(header for header in wanted if header[0] not in present)
+        present = set(map(_name, headers))
+        headers.extend(header for header in (_HTTPS if https else _ALWAYS) if header[0] not in present)
 
 
 _INLINE_SCRIPT = re.compile(r"<script\b(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.IGNORECASE | re.DOTALL)
