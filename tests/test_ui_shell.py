@@ -63,7 +63,7 @@ def test_first_run_setup_then_dashboard(tmp_path: Path, page: Any, screenshots: 
         page.get_by_label("Repeat the password").fill(OWNER_PASSWORD)
         page.get_by_role("button", name="Create the owner account").click()
         page.get_by_role("heading", level=1, name="Dashboard").wait_for()
-        assert page.get_by_text(str(ui.data_dir)).first.is_visible()  # the data directory is shown
+        page.get_by_text(str(ui.data_dir)).first.wait_for()  # the data directory is shown, once the system info came
         # The token is spent: setup is done, and the page says so.
         page.goto(f"{ui.url}/admin/setup?token={ui.setup_token}")
         page.get_by_text("Setup is done").wait_for()
@@ -77,7 +77,7 @@ def test_a_wrong_setup_token_is_shown_inline(tmp_path: Path, page: Any) -> None:
         page.goto(f"{ui.url}/admin")  # no account yet: the app goes to the setup page
         page.get_by_role("heading", level=1, name="Set up xcore").wait_for()
         # No token in the link: the field is there to paste it by hand.
-        assert page.get_by_label("Setup token").is_visible()
+        page.get_by_label("Setup token").wait_for()  # visible
         page.get_by_label("Setup token").fill("not-the-token")
         page.get_by_label("Username").fill(OWNER)
         page.get_by_label("Password", exact=True).fill(OWNER_PASSWORD)
