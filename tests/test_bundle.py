@@ -1,4 +1,4 @@
-"""Bundle checks before any plugin code runs (DESIGN.md, "Validation before import"), and atomic extraction."""
+"""Bundle checks before any plugin code runs (plugins/README.md, "plugin.json"), and atomic extraction."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""xcore.sdk: the one module plugin authors import (DESIGN.md, "The plugin contract (version 1)").
+"""xcore.sdk: the one module plugin authors import (documented field by field in plugins/README.md, "xcore.sdk").
 
 Everything here is part of the contract: plugins/README.md documents each exported name, and a test fails
 when one is not. Grow it on purpose.

@@ -33,7 +33,7 @@ class PluginState(Base):
 
     plugin_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     version: Mapped[str | None] = mapped_column(String(64))
-    # active | disabled | failed | superseded (DESIGN.md, "Lifecycle and guarantees")
+    # active | disabled | failed | superseded (plugins/README.md, "Lifecycle")
     state: Mapped[str] = mapped_column(String(16), default="active")
     enabled: Mapped[bool] = mapped_column(default=True)
     error: Mapped[str | None] = mapped_column(Text)

@@ -1,4 +1,4 @@
-"""Bundles: a plugin's zip, checked against every rule of DESIGN.md before any of its code runs.
+"""Bundles: a plugin's zip, checked against every rule of plugins/README.md ("plugin.json") before any of its code runs.
 
 `inspect_bundle` reads only the zip's directory and plugin.json; `extract_bundle` then unpacks the checked
 entries into `<cache>/<id>-<version>-<sha256 prefix>/`, atomically (a temporary folder, then a rename), so a

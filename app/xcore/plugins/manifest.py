@@ -1,4 +1,4 @@
-"""plugin.json, the manifest of a bundle (DESIGN.md, "The plugin contract (version 1)"), and its checks."""
+"""plugin.json, the manifest of a bundle (plugins/README.md, "plugin.json"), and its checks."""
 
 import re
 import unicodedata
