@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from conftest import PASSWORDS, Api
+from test_migrations import NOT_XCORE_DATABASES
 from xcore.config.schema import BackupConfig
 from xcore.db import migrate
 from xcore.db.backup import BACKUP_NAME, SQLITE_MAGIC
@@ -349,35 +350,7 @@ def test_a_restore_brings_back_nothing_revoked_spent_or_locked_since_the_backup(
     assert accounts_api.client.get("/api/me", headers=bearer(session(accounts_api, "bob"))).status_code == 200
 
 
-def _zip(path: Path, good: Path) -> None:
-    path.write_bytes(b"PK\x03\x04 a zip, not a database" * 50)
-
-
-def _other_sqlite(path: Path, good: Path) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE notes (id INTEGER)")
-
-
-def _other_alembic(path: Path, good: Path) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            "CREATE TABLE alembic_version (version_num TEXT); INSERT INTO alembic_version VALUES ('0005');"
-        )
-
-
-def _truncated(path: Path, good: Path) -> None:
-    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-
-
-@pytest.mark.parametrize(
-    ("make", "says"),
-    [
-        pytest.param(_zip, "is not a SQLite database", id="zip"),
-        pytest.param(_other_sqlite, "is not an xcore database", id="other-sqlite"),
-        pytest.param(_other_alembic, "is not an xcore database", id="other-alembic"),
-        pytest.param(_truncated, "backup file", id="truncated"),
-    ],
-)
+@pytest.mark.parametrize(("make", "says"), NOT_XCORE_DATABASES)
 def test_a_file_that_is_not_an_intact_xcore_database_is_refused_and_nothing_changes(
     accounts_api: Api, root: dict[str, str], make: Any, says: str
 ) -> None:

@@ -287,6 +287,10 @@ def test_restoring_the_oldest_backup_keeps_it_when_the_safety_backup_prunes(data
     assert f"restored {data_dir / 'xcore.db'} from {backup_file}" in restore.stdout
 
 
+def _zip(path: Path, good: Path) -> None:
+    path.write_bytes(b"PK\x03\x04 a zip, not a database" * 50)
+
+
 def _foreign_sqlite(path: Path, good: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
@@ -313,16 +317,19 @@ def _empty(path: Path, good: Path) -> None:
     path.write_bytes(b"")
 
 
-@pytest.mark.parametrize(
-    ("make", "says"),
-    [
-        pytest.param(_foreign_sqlite, "is not an xcore database", id="another-apps-sqlite"),
-        pytest.param(_foreign_alembic, "is not an xcore database", id="another-apps-alembic"),
-        pytest.param(_newer, "a newer xcore made it", id="newer-xcore"),
-        pytest.param(_truncated, "backup file", id="truncated"),
-        pytest.param(_empty, "is not a SQLite database", id="empty"),
-    ],
-)
+# Files that are not an intact xcore database: (make(path, good backup), what the one-line refusal says). Also
+# used by test_backup_api for the restore API.
+NOT_XCORE_DATABASES = [
+    pytest.param(_zip, "is not a SQLite database", id="zip"),
+    pytest.param(_foreign_sqlite, "is not an xcore database", id="another-apps-sqlite"),
+    pytest.param(_foreign_alembic, "is not an xcore database", id="another-apps-alembic"),
+    pytest.param(_newer, "a newer xcore made it", id="newer-xcore"),
+    pytest.param(_truncated, "backup file", id="truncated"),
+    pytest.param(_empty, "is not a SQLite database", id="empty"),
+]
+
+
+@pytest.mark.parametrize(("make", "says"), NOT_XCORE_DATABASES)
 def test_restore_refuses_a_file_that_is_not_an_xcore_database_in_one_line(
     data_dir: Path, tmp_path: Path, make: Any, says: str
 ) -> None:

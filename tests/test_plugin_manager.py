@@ -837,18 +837,23 @@ def refusing_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ho
             yield running, {"anonymous": {}, "bob": login(running.client, "bob"), "ada": login(running.client, "ada")}
 
 
+def admin_request(running: Host, headers: dict[str, str], method: str, url: str) -> Any:
+    """admin_request calls one of PLUGIN_ADMIN_ROUTES as `headers` say, with a body it would accept."""
+    extra: dict[str, Any] = {}
+    if method == "PUT":
+        extra["json"] = {"overrides": {"a": 2}}
+    if url == "/api/admin/plugins" and method == "POST":
+        extra["files"] = {"data": ("x.zip", make_zip(running.staging, "other", "1.0.0", "").read_bytes())}
+    return running.client.request(method, url, headers=headers, **extra)
+
+
 @pytest.mark.parametrize(("who", "status"), [("bob", 403), ("anonymous", 401)])
 @pytest.mark.parametrize(("method", "url"), PLUGIN_ADMIN_ROUTES)
 def test_the_plugin_admin_api_refuses_plain_users_and_anonymous_requests(
     refusing_host: tuple[Host, dict[str, dict[str, str]]], method: str, url: str, who: str, status: int
 ) -> None:
     running, headers = refusing_host
-    extra: dict[str, Any] = {}
-    if method == "PUT":
-        extra["json"] = {"overrides": {"a": 2}}
-    if url == "/api/admin/plugins" and method == "POST":
-        extra["files"] = {"data": ("x.zip", make_zip(running.staging, "other", "1.0.0", "").read_bytes())}
-    response = running.client.request(method, url, headers=headers[who], **extra)
+    response = admin_request(running, headers[who], method, url)
     assert response.status_code == status, response.text
     assert running.view("demo")["state"] == "active"  # type: ignore[index]
     assert running.get("/api/admin/plugins/demo/config").json()["overrides"] == {}
@@ -862,12 +867,7 @@ def test_an_admin_sees_plugins_but_only_a_superadmin_changes_what_runs(
 ) -> None:
     """A plugin runs with the server's rights, so installing or changing one would make an admin a superadmin."""
     running, headers = refusing_host
-    extra: dict[str, Any] = {}
-    if method == "PUT":
-        extra["json"] = {"overrides": {"a": 2}}
-    if url == "/api/admin/plugins" and method == "POST":
-        extra["files"] = {"data": ("x.zip", make_zip(running.staging, "other", "1.0.0", "").read_bytes())}
-    response = running.client.request(method, url, headers=headers["ada"], **extra)
+    response = admin_request(running, headers["ada"], method, url)
     if method == "GET":
         assert response.status_code == 200, response.text
     else:
