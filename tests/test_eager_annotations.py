@@ -22,9 +22,9 @@ from litestar.handlers import BaseRouteHandler
 from xcore.db.models import Base
 
 HANDLER_MODULES = [
-    "xcore.web.admin_routes", "xcore.web.auth_routes", "xcore.web.backup_routes", "xcore.web.docs",
-    "xcore.web.log_routes", "xcore.web.me_routes", "xcore.web.plugin_routes", "xcore.web.routes",
-    "xcore.web.task_routes", "xcore.web.ui_routes", "xcore.web.users",
+    "xcore.web.admin_routes", "xcore.web.auth_routes", "xcore.web.backup_routes", "xcore.web.docs_routes",
+    "xcore.web.log_routes", "xcore.web.me_routes", "xcore.web.plugin_routes", "xcore.web.core_routes",
+    "xcore.web.task_routes", "xcore.web.ui_routes", "xcore.web.user_routes",
 ]  # fmt: skip
 STRUCT_MODULES = ["xcore.config.schema", "xcore.web.schemas", "xcore.plugins.manifest"]
 

@@ -224,7 +224,7 @@ def test_a_plugin_imports_the_standard_library_litestar_and_the_sdk_and_a_missin
     assert server.stop() == 0
 
 
-def test_plugin_runtime_lists_what_the_binary_holds(bundle: Path) -> None:
+def test_plugin_importable_lists_what_the_binary_holds(bundle: Path) -> None:
     done = subprocess.run(
         [str(bundle), "plugin", "runtime", "--json"], env=HEADLESS_ENV, capture_output=True, text=True
     )

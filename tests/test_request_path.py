@@ -123,7 +123,7 @@ def test_errors_through_the_switch_come_out_as_through_the_app(runtime: Any, mon
     out exactly as the app answers them on its own (`Litestar.__call__`, error layer included)."""
     from litestar.testing import TestClient
 
-    from xcore.web import routes
+    from xcore.web import core_routes
     from xcore.web.app import build_app
 
     create_account(runtime, "root", ["superadmin"])
@@ -150,7 +150,7 @@ def test_errors_through_the_switch_come_out_as_through_the_app(runtime: Any, mon
                     headers["authorization"] = f"Bearer {token}"
                 with monkeypatch.context() as patch:
                     if options.pop("crash", False):
-                        patch.setattr(routes, "check_database", _crash)
+                        patch.setattr(core_routes, "check_database", _crash)
                     response = client.request(method, path, headers=headers, **options)
                 document = response.json()
                 document.pop("request_id", None)

@@ -29,7 +29,7 @@ from xcore.errors import XcoreError
 if TYPE_CHECKING:
     from xcore.db.models import PluginState
     from xcore.plugins.bundle import Bundle, BundleError
-    from xcore.plugins.runtime import PluginRuntime
+    from xcore.plugins.importable import PluginRuntime
 
 GIT_TIMEOUT = 300.0
 # scp-like git addresses: git@github.com:owner/repo.git
@@ -226,7 +226,7 @@ def remove(plugin_id: str, purge: bool, yes: bool, data_dir: str | None) -> None
 )
 def runtime_modules(as_json: bool) -> None:
     """List what a plugin may import in this xcore: standard-library modules and packages, with their versions."""
-    from xcore.plugins.runtime import list_importable
+    from xcore.plugins.importable import list_importable
 
     found = list_importable()
     if as_json:
@@ -237,7 +237,7 @@ def runtime_modules(as_json: bool) -> None:
 
 def _echo_runtime(found: PluginRuntime) -> None:
     """_echo_runtime prints the kind of install, the standard library wrapped in lines, and a table of packages."""
-    from xcore.plugins.runtime import STDLIB_LEFT_OUT
+    from xcore.plugins.importable import STDLIB_LEFT_OUT
 
     if found.frozen:
         echo("frozen build: plugins may import these modules and nothing else")

@@ -11,16 +11,16 @@ from xcore.runtime import Runtime
 from xcore.web.admin_routes import admin_handlers
 from xcore.web.auth_routes import auth_handlers
 from xcore.web.backup_routes import backup_handlers
-from xcore.web.docs import docs_handlers, openapi_config, vendor_assets_router
+from xcore.web.core_routes import health, version_handler
+from xcore.web.docs_routes import docs_handlers, openapi_config, vendor_assets_router
 from xcore.web.guard import AccessGuard
 from xcore.web.log_routes import log_handlers
 from xcore.web.me_routes import me_handlers
 from xcore.web.plugin_routes import plugin_handlers
 from xcore.web.problems import handle_exception
-from xcore.web.routes import health, version_handler
 from xcore.web.task_routes import task_handlers
 from xcore.web.ui_routes import ui_handlers
-from xcore.web.users import user_handlers
+from xcore.web.user_routes import user_handlers
 
 if TYPE_CHECKING:
     from xcore.plugins.manager import PluginManager

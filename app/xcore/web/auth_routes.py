@@ -34,7 +34,7 @@ from xcore.web.schemas import (
     SetupState,
     UserOut,
 )
-from xcore.web.users import user_out
+from xcore.web.user_routes import user_out
 
 TAGS = ["auth"]
 # A request carrying one of these came through a proxy, so its loopback address says nothing of its origin.

@@ -21,7 +21,7 @@ from xcore.web.schemas import (
     TotpSetupIn,
     TotpSetupOut,
 )
-from xcore.web.users import user_out
+from xcore.web.user_routes import user_out
 
 TAGS = ["me"]
 

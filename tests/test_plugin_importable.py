@@ -13,8 +13,8 @@ import pytest
 
 from conftest import run_xcore
 from xcore import __version__
+from xcore.plugins.importable import STDLIB_LEFT_OUT, Package, list_importable
 from xcore.plugins.loader import _import_failure
-from xcore.plugins.runtime import STDLIB_LEFT_OUT, Package, list_importable
 
 STDLIB_EXPECTED = ("sqlite3", "email", "json", "asyncio", "itertools", "__future__")  # itertools is built in
 PACKAGES_EXPECTED = ("litestar", "msgspec", "sqlalchemy", "xcore")
