@@ -2,7 +2,10 @@
 """The developer runner. Standard library only, so it works before anything is installed.
 
     python3 tasks.py run [ARGS]          set up .venv, then run `xcore ARGS` (default: serve)
-    python3 tasks.py test [PYTEST ARGS]  set up .venv with the test extras, then run pytest
+    python3 tasks.py test [--fast] [PYTEST ARGS]
+                                         set up .venv with the test extras, then run pytest: the whole suite, or
+                                         with --fast the unit tier alone (no browser, desktop window, real server
+                                         or release build: pytest -m "not (browser or desktop or release or e2e)")
     python3 tasks.py lint                ruff (lint + format check) and mypy
     python3 tasks.py pack [OUTDIR]       pack every example plugin in plugins/ into OUTDIR (default dist/plugins)
     python3 tasks.py bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]
@@ -15,8 +18,8 @@
                                          (or benchmarks/instructions.py, startup.py, start_ab.py)
 
 The virtual environment is (re)installed only when it is missing, when pyproject.toml changed, or when a
-command needs extras the last install did not include. With nothing changed, the setup costs a few
-milliseconds: it hashes pyproject.toml and compares it with a stamp in .venv.
+command needs extras the last install did not include. With nothing changed, the setup only hashes
+pyproject.toml and compares it with a stamp in .venv.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ MIN_PYTHON = (3, 11)
 
 # Debian packages each command needs, keyed by what proves the package is there: an executable on PATH, or a
 # shared library (a name holding ".so") in the dynamic linker's cache (`ldconfig -p`).
-APT_FOR_TEST: dict[str, str] = {
+APT_FOR_UNIT_TESTS: dict[str, str] = {
     "redis-server": "redis-server",  # the Redis queue tests run a real one
+}
+APT_FOR_TEST: dict[str, str] = {
+    **APT_FOR_UNIT_TESTS,
     "chromium": "chromium",  # the admin UI tests drive it headless through Playwright
     # The desktop test: `xcore desktop` under Xvfb; xdotool finds its window, xwd takes the screenshot.
     "Xvfb": "xvfb",
@@ -175,10 +181,35 @@ def cmd_run(args: list[str]) -> int:
     return run_in_venv([str(venv_bin("xcore")), *(args or ["serve"])])
 
 
+# The markers of the slow tiers (pyproject.toml registers them; tests/conftest.py marks by fixture what uses a
+# browser, a display or a real server), which `test --fast` leaves out.
+SLOW_TIERS = "browser or desktop or release or e2e"
+# pytest-xdist: two test processes, each taking whole files (a file's module fixtures are then made once). Much of
+# the suite waits on subprocesses, servers and browsers, so two keep both cores of a small machine busy.
+PARALLEL = ["-n", "2", "--dist", "loadfile"]
+
+
+def pytest_command(args: list[str], fast: bool) -> list[str]:
+    """pytest_command is the pytest command line for `test`: the unit tier alone with `fast`, in PARALLEL unless
+    the arguments choose the processes themselves (`-n 0` runs in this one, `-p no:xdist` without the plugin).
+    A `-m` among the arguments wins over the one --fast adds: pytest takes the last."""
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a in ("no:xdist", "-pno:xdist") for a in args)
+    tier = ["-m", f"not ({SLOW_TIERS})"] if fast else []
+    return [str(venv_bin("python")), "-m", "pytest", *tier, *([] if chosen else PARALLEL), *args]
+
+
 def cmd_test(args: list[str]) -> int:
-    ensure_venv({"test", "desktop", "build"})  # build: the release tests make a PyInstaller bundle
-    ensure_apt(APT_FOR_TEST)
-    return run_in_venv([str(venv_bin("python")), "-m", "pytest", *args])
+    """`test [--fast] [PYTEST ARGS]`: pytest on the whole suite, which CI runs; with --fast, on the unit tier only,
+    which needs neither the desktop and build extras nor the browser's and the desktop's Debian packages."""
+    fast = "--fast" in args
+    args = [arg for arg in args if arg != "--fast"]
+    if fast:
+        ensure_venv({"test"})
+        ensure_apt(APT_FOR_UNIT_TESTS)
+    else:
+        ensure_venv({"test", "desktop", "build"})  # build: the release tests make a PyInstaller bundle
+        ensure_apt(APT_FOR_TEST)
+    return run_in_venv(pytest_command(args, fast))
 
 
 LINTED = ("app", "tests", "benchmarks", "migrations", "packaging", "tasks.py")
@@ -226,7 +257,7 @@ def bundle_options(args: list[str]) -> argparse.Namespace:
 def cmd_bundle(args: list[str]) -> int:
     """`bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]`: build xcore with PyInstaller."""
     options = bundle_options(args)
-    # The desktop window is built in unless --headless; on Linux that is Qt WebEngine (about 500 MB installed).
+    # The desktop window is built in unless --headless; on Linux that is Qt WebEngine, a large install.
     ensure_venv({"build"} if options.headless else {"build", "desktop"})
     out = options.out.resolve()
     target = out / "xcore"

@@ -82,15 +82,16 @@ async def _drive(stack: str, requests: int) -> None:
     from xcore.server import prepare_database
     from xcore.web.app import build_app
     from xcore.web.calls import direct
-    from xcore.web.switch import Switch
+    from xcore.web.plugin_apps import PluginApps
 
     runtime = open_runtime()
     prepare_database(runtime)
     install_bench_plugin(plugins_dir(runtime), settled)
     app = build_app(runtime)
     manager = PluginManager(runtime)
-    switch = Switch(startup=manager.start)
-    await manager.start(switch)
+    apps = PluginApps(runtime, manager)
+    switch = apps.switch()
+    await apps.start(switch)
     served = direct(switch)  # as create_switch hands it to Granian
     targets = {
         "bare": (bare, "/"),

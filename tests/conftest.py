@@ -1,22 +1,34 @@
-"""Shared fixtures: temporary data directories, runtimes, free ports and real `xcore` processes."""
+"""Shared fixtures: temporary data directories, runtimes, free ports and real `xcore` processes.
+
+What makes the suite fast without changing what it checks: passwords are hashed with argon2's cheapest parameters
+(`xcore.auth.hashing.cheap_hashing`; a test that needs the production ones asks for `production_hashing`), a
+runtime's core database is a copy of one migrated once per session (`prepare_from_template`; tests/test_migrations.py
+runs the real migrations), and tests that wait for a lock or a TOTP step to pass move a `clock` instead.
+"""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 
+from xcore.auth.hashing import cheap_hashing
 from xcore.logs.setup import forget_configuration
 from xcore.runtime import Runtime, open_runtime
 
@@ -28,6 +40,24 @@ pytest_plugins = ["browser", "xwindow"]
 CLEAN_ENV = {
     k: v for k, v in os.environ.items() if not k.startswith("XCORE_") and k not in ("DATABASE_URL", "REDIS_URL")
 }
+
+
+# The slow tiers, which `python3 tasks.py test --fast` leaves out (pyproject.toml registers the markers). A test is
+# put in one by the fixture it uses, so a new test that starts a browser, say, lands in its tier by itself; the
+# release tests (tests/test_frozen.py) and other e2e tests are marked where they are written.
+TIER_OF_FIXTURE = {
+    "chromium": "browser",  # tests/browser.py: a real headless Chromium
+    "display": "desktop",  # tests/xwindow.py: an Xvfb display for real windows
+    "start_server": "e2e",  # a real `xcore serve` process on a free port
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, tier in TIER_OF_FIXTURE.items():
+            if fixture in used:
+                item.add_marker(tier)
 
 
 @pytest.fixture(autouse=True)
@@ -51,21 +81,106 @@ def _restore_logging() -> Iterator[None]:
     forget_configuration()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_hashing() -> Iterator[None]:
+    """Every test hashes passwords with argon2's cheapest parameters, unless it asks for `production_hashing`."""
+    with cheap_hashing():
+        yield
+
+
+@pytest.fixture
+def production_hashing() -> Iterator[None]:
+    """production_hashing: this test hashes with the production argon2 parameters (`passwords.HASHER`)."""
+    with cheap_hashing(False):
+        yield
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     """A data directory that does not exist yet, as on a first run."""
     return tmp_path / "data"
 
 
+_template: Path | None = None
+
+
+def migrated_template() -> Path:
+    """migrated_template is a core database file migrated to the head revision, with the built-in roles and
+    permissions: made once per test process (the first time it is asked for), and copied for each test."""
+    global _template
+    if _template is None:
+        from xcore.server import prepare_database
+
+        folder = Path(tempfile.mkdtemp(prefix="xcore-template-"))
+        atexit.register(shutil.rmtree, folder, True)
+        rt = open_runtime(folder / "data", environ={}, logs=False)
+        prepare_database(rt)
+        rt.close()
+        assert rt.database_file is not None
+        # Everything in the main file, so copying that one file copies the whole database.
+        with closing(sqlite3.connect(rt.database_file)) as db:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        wal = rt.database_file.with_name(rt.database_file.name + "-wal")
+        assert busy == 0 and (not wal.exists() or wal.stat().st_size == 0), "the template's WAL was not emptied"
+        _template = rt.database_file
+    return _template
+
+
+def prepare_from_template(runtime: Runtime) -> None:
+    """prepare_from_template is `prepare_database` for tests: a SQLite core database that does not exist yet starts
+    as a copy of the migrated template, so only what differs from it (none, usually) is done here."""
+    from xcore.server import prepare_database
+
+    target = runtime.database_file
+    if target is not None and not target.exists():
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.copyfile(migrated_template(), target)
+        target.chmod(0o600)  # as SQLite would have made it under the process's private umask
+    prepare_database(runtime)
+
+
 @pytest.fixture
 def runtime(data_dir: Path) -> Iterator[Runtime]:
     """A migrated Runtime on a fresh data directory, with logging to its own log file."""
-    from xcore.server import prepare_database
-
     rt = open_runtime(data_dir, environ={})
-    prepare_database(rt)
+    prepare_from_template(rt)
     yield rt
     rt.close()
+
+
+class Clock:
+    """Clock is a time source (POSIX seconds) that stands still until the test moves it. `clock.drive(runtime)`
+    makes the runtime's lockout throttle and token signer read it; the `clock` fixture makes TOTP read it too."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def pass_until(self, moment: datetime) -> None:
+        """pass_until moves the clock just past `moment` (a lock's end, as stored: UTC), and never back."""
+        from xcore.db.models import as_utc
+
+        self.now = max(self.now, as_utc(moment).timestamp() + 0.001)
+
+    def drive(self, runtime: Runtime) -> Clock:
+        runtime.auth.throttle.clock = self
+        runtime.auth.signer.clock = self
+        return self
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """clock: a Clock set to the real time, which TOTP reads (`xcore.auth.totp.clock`) during the test."""
+    import xcore.auth.totp
+
+    fake = Clock(time.time())
+    monkeypatch.setattr(xcore.auth.totp, "clock", fake)
+    return fake
 
 
 def free_port() -> int:
@@ -145,6 +260,7 @@ class XcoreServer:
             stdout=self._output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so `kill` reaches its workers too
         )
 
     @property
@@ -167,14 +283,20 @@ class XcoreServer:
             time.sleep(0.1)
         raise AssertionError(f"xcore did not become healthy in {timeout}s:\n{self.output}")
 
+    def kill(self) -> None:
+        """kill ends the server and its workers at once: killed alone, the main process would leave them running."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
             code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
+            self.kill()
+            code = self.process.returncode
             raise AssertionError(f"xcore did not stop within {timeout}s after signal {sig}:\n{self.output}") from None
         self._output.close()
         return code
@@ -192,9 +314,7 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for server in started:
-        if server.process.poll() is None:
-            server.process.kill()
-            server.process.wait()
+        server.kill()  # the workers of a server whose test failed, too
         server._output.close()  # a test that failed before stop() leaves it open
 
 
@@ -264,13 +384,13 @@ def plugin_host(runtime: Runtime, dev_dirs: Sequence[Path] = (), tasks: bool = F
     from xcore.plugins.manager import PluginManager
     from xcore.tasks.core import register_core_tasks
     from xcore.tasks.host import TaskHost
-    from xcore.web.switch import Switch
+    from xcore.web.plugin_apps import plugin_switch
 
     host = TaskHost(runtime) if tasks else None
     manager = PluginManager(runtime, dev_dirs, tasks=host)
     if host is not None:
         register_core_tasks(host, manager.collect_garbage)
-    with TestClient(Switch(startup=manager.start, shutdown=manager.stop)) as client:
+    with TestClient(plugin_switch(runtime, manager)) as client:
         client.manager = manager
         yield client
 

@@ -20,7 +20,6 @@ import json
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,12 +30,11 @@ import pyotp
 import pytest
 from litestar.testing import TestClient
 
-from conftest import PASSWORDS, Api, create_account, free_port, plugin_host, run_xcore
+from conftest import PASSWORDS, Api, Clock, create_account, free_port, plugin_host, prepare_from_template, run_xcore
 from xcore.db.models import Role
 from xcore.errors import ConfigError
 from xcore.paths import DataDir
 from xcore.runtime import Runtime, open_runtime
-from xcore.server import prepare_database
 from xcore.web.app import build_app
 
 RULES_ENV = "XCORE_XCORE__MIDDLEWARE__ACCESS_RULES"
@@ -254,7 +252,7 @@ def add_role(runtime: Runtime, name: str) -> None:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
     data_dir = tmp_path_factory.mktemp("access-template") / "data"
     runtime = open_runtime(data_dir, environ={}, logs=False)
-    prepare_database(runtime)
+    prepare_from_template(runtime)
     ids = {name: create_account(runtime, name, roles) for name, roles in ROLES.items()}
     add_role(runtime, CUSTOM_ROLE)
     access, refresh = {}, {}
@@ -301,7 +299,7 @@ def configured_api(data_dir: Path, rules: dict[str, Any] | None = None, **enviro
         env[RULES_ENV] = json.dumps(rules)
     runtime = open_runtime(data_dir, environ=env)
     try:
-        prepare_database(runtime)
+        prepare_from_template(runtime)
         for name, roles in ROLES.items():
             create_account(runtime, name, roles)
         with TestClient(build_app(runtime)) as client:
@@ -1026,15 +1024,7 @@ def test_explain_and_the_guard_agree_on_every_form_of_a_path_and_never_poison_ea
 # 7. A role that requires 2FA
 
 
-def steady_code(secret: str) -> str:
-    """steady_code is the current pyotp code, taken with at least 3 s left in its 30 s step."""
-    left = 30 - time.time() % 30
-    if left < 3:
-        time.sleep(left + 0.05)
-    return pyotp.TOTP(secret).now()
-
-
-def test_a_role_requiring_2fa_blocks_its_unenrolled_members_until_they_enroll(data_dir: Path) -> None:
+def test_a_role_requiring_2fa_blocks_its_unenrolled_members_until_they_enroll(data_dir: Path, clock: Clock) -> None:
     with configured_api(data_dir, {"/api/admin/system": {"roles": ["user"]}}) as api:
         root, ada, bob = api.login("root"), api.login("ada"), api.login("bob")
         # Without the 2FA requirement bob reaches the system facts (the rule lets users in).
@@ -1071,9 +1061,87 @@ def test_a_role_requiring_2fa_blocks_its_unenrolled_members_until_they_enroll(da
         assert setup.status_code == 200, setup.text
         assert api.client.get("/api/admin/system", headers=bob).status_code == 403  # not confirmed yet
         confirmed = api.client.post(
-            "/api/me/totp/confirm", headers=bob, json={"code": steady_code(setup.json()["secret"])}
+            "/api/me/totp/confirm", headers=bob, json={"code": pyotp.TOTP(setup.json()["secret"]).at(clock())}
         )
         assert confirmed.status_code == 200, confirmed.text
         # Enrolled: bob's same session gets in again; it was only the 2FA requirement that blocked him.
         assert api.client.get("/api/admin/system", headers=bob).status_code == 200
         assert api.client.get("/api/admin/users", headers=bob).status_code == 403  # and the role rule still holds
+
+
+def test_a_remembered_bearer_token_is_judged_again_on_every_request(accounts_api: Api) -> None:
+    """The guard remembers a Bearer token it let in and admits its next requests sooner (`AccessGuard.remember`),
+    but every request still meets its rule, the token's expiry by the signer's clock, and the account as it is
+    now: a change made by another process (another worker on the same data directory) counts from its very next
+    request."""
+    import time
+
+    from xcore.auth import accounts
+    from xcore.auth.service import Client
+
+    api, client = accounts_api, accounts_api.client
+    clock = Clock(time.time()).drive(api.runtime)
+    root, ada, bob, cyd = (api.login(name) for name in ("root", "ada", "bob", "cyd"))
+    for _ in range(2):  # the second time from memory
+        assert client.get("/api/admin/system", headers=ada).status_code == 200
+        assert client.get("/api/me", headers=bob).status_code == 200
+        assert client.get("/api/admin/system", headers=bob).status_code == 403, "the rule decides every time"
+        assert client.get("/api/me", headers=cyd).status_code == 200
+    remembered = {header.decode() for header in client.app.asgi_handler.bearers}
+    assert remembered == {ada["Authorization"], bob["Authorization"], cyd["Authorization"]}
+
+    ids = {
+        name: client.get("/api/me", headers=h).json()["id"] for name, h in (("root", root), ("ada", ada), ("bob", bob))
+    }
+    other = open_runtime(api.runtime.data.root, environ={}, logs=False)
+    try:
+        owner = other.auth.principals.get(ids["root"])
+        assert owner is not None
+        accounts.set_roles(other.auth, None, Client(ip="test"), ids["ada"], ["user"])
+        accounts.revoke_sessions(other.auth, owner, Client(ip="test"), ids["bob"])
+    finally:
+        other.close()
+    response = client.get("/api/admin/system", headers=ada)
+    assert response.status_code == 403 and "role admin" in detail(response), "demoted in another process"
+    assert client.get("/api/me", headers=ada).status_code == 200
+    response = client.get("/api/me", headers=bob)
+    assert response.status_code == 401 and "session has ended" in detail(response), "revoked in another process"
+    assert client.get("/api/me", headers=cyd).status_code == 200
+    clock.advance(api.runtime.auth.signer.access_ttl)
+    response = client.get("/api/me", headers=cyd)
+    assert response.status_code == 401 and "expired" in detail(response), "expired by the signer's clock"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"xcore_access=abc.def; xcore_csrf=tok",
+        b'a="quoted \\" value"; b=2',
+        b"xcore_access=\xff\xfe; other",
+        b"=; ;;; xcore_access",
+        b'xcore_access="unterminated',
+        b"",
+    ],
+)
+def test_parsed_cookie_headers_are_remembered_exactly_and_boundedly(
+    header: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Cookie header's parse is remembered (`parse_cookies`), so it must say what `http.cookies` says of the
+    header, the second time too, and hostile headers must stay unparsed; the headers remembered are bounded."""
+    from http.cookies import SimpleCookie
+
+    from xcore.web import guard
+
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header.decode("latin-1"))
+        expected: dict[str, str] | None = {name: morsel.value for name, morsel in jar.items()}
+    except Exception:
+        expected = None
+    assert guard.parse_cookies(header) == expected
+    assert guard.parse_cookies(header) == expected, "remembered"
+    monkeypatch.setattr(guard, "COOKIE_HEADERS_KEPT", 2)
+    for n in range(5):
+        guard.parse_cookies(b"n=%d" % n)
+        assert len(guard._parsed_cookies) <= 2
+    assert guard.parse_cookies(header) == expected

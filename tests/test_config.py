@@ -64,14 +64,12 @@ def test_environment_values_are_typed_by_the_schema(data_dir: Path) -> None:
         "XCORE_MANAGER__PLUGINS__INTERVAL": "0.5",
         "XCORE_XCORE__LOGS__FILE": "123",  # a string setting keeps the text, even when it looks like a number
         "XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/x": {"roles": ["admin"], "method": "DELETE"}}',
-        "XCORE_REDIS__TTL": "5",  # keys match case-insensitively (the key is TTL)
     }
     config = load_config(data_dir, environ=env).config
     assert config.xcore.logs.console is False
     assert config.manager.plugins.interval == 0.5
     assert config.xcore.logs.file == "123"
     assert config.xcore.middleware.ACCESS_RULES["/x"].method == "DELETE"
-    assert config.redis.TTL == 5
 
 
 def test_null_text_means_null_for_optional_settings(data_dir: Path) -> None:
@@ -166,6 +164,44 @@ def test_environment_errors_name_the_variable(data_dir: Path, env: dict[str, str
     with pytest.raises(ConfigError) as caught:
         load_config(data_dir, environ=env)
     assert expected in str(caught.value)
+
+
+# redis.TTL was in the shipped config.json until issue 22; a config copied from it is told why the key went.
+RETIRED_TTL = (
+    "'redis.TTL' is no longer a setting: it was to be the lifetime of entries cached in Redis, and xcore caches "
+    "nothing there, so it never had an effect"
+)
+
+
+def test_a_retired_key_in_the_file_is_refused_with_its_reason(data_dir: Path) -> None:
+    path = write_config(data_dir, {"redis": {"host": "cache", "TTL": 60}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(data_dir, environ={})
+    assert str(caught.value) == f"{path}: {RETIRED_TTL}; delete the key"
+
+
+def test_keys_in_the_file_are_case_sensitive_so_ttl_is_an_unknown_key(data_dir: Path) -> None:
+    path = write_config(data_dir, {"redis": {"ttl": 60}})
+    with pytest.raises(ConfigError) as caught:
+        load_config(data_dir, environ={})
+    assert str(caught.value).startswith(f"{path}: unknown key 'redis.ttl'")
+
+
+@pytest.mark.parametrize("name", ["XCORE_REDIS__TTL", "XCORE_REDIS__ttl"])
+def test_a_retired_key_in_the_environment_is_refused_with_its_reason(data_dir: Path, name: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(data_dir, environ={name: "60"})
+    assert str(caught.value) == f"environment variable {name}: {RETIRED_TTL}; unset the variable"
+
+
+def test_cli_refuses_a_retired_key_in_one_line(data_dir: Path) -> None:
+    write_config(data_dir, {"redis": {"TTL": 60}})
+    for command in (["config", "check"], ["serve"]):
+        result = run_xcore(*command, "--data-dir", str(data_dir))
+        assert result.returncode == 2, result
+        assert result.stderr.splitlines() == [
+            f"xcore: error: {data_dir / 'config.json'}: {RETIRED_TTL}; delete the key"
+        ]
 
 
 def test_data_dir_variable_is_not_a_setting(data_dir: Path) -> None:

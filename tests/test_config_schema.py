@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from xcore.config.docs import TABLE_END, TABLE_START, settings_table
-from xcore.config.schema import defaults_as_builtins, iter_settings
+from xcore.config.schema import RETIRED, defaults_as_builtins, iter_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,10 +49,16 @@ def test_seed_sections_are_kept() -> None:
         "redis.host",
         "redis.port",
         "redis.db",
-        "redis.TTL",
         "server.host",
         "server.port",
         "server.workers",
     ):
         assert prefix in keys
     assert any(k.startswith("secure.") for k in keys)
+
+
+def test_retired_keys_are_not_settings() -> None:
+    keys = {s.path for s in iter_settings()}
+    for path, reason in RETIRED.items():
+        assert path not in keys, f"{'.'.join(path)} is a setting again: take it out of RETIRED"
+        assert reason, f"{'.'.join(path)} has no reason"

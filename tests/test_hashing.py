@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import Type
 from litestar.testing import TestClient
 
-from conftest import PASSWORDS, Api, create_account
+import xcore
+from conftest import PASSWORDS, Api, create_account, prepare_from_template
 from xcore.auth.errors import Busy
-from xcore.auth.hashing import NICE, HashPool
+from xcore.auth.hashing import NICE, HashPool, cheap_hashing
+from xcore.auth.passwords import HASHER
 from xcore.config.schema import HashingConfig
 from xcore.db.models import LoginThrottle
 from xcore.runtime import open_runtime
-from xcore.server import prepare_database
 from xcore.web.app import build_app
 
 NEW_PASSWORD = "Quiet-River-Lantern-77"
@@ -111,10 +113,41 @@ def test_the_pool_never_takes_more_than_half_the_request_threads(caplog: pytest.
     assert HashPool(HashingConfig(workers=1, queue=0), request_threads=1).places == 1
 
 
+@pytest.mark.usefixtures("production_hashing")
 def test_the_memory_bound_is_workers_times_argon2s_memory_cost() -> None:
-    from xcore.auth.passwords import HASHER
+    assert HashPool(HashingConfig(workers=3, queue=0)).memory_bound == 3 * 46 * 1024 * 1024
 
-    assert HashPool(HashingConfig(workers=3, queue=0)).memory_bound == 3 * HASHER.memory_cost * 1024
+
+# The production parameters, and the tests' cheap ones
+
+
+@pytest.mark.usefixtures("production_hashing")
+def test_production_hashes_with_owasps_argon2id_and_a_cheap_test_hash_still_verifies() -> None:
+    """The server hashes with argon2id at OWASP's first setting (46 MiB, one pass, one lane), whatever the tests use.
+    A hash made with the tests' cheap parameters verifies under it all the same (argon2 writes its parameters into
+    the hash), and needs a rehash, so a login would upgrade it."""
+    assert (HASHER.type, HASHER.memory_cost, HASHER.time_cost, HASHER.parallelism) == (Type.ID, 46 * 1024, 1, 1)
+    pool = HashPool(HashingConfig(workers=1, queue=0))
+    assert pool.hasher is HASHER
+    stored = pool.hash("a password 1")
+    assert stored.startswith("$argon2id$v=19$m=47104,t=1,p=1$")
+    with cheap_hashing():
+        assert pool.hasher is not HASHER
+        cheap = pool.hash("a password 1")
+        assert pool.verify(stored, "a password 1") == (True, True)  # under the cheap hasher, production's differs
+    assert cheap.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert pool.verify(cheap, "a password 1") == (True, True)
+    assert pool.verify(cheap, "a password 2") == (False, False)
+    assert pool.verify(stored, "a password 1") == (True, False)
+    pool.close()
+
+
+def test_only_tests_reach_the_cheap_parameters() -> None:
+    """No setting, variable or route leads to `cheap_hashing`: in the package only the plugin authors' pytest plugin
+    (xcore.testing) uses it, besides its own module."""
+    package = Path(xcore.__file__).parent
+    users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "cheap_hashing" in p.read_text())
+    assert users == ["auth/hashing.py", "testing.py"]
 
 
 def _catch(into: list[BaseException], job: Any) -> None:
@@ -134,7 +167,7 @@ ONE_PLACE = {"XCORE_SECURE__HASHING__WORKERS": "1", "XCORE_SECURE__HASHING__QUEU
 def full(tmp_path: Path) -> Iterator[tuple[Api, dict[str, dict[str, str]]]]:
     """full: an app whose hashing pool has one place and no queue, with root and bob set up and logged in."""
     rt = open_runtime(tmp_path / "data", environ=ONE_PLACE)
-    prepare_database(rt)
+    prepare_from_template(rt)
     create_account(rt, "root", ["superadmin"])
     create_account(rt, "bob", ["user"])
     with TestClient(build_app(rt)) as client:
@@ -198,7 +231,7 @@ def test_a_full_pool_answers_503_at_once_and_other_routes_still_answer(
 
 def test_setup_answers_503_while_the_pool_is_full(tmp_path: Path) -> None:
     rt = open_runtime(tmp_path / "data", environ=ONE_PLACE)
-    prepare_database(rt)
+    prepare_from_template(rt)
     token = rt.auth.setup_token.create()
     body = {"token": token, "username": "owner", "password": NEW_PASSWORD}
     with TestClient(build_app(rt)) as client:

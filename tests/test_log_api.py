@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from conftest import Api, create_account
+from conftest import Api, create_account, prepare_from_template
 from xcore.logs.reader import log_files
 from xcore.logs.window import Cursor
 from xcore.runtime import open_runtime
-from xcore.server import prepare_database
 from xcore.web.app import build_app
 
 PROBLEM_JSON = "application/problem+json"
@@ -59,7 +58,7 @@ def small_log_api(data_dir: Path, **environ: str) -> Iterator[Api]:
     """An app on its own data directory, with these settings and the accounts root and ada."""
     runtime = open_runtime(data_dir, environ=environ)
     try:
-        prepare_database(runtime)
+        prepare_from_template(runtime)
         create_account(runtime, "root", ["superadmin"])
         create_account(runtime, "ada", ["admin"])
         with TestClient(build_app(runtime)) as client:

@@ -7,6 +7,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -301,11 +302,101 @@ def test_request_fast_path_stays_out_of_foreign_logging(tmp_path: Path) -> None:
     assert access.sink() is None
 
 
+async def test_request_ids_are_unique_and_the_same_in_the_header_the_state_and_the_line(tmp_path: Path) -> None:
+    """New ids are made in blocks of 256: across blocks they stay 24 hex digits with the process's prefix, never
+    repeat, and each request's id is the one its response header, its handler's state and its log line carry."""
+    from xcore.web.requestlog import logged
+    from xcore.web.switch import Generation
+
+    log_file = tmp_path / "x.log"
+    configure_logging(build_logging_config(LogsConfig(console=False), log_file))
+    seen: list[str] = []  # the ids the handler saw
+    sent: list[bytes] = []  # and the response headers carried
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        seen.append(scope["state"]["request_id"])
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        if message["type"] == "http.response.start":
+            sent.append(dict(message["headers"])[b"x-request-id"])
+
+    generation = Generation(app, 0)
+    for _ in range(600):
+        await logged(generation, {"type": "http", "method": "GET", "path": "/id", "headers": []}, None, send)
+    access.flush()
+    ids = seen
+    assert len(set(ids)) == 600, "no id repeats, within a block or across blocks"
+    assert all(re.fullmatch(r"[0-9a-f]{24}", i) for i in ids)
+    assert len({i[:12] for i in ids}) == 1, "one prefix per process"
+    assert [s.decode() for s in sent] == ids
+    assert [json.loads(x)["request_id"] for x in log_file.read_text().splitlines()] == ids
+
+
+def test_request_lines_carry_the_time_each_request_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A batch's lines are stamped from one reading of the clocks: each line with its own end, in local time on
+    the console and in UTC with truncated milliseconds in the file, as the formatters write other records, also
+    when the batch spans a second."""
+    import time
+    from datetime import UTC, datetime
+
+    log_file = tmp_path / "x.log"
+    configure_logging(build_logging_config(LogsConfig(), log_file))
+    sink = access.sink()
+    assert sink is not None
+    capsys.readouterr()
+    # perf_counter() 1000.0 is wall time 1765000000.5: ends at 1000.25 and 1000.625 are .750 and, a second later,
+    # .125; each request took 1.2 ms.
+    monkeypatch.setattr(time, "time", lambda: 1765000000.5)
+    monkeypatch.setattr(time, "perf_counter", lambda: 1000.0)
+    for end, rid in ((1000.25, b"first"), (1000.625, b"second")):
+        sink.pending.append((end, end - 0.0012, 200, "GET", "/t", rid))
+    sink.flush()
+    monkeypatch.undo()
+    entries = [json.loads(x) for x in log_file.read_text().splitlines()]
+    walls = (1765000000.75, 1765000001.125)
+    assert [e["ts"] for e in entries] == [
+        datetime.fromtimestamp(w, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{round(w * 1000) % 1000:03d}Z" for w in walls
+    ]
+    assert [e["ts"][-5:] for e in entries] == [".750Z", ".125Z"]
+    assert [e["message"] for e in entries] == ["GET /t 200 1.2ms id=first", "GET /t 200 1.2ms id=second"]
+    assert [e["duration_ms"] for e in entries] == [1.2, 1.2]
+    assert capsys.readouterr().err.splitlines() == [
+        f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(int(w)))} INFO    api      GET /t 200 1.2ms id={rid}"
+        for w, rid in zip(walls, ("first", "second"), strict=True)
+    ]
+
+
+def test_request_line_parts_stay_within_their_bounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A template keeps the parts of at most DURATIONS durations, and all of them at most TEMPLATE_BYTES: a
+    duration or path past those is written exactly all the same."""
+    monkeypatch.setattr(access, "DURATIONS", 2)
+    monkeypatch.setattr(access, "TEMPLATE_BYTES", 1500)
+    log_file = tmp_path / "x.log"
+    configure_logging(build_logging_config(LogsConfig(console=False), log_file))
+    sink = access.sink()
+    assert sink is not None
+    written = []
+    for n in range(40):
+        path, ms = f"/p{n % 7}", (n % 9) + 0.5  # 7 paths, 9 durations
+        sink.pending.append((100.0, 100.0 - ms / 1000, 200, "GET", path, b"r%d" % n))
+        written.append((path, ms))
+        if n % 10 == 9:
+            sink.flush()
+            assert sink._templates.size <= 1500 and all(len(t) <= 2 for t in sink._templates.values())
+    entries = [json.loads(x) for x in log_file.read_text().splitlines()]
+    assert [(e["path"], e["duration_ms"]) for e in entries] == written
+    assert all(e["message"] == f"GET {e['path']} 200 {e['duration_ms']:.1f}ms id={e['request_id']}" for e in entries)
+
+
 def test_cli_logs_follow_sees_new_lines_and_rotation(sample_log: Path) -> None:
     import subprocess
-    import time
+    import threading
 
-    from conftest import CLEAN_ENV, xcore_command
+    from conftest import CLEAN_ENV, until, xcore_command
 
     data = str(sample_log.parent.parent)
     follower = subprocess.Popen(
@@ -315,6 +406,10 @@ def test_cli_logs_follow_sees_new_lines_and_rotation(sample_log: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert follower.stdout is not None
+    shown: list[str] = []
+    reader = threading.Thread(target=lambda: shown.extend(follower.stdout or ()), daemon=True)
+    reader.start()
 
     def append(path: Path, message: str, context: str = "auth") -> None:
         with path.open("a") as handle:
@@ -323,20 +418,28 @@ def test_cli_logs_follow_sees_new_lines_and_rotation(sample_log: Path) -> None:
                 + "\n"
             )
 
+    def probe() -> bool:
+        """probe appends a line until the follower shows one: it has opened the file and reached its end."""
+        append(sample_log, "probe")
+        return any("probe" in line for line in shown)
+
+    def showing(text: str) -> bool:
+        return any(text in line for line in shown)
+
     try:
-        time.sleep(1.5)  # the follower opens the file and seeks to its end
+        until(probe, "the follower shows a line appended after it started", interval=0.2)
         append(sample_log, "bob logged in")
         append(sample_log, "a db line", context="db")
-        time.sleep(1)
+        until(lambda: showing("bob logged in"), "the follower shows the new line")
         sample_log.rename(sample_log.with_name("xcore.log.2"))  # rotation, as the handler does it
         append(sample_log, "carol logged in after rotation")
-        time.sleep(1.5)
+        until(lambda: showing("carol logged in after rotation"), "the follower shows a line of the new file")
     finally:
         follower.terminate()
-        out, err = follower.communicate(timeout=10)
-    assert "bob logged in" in out
-    assert "carol logged in after rotation" in out
-    assert "a db line" not in out
+        follower.wait(10)
+        reader.join(10)  # the follower's output has ended with it
+        err = follower.stderr.read() if follower.stderr else ""
+    assert "a db line" not in "".join(shown)
     assert "Traceback" not in err
 
 

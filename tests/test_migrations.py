@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from xcore.db.engine import make_engine
 from xcore.db.models import Base
 from xcore.errors import DatabaseError, MigrationError
 from xcore.resources import resource_path
-from xcore.runtime import Runtime
+from xcore.runtime import Runtime, open_runtime
+from xcore.server import prepare_database
 
 FAILING_REVISION = '''
 """a migration that breaks halfway"""
@@ -73,6 +75,16 @@ def tables(db: Path) -> set[str]:
 
 
 @pytest.fixture
+def runtime(data_dir: Path) -> Iterator[Runtime]:
+    """runtime: a Runtime whose new database was migrated here, by the real migrations (not a copy of the migrated
+    template, as conftest's `runtime` is)."""
+    rt = open_runtime(data_dir, environ={})
+    prepare_database(rt)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
 def scripts(tmp_path: Path) -> Path:
     """A copy of the shipped migrations, to which a test can add revisions."""
     target = tmp_path / "migrations"
@@ -95,6 +107,26 @@ def test_fresh_database_is_migrated_to_head(runtime: Runtime) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+
+
+def test_the_tests_template_database_is_what_a_first_start_makes(runtime: Runtime, tmp_path: Path) -> None:
+    """Most tests start from a copy of a database migrated once per test process (conftest's
+    `prepare_from_template`): it must be the database a real first start makes."""
+    from conftest import prepare_from_template
+
+    copy = open_runtime(tmp_path / "copy", environ={}, logs=False)
+    prepare_from_template(copy)
+    assert revisions.current_revision(copy.engine) == migrate.head_revision()
+    copy.close()
+    assert copy.database_file is not None and runtime.database_file is not None
+    assert copy.database_file.stat().st_mode & 0o777 == 0o600
+
+    def contents(db: Path) -> tuple[list[Any], dict[str, int]]:
+        with sqlite3.connect(db) as conn:
+            schema = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
+            return schema, {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in tables(db)}
+
+    assert contents(copy.database_file) == contents(runtime.database_file)
 
 
 def test_models_and_migrations_agree(runtime: Runtime) -> None:

@@ -1124,7 +1124,7 @@ def test_a_failure_anywhere_in_a_load_fails_that_version_only(host: Host, monkey
         raise RuntimeError("database is locked")
 
     monkeypatch.setattr(manager, "_register_permissions", broken)
-    host.drop(make_zip(host.staging, "demo", "1.0.0", route("x")))
+    host.drop(make_zip(host.staging, "demo", "1.0.0", route("x"), permissions=["demo.read"]))
     view = host.wait_view("demo", "failed")
     assert "RuntimeError('database is locked')" in view["error"], view
     monkeypatch.undo()

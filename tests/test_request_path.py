@@ -10,7 +10,7 @@ from litestar.response import Stream
 
 from conftest import PASSWORDS, create_account, plugin_host
 from xcore.web.calls import direct
-from xcore.web.dispatch import Dispatch, entry
+from xcore.web.dispatch import Dispatch, Mount, entry
 
 
 class Layer:
@@ -71,7 +71,7 @@ async def test_dispatch_enters_an_app_as_litestar_call_does(state: dict[str, Any
     app, seen = recording_app()
     extra = {} if state is None else {"state": state}
     await app(http_scope("/x", **extra), receive, send)  # type: ignore[arg-type]
-    await Dispatch(app, None, [])(http_scope("/x", **extra), receive, send)
+    await Dispatch(app)(http_scope("/x", **extra), receive, send)
     (through_litestar, send_1), (through_dispatch, send_2) = seen
     assert through_dispatch == through_litestar
     assert through_dispatch["app"] is app and through_dispatch["litestar_app"] is app
@@ -85,14 +85,14 @@ async def test_dispatch_enters_an_app_with_before_send_hooks_through_litestar() 
         sent.append(message["type"])
 
     app, seen = recording_app(before_send=[hook])
-    await Dispatch(app, None, [])(http_scope("/x"), receive, send)
+    await Dispatch(app)(http_scope("/x"), receive, send)
     ((scope, wrapped),) = seen
     assert wrapped is not send and scope["litestar_app"] is app
     await wrapped({"type": "http.response.start", "status": 200, "headers": []})
     assert sent == ["http.response.start"], "Litestar's own wrapper runs the hook"
 
 
-async def test_dispatch_sends_plugin_prefixes_to_the_plugins_app_and_the_rest_to_the_core() -> None:
+async def test_dispatch_sends_each_plugin_prefix_to_its_app_and_the_rest_to_the_core() -> None:
     @get("/", sync_to_thread=False)
     def core_root() -> str:
         return "core"
@@ -103,9 +103,11 @@ async def test_dispatch_sends_plugin_prefixes_to_the_plugins_app_and_the_rest_to
 
     core = Litestar(route_handlers=[core_root], logging_config=None, openapi_config=None)
     plugins = Litestar(route_handlers=[notes], logging_config=None)
-    dispatch = Dispatch(core, plugins, ["/app/notes"])
+    other = Litestar(route_handlers=[notes], logging_config=None)
+    dispatch = Dispatch(core, [Mount.of("/app/notes", plugins), Mount.of("/app/notes2/deep", other)])
     for path, expected in [("/app/notes", plugins), ("/app/notes/", plugins), ("/app//notes", plugins),
-                           ("/app/notesx", core), ("/", core), ("/app", core)]:  # fmt: skip
+                           ("/app/notes/3/x", plugins), ("/app/notesx", core), ("/", core), ("/app", core),
+                           ("/app/notes2", core), ("/app/notes2/deep/1", other)]:  # fmt: skip
         answers: list[dict[str, Any]] = []
 
         async def collect(message: dict[str, Any]) -> None:
@@ -239,7 +241,7 @@ async def test_an_error_after_the_response_started_is_raised_as_litestar_raises_
         with pytest.raises(LitestarException, match="after response started") as alone:
             await app(scope(), client_stays, collect)  # type: ignore[arg-type]
         with pytest.raises(LitestarException, match="after response started") as switched:
-            await logged(Generation(Dispatch(app, None, []), 1), scope(), client_stays, collect)
+            await logged(Generation(Dispatch(app), 1), scope(), client_stays, collect)
         assert type(switched.value.__cause__) is type(alone.value.__cause__)
         assert "broke half way" in repr(switched.value.__cause__)
         assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"] * 2

@@ -82,6 +82,19 @@ def test_all_roles_and_permissions_of_a_rule_are_required(
 
 
 @pytest.mark.parametrize(
+    ("who", "held"),
+    [
+        (principal("superadmin"), True),  # a superadmin holds every permission, granted or not
+        (principal("admin", permissions=("audit.read",)), True),
+        (principal("admin"), False),  # a rank grants roles, not permissions
+        (principal("user", permissions=("notes.read",)), False),
+    ],
+)
+def test_a_permission_is_held_when_a_role_grants_it_and_always_by_a_superadmin(who: Principal, held: bool) -> None:
+    assert who.holds("audit.read") is held
+
+
+@pytest.mark.parametrize(
     ("pattern", "rule", "message"),
     [
         ("api/x", AccessRule(), "['api/x']: the path must start with /"),

@@ -20,7 +20,8 @@ from xcore.db.models import TaskRun
 from xcore.plugins.store import plugins_dir, settled
 from xcore.runtime import Runtime
 from xcore.sdk import PluginContext
-from xcore.tasks.host import TaskHost, with_context
+from xcore.tasks.host import TaskHost
+from xcore.tasks.runner import with_context
 
 WAIT = 10.0
 
@@ -193,6 +194,21 @@ def test_one_process_of_two_runs_the_consumer_and_another_takes_over(runtime: Ru
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_queued_run_carries_the_huey_task_name_of_earlier_releases(runtime: Runtime) -> None:
+    """Runs queued before an upgrade name their Huey task `xcore.tasks.host.run`: the new code must answer to it."""
+
+    def noop() -> None: ...
+
+    host = TaskHost(runtime)
+    try:
+        host.register("noop", noop)
+        host.enqueue("noop")
+        message = host.huey.serializer.deserialize(host.huey.storage.dequeue())
+        assert message.name == "xcore.tasks.host.run"
+    finally:
+        host.stop()
 
 
 def test_ctx_goes_to_the_ctx_parameter_wherever_it_stands(tmp_path: Path) -> None:

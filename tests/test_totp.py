@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,9 @@ import pyotp
 import pytest
 from litestar.testing import TestClient
 
-from conftest import PASSWORDS, Api, create_account
+import xcore.auth.totp
+from conftest import PASSWORDS, Api, Clock, create_account, prepare_from_template
 from xcore.runtime import open_runtime
-from xcore.server import prepare_database
 from xcore.web.app import build_app
 
 STEP = 30
@@ -27,20 +26,20 @@ STEP = 30
 # Helpers
 
 
-def steady_now(margin: float = 5.0) -> float:
-    """steady_now returns the time once at least `margin` seconds are left in the current 30 s step, so a code
-    computed now is judged by the server in the same step (it sleeps at most `margin` seconds)."""
-    now = time.time()
-    left = STEP - now % STEP
-    if left < margin:
-        time.sleep(left + 0.05)
-        now = time.time()
-    return now
+@pytest.fixture(autouse=True)
+def _still_clock(clock: Clock) -> None:
+    """The server judges codes by the `clock` fixture's time, which stands still: a code made now is judged in the
+    same step, however long the request takes."""
+
+
+def totp_now() -> float:
+    """totp_now is the time the server judges codes by."""
+    return xcore.auth.totp.clock()
 
 
 def code_at(secret: str, offset_steps: int = 0) -> str:
     """code_at is the real pyotp code for the current step plus `offset_steps`."""
-    return pyotp.TOTP(secret).at(steady_now() + offset_steps * STEP)
+    return pyotp.TOTP(secret).at(totp_now() + offset_steps * STEP)
 
 
 def login(api: Api, username: str, password: str | None = None, **extra: Any) -> Any:
@@ -94,7 +93,7 @@ def enroll(api: Api, username: str) -> Enrolled:
     setup = api.client.post("/api/me/totp/setup", headers=headers, json={"password": PASSWORDS[username]})
     assert setup.status_code == 200, setup.text
     secret = setup.json()["secret"]
-    now = steady_now()
+    now = totp_now()
     confirm = api.client.post("/api/me/totp/confirm", headers=headers, json={"code": pyotp.TOTP(secret).at(now)})
     assert confirm.status_code == 200, confirm.text
     return Enrolled(secret, confirm.json()["recovery_codes"], headers, int(now // STEP))
@@ -175,7 +174,7 @@ def test_confirm_refuses_a_wrong_code_and_accepts_the_current_one(users_api: Api
     headers = users_api.login("bob")
     setup = users_api.client.post("/api/me/totp/setup", headers=headers, json={"password": PASSWORDS["bob"]})
     secret = setup.json()["secret"]
-    now = steady_now()
+    now = totp_now()
     wrong = f"{(int(pyotp.TOTP(secret).at(now)) + 1) % 1_000_000:06d}"
 
     for code in (wrong, "\u0661\u0662\u0663\u0664\u0665\u0666", "\uff11" * 6):  # other scripts' digits are wrong too
@@ -184,7 +183,7 @@ def test_confirm_refuses_a_wrong_code_and_accepts_the_current_one(users_api: Api
         assert field_errors(response) == ["code"]
     assert users_api.client.get("/api/me", headers=headers).json()["totp_enabled"] is False
 
-    response = users_api.client.post("/api/me/totp/confirm", headers=headers, json={"code": pyotp.TOTP(secret).now()})
+    response = users_api.client.post("/api/me/totp/confirm", headers=headers, json={"code": pyotp.TOTP(secret).at(now)})
     assert response.status_code == 200, response.text
     codes = response.json()["recovery_codes"]
     assert len(codes) == 10
@@ -253,7 +252,7 @@ def test_confirm_consumes_its_step(users_api: Api, bob: Enrolled) -> None:
 )
 def test_clock_drift_of_one_step_is_allowed(users_api: Api, bob: Enrolled, offset_steps: int, accepted: bool) -> None:
     set_last_step(users_api, "bob", None)  # no step used yet
-    now = steady_now()
+    now = totp_now()
     code = pyotp.TOTP(bob.secret).at(now + offset_steps * STEP)
     response = login(users_api, "bob", totp=code)
     assert response.status_code == (200 if accepted else 401), response.text
@@ -264,7 +263,7 @@ def test_clock_drift_of_one_step_is_allowed(users_api: Api, bob: Enrolled, offse
 def test_steps_must_increase(users_api: Api, bob: Enrolled) -> None:
     """Logins at now-30 s, now and now+30 s in that order all work; going back to an earlier step fails."""
     set_last_step(users_api, "bob", None)
-    now = steady_now()
+    now = totp_now()
     totp = pyotp.TOTP(bob.secret)
     for offset in (-1, 0, +1):
         assert login(users_api, "bob", totp=totp.at(now + offset * STEP)).status_code == 200, offset
@@ -465,7 +464,7 @@ def test_admin_reset_is_refused_to_those_who_may_not(
 def lockout_api(data_dir: Path) -> Iterator[Api]:
     """An app that locks an account after 3 failures."""
     runtime = open_runtime(data_dir, environ={"XCORE_SECURE__LOCKOUT__MAX_FAILURES": "3"})
-    prepare_database(runtime)
+    prepare_from_template(runtime)
     with TestClient(build_app(runtime)) as client:
         api = Api(client, runtime)
         create_account(runtime, "root", ["superadmin"])

@@ -72,12 +72,6 @@ def hint_of(control: Any) -> str:
     return " ".join(h.inner_text() for h in hints)
 
 
-def wait_for_next_totp_step(used_step: int) -> None:
-    """The server takes each TOTP step once: wait (at most 30 s) until the clock is past the step just used."""
-    while int(time.time() // 30) <= used_step:
-        time.sleep(0.25)
-
-
 def test_a_user_made_on_the_users_page_sees_only_my_account(
     admin_page: Any, ui_server: UiServer, chromium: Any, screenshots: Path
 ) -> None:
@@ -382,8 +376,8 @@ def test_two_factor_login_on_my_account(ui_server: UiServer, chromium: Any, scre
         page.get_by_label("Password", exact=True).fill(PASSWORD)
         page.get_by_role("button", name="Log in").click()
         page.get_by_text("Enter the code from your authenticator app.").wait_for()
-        wait_for_next_totp_step(used_step)
-        page.get_by_label("Code from your authenticator app").fill(pyotp.TOTP(secret).now())
+        # The server takes each step once: the next step's code, which it accepts within its one step of drift.
+        page.get_by_label("Code from your authenticator app").fill(pyotp.TOTP(secret).at((used_step + 1) * 30))
         page.get_by_role("button", name="Log in").click()
         page.get_by_role("heading", level=1, name="My account").wait_for()
 

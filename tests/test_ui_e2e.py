@@ -55,12 +55,10 @@ USER_PASSWORD = "Quiet-Lantern-Harbour-8"
 
 
 def fresh_code(secret: str, after: int) -> tuple[str, int]:
-    """fresh_code waits for a TOTP time step later than `after` (the server refuses a step twice)."""
+    """fresh_code is the code of a TOTP step later than `after` (the server refuses a step twice) and that step: the
+    current one, or else the next, which the server takes as well (it allows one step of clock drift)."""
     totp = pyotp.TOTP(secret)
-    step = int(time.time() // totp.interval)
-    while step <= after:
-        time.sleep(0.5)
-        step = int(time.time() // totp.interval)
+    step = max(int(time.time() // totp.interval), after + 1)
     return totp.at(step * totp.interval), step
 
 

@@ -15,6 +15,7 @@ from litestar import get
 from litestar.response import Redirect
 from litestar.testing import TestClient
 
+from conftest import prepare_from_template
 from xcore.db import migrate
 from xcore.logs import access
 from xcore.runtime import Runtime, open_runtime
@@ -32,7 +33,7 @@ def client(data_dir: Path) -> Iterator[TestClient]:
         raise RuntimeError("secret internals")
 
     runtime = open_runtime(data_dir, environ={"XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": '{"/boom": {"public": true}}'})
-    prepare_database(runtime)
+    prepare_from_template(runtime)
     switch = Switch(lambda: build_app(runtime, [boom]))
     with TestClient(switch) as test_client:  # type: ignore[arg-type]
         yield test_client

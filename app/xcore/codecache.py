@@ -1,8 +1,8 @@
 """The binary's dataclasses without compiling: the methods `dataclasses` writes, compiled once at build time.
 
 `@dataclass` writes the source of each class's `__init__`, `__repr__`, `__eq__` and the like, and compiles it
-with `exec`. A start of xcore creates about 120 dataclasses (Litestar's, xcore's own, annotated_types', AnyIO's
-and more) whose 500-odd methods took some 50 ms of compiling (benchmarks/README.md). The binary ships them
+with `exec`. A start of xcore creates many dataclasses (Litestar's, xcore's own, annotated_types', AnyIO's and
+more), and compiling their methods is a noticeable part of it (benchmarks/README.md). The binary ships them
 compiled: `record` runs while the bundle is built, with the very Python the bundle holds, and writes what
 `dataclasses` compiled while the start's modules were imported; the frozen entry point calls `install` before
 anything else is imported, and `dataclasses` then takes a method's code from the file when its source is there,

@@ -1,10 +1,17 @@
 """Error types that reach users. Each message names the thing that is wrong and what to do about it.
 
 The CLI prints `XcoreError` messages on one line and exits with `exit_code`; it never shows a traceback
-for them. Anything else is a bug and is reported as such.
+for them. Anything else is a bug and is reported as such. A `RequestError` is also a web answer: the web layer
+(`xcore.web.problems`) turns any one into an RFC 9457 problem document with its status, title, detail and fields.
+This module imports nothing from xcore and no web framework: every layer may raise these.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import ClassVar
 
 
 class XcoreError(Exception):
@@ -41,16 +48,47 @@ class ServerError(XcoreError):
     exit_code = 2
 
 
-class RequestError(XcoreError):
-    """RequestError is a refused operation a web route answers with `status`; `field` names the input at fault.
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """FieldProblem is one input at fault: `field` says where (a field, a JSON path, a zip entry; None when no one
+    input is), `message` what is wrong with it, and `rule`, when there is one, the rule it breaks."""
 
-    `errors` lists (field, message) pairs when there are several.
+    field: str | None
+    message: str
+    rule: str | None = None
+
+
+class RequestError(XcoreError):
+    """RequestError is a refused request, answered as an RFC 9457 problem document; every error a route answers
+    derives from it, and a subclass only sets defaults.
+
+    - `status` is the HTTP status (a class default; the constructor may set it per error).
+    - `title` is the document's title; None (the default) gives the HTTP status's phrase.
+    - `detail` is the message: it names what is wrong and what to do.
+    - `fields` are the inputs at fault; given `field` alone, it is that input with `detail` as its message.
+    - `headers` go with the answer: `default_headers`, then those given. `extra` are members added to the document.
     """
 
-    status = 400
+    status: int = 400
+    title: str | None = None
+    default_headers: ClassVar[Mapping[str, str]] = MappingProxyType({})
     exit_code = 2
 
-    def __init__(self, message: str, *, field: str | None = None, errors: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        field: str | None = None,
+        fields: Sequence[FieldProblem] = (),
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        if status is not None:
+            self.status = status
+        self.detail = detail
         self.field = field
-        self.errors = errors or ([(field, message)] if field else [])
+        self.fields = list(fields) or ([FieldProblem(field, detail)] if field else [])
+        self.headers = {**self.default_headers, **(headers or {})}
+        self.extra = dict(extra or {})

@@ -1,12 +1,11 @@
 """The cyclic garbage collector while xcore starts, and the heap a start leaves behind.
 
-A start imports about two thousand modules and builds the core app: hundreds of thousands of objects that live
-as long as the process. With the collector's default thresholds each of them is examined again and again while
-the heap grows, including a full collection, which together cost about 30 ms of a one-second start. So the
-`xcore` command raises the thresholds while it starts (`defer_collections`), and each process sets them back
-once the heap that lives on is built, then freezes that heap (`freeze_startup_heap`): later collections look
-only at what requests and plugins create, not at the whole web stack (about 2% of the CPU time of a cheap
-request).
+A start imports the web stack and builds the core app: a great many objects that live as long as the process.
+With the collector's default thresholds each of them is examined again and again while the heap grows,
+including a full collection, all of it time the start waits for. So the `xcore` command raises the thresholds
+while it starts (`defer_collections`), and each process sets them back once the heap that lives on is built,
+then freezes that heap (`freeze_startup_heap`): later collections look only at what requests and plugins
+create, not at the whole web stack, which would otherwise cost every request some CPU (benchmarks/README.md).
 
 Granian forks its workers from the server process after its heap is frozen; a forked worker defers its
 collections again until it has built its own core app (`serve` arranges it with `os.register_at_fork`).
@@ -43,7 +42,7 @@ def freeze_startup_heap(*, once: bool = True) -> None:
         return
     _frozen = True
     gc.set_threshold(*DEFAULT_THRESHOLDS)
-    gc.collect(0)  # the youngest generation (a few milliseconds): most of a start's garbage is not frozen for good
+    gc.collect(0)  # the youngest generation only, which is quick: most of a start's garbage is not frozen for good
     gc.freeze()
 
 

@@ -83,7 +83,10 @@ class Runtime:
         """auth is this process's accounts and security service. Raises ConfigError for a malformed access rule."""
         from xcore.auth.service import AuthService
 
-        return AuthService(self)
+        config = self.config
+        return AuthService(
+            config.secure, config.xcore.middleware.ACCESS_RULES, self.sessions, self.secret, self.data.root
+        )
 
     @property
     def log_file(self) -> Path | None:

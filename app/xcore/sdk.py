@@ -1,7 +1,9 @@
 """xcore.sdk: the one module plugin authors import (documented field by field in plugins/README.md, "xcore.sdk").
 
-Everything here is part of the contract: plugins/README.md documents each exported name, and a test fails
-when one is not. Grow it on purpose.
+Everything in `__all__` is part of the plugin contract: plugins/README.md documents each name, with the signature
+of each function, and tests/test_contract.py fails when the two differ either way. What the host reads from a
+bundle (plugin.json, the entry module's `router` and hooks, the limits) is declared in `xcore.plugins.contract`.
+A bundle's code imports nothing else from xcore. Grow it on purpose.
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ class PluginContext:
         SQLite connections must not cross threads, and sync handlers run in a pool of them: each thread gets its
         own connection, in WAL mode (readers never wait for the writer) with a 5-second busy timeout.
         sqlite-utils' own plugins are not loaded: they would be whatever installed package registers the entry
-        point, run on every plugin's connection, and finding them scans every installed package's metadata
-        (4-8 ms at the first connection of a process).
+        point, run on every plugin's connection, and finding them scans every installed package's metadata at the
+        first connection of a process.
         """
         found = getattr(self._connections, "db", None)
         if found is None:
@@ -104,7 +106,7 @@ def requires(permission: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], B
         user = connection.scope.get("user")
         if user is None:
             raise NotAuthorizedException(f"log in first: this needs the permission {permission}")
-        if not user.is_superadmin and permission not in user.permissions:
+        if not user.holds(permission):
             raise PermissionDeniedException(f"this needs the permission {permission}, which your roles do not grant")
 
     guard.__name__ = f"requires({permission})"

@@ -197,10 +197,10 @@ def serving_database(runtime: Runtime) -> Iterator[None]:
 def preload_for_workers(workers: int) -> None:
     """preload_for_workers imports, with several workers, what each of them imports (the worker target's
     module: the web stack, SQLAlchemy, the plugin manager) once in this process before Granian forks them, so
-    they start from shared pages rather than each from its own copy. A worker still copies about half of
-    them as it runs (reference counts are writes), so this pays from three workers on: four took 31 MB less
-    in all (PSS), two the same. A single worker shares with nobody, so its start does not wait for this
-    process to import first."""
+    they start from shared pages rather than each from its own copy. A worker still copies many of them as it
+    runs (reference counts are writes), so this saves memory from three workers on and costs none with two
+    (benchmarks/README.md). A single worker shares with nobody, so its start does not wait for this process to
+    import first."""
     if workers > 1:
         importlib.import_module(WORKER_TARGET.partition(":")[0])
 

@@ -15,7 +15,9 @@ a test client logged in as a user of your choice::
 - `client.plugin` is what the admin API shows about the plugin (state, version, routes, tasks, config), and
   `client.runtime` the host's Runtime;
 - the plugin's tasks run for real: `fn.enqueue(...)` queues them on a consumer in the test process, and each
-  run is journalled in the host's `task_runs` table.
+  run is journalled in the host's `task_runs` table;
+- passwords are hashed with argon2's cheapest parameters while the fixture is in use, not the production ones
+  (`xcore.auth.hashing.cheap_hashing`), so a login costs next to nothing.
 
 Setting up fails the test with the plugin's own error when it does not load.
 """
@@ -37,7 +39,10 @@ PASSWORD_LENGTH = 24
 @pytest.fixture
 def plugin_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., TestClient[Any]]]:
     """plugin_client(source, config=None, roles=("superadmin",), permissions=(), login=True) -> TestClient."""
+    from xcore.auth.hashing import cheap_hashing
+
     with ExitStack() as stack:
+        stack.enter_context(cheap_hashing())
 
         def make(
             source: str | Path,
@@ -69,7 +74,7 @@ def _start(
     from xcore.runtime import open_runtime
     from xcore.server import prepare_database
     from xcore.tasks.host import TaskHost
-    from xcore.web.switch import Switch
+    from xcore.web.plugin_apps import plugin_switch
 
     runtime = open_runtime(data, environ={}, logs=False)
     stack.callback(runtime.close)
@@ -87,7 +92,7 @@ def _start(
         with runtime.auth.transaction() as session:
             replace_overrides(session, plugin_id, config, "test")
     manager = PluginManager(runtime, dev, tasks=TaskHost(runtime))
-    client: TestClient[Any] = stack.enter_context(TestClient(Switch(startup=manager.start, shutdown=manager.stop)))
+    client: TestClient[Any] = stack.enter_context(TestClient(plugin_switch(runtime, manager)))
     view = manager.views.get(plugin_id)
     if view is None or view.state != "active":
         raise pytest.fail.Exception(f"plugin {plugin_id} did not load: {view.error if view else 'not found'}", False)

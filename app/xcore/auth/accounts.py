@@ -82,7 +82,7 @@ def check_grantable(actor: Principal | None, roles: Sequence[Role]) -> None:
     for role in roles:
         if role.rank > actor.rank:
             raise Forbidden(f"you cannot grant the role {role.name!r}: it ranks above your own")
-        lacking = sorted(p.name for p in role.permissions if p.name not in actor.permissions)
+        lacking = sorted(p.name for p in role.permissions if not actor.holds(p.name))
         if lacking:
             raise Forbidden(
                 f"you cannot grant the role {role.name!r}: it carries permissions you lack ({', '.join(lacking)})"

@@ -1,7 +1,7 @@
 """The password-hashing pool: argon2 runs on a few dedicated threads, with a bounded queue in front of them.
 
-argon2id is slow and memory-hard on purpose (see `passwords.py`: 46 MiB, one pass, one lane, about 0.09 s of
-one core). Run on the threads that serve every other synchronous route, a flood of wrong passwords from many
+argon2id is slow and memory-hard on purpose (see `passwords.py`: 46 MiB, one pass, one lane, on one
+core). Run on the threads that serve every other synchronous route, a flood of wrong passwords from many
 addresses (each one under the address lockout) took all of them and all the memory it could. Here every request
 that hashes or verifies a password takes a place first: with `workers` places hashing and `queue` waiting, the next
 request is refused at once with `Busy` (503 and Retry-After) before it touches the database. So hashing uses at most
@@ -13,6 +13,11 @@ than half of them, whatever the settings say.
 The hashing threads lower their own CPU priority (Linux: nice + `NICE`, which argon2's lane threads inherit, as
 they are started by the hashing thread), so that while the cores are busy hashing, the routes that do not hash
 keep their latency. argon2 (in `passwords.py`) is imported at the first job, not when a process starts.
+
+Tests hash with argon2's cheapest parameters instead (`cheap_hashing`, entered by the project's tests and by
+`xcore.testing`): a hash then costs next to nothing, in time and in memory. No setting, environment variable or
+argument of the app leads there. A hash made that way still verifies with the production hasher, as argon2 writes
+its parameters into each hash; it only "needs rehash", so the next login would upgrade it.
 """
 
 from __future__ import annotations
@@ -26,16 +31,40 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from xcore.auth.errors import Busy
 from xcore.config.schema import HashingConfig
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
 
 T = TypeVar("T")
 
 log = logging.getLogger("xcore.auth")
 
 NICE = 10  # added to the hashing threads' nice value: they yield the CPU to every other thread of the server
+
+# The hasher every pool uses instead of `passwords.HASHER` while set; only `cheap_hashing` sets it, to `_cheap`.
+_test_hasher: PasswordHasher | None = None
+_cheap: list[PasswordHasher] = []  # made once, at the first `cheap_hashing`
+
+
+@contextlib.contextmanager
+def cheap_hashing(cheap: bool = True) -> Iterator[None]:
+    """cheap_hashing makes every HashPool hash and verify with argon2's cheapest parameters (8 KiB, one pass, one
+    lane) until the block ends; `cheap_hashing(False)` brings back the production ones (`passwords.HASHER`) for
+    the block. For tests only: a test that checks or measures the production cost runs under the latter."""
+    global _test_hasher
+    if cheap and not _cheap:
+        from argon2 import PasswordHasher
+
+        _cheap.append(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    before, _test_hasher = _test_hasher, (_cheap[0] if cheap else None)
+    try:
+        yield
+    finally:
+        _test_hasher = before
 
 
 class HashPool:
@@ -69,11 +98,16 @@ class HashPool:
         self._seconds = 0.3  # recent time of one job, for Retry-After; a first guess until one is measured
 
     @property
-    def memory_bound(self) -> int:
-        """memory_bound is the most memory hashing can use at once, in bytes: `workers` times argon2's memory cost."""
+    def hasher(self) -> PasswordHasher:
+        """hasher is argon2 with the production parameters (`passwords.HASHER`), or the cheap one of `cheap_hashing`."""
         from xcore.auth.passwords import HASHER
 
-        return self.workers * HASHER.memory_cost * 1024
+        return _test_hasher or HASHER
+
+    @property
+    def memory_bound(self) -> int:
+        """memory_bound is the most memory hashing can use at once, in bytes: `workers` times argon2's memory cost."""
+        return self.workers * self.hasher.memory_cost * 1024
 
     @contextlib.contextmanager
     def reserve(self) -> Iterator[None]:
@@ -101,13 +135,13 @@ class HashPool:
         """verify is `passwords.verify_password` run in the pool: (matches, needs_rehash). Raises Busy."""
         from xcore.auth.passwords import verify_password
 
-        return self._run(verify_password, stored_hash, password)
+        return self._run(verify_password, stored_hash, password, self.hasher)
 
     def hash(self, password: str) -> str:
         """hash is `passwords.hash_password` run in the pool. Raises Busy."""
         from xcore.auth.passwords import hash_password
 
-        return self._run(hash_password, password)
+        return self._run(hash_password, password, self.hasher)
 
     def close(self) -> None:
         """close lets the threads end once their jobs are done; a later job starts new ones."""

@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from xcore.auth.rules import Principal
+from xcore.auth.rules import Principal as Principal  # re-exported: defined beside the Rule it is checked against
 from xcore.db.models import RefreshToken, User
 
 MAX_AGE = 10.0

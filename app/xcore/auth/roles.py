@@ -131,6 +131,6 @@ def _grantable_permissions(session: Session, actor: Principal, names: Sequence[s
     for name in wanted:
         if name not in found:
             raise InvalidInput(f"there is no permission {name!r}; see /api/admin/permissions", field="permissions")
-        if not actor.is_superadmin and name not in actor.permissions:
+        if not actor.holds(name):
             raise Forbidden(f"you cannot grant the permission {name!r}: you do not hold it")
     return [found[n] for n in sorted(wanted)]

@@ -32,8 +32,7 @@ class PathRefused(InvalidInput):
     """PathRefused is a request path the guard will not judge: `status` is 400, or 414 for an overlong path."""
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message, field="path")
-        self.status = status
+        super().__init__(message, status=status, field="path")
 
 
 def request_path(path: str) -> str:
@@ -84,11 +83,14 @@ DEFAULT_RULE = Rule(None, frozenset(), (), (), False)
 
 
 class Principal:
-    """Principal is who a request acts as: an active user with their roles, rank and permissions."""
+    """Principal is who a request acts as: an active user with their roles, rank and permissions.
+
+    Every permission check asks `holds`, where the rule that a superadmin holds every permission lives."""
 
     __slots__ = (
         "_missing",
         "id",
+        "is_superadmin",
         "permissions",
         "rank",
         "revoked_families",
@@ -114,6 +116,7 @@ class Principal:
         self.username = username
         self.roles = roles
         self.rank = max((RANKS.get(r, RANKS["user"]) for r in roles), default=0)
+        self.is_superadmin = SUPERADMIN in roles
         self.permissions = permissions
         self.token_version = token_version
         self.totp_enabled = totp_enabled
@@ -123,13 +126,13 @@ class Principal:
         self._missing: dict[int, tuple[str, ...]] = {}  # by id() of the rules of the process's AccessTable
 
     @property
-    def is_superadmin(self) -> bool:
-        return SUPERADMIN in self.roles
-
-    @property
     def needs_totp_enrollment(self) -> bool:
         """needs_totp_enrollment is true when one of the user's roles requires 2FA and they have not set it up."""
         return self.totp_required and not self.totp_enabled
+
+    def holds(self, permission: str) -> bool:
+        """holds is true when one of the user's roles grants `permission`; a superadmin holds every permission."""
+        return self.is_superadmin or permission in self.permissions
 
     def has_role(self, role: str) -> bool:
         """has_role is true for a role the user holds, or a built-in role ranked at or below theirs."""
@@ -149,7 +152,7 @@ class Principal:
         if self.is_superadmin:
             return ()
         roles = [f"role {r}" for r in rule.roles if not self.has_role(r)]
-        return (*roles, *(f"permission {p}" for p in rule.permissions if p not in self.permissions))
+        return (*roles, *(f"permission {p}" for p in rule.permissions if not self.holds(p)))
 
 
 class AccessTable:

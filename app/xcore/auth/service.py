@@ -1,17 +1,17 @@
-"""AuthService: the accounts and security machinery of one process, built once per Runtime.
+"""AuthService: the accounts and security machinery of one process, built once per Runtime (`Runtime.auth`).
 
 It outlives app rebuilds (a plugin reload builds a new app, not a new AuthService), so its caches stay warm.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from xcore.auth.hashing import HashPool
 from xcore.auth.principals import Epoch, Principals
@@ -20,10 +20,8 @@ from xcore.auth.setup import SetupToken
 from xcore.auth.throttle import Throttle
 from xcore.auth.tokens import TokenSigner
 from xcore.auth.totp import SecretBox
+from xcore.config.schema import AccessRule, SecureConfig
 from xcore.db.models import User
-
-if TYPE_CHECKING:
-    from xcore.runtime import Runtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,18 +36,28 @@ class AuthService:
     """AuthService holds the signer, the caches, the rule table, the password-hashing pool and the database of the
     accounts."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        secure = runtime.config.secure
+    def __init__(
+        self,
+        secure: SecureConfig,
+        access_rules: Mapping[str, AccessRule],
+        sessions: sessionmaker[Session],
+        secret: str,
+        shared_dir: Path,
+    ) -> None:
+        """AuthService takes the `secure` settings, the ACCESS_RULES, the sessions of the accounts' database, the
+        secret that signs tokens and encrypts TOTP secrets, and `shared_dir`, where the files every worker of the
+        data directory shares live (the accounts' epoch, the setup token). Raises ConfigError for a malformed
+        access rule."""
         self.secure = secure
-        self.sessions = runtime.sessions
-        self.signer = TokenSigner(runtime.secret, secure.access_ttl)
-        self.box = SecretBox(runtime.secret)
-        self.epoch = Epoch(runtime.data.root / "auth-epoch")
-        self.principals = Principals(self.sessions, self.epoch, secure.access_ttl)
+        self.sessions = sessions
+        self.signer = TokenSigner(secret, secure.access_ttl)
+        self.box = SecretBox(secret)
+        self.epoch = Epoch(shared_dir / "auth-epoch")
+        self.principals = Principals(sessions, self.epoch, secure.access_ttl)
         self.throttle = Throttle(secure.lockout)
         self.hashing = HashPool(secure.hashing)
-        self.rules = AccessTable(runtime.config.xcore.middleware.ACCESS_RULES)
-        self.setup_token = SetupToken(runtime.data.root)
+        self.rules = AccessTable(access_rules)
+        self.setup_token = SetupToken(shared_dir)
         self.setup_done = False
 
     @contextmanager

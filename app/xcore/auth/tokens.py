@@ -6,9 +6,12 @@ signature is checked once per token, not once per request; the token version is 
 (see `xcore.auth.principals`). A cookie session's CSRF token is derived from its family (`csrf_token`), so it is
 bound to that login: another login's token, or one made up, does not pass.
 
-PyJWT is imported where a token is made or read, not with this module: with cryptography it is 9 MB, and
-`xcore serve`'s main process (which prepares the database and watches over the workers) never needs it. Each
+PyJWT is imported where a token is made or read, not with this module: with cryptography it is a large import,
+and `xcore serve`'s main process (which prepares the database and watches over the workers) never needs it. Each
 worker imports it in the background a second after it starts serving (`xcore.web.asgi.warm_up_later`).
+
+Every time the signer reads (issued at, expiry, now) comes from its `clock`, so a test moves time forward instead of
+waiting for a token to expire.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -41,16 +45,17 @@ class AccessClaims:
 
 
 class TokenSigner:
-    """TokenSigner issues and verifies access tokens with one secret."""
+    """TokenSigner issues and verifies access tokens with one secret, telling the time by `clock` (POSIX seconds)."""
 
-    def __init__(self, secret: str, access_ttl: int) -> None:
+    def __init__(self, secret: str, access_ttl: int, clock: Callable[[], float] = time.time) -> None:
         self._secret = secret
         self.access_ttl = access_ttl
+        self.clock = clock
         self._verified: dict[str, AccessClaims] = {}
 
     def issue(self, user_id: int, version: int, family: str) -> tuple[str, datetime]:
         """issue returns a new access token for the user and its expiry time."""
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = datetime.fromtimestamp(int(self.clock()), UTC)
         expires = now + timedelta(seconds=self.access_ttl)
         claims = {
             "sub": str(user_id),
@@ -80,10 +85,11 @@ class TokenSigner:
     def verify(self, encoded: str) -> AccessClaims:
         """verify returns the token's claims. Raises NotAuthenticated for a forged, tampered or expired token.
 
-        Only HS256 with this signer's secret is accepted: `alg: none` and other algorithms fail.
+        Only HS256 with this signer's secret is accepted: `alg: none` and other algorithms fail. A token is expired
+        from its `exp` on, and not valid yet before its `iat`, by the signer's clock.
         """
         claims = self._verified.get(encoded)
-        now = time.time()
+        now = self.clock()
         if claims is not None:
             if claims.expires > now:
                 return claims
@@ -93,10 +99,19 @@ class TokenSigner:
             raise NotAuthenticated("the access token is not valid")
         import jwt  # see the module's docstring; verified tokens are cached, so this runs once per token
 
+        # PyJWT reads the system clock for exp and iat, so the signer checks both itself, by its own clock.
         try:
             payload = jwt.decode(
-                encoded, self._secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": list(REQUIRED_CLAIMS)}
+                encoded,
+                self._secret,
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                options={"require": list(REQUIRED_CLAIMS), "verify_exp": False, "verify_iat": False},
             )
+            if int(payload["exp"]) <= now:
+                raise jwt.ExpiredSignatureError("Signature has expired")
+            if int(payload["iat"]) > now:
+                raise jwt.ImmatureSignatureError("The token is not yet valid (iat)")
             claims = AccessClaims(
                 user_id=int(payload["sub"]),
                 version=int(payload["ver"]),
@@ -104,7 +119,7 @@ class TokenSigner:
                 family=str(payload.get("fam", "")),
                 expires=float(payload["exp"]),
             )
-        except (jwt.InvalidTokenError, KeyError, TypeError, ValueError):
+        except (jwt.InvalidTokenError, KeyError, TypeError, ValueError, OverflowError):
             raise NotAuthenticated(
                 "the access token is not valid (expired, malformed, or not signed by this xcore)"
             ) from None

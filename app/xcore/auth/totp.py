@@ -1,4 +1,8 @@
-"""TOTP two-factor codes (pyotp): encrypted secrets, one-use codes with ±1 step drift, recovery codes."""
+"""TOTP two-factor codes (pyotp): encrypted secrets, one-use codes with ±1 step drift, recovery codes.
+
+The current step is read from `clock` (POSIX seconds, `time.time`), which tests replace to move between steps
+instead of waiting for one to pass.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import hmac
 import io
 import secrets
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pyotp
@@ -20,12 +25,14 @@ DRIFT = 1  # steps accepted on either side of now, for clocks that are a little 
 RECOVERY_CODES = 10
 DIGITS = 6  # pyotp's default, and what authenticator apps show
 
+clock: Callable[[], float] = time.time  # the time `match_step` judges codes by, unless it is given one
+
 
 class SecretBox:
     """SecretBox encrypts TOTP secrets at rest with a key derived from the data directory's secret.
 
     cryptography is loaded at the first seal or open: `xcore serve`'s main process, which makes an AuthService to
-    prepare the database but never reads a secret, stays 9 MB smaller without it.
+    prepare the database but never reads a secret, stays smaller without it.
     """
 
     def __init__(self, master_secret: str) -> None:
@@ -70,14 +77,14 @@ def provisioning(secret: str, account: str, issuer: str = "xcore") -> tuple[str,
 def match_step(secret: str, code: str, last_step: int | None, now: float | None = None) -> int | None:
     """match_step returns the time step `code` belongs to, or None when it is wrong or already used.
 
-    A code is accepted for the current step and `DRIFT` steps on either side; a step at or before
-    `last_step` (the last accepted one) is refused, so a code works once only.
+    A code is accepted for the current step (at `now`, by default `clock()`) and `DRIFT` steps on either side;
+    a step at or before `last_step` (the last accepted one) is refused, so a code works once only.
     """
     code = code.strip().replace(" ", "")
     if not (code.isascii() and code.isdigit() and len(code) == DIGITS):  # "١٢٣٤٥٦" is digits too, but no code
         return None
     totp = pyotp.TOTP(secret, interval=STEP)
-    current = int((time.time() if now is None else now) // STEP)
+    current = int((clock() if now is None else now) // STEP)
     for step in range(current - DRIFT, current + DRIFT + 1):
         if hmac.compare_digest(totp.at(step * STEP), code):
             return None if last_step is not None and step <= last_step else step

@@ -18,7 +18,8 @@ MASK = "********"
 
 
 def _effective(config: XcoreConfig) -> dict[str, Any]:
-    return msgspec.to_builtins(config)
+    effective: dict[str, Any] = msgspec.to_builtins(config)
+    return effective
 
 
 def _lookup(document: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -118,6 +118,7 @@ def restore(file: Path, data_dir: str | None) -> None:
 
     FILE must be an xcore database (a file `xcore db backup` wrote); an older one is migrated. Revocations,
     lockouts and audit events recorded since it was made are kept (see `xcore.db.restore`)."""
+    from xcore.auth.permissions import sync_builtin
     from xcore.db.backup import no_server_running
     from xcore.db.restore import restore_live
 
@@ -128,7 +129,7 @@ def restore(file: Path, data_dir: str | None) -> None:
     keep = runtime.config.migration.backup.max_backup_files
     with no_server_running(db_file, "restore the database"):
         # No account in FILE is allowed here: the next start then asks for the owner account again.
-        done = restore_live(db_file, file, runtime.backups_dir, keep, require_accounts=False)
+        done = restore_live(db_file, file, runtime.backups_dir, keep, prepare=sync_builtin, require_accounts=False)
     if done.safety is not None:
         echo(f"the current database was backed up first: {done.safety}")
     if done.migrated_to:

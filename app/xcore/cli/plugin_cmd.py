@@ -205,7 +205,7 @@ def _state_text(state: PluginState | None) -> str:
 @data_dir_option
 def remove(plugin_id: str, purge: bool, yes: bool, data_dir: str | None) -> None:
     """Remove every installed zip of the plugin ID; its data is kept unless --purge."""
-    from xcore.plugins.manifest import PLUGIN_ID
+    from xcore.plugins.contract import PLUGIN_ID
     from xcore.plugins.store import remove_plugin
 
     if not re.match(PLUGIN_ID, plugin_id):

@@ -13,7 +13,8 @@ a rule set to null removes the one below it. Any other value replaces the one be
 
 Every layer is validated on its own first, then the merged result: a wrong value is refused even when a later
 layer overrides it. Every error names the key path, the layer it came from (the file, the environment
-variable, the flag) and what was expected.
+variable, the flag) and what was expected. A key that was a setting once (`schema.RETIRED`) is refused with the
+reason it is gone and what to do, instead of as an unknown key.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import msgspec
 
 from xcore.config.schema import (
+    RETIRED,
     XcoreConfig,
     access_rule_problem,
     describe_type,
@@ -143,6 +145,9 @@ def resolve_env_path(parts: list[str], env_name: str) -> Path_:
             raise ConfigError(f"environment variable {env_name}: {'.'.join(path)} is a single setting, not a section")
         match = next((k for k in keys if k.lower() == part.lower()), None)
         if match is None:
+            retired = next((p for p in RETIRED if p[:-1] == tuple(path) and p[-1].lower() == part.lower()), None)
+            if retired is not None:
+                raise ConfigError(f"environment variable {env_name}: {retired_key(retired)}; unset the variable")
             raise ConfigError(
                 f"environment variable {env_name}: unknown key {'.'.join([*path, part.lower()])!r}"
                 + did_you_mean(part.lower(), keys, tuple(path))
@@ -237,6 +242,8 @@ def _merge_into(target: dict[str, Any], values: Any, path: Path_, layer: Layer, 
         sub = (*path, key)
         if key.startswith("$"):  # "$schema" and friends are for editors, not for xcore
             continue
+        if key not in keys and sub in RETIRED:
+            raise ConfigError(f"{layer.label_of(sub)}: {retired_key(sub)}; delete the key")
         if key not in keys:
             raise ConfigError(f"{layer.label_of(sub)}: unknown key {'.'.join(sub)!r}" + did_you_mean(key, keys, path))
         if section_fields(sub) is not None:
@@ -255,6 +262,11 @@ def _merge_into(target: dict[str, Any], values: Any, path: Path_, layer: Layer, 
             for old in [p for p in sources if p[: len(sub)] == sub]:
                 del sources[old]
             sources[sub] = layer.label_of(sub)
+
+
+def retired_key(path: Path_) -> str:
+    """retired_key says that the key at `path`, one of `RETIRED`, is no longer a setting, and why."""
+    return f"{'.'.join(path)!r} is no longer a setting: {RETIRED[path]}"
 
 
 def did_you_mean(key: str, keys: Mapping[str, Any], path: Path_) -> str:

@@ -374,7 +374,10 @@ class XcoreSection(_Section, frozen=True):
 class RedisConfig(_Section, frozen=True):
     enabled: Annotated[
         bool | None,
-        doc("Use Redis for the task queue and caches instead of SQLite. null means: when url is set."),
+        doc(
+            "Use Redis for the task queue, and for the lease that picks its one consumer, instead of SQLite. "
+            "null means: when url is set."
+        ),
     ] = None
     url: Annotated[
         NonEmptyStr | None,
@@ -387,12 +390,19 @@ class RedisConfig(_Section, frozen=True):
     port: Annotated[int, doc("Redis port, used when url is null.", ge=1, le=65535)] = 6379
     db: Annotated[int, doc("Redis database number, used when url is null.", ge=0)] = 0
     password: Annotated[str | None, doc("Redis password, used when url is null.", extra=SECRET)] = None
-    TTL: Annotated[int, doc("Default lifetime of cached entries, in seconds.", ge=1)] = 60
 
     @property
     def active(self) -> bool:
         """active tells whether Redis is switched on."""
         return self.enabled if self.enabled is not None else self.url is not None
+
+
+# Keys that were settings and are no longer, with the reason. A layer that still sets one is refused with that
+# reason (`xcore.config.loader`), not as an unknown key, which would read as a typo to look up.
+RETIRED: dict[tuple[str, ...], str] = {
+    ("redis", "TTL"): "it was to be the lifetime of entries cached in Redis, and xcore caches nothing there, "
+    "so it never had an effect",
+}
 
 
 class XcoreConfig(_Section, frozen=True):
@@ -408,7 +418,8 @@ class XcoreConfig(_Section, frozen=True):
 
 def defaults_as_builtins() -> dict[str, Any]:
     """defaults_as_builtins returns the schema's defaults as plain JSON data, the content of config.json."""
-    return msgspec.to_builtins(XcoreConfig())
+    defaults: dict[str, Any] = msgspec.to_builtins(XcoreConfig())
+    return defaults
 
 
 class Setting(msgspec.Struct, frozen=True):
@@ -454,7 +465,7 @@ def iter_settings(struct: type[Struct] = XcoreConfig, prefix: tuple[str, ...] = 
 
 @cache
 def _schema_info() -> msgspec.inspect.Type:
-    """The schema's type information, built once: msgspec takes milliseconds for it, and loading asks often."""
+    """The schema's type information, built once and kept: loading asks for it at every key it checks."""
     return msgspec.inspect.type_info(XcoreConfig)
 
 

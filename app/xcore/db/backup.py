@@ -71,7 +71,8 @@ def is_empty(db: Path) -> bool:
         return True
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        tables: int = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        return tables == 0
     finally:
         conn.close()
 

@@ -1,8 +1,8 @@
 """The core tables. Later features add theirs here, each with an Alembic revision in `migrations/versions/`.
 
 Unlike the rest of xcore, this module does not use `from __future__ import annotations`: SQLAlchemy would then
-evaluate each of the eighty-odd `Mapped[...]` strings with `eval` as it maps the classes, which made importing
-this module, on every worker's start, about 10 ms slower. The two forward references are quoted.
+evaluate each `Mapped[...]` string with `eval` as it maps the classes, which slowed importing this module on
+every worker's start. The two forward references are quoted.
 """
 
 import secrets

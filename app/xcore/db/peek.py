@@ -2,7 +2,7 @@
 
 `xcore serve`'s process checks the database before it starts the workers: its revision, the built-in roles,
 whether an account exists. When nothing needs doing, those reads are all it does with the database, and
-SQLAlchemy (about a quarter of a second to import) stays out of that process: the workers import it.
+SQLAlchemy (a large import) stays out of that process: the workers import it.
 `xcore.server.prepare_database` takes the full path, with SQLAlchemy and Alembic, whenever these say anything
 but "up to date".
 
@@ -46,7 +46,8 @@ def revision(path: Path) -> str | None:
 def has_accounts(path: Path) -> bool:
     """has_accounts says whether any account exists."""
     with _reading(path) as db:
-        return db.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()[0] == 1
+        found: int = db.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()[0]
+        return found == 1
 
 
 def permissions_and_roles(path: Path) -> tuple[dict[str, str], dict[str, RoleRow]]:

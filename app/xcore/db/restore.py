@@ -5,8 +5,9 @@ The backup never goes in as it is:
 1. it is checked: an intact SQLite file, an xcore database (its `alembic_version` and core tables), at a schema
    revision this xcore knows, with at least one account (`check_backup`);
 2. a working copy is made, migrated to this xcore's head when it is older (then it must hold every core table),
-   and given the current built-in roles and permissions, so the live database is never at an old schema, not
-   even for a moment;
+   and brought up to date by the caller's `prepare` (the current built-in roles and permissions: the accounts'
+   rules, which the database layer only applies), so the live database is never at an old schema or with old
+   built-in roles, not even for a moment;
 3. the security state that only grows is carried over from the live database, so nothing revoked or spent
    after the backup was made comes back (`carry_security_state`): each account's token version is raised to at
    least its live value (and past it when the id now names another account); refresh tokens revoked or used
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +68,21 @@ class Restored:
     migrated_to: str | None  # the head it was migrated to, when it was older
 
 
-def restore_live(db: Path, backup: Path, backups: Path, keep: int, require_accounts: bool = True) -> Restored:
+def restore_live(
+    db: Path,
+    backup: Path,
+    backups: Path,
+    keep: int,
+    *,
+    prepare: Callable[[Session], None],
+    require_accounts: bool = True,
+) -> Restored:
     """restore_live replaces the content of the live SQLite database `db` with `backup`, safely while it is in use.
 
-    `db` may be missing or empty (`xcore db restore` into a new data directory): there is then no safety backup
-    and nothing to carry over. `require_accounts` refuses a backup without any account. Raises RestoreRefused
+    `prepare` runs in one transaction on the working copy, once it is at this xcore's schema: callers pass
+    `xcore.auth.permissions.sync_builtin`. `db` may be missing or empty (`xcore db restore` into a new data
+    directory): there is then no safety backup and nothing to carry over. `require_accounts` refuses a backup
+    without any account. Raises RestoreRefused
     (nothing changed) or DatabaseError (the copy failed; the database is as it was, and the safety backup is
     kept).
     """
@@ -96,7 +108,7 @@ def restore_live(db: Path, backup: Path, backups: Path, keep: int, require_accou
                 raise RestoreRefused(f"{backup.name} could not be migrated to this xcore's schema: {exc}") from None
             migrated = upgraded.after
         _check_tables(working, backup.name)
-        _prepare(working, backup.name, require_accounts)
+        _prepare(working, backup.name, prepare, require_accounts)
         safety = None
         if not _is_empty_live(db):
             safety = make_backup(db, backups, backup_revision(db), keep, kind="safety", spare=backup)
@@ -177,14 +189,12 @@ def _check_tables(working: Path, name: str) -> None:
         )
 
 
-def _prepare(working: Path, name: str, require_accounts: bool) -> None:
-    """Brings the working copy's built-in roles up to date; refuses it without accounts if they are required."""
-    from xcore.auth.permissions import sync_builtin  # the accounts' rules; the database layer only applies them
-
+def _prepare(working: Path, name: str, prepare: Callable[[Session], None], require_accounts: bool) -> None:
+    """Runs `prepare` on the working copy; refuses it without accounts if they are required."""
     engine = create_engine(f"sqlite:///{working}", poolclass=NullPool)
     try:
         with Session(engine) as session, session.begin():
-            sync_builtin(session)
+            prepare(session)
     finally:
         engine.dispose()
     conn = sqlite3.connect(working)

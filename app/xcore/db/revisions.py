@@ -1,10 +1,9 @@
 """Schema revisions without Alembic: the revisions this xcore ships and the one a database is at.
 
-Importing Alembic costs about a third of a second, and a start with nothing to migrate, `/health` and the
-scheduled backup only need to compare two strings. The shipped revisions are read from the migration scripts'
-`revision` and `down_revision` assignments (parsed, not imported); a database's revision is the row of its
-`alembic_version` table. `xcore.db.migrate` brings Alembic in when there is something to migrate. Importing
-this module imports neither.
+Importing Alembic is slow, and a start with nothing to migrate, `/health` and the scheduled backup only need to
+compare two strings. The shipped revisions are read from the migration scripts' `revision` and `down_revision`
+assignments (parsed, not imported); a database's revision is the row of its `alembic_version` table.
+`xcore.db.migrate` brings Alembic in when there is something to migrate. Importing this module imports neither.
 """
 
 from __future__ import annotations
@@ -77,8 +76,8 @@ _FIRST_DEFINITION = re.compile(rb"^(?:async\s+def|def|class)\s", re.MULTILINE)
 def _assignments(script: Path, names: tuple[str, ...]) -> dict[str, object]:
     """_assignments are the literal values assigned to `names` at the top of a Python file.
 
-    Only the part above the first function or class is parsed (a start reads every script, and parsing whole
-    scripts took about 5 ms); a script that assigns none of `names` there, or whose cut does not parse, is
+    Only the part above the first function or class is parsed (a start reads every script, and the rest of a
+    script is most of it); a script that assigns none of `names` there, or whose cut does not parse, is
     parsed whole.
     """
     source = script.read_bytes()

@@ -21,41 +21,44 @@ import logging
 import os
 import threading
 import time
+from math import floor
 from typing import TextIO
 
 import msgspec
 
+from xcore.logs.formatters import ConsoleFormatter
 from xcore.logs.handler import SharedRotatingFileHandler
-from xcore.logs.setup import ConsoleFormatter
 from xcore.terminal import printable
 
 FLUSH_AFTER = 0.1  # seconds
 FLUSH_LINES = 500
 
 TEMPLATES = 512  # line templates kept per process: (method, path, status) triples seen recently
-DURATIONS = 4096  # durations kept as text, in tenths of a millisecond: most requests take a few milliseconds
+DURATIONS = 1024  # durations a template keeps its lines' parts for, in tenths of a millisecond: up to 102.3 ms
+TEMPLATE_BYTES = 4 << 20  # what the templates of a process may hold in all; past it they start again
+_ENTRY_BYTES = 250  # what keeping one duration's parts costs beyond their text: objects, the dict entry
 
 _encode = msgspec.json.Encoder().encode
 # The console line, as ConsoleFormatter writes it, and the JSON line: the same keys, in the same order, as
 # JsonFormatter's lines, plus the request's own. The message is "<method> <path> <status> <ms>ms id=<id>".
-# What depends on (method, path, status) alone is made once into a template (see `line_templates`); a line is
-# its template's parts with the times and the request id between them, and a batch is one join of all its
-# lines' parts: no formatting of the path or of fifteen fields per line.
+# What depends on (method, path, status) and the duration alone is made once (see `Template`); a line is then
+# its time, those parts and the request id between them, and a batch is one join of all its lines' parts: no
+# formatting of the path, the duration or of fifteen fields per line.
 _MS_ID = b"ms id="
-_NEWLINE = b"\n"
 _JSON_RID = b',"request_id":"'
 _JSON_END = b'"}\n'
 _MILLIS = tuple(b"%03d" % n for n in range(1000))  # a timestamp's milliseconds, as JsonFormatter writes them
 
-# What a request leaves in the queue: (perf_counter() at its end, status, method, path, seconds taken, request id).
-# The request id is checked against [A-Za-z0-9._-] before it gets here, so it needs no JSON escaping.
-Pending = tuple[float, int, str, str, float, bytes]
+# What a request leaves in the queue: (perf_counter() at its end, and at its start, status, method, path,
+# request id). The request id is checked against [A-Za-z0-9._-] before it gets here, so it needs no JSON escaping.
+Pending = tuple[float, float, int, str, str, bytes]
+# A line's parts that depend on its template and duration: the console line's text between its time and its
+# request id, the JSON line's between its milliseconds and the request id in the message, and between that
+# and the request id field.
+Parts = tuple[bytes, bytes, bytes]
 
 
-Template = tuple[bytes, bytes, bytes]
-
-
-def line_templates(method: str, path: str, status: int, logger: str, pid: int) -> Template:
+def line_templates(method: str, path: str, status: int, logger: str, pid: int) -> tuple[bytes, bytes, bytes]:
     """line_templates returns what the lines of one (method, path, status) share, UTF-8 encoded: the console
     line's text between its time and its duration, and the JSON line's between its timestamp and its duration
     in the message, and between the request id and the duration field. The method and path are the client's;
@@ -82,6 +85,62 @@ def line_templates(method: str, path: str, status: int, logger: str, pid: int) -
     return console, json_head, json_tail
 
 
+class Templates(dict[tuple[str, str, int], "Template"]):
+    """Templates are the line templates of one process by (method, path, status), made when first needed.
+
+    Paths are the client's to choose, so what they keep is bounded: at most TEMPLATES templates and
+    TEMPLATE_BYTES of parts in all; past either, they start again from none.
+    """
+
+    __slots__ = ("logger", "pid", "size")
+
+    def __init__(self, logger: str) -> None:
+        super().__init__()
+        self.logger = logger
+        self.pid = os.getpid()
+        self.size = 0
+
+    def __missing__(self, key: tuple[str, str, int]) -> Template:
+        if len(self) >= TEMPLATES:
+            self.reset(self.pid)
+        method, path, status = key
+        template = self[key] = Template(self, *line_templates(method, path, status, self.logger, self.pid))
+        return template
+
+    def reset(self, pid: int) -> None:
+        """reset forgets every template; the lines of process `pid` are made from now on."""
+        self.clear()
+        self.pid = pid
+        self.size = 0
+
+    def charge(self, size: int) -> None:
+        """charge counts `size` more bytes kept, and starts again past TEMPLATE_BYTES."""
+        self.size += size
+        if self.size > TEMPLATE_BYTES:
+            self.reset(self.pid)
+
+
+class Template(dict[int, Parts]):
+    """Template is what the lines of one (method, path, status) share (see `line_templates`), and by duration (in
+    tenths of a millisecond) the parts of its lines, made when first needed; it keeps those of DURATIONS durations.
+    """
+
+    __slots__ = ("console", "json_head", "json_tail", "owner")
+
+    def __init__(self, owner: Templates, console: bytes, json_head: bytes, json_tail: bytes) -> None:
+        super().__init__()
+        self.owner = owner
+        self.console, self.json_head, self.json_tail = console, json_head, json_tail
+
+    def __missing__(self, tenths: int) -> Parts:
+        ms = b"%.1f" % (tenths / 10)
+        parts = (self.console + ms + _MS_ID, self.json_head + ms + _MS_ID, self.json_tail + ms + _JSON_RID)
+        if len(self) < DURATIONS:
+            self[tenths] = parts
+            self.owner.charge(len(parts[0]) + len(parts[1]) + len(parts[2]) + _ENTRY_BYTES)
+        return parts
+
+
 class AccessSink:
     """AccessSink queues request lines and writes them to xcore's console stream and shared log file.
 
@@ -99,9 +158,7 @@ class AccessSink:
         self.pending: list[Pending] = []
         self.scheduled = False
         self._lock = threading.Lock()
-        self._templates: dict[tuple[str, str, int], Template] = {}
-        self._durations: dict[int, bytes] = {}  # tenths of a millisecond: their text
-        self._pid = os.getpid()
+        self._templates = Templates(logger.name)
 
     def schedule(self) -> None:
         """schedule makes the event loop flush the queue FLUSH_AFTER seconds from now."""
@@ -114,60 +171,50 @@ class AccessSink:
         loop.call_later(FLUSH_AFTER, self.flush)
 
     def flush(self) -> None:
-        """flush formats the queued lines and writes them: one write to the console, one to the file."""
+        """flush formats the queued lines and writes them: one write to the console, one to the file.
+
+        A line is three parts on the console and six in the file (see `Template`): each line's time starts with the
+        end of the line before it, the first line's has it cut off, and the batch's last line ends on its own.
+        """
         with self._lock:
             self.scheduled = False
             pending, self.pending = self.pending, []
         if not pending:
             return
-        to_wall = time.time() - time.perf_counter()
-        stream, file = self.console, self.file
+        templates = self._templates
+        pid = os.getpid()
+        if pid != templates.pid:  # a forked process: its lines carry its own pid
+            templates.reset(pid)
+        to_wall = (time.time() - time.perf_counter()) * 1000.0  # milliseconds
         console: list[bytes] = []  # the parts of the console lines, joined once
         lines: list[bytes] = []  # and of the JSON lines
-        templates, pid = self._templates, os.getpid()
-        if pid != self._pid:  # a forked process: its lines carry its own pid
-            templates.clear()
-            self._pid = pid
-        base = following = 0.0  # the second the stamps below are of, and the next one (floats: compared to floats)
-        durations = self._durations
-        local_stamp = utc_stamp = b""
-        for end, status, method, path, seconds, rid in pending:
-            created = to_wall + end
-            if not base <= created < following:
-                base = float(int(created))
-                following = base + 1.0
-                local_stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(base)).encode()
-                utc_stamp = time.strftime('{"ts":"%Y-%m-%dT%H:%M:%S.', time.gmtime(base)).encode()
+        base = following = 0  # the millisecond the stamps below are of, and that of the next second
+        local = utc = b""
+        for end, start, status, method, path, rid in pending:
+            now = floor(end * 1000.0 + to_wall)  # milliseconds since the epoch (math.floor: int() costs more)
+            if not base <= now < following:
+                second = now // 1000
+                base, following = second * 1000, second * 1000 + 1000
+                local = b"\n" + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second)).encode()
+                utc = _JSON_END + time.strftime('{"ts":"%Y-%m-%dT%H:%M:%S.', time.gmtime(second)).encode()
+            to_console, message, fields = templates[method, path, status][floor((end - start) * 10000.0 + 0.5)]
+            console += (local, to_console, rid)
+            lines += (utc, _MILLIS[now - base], message, rid, fields, rid)  # truncated millis, as JsonFormatter's
+        console[0] = console[0][1:]
+        console.append(b"\n")
+        lines[0] = lines[0][len(_JSON_END) :]
+        lines.append(_JSON_END)
+        if self.console is not None:
             try:
-                to_console, json_head, json_tail = templates[method, path, status]
-            except KeyError:
-                if len(templates) >= TEMPLATES:  # paths are the client's to choose: keep the recent ones
-                    templates.clear()
-                to_console, json_head, json_tail = templates[method, path, status] = line_templates(
-                    method, path, status, self.logger.name, pid
-                )
-            tenths = int(seconds * 10000.0 + 0.5)  # of a millisecond
-            ms = durations.get(tenths)
-            if ms is None:
-                if len(durations) >= DURATIONS:
-                    durations.clear()
-                ms = durations[tenths] = b"%.1f" % (tenths / 10)
-            if stream is not None:
-                console += (local_stamp, to_console, ms, _MS_ID, rid, _NEWLINE)
-            if file is not None:
-                millis = _MILLIS[int((created - base) * 1000)]  # truncated, as JsonFormatter's %03d
-                lines += (utc_stamp, millis, json_head, ms, _MS_ID, rid, json_tail, ms, _JSON_RID, rid, _JSON_END)
-        if stream is not None:
-            try:
-                stream.write(b"".join(console).decode())
-                stream.flush()
+                self.console.write(b"".join(console).decode())
+                self.console.flush()
             except (OSError, ValueError):
                 pass  # a closed or broken console must not fail requests
-        if file is not None:
+        if self.file is not None:
             try:
-                file.write_line(b"".join(lines))
+                self.file.write_line(b"".join(lines))
             except OSError:
-                logging.getLogger("xcore.system").exception("cannot write request lines to %s", file.baseFilename)
+                logging.getLogger("xcore.system").exception("cannot write request lines to %s", self.file.baseFilename)
 
 
 SINK: AccessSink | None = None

@@ -101,7 +101,7 @@ def _whole_lines_end(handle: Any, size: int) -> int:
     while position > 0:
         start = max(0, position - 4096)
         handle.seek(start)
-        found = handle.read(position - start).rfind(b"\n")
+        found: int = handle.read(position - start).rfind(b"\n")
         if found >= 0:
             return start + found + 1
         position = start

@@ -1,8 +1,9 @@
 """Bundles: a plugin's zip, checked against every rule of plugins/README.md ("plugin.json") before any of its code runs.
 
-`inspect_bundle` reads only the zip's directory and plugin.json; `extract_bundle` then unpacks the checked
-entries into `<cache>/<id>-<version>-<sha256 prefix>/`, atomically (a temporary folder, then a rename), so a
-half-extracted bundle is never seen and the same zip is extracted once.
+`inspect_bundle` reads the zip's directory, plugin.json and the Python sources (which import only xcore.sdk from
+xcore: `contract.xcore_import`); `extract_bundle` then unpacks the checked entries into
+`<cache>/<id>-<version>-<sha256 prefix>/`, atomically (a temporary folder, then a rename), so a half-extracted
+bundle is never seen and the same zip is extracted once. The limits and names are the plugin contract's.
 
 Both raise only BundleError for a zip that cannot be read, whatever `zipfile` or the disk raise underneath (a bad
 CRC, a bad local header, an unsupported method, an encrypted entry, truncated data, a zlib error, a size other
@@ -29,22 +30,21 @@ from pathlib import Path, PurePosixPath
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from xcore.errors import XcoreError
+from xcore.errors import FieldProblem, RequestError
+from xcore.plugins.contract import (
+    COMPRESSION_METHODS,
+    DEFAULT_ENTRY,
+    MAX_ENTRIES,
+    MAX_RATIO,
+    MAX_UNCOMPRESSED,
+    RATIO_FLOOR,
+    SOURCE_SUFFIXES,
+    xcore_import,
+)
+from xcore.plugins.contract import MANIFEST_FILE as MANIFEST
 from xcore.plugins.leftovers import EXTRACT_PREFIX
-from xcore.plugins.manifest import CORE_PREFIXES, DEFAULT_ENTRY, Manifest, overlaps, parse_manifest
+from xcore.plugins.manifest import CORE_PREFIXES, Manifest, overlaps, parse_manifest
 
-MAX_ENTRIES = 5_000
-MAX_UNCOMPRESSED = 200 * 1024 * 1024
-MAX_RATIO = 100
-# Below this many uncompressed bytes the ratio is not checked: a few kB of blank lines compress 1000:1.
-RATIO_FLOOR = 1024 * 1024
-MANIFEST = "plugin.json"
-METHODS = {
-    zipfile.ZIP_STORED: "stored",
-    zipfile.ZIP_DEFLATED: "deflate",
-    zipfile.ZIP_BZIP2: "bzip2",
-    zipfile.ZIP_LZMA: "lzma",
-}
 # What `zipfile` raises for an entry it cannot read once the central directory was read (bz2 raises OSError).
 READ_ERRORS = (
     zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError, ValueError,
@@ -54,15 +54,20 @@ READ_ERRORS = (
 HOST_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.EMFILE}
 
 
-class BundleError(XcoreError):
-    """BundleError is a bundle that breaks a rule; `rule` names it, and `entry` the zip entry at fault."""
+class BundleError(RequestError):
+    """BundleError is a bundle that breaks a rule (status 422); `rule` names it, `entry` the zip entry at fault and
+    `reason` what is wrong with it. The problem document carries `rule` and `entry` as members too."""
 
-    exit_code = 2
+    status = 422
 
-    def __init__(self, bundle: str, rule: str, detail: str, entry: str | None = None) -> None:
+    def __init__(self, bundle: str, rule: str, reason: str, entry: str | None = None) -> None:
         where = f" (entry {entry!r})" if entry else ""
-        super().__init__(f"bundle {bundle}: {rule}: {detail}{where}")
-        self.bundle, self.rule, self.detail, self.entry = bundle, rule, detail, entry
+        super().__init__(
+            f"bundle {bundle}: {rule}: {reason}{where}",
+            fields=[FieldProblem(entry, reason, rule)],
+            extra={"rule": rule, "entry": entry},
+        )
+        self.bundle, self.rule, self.reason, self.entry = bundle, rule, reason, entry
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,7 @@ def inspect_bundle(
     _check_prefix(name, manifest, taken_prefixes or {})
     if f"{root}{manifest.entry}.py" not in entries and f"{root}{manifest.entry}/__init__.py" not in entries:
         raise BundleError(name, "entry-missing", f"the entry module {manifest.entry!r} is not in the zip")
+    _check_imports(name, data, root, entries)
     return Bundle(path, manifest, digest, root, entries)
 
 
@@ -147,8 +153,8 @@ def _check_entry(bundle: str, info: zipfile.ZipInfo) -> None:
         raise BundleError(bundle, "encrypted", "encrypted entries cannot be read; zip it without a password", entry)
     if info.flag_bits & 0x20:
         raise BundleError(bundle, "compression-method", "compressed patched data (flag bit 5) is not supported", entry)
-    if info.compress_type not in METHODS:
-        methods = ", ".join(METHODS.values())
+    if info.compress_type not in COMPRESSION_METHODS:
+        methods = ", ".join(COMPRESSION_METHODS.values())
         raise BundleError(
             bundle, "compression-method", f"method {info.compress_type} is not supported; use {methods}", entry
         )
@@ -172,6 +178,23 @@ def _check_paths(bundle: str, infos: list[zipfile.ZipInfo]) -> None:
     for info in infos:
         if not info.is_dir() and str(PurePosixPath(info.filename.casefold())) in folders:
             raise BundleError(bundle, "duplicate-entry", "this path is a file and a folder", entry=info.filename)
+
+
+def _check_imports(bundle: str, data: bytes, root: str, entries: tuple[str, ...]) -> None:
+    """_check_imports refuses (rule `imports-xcore`) a bundle whose Python source imports an xcore module other than
+    xcore.sdk, naming the file, the line and the module."""
+    sources = sorted(e for e in entries if e.lower().endswith(SOURCE_SUFFIXES))
+    if not sources:
+        return
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:  # the bytes inspect_bundle read, checked already
+        for entry in sources:
+            try:
+                source = archive.read(entry)
+            except READ_ERRORS as exc:
+                raise BundleError(bundle, "corrupt-entry", _unreadable(exc), entry=entry) from None
+            refusal = xcore_import(source, entry[len(root) :])
+            if refusal:
+                raise BundleError(bundle, "imports-xcore", refusal)
 
 
 def _root(bundle: str, names: list[str]) -> str:

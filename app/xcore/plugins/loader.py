@@ -4,7 +4,9 @@ Every load gets a new package name (`xcore_plugin_<id>_<n>`), so a new version i
 the old one still serves, and nothing of the old one is reused by accident. Modules inside a bundle import each
 other relatively (`from . import models`). `unload_modules` drops a retired load's modules from `sys.modules`.
 
-Nothing here touches the web app or the database: the manager mounts `LoadedPlugin.mount` and runs the hooks.
+Every name read from the entry module (`router`, the hooks), the config files, the static folder and the time a
+hook may take are the plugin contract's (`xcore.plugins.contract`). Nothing here touches the web app or the
+database: the manager mounts `LoadedPlugin.mount` and runs the hooks.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ from litestar.static_files import create_static_files_router
 from xcore.auth.builtin import PERMISSIONS
 from xcore.build import frozen
 from xcore.errors import XcoreError
+from xcore.plugins import contract
+from xcore.plugins.contract import CONFIG_FILES, CTX, HOOK_NAMES, HOOK_TIMEOUT, ROUTER, STATIC_FOLDER, xcore_import
 from xcore.plugins.manifest import Manifest
+from xcore.plugins.pack import python_sources
 from xcore.sdk import PluginContext, TaskSpec
 from xcore.tasks.schedule import cron_check
 
 _numbers = itertools.count(1)
-CONFIG_FILES = ("config.yaml", "config.yml", "config.json")
-# Seconds an import or an on_load/on_unload may take before the version is failed (its thread is abandoned).
-HOOK_TIMEOUT = 30.0
 
 
 class PluginLoadError(XcoreError):
@@ -78,7 +80,7 @@ class LoadedPlugin:
 
 
 def read_defaults(folder: Path) -> dict[str, Any]:
-    """read_defaults reads the bundle's default settings (config.yaml, config.yml or config.json); {} if none."""
+    """read_defaults reads the bundle's default settings from the first of CONFIG_FILES it has; {} if none."""
     for name in CONFIG_FILES:
         path = folder / name
         if not path.is_file():
@@ -102,8 +104,11 @@ def import_plugin(
 ) -> LoadedPlugin:  # fmt: skip
     """import_plugin imports the entry module of `folder` under a new package name and collects its parts.
 
-    Raises PluginLoadError naming the file and line at fault. Runs in a worker thread: imports may be slow.
+    Raises PluginLoadError naming the file and line at fault. Runs in a worker thread: imports may be slow. A dev
+    folder's sources are checked first, as `inspect_bundle` checks a zip's: they import only xcore.sdk from xcore.
     """
+    if dev:
+        _check_imports(folder)
     package = f"xcore_plugin_{manifest.id}_{next(_numbers)}"
     spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
     spec.submodule_search_locations = [str(folder)]
@@ -128,13 +133,26 @@ def import_plugin(
             context=context,
             mount=_mount(manifest, module, folder, context),
             tasks=_tasks(manifest, package),
-            on_load=_hook(module, "on_load"),
-            on_unload=_hook(module, "on_unload"),
+            on_load=_hook(module, contract.on_load.__name__),
+            on_unload=_hook(module, contract.on_unload.__name__),
             dev=dev,
         )
     except BaseException:
         unload_modules(package)
         raise
+
+
+def _check_imports(folder: Path) -> None:
+    """_check_imports raises PluginLoadError when a Python source of `folder` imports xcore other than xcore.sdk."""
+    for path in python_sources(folder):
+        relative = path.relative_to(folder).as_posix()
+        try:
+            source = path.read_bytes()
+        except OSError as exc:
+            raise PluginLoadError(f"{relative}: cannot be read ({exc.strerror or exc})") from None
+        refusal = xcore_import(source, relative)
+        if refusal:
+            raise PluginLoadError(refusal)
 
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
@@ -169,7 +187,7 @@ def _fresh_sources(folder: Path) -> None:
 
 def _mount(manifest: Manifest, module: ModuleType, folder: Path, ctx: PluginContext) -> Router:
     """_mount wraps the plugin's routes in a Router at its prefix that provides `ctx` and sets its OpenAPI tags."""
-    declared = getattr(module, "router", None)
+    declared = getattr(module, ROUTER, None)
     handlers: list[Any]
     if declared is None:
         handlers = []
@@ -178,12 +196,12 @@ def _mount(manifest: Manifest, module: ModuleType, folder: Path, ctx: PluginCont
     elif isinstance(declared, list | tuple) and all(isinstance(h, BaseRouteHandler | Router) for h in declared):
         handlers = list(declared)
     else:
-        raise PluginLoadError(
-            f"{manifest.entry}.py: `router` must be a Router or a list of route handlers, not {type(declared).__name__}"
-        )
-    static = folder / "static"
+        what = f"a Router or a list of route handlers, not {type(declared).__name__}"
+        raise PluginLoadError(f"{manifest.entry}.py: `{ROUTER}` must be {what}")
+    static = folder / STATIC_FOLDER
     if static.is_dir():
-        handlers.append(create_static_files_router(path="/static", directories=[static], include_in_schema=False))
+        files = create_static_files_router(path=f"/{STATIC_FOLDER}", directories=[static], include_in_schema=False)
+        handlers.append(files)
 
     def provide_ctx() -> PluginContext:
         return ctx
@@ -191,7 +209,7 @@ def _mount(manifest: Manifest, module: ModuleType, folder: Path, ctx: PluginCont
     return Router(
         path=manifest.prefix,
         route_handlers=handlers,
-        dependencies={"ctx": Provide(provide_ctx, use_cache=True, sync_to_thread=False)},
+        dependencies={CTX: Provide(provide_ctx, use_cache=True, sync_to_thread=False)},
         tags=manifest.tags or [manifest.id],
     )
 
@@ -232,9 +250,14 @@ def _hook(module: ModuleType, name: str) -> Callable[..., Any] | None:
     return hook
 
 
-async def run_hook(plugin: LoadedPlugin, name: str) -> None:
-    """run_hook calls `on_load(ctx)` or `on_unload(ctx)`, sync ones in a worker thread; raises PluginLoadError."""
-    hook = plugin.on_load if name == "on_load" else plugin.on_unload
+async def run_hook(plugin: LoadedPlugin, spec: Callable[..., Any] | str) -> None:
+    """run_hook calls the plugin's hook `spec` (a hook of the contract, `contract.on_load` or `contract.on_unload`,
+    or its name) with its context, a sync one in a worker thread; raises PluginLoadError on a failure or past
+    HOOK_TIMEOUT, and ValueError for a name that is not a hook of the contract."""
+    name = spec if isinstance(spec, str) else spec.__name__
+    if name not in HOOK_NAMES:
+        raise ValueError(f"{name!r} is not a hook of the plugin contract ({', '.join(HOOK_NAMES)})")
+    hook = plugin.on_load if name == contract.on_load.__name__ else plugin.on_unload
     if hook is None:
         return
 

@@ -1,4 +1,8 @@
-"""plugin.json, the manifest of a bundle (plugins/README.md, "plugin.json"), and its checks."""
+"""plugin.json, the manifest of a bundle (plugins/README.md, "plugin.json"), and its checks.
+
+Its keys, which are required, their types and the contract versions are `xcore.plugins.contract`'s; `Manifest`
+adds the formats (patterns, versions, specifiers) and the defaults the host fills in.
+"""
 
 import re
 import unicodedata
@@ -11,9 +15,9 @@ from packaging.version import InvalidVersion, Version
 
 from xcore.auth.builtin import PERMISSIONS
 from xcore.config.schema import PERMISSION_NAME
+from xcore.plugins.contract import CONTRACT, CONTRACTS, DEFAULT_ENTRY, MANIFEST_FILE, MANIFEST_KEYS, PLUGIN_ID
 
-DEFAULT_ENTRY = "run"
-PLUGIN_ID = r"^[a-z][a-z0-9_]{1,39}$"
+KEYS = {key.name: key for key in MANIFEST_KEYS}
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The core's URL prefixes: no plugin may take them, or anything under them.
 CORE_PREFIXES = ("/api", "/admin", "/docs", "/redoc", "/openapi.json", "/schema", "/static", "/health")
@@ -33,13 +37,23 @@ RESERVED_IDS: dict[str, str] = {
 # file name and a log line), line and paragraph separators, and the bidirectional overrides that make text
 # display other than it reads.
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# The words for a key's JSON Schema type in a message: "tags takes a list".
+TYPE_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "an object (a mapping)",
+}
 
 
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Manifest is a bundle's plugin.json. Unknown keys are refused, so a typo is an error, not a silent default."""
+    """Manifest is a bundle's plugin.json: one field per key of `MANIFEST_KEYS`, with its default. Unknown keys are
+    refused, so a typo is an error, not a silent default."""
 
     id: Annotated[str, Meta(pattern=PLUGIN_ID)]
     version: str
+    contract: int = CONTRACT
     name: str | None = None
     author: str | None = None
     description: str | None = None
@@ -60,16 +74,22 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
 def parse_manifest(raw: bytes, default_entry: str = DEFAULT_ENTRY) -> tuple[Manifest | None, str]:
     """parse_manifest returns (manifest, "") or (None, what is wrong, naming the key).
 
-    A manifest that names no `entry` gets `default_entry` (the host's `manager.plugins.entry_point`).
+    A manifest that names no `entry` gets `default_entry` (the host's `manager.plugins.entry_point`). The
+    `contract` is checked first: a later contract may have keys this xcore does not know.
     """
     try:
-        manifest = msgspec.json.decode(raw, type=Manifest)
-        if manifest.entry is None:
-            manifest = msgspec.structs.replace(manifest, entry=default_entry)
-    except msgspec.ValidationError as exc:
-        return None, str(exc).replace("`", "").replace("$.", "")
+        data = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         return None, f"not valid JSON: {exc}"
+    problem = _keys_problem(data) if isinstance(data, dict) else None
+    if problem:
+        return None, problem
+    try:
+        manifest = msgspec.convert(data, Manifest)
+    except msgspec.ValidationError as exc:
+        return None, _type_problem(exc)
+    if manifest.entry is None:
+        manifest = msgspec.structs.replace(manifest, entry=default_entry)
     problem = _text_problem(manifest)
     if problem:
         return None, problem
@@ -101,6 +121,32 @@ def parse_manifest(raw: bytes, default_entry: str = DEFAULT_ENTRY) -> tuple[Mani
         if not re.match(r"^(/[a-z0-9][a-z0-9_.-]*)+$", prefix):
             return None, f"api_prefix: {prefix!r} must be a path such as /app/notes (lowercase, no trailing /)"
     return manifest, ""
+
+
+def _keys_problem(data: dict[str, object]) -> str | None:
+    """_keys_problem names a contract this xcore does not support, an unknown key or a missing required one."""
+    contract = data.get("contract", CONTRACT)
+    supported = ", ".join(str(c) for c in CONTRACTS)
+    if not isinstance(contract, int) or isinstance(contract, bool):
+        return f"contract: {contract!r} is not a contract version; write an integer such as {CONTRACT}"
+    if contract not in CONTRACTS:
+        return f"contract: {contract} is not a contract this xcore supports (it supports {supported}); upgrade xcore"
+    for name in data:
+        if name not in KEYS:
+            return f"unknown field {name}; the keys of {MANIFEST_FILE} are {', '.join(KEYS)}"
+    for key in MANIFEST_KEYS:
+        if key.required and key.name not in data:
+            return f"missing required field {key.name}"
+    return None
+
+
+def _type_problem(exc: msgspec.ValidationError) -> str:
+    """_type_problem is msgspec's message, with the key it names and the type that key takes."""
+    text = str(exc)
+    found = re.search(r"at `\$\.(\w+)`$", text)  # the key itself, not an item inside it
+    text = text.replace("`", "").replace("$.", "")
+    key = KEYS.get(found.group(1)) if found else None
+    return f"{text}; {key.name} takes {TYPE_WORDS[key.type]}" if key and text.startswith("Expected") else text
 
 
 def _text_problem(manifest: Manifest) -> str | None:

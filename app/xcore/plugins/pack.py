@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from xcore.plugins.bundle import MANIFEST, BundleError, inspect_bundle
-from xcore.plugins.manifest import DEFAULT_ENTRY, Manifest, parse_manifest
+from xcore.plugins.bundle import BundleError, inspect_bundle
+from xcore.plugins.contract import DEFAULT_ENTRY, SOURCE_SUFFIXES
+from xcore.plugins.contract import MANIFEST_FILE as MANIFEST
+from xcore.plugins.manifest import Manifest, parse_manifest
 
 EXCLUDED_DIRS = frozenset(
     {"__pycache__", ".git", ".hg", ".svn", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv"}
@@ -92,7 +94,15 @@ def _collect(folder: Path, out_dir: Path, plugin_id: str) -> Iterator[tuple[str,
                 yield _zip_name(folder, relative), path
 
 
-def _skipped_dir(path: Path, out: Path) -> bool:
+def python_sources(folder: Path) -> Iterator[Path]:
+    """python_sources yields, sorted, the Python source files a bundle packed from `folder` would hold."""
+    for current, dirs, names in os.walk(folder):
+        here = Path(current)
+        dirs[:] = sorted(d for d in dirs if not _skipped_dir(here / d))
+        yield from (here / name for name in sorted(names) if name.lower().endswith(SOURCE_SUFFIXES))
+
+
+def _skipped_dir(path: Path, out: Path | None = None) -> bool:
     """_skipped_dir is true for caches, version control, virtual environments and the output folder."""
     if path.is_symlink():
         return False  # reported as a symlink by _collect
@@ -141,4 +151,4 @@ def _inspect(tmp: Path, name: str, host_version: str) -> None:
     except BundleError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise BundleError(name, exc.rule, exc.detail, exc.entry) from None
+        raise BundleError(name, exc.rule, exc.reason, exc.entry) from None

@@ -14,7 +14,8 @@ from pathlib import Path
 from xcore import __version__
 from xcore.build import python_command, self_command, shell_line
 from xcore.errors import XcoreError
-from xcore.plugins.manifest import PLUGIN_ID, RESERVED_IDS
+from xcore.plugins.contract import CONFIG_FILES, DEFAULT_ENTRY, MANIFEST_FILE, PLUGIN_ID
+from xcore.plugins.manifest import RESERVED_IDS
 
 
 class ScaffoldError(XcoreError):
@@ -171,9 +172,9 @@ def _files(plugin_id: str) -> dict[str, str]:
         "requires": _requires(),
     }
     return {
-        "plugin.json": json.dumps(manifest, indent=2) + "\n",
-        "run.py": RUN_PY.format(**fields),
-        "config.yaml": CONFIG_YAML.format(**fields),
+        MANIFEST_FILE: json.dumps(manifest, indent=2) + "\n",
+        f"{DEFAULT_ENTRY}.py": RUN_PY.format(**fields),
+        CONFIG_FILES[0]: CONFIG_YAML.format(**fields),
         "tests/test_plugin.py": TEST_PY.format(**fields),
         "pytest.ini": PYTEST_INI,
         "README.md": README_MD.format(**fields),

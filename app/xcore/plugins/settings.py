@@ -1,4 +1,5 @@
-"""A plugin's settings: the defaults its bundle ships (config.yaml) with an admin's overrides merged on top.
+"""A plugin's settings: the defaults its bundle ships (the first of `contract.CONFIG_FILES` it has, read by the
+loader) with an admin's overrides merged on top.
 
 Overrides are checked against the defaults: a key the defaults do not have is refused, and so is a value whose
 type differs (an integer is accepted where the default is a float; a null default accepts any JSON value).

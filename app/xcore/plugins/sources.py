@@ -22,9 +22,10 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from xcore.plugins.bundle import MANIFEST as MANIFEST_NAME
 from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, inspect_bundle
-from xcore.plugins.manifest import DEFAULT_ENTRY, Manifest
+from xcore.plugins.contract import DEFAULT_ENTRY
+from xcore.plugins.contract import MANIFEST_FILE as MANIFEST_NAME
+from xcore.plugins.manifest import Manifest
 from xcore.plugins.pack import folder_manifest
 
 log = logging.getLogger("xcore.plugins")

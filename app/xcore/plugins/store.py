@@ -20,9 +20,9 @@ from sqlalchemy import delete, select
 
 from xcore.db.models import Permission, PluginState, SettingOverride
 from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, host_fault, inspect_bundle
+from xcore.plugins.contract import PLUGIN_ID
 from xcore.plugins.errors import PluginNotFound, PluginStorageError
 from xcore.plugins.leftovers import CACHE_FOLDER, TEMP_PREFIX
-from xcore.plugins.manifest import PLUGIN_ID
 from xcore.runtime import Runtime
 
 # A change to this file tells every worker to re-read the plugins' enabled flags and config overrides.
@@ -89,10 +89,10 @@ def install_bundle(runtime: Runtime, source: Path, *, name: str | None = None) -
     except BundleError as exc:
         if host_fault(exc):
             raise PluginStorageError(
-                f"cannot install {name or source.name}: {exc.detail}; free space or fix "
+                f"cannot install {name or source.name}: {exc.reason}; free space or fix "
                 f"the permissions of {cache_dir(runtime)}, then try again"
             ) from None
-        raise BundleError(name or source.name, exc.rule, exc.detail, exc.entry) from None
+        raise BundleError(name or source.name, exc.rule, exc.reason, exc.entry) from None
     manifest = checked.manifest
     folder = plugins_dir(runtime)
     target = folder / f"{manifest.id}-{manifest.version}.zip"
@@ -147,7 +147,7 @@ def _inspect_as(runtime: Runtime, source: Path, name: str) -> Bundle:
         probe = inspect_bundle(source, runtime.version, default_entry=entry)  # all but the prefixes, to learn the id
         return inspect_bundle(source, runtime.version, taken_prefixes(runtime, probe.manifest.id), entry)
     except BundleError as exc:
-        raise BundleError(name, exc.rule, exc.detail, exc.entry) from None
+        raise BundleError(name, exc.rule, exc.reason, exc.entry) from None
 
 
 def _entry(runtime: Runtime) -> str:

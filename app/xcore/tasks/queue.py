@@ -30,7 +30,7 @@ RECHECK = 2.0  # seconds after which an idle consumer queries the queue even if 
 QUEUE_NAME = "xcore"
 
 
-class NotifyingSqliteStorage(SqliteStorage):
+class NotifyingSqliteStorage(SqliteStorage):  # type: ignore[misc, unused-ignore]  # Huey has no type hints
     """NotifyingSqliteStorage is Huey's SQLite storage whose `dequeue` waits for `enqueue` instead of polling."""
 
     blocking = True  # tells Huey's worker threads not to sleep between empty dequeues: we wait here
@@ -91,7 +91,7 @@ class NotifyingSqliteStorage(SqliteStorage):
         return tuple(found)
 
 
-class XcoreHuey(SqliteHuey):
+class XcoreHuey(SqliteHuey):  # type: ignore[misc, unused-ignore]  # Huey has no type hints
     storage_class = NotifyingSqliteStorage
 
 

@@ -10,6 +10,9 @@ so xcore keeps its own clock:
 
 A paused task is not queued. The thread sleeps until the next due time (at most a second), so a run starts
 within milliseconds of its time. Only the lock holder runs it, so with several workers a task fires once.
+
+The schedule knows the task host only through the four functions it is given (which tasks are periodic, which
+are paused, when each was last queued, and how to queue one), so it imports nothing of the host.
 """
 
 from __future__ import annotations
@@ -17,18 +20,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from huey import crontab
-from sqlalchemy import func, select
 
-from xcore.db.models import TaskRun, as_utc
 from xcore.sdk import TaskSpec
-
-if TYPE_CHECKING:
-    from xcore.tasks.host import TaskHost
 
 log = logging.getLogger("xcore.tasks")
 CONTEXT = {"context": "tasks"}
@@ -59,11 +56,26 @@ def next_cron(check: Callable[[datetime], bool], after: float) -> float:
 
 
 class Schedule(threading.Thread):
-    """Schedule queues the periodic tasks of `host` when they are due, until `stop` is set."""
+    """Schedule queues periodic tasks when they are due, until `stop` is set.
 
-    def __init__(self, host: TaskHost, stop: threading.Event) -> None:
+    `periodic` returns the periodic tasks' declarations by name, with the paused flags reread; `is_paused` says
+    whether a task is paused; `last_queued` is when a task was last queued (None: never); `enqueue` queues a run.
+    """
+
+    def __init__(
+        self,
+        *,
+        periodic: Callable[[], Mapping[str, TaskSpec]],
+        is_paused: Callable[[str], bool],
+        last_queued: Callable[[str], datetime | None],
+        enqueue: Callable[[str], object],
+        stop: threading.Event,
+    ) -> None:
         super().__init__(name="xcore-task-schedule", daemon=True)
-        self.host = host
+        self.periodic = periodic
+        self.is_paused = is_paused
+        self.last_queued = last_queued
+        self.enqueue = enqueue
         self.stop = stop
         self.due: dict[str, float] = {}
         self._specs: dict[str, TaskSpec] = {}
@@ -79,8 +91,7 @@ class Schedule(threading.Thread):
 
     def tick(self, now: float) -> float:
         """tick queues what is due at `now`; returns the seconds until the next due time (at most MAX_SLEEP)."""
-        self.host.refresh_states()
-        periodic = {n: e.spec for n, e in list(self.host.registry.items()) if e.spec.cron or e.spec.every}
+        periodic = self.periodic()
         for name in set(self.due) - set(periodic):
             del self.due[name]
         for name, spec in periodic.items():
@@ -91,9 +102,9 @@ class Schedule(threading.Thread):
         for name, spec in periodic.items():
             due = self.due[name]
             if due <= now:
-                if not self.host.is_paused(name):
+                if not self.is_paused(name):
                     try:
-                        self.host.enqueue(name)
+                        self.enqueue(name)
                     except Exception:
                         log.exception("cannot queue periodic task %s", name, extra=CONTEXT)
                 due = self.due[name] = self._after(spec, due, now)
@@ -104,12 +115,10 @@ class Schedule(threading.Thread):
         if spec.cron:
             return next_cron(cron_check(spec.cron), now)
         assert spec.every is not None
-        with self.host.runtime.sessions() as session:
-            last = session.scalar(select(func.max(TaskRun.enqueued_at)).where(TaskRun.name == name))
+        last = self.last_queued(name)
         if last is None:
             return now
-        last_time = as_utc(last).timestamp()
-        return max(now, last_time + spec.every)
+        return max(now, last.timestamp() + spec.every)
 
     @staticmethod
     def _after(spec: TaskSpec, due: float, now: float) -> float:

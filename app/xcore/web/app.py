@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
@@ -26,13 +26,23 @@ if TYPE_CHECKING:
     from xcore.plugins.manager import PluginManager
 
 
+class Described(Protocol):
+    """Described is what /openapi.json asks for the document of what is served now (`web.plugin_apps`)."""
+
+    @property
+    def openapi(self) -> dict[str, Any] | None: ...
+
+
 def build_app(
-    runtime: Runtime, route_handlers: list[Any] | None = None, manager: PluginManager | None = None
+    runtime: Runtime,
+    route_handlers: list[Any] | None = None,
+    manager: PluginManager | None = None,
+    apps: Described | None = None,
 ) -> Litestar:
     """build_app returns a new app with the core routes plus `route_handlers` (the plugins' routers).
 
     `manager` is the worker's plugin manager, which the plugin admin routes use; without one (an app built
-    for a test) they answer 503.
+    for a test) they answer 503. `apps` are the worker's plugin apps, whose routes /openapi.json describes.
 
     Every route passes the access guard (ACCESS_RULES), which also puts every JSON body under the limits of
     `web.bodylimits`.
@@ -61,23 +71,26 @@ def build_app(
             *ui_handlers(),
         ],
     )
-    return _litestar(runtime, [core, *(route_handlers or [])], manager)
+    return _litestar(
+        runtime, [core, *(route_handlers or [])], State({"runtime": runtime, "plugins": manager, "apps": apps})
+    )
 
 
-def build_plugin_app(runtime: Runtime, mounts: list[Router], manager: PluginManager) -> Litestar:
-    """build_plugin_app returns the app of the plugins' routes alone, each Router mounted at its prefix.
+def build_plugin_app(runtime: Runtime, mounts: list[Router], manager: PluginManager | None) -> Litestar:
+    """build_plugin_app returns the app of plugin versions' routes (usually one version's), each Router mounted
+    at its prefix.
 
-    The worker serves it beside the core app (see `web.dispatch`), so a plugin change rebuilds only this small
-    app; it has the same access guard, error handling and OpenAPI settings as the core's.
+    The worker serves it beside the core app (see `web.dispatch`), so a change of a plugin rebuilds only its
+    small app; it has the same access guard, error handling and OpenAPI settings as the core's.
     """
-    return _litestar(runtime, list(mounts), manager)
+    return _litestar(runtime, list(mounts), State({"runtime": runtime, "plugins": manager, "apps": None}))
 
 
-def _litestar(runtime: Runtime, route_handlers: list[Any], manager: PluginManager | None) -> Litestar:
+def _litestar(runtime: Runtime, route_handlers: list[Any], state: State) -> Litestar:
     app = Litestar(
         route_handlers=route_handlers,
         openapi_config=openapi_config(),
-        state=State({"runtime": runtime, "plugins": manager}),
+        state=state,
         logging_config=None,
         exception_handlers={Exception: handle_exception},
         debug=False,

@@ -28,6 +28,7 @@ from xcore.runtime import Runtime, open_runtime
 from xcore.tasks.core import register_core_tasks
 from xcore.tasks.host import TaskHost
 from xcore.web.calls import direct
+from xcore.web.plugin_apps import plugin_switch
 from xcore.web.switch import ASGIApp, Switch
 
 WARM_UP_AFTER = 1.0  # seconds after a worker's start
@@ -36,8 +37,8 @@ WARM_UP = ("jwt",)  # PyJWT (with cryptography), which xcore.auth.tokens imports
 
 def warm_up_later(modules: tuple[str, ...] = WARM_UP, delay: float = WARM_UP_AFTER) -> threading.Timer:
     """warm_up_later imports `modules` in a background thread `delay` seconds from now: after the worker has
-    started serving, and before anyone can have typed a password, so neither the start (PyJWT costs about 60 ms)
-    nor the first login waits for them."""
+    started serving, and before anyone can have typed a password, so neither the start (PyJWT with cryptography
+    is a slow import) nor the first login waits for them."""
 
     def load() -> None:
         for name in modules:
@@ -72,7 +73,7 @@ def build_switch(runtime: Runtime, dev: list[Path]) -> Switch:
     tasks = TaskHost(runtime)
     manager = PluginManager(runtime, dev, tasks=tasks)
     register_core_tasks(tasks, manager.collect_garbage)
-    return Switch(startup=manager.start, shutdown=manager.stop)
+    return plugin_switch(runtime, manager)
 
 
 def behind_proxies(app: ASGIApp, trusted: list[str]) -> ASGIApp:

@@ -19,6 +19,7 @@ from msgspec import Struct
 
 from xcore.auth import audit
 from xcore.auth.errors import Conflict, NotFound
+from xcore.auth.permissions import sync_builtin
 from xcore.db.backup import backup_kind, backup_revision, backup_time, find_backup, list_backups, make_backup
 from xcore.db.engine import mask_url
 from xcore.db.restore import Restored, RestoreRefused, restore_live
@@ -145,7 +146,9 @@ async def restore(request: Request[Any, Any, Any], name: BackupName) -> RestoreO
     path = _find(runtime, name)
     keep = runtime.config.migration.backup.max_backup_files
     try:
-        done: Restored = await anyio.to_thread.run_sync(lambda: restore_live(db, path, runtime.backups_dir, keep))
+        done: Restored = await anyio.to_thread.run_sync(
+            lambda: restore_live(db, path, runtime.backups_dir, keep, prepare=sync_builtin)
+        )
     except RestoreRefused as exc:
         reason = str(exc)
         await anyio.to_thread.run_sync(lambda: _audit(request, "backup.restore_refused", name, reason=reason))

@@ -12,7 +12,7 @@ route's `data` as JSON whatever the header, and a plugin may decode the bytes it
 JSON is left to the handler, whose own validation says what is wrong with it. The check rides on the request's
 `receive` (`shape_checked`, which the access guard applies to every request with a body), so it adds no layer
 to the routes: a Litestar middleware would put a second error layer in front of every route, GETs included,
-which costs about 5% of the cheapest routes' throughput.
+which measurably slows the cheapest routes.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ class BodyShapeError(RequestError):
     """BodyShapeError is a JSON body past MAX_DEPTH (status 400) or MAX_ITEMS (status 413)."""
 
     def __init__(self, status: int, message: str, field: str) -> None:
-        super().__init__(message, field=field)
-        self.status = status
+        super().__init__(message, status=status, field=field)
 
 
 def check_shape(value: Any, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> None:

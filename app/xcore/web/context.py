@@ -26,6 +26,6 @@ def client_of(request: Request[Any, Any, Any]) -> Client:
 def actor(request: Request[Any, Any, Any], permission: str | None = None) -> Principal:
     """actor is the logged-in user the guard let through; with `permission`, they must also hold it."""
     principal: Principal = request.scope["user"]
-    if permission and not principal.is_superadmin and permission not in principal.permissions:
+    if permission and not principal.holds(permission):
         raise Forbidden(f"this needs the permission {permission}, which your roles do not grant")
     return principal

@@ -67,7 +67,7 @@ class ProblemsJsonRenderPlugin(JsonRenderPlugin):
     """ProblemsJsonRenderPlugin renders Litestar's own /schema/openapi.json with errors described as xcore
     sends them (`describe_problems`), as /openapi.json does."""
 
-    def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
         return self.render_json(request, describe_problems(openapi_schema))
 
 
@@ -80,9 +80,9 @@ def operation_id(route_handler: Any, http_method: str, path_components: list[Any
 
 
 def _page(path: str, plugin: OpenAPIRenderPlugin) -> HTTPRouteHandler:
-    # In a thread: the first call of a worker makes the core's document (about 0.1 s), and every call serializes it.
+    # In a thread: the first call of a worker makes the core's document, which is slow, and every call serializes it.
     @get(path, media_type=plugin.media_type, include_in_schema=False, sync_to_thread=True, name=f"docs:{path}")
-    def page(request: Request) -> Response[bytes]:
+    def page(request: Request[Any, Any, Any]) -> Response[bytes]:
         body = plugin.render(request, openapi_document(request))
         if plugin.media_type != "text/html":
             return Response(body, media_type=plugin.media_type)
@@ -96,8 +96,8 @@ def _page(path: str, plugin: OpenAPIRenderPlugin) -> HTTPRouteHandler:
 
 def openapi_document(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """openapi_document is what is mounted now: the core's routes with the current plugins' merged in."""
-    manager = request.app.state.get("plugins")
-    document = manager.openapi if manager is not None else None
+    apps = request.app.state.get("apps")
+    document = apps.openapi if apps is not None else None
     return document if document is not None else core_openapi(request.app)
 
 

@@ -11,7 +11,11 @@ Public routes that act on a cookie session (logout, refresh) check it themselves
 
 The hot path costs a rule lookup, a dict lookup for the verified token, an 8-byte read of the memory-mapped
 accounts epoch and a dict lookup for the user; the database is read only when an account changed (see
-`auth.principals`).
+`auth.principals`). A Bearer token the guard has admitted before costs less still (`AccessGuard.__call__`): it
+remembers the token's claims and the account it was checked against, and while the token has not expired and
+the account cache still holds that same account, only the rule is checked again. A cookie session's Cookie
+header is parsed once for all its requests (`parse_cookies`), and its login's CSRF token made once
+(`AccessGuard.csrf_token`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from http.cookies import SimpleCookie
 
 import anyio.to_thread
 import msgspec
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from xcore.auth.errors import AuthError, Forbidden, NotAuthenticated, SetupRequired
@@ -30,7 +35,7 @@ from xcore.auth.service import AuthService
 from xcore.auth.tokens import AccessClaims
 from xcore.web.bodylimits import BODY_METHODS, shape_checked
 from xcore.web.calls import direct
-from xcore.web.problems import PROBLEM_JSON, auth_problem
+from xcore.web.problems import PROBLEM_JSON, error_problem
 
 ACCESS_COOKIE = "xcore_access"
 REFRESH_COOKIE = "xcore_refresh"
@@ -39,6 +44,7 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+BEARERS_KEPT = 10_000  # Bearer tokens a guard remembers (see `AccessGuard.remember`); then it starts again
 SETUP_MESSAGE = "setup required: create the first account with POST /api/setup (the token is in <data>/setup-token)"
 
 
@@ -47,15 +53,21 @@ class AccessGuard:
 
     It sits before routing, so no route can escape it: core, plugin, static, mounted ASGI apps and websockets
     alike, and a path no route serves is refused like any other path no rule opens. (As Litestar middleware it
-    would also work, but Litestar then adds a second exception layer to every route, which cost 5% of the
-    throughput of the cheapest routes.) A refusal is answered here, as an RFC 9457 problem document.
+    would also work, but Litestar then adds a second exception layer to every route, which measurably slowed
+    the cheapest routes.) A refusal is answered here, as an RFC 9457 problem document.
     """
 
     def __init__(self, app: ASGIApp, auth: AuthService) -> None:
         self.inner = app  # what an admitted request goes to
-        self.app = direct(app)
+        self.app: ASGIApp = direct(app)
         self.auth = auth
         self.decided = auth.rules.decided
+        self.signer = auth.signer
+        self.principals = auth.principals
+        # The Authorization header of each Bearer token admitted from memory: its claims and the account it was
+        # checked against (see `remember`).
+        self.bearers: dict[bytes, tuple[AccessClaims, Principal]] = {}
+        self.csrf_tokens: dict[str, str] = {}  # by login family (see `csrf_token`)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # The fast path: a path seen before, already normalized, has its deciding rule on record. A public one,
@@ -69,15 +81,50 @@ class AccessGuard:
         rule = self.decided.get((path, method))
         if rule is not None and scope.get("root_path"):
             rule = None
-        if rule is not None and rule.public:
-            return self.app(scope, receive, send)
+        if rule is not None:
+            if rule.public:
+                return self.app(scope, receive, send)
+            # A Bearer token admitted before (`remember`): what `admit` would check again gives the same answer
+            # while the token has not expired and the account cache holds the very account it was checked
+            # against (an account change, in any process, or MAX_AGE drops that one), so only the rule is left.
+            # The first Authorization header is the one `credentials` reads; anything else goes the long way.
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    known = self.bearers.get(value)
+                    if known is not None:
+                        claims, principal = known
+                        if (
+                            claims.expires > self.signer.clock()
+                            and self.principals.cached(claims.user_id)[1] is principal
+                            and not principal.missing(rule)
+                        ):
+                            scope["user"] = principal
+                            scope["auth"] = claims
+                            return self.app(scope, receive, send)
+                    break
         try:
             admitted = self.admit(scope, path, method, rule)
         except AuthError as exc:
             return refuse(scope, send, exc)
         if admitted is False:
+            if "auth" in scope:
+                self.remember(scope)
             return self.app(scope, receive, send)
         return self.guarded(scope, receive, send, admitted)
+
+    def remember(self, scope: Scope) -> None:
+        """remember keeps the Bearer token of a request just admitted from memory, with the claims and account it
+        was checked against, for `__call__` to admit its next requests sooner. An account that must still enroll
+        in two-factor login is not kept: what it may reach depends on the path."""
+        principal: Principal = scope["user"]
+        if principal.needs_totp_enrollment:
+            return
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if len(self.bearers) >= BEARERS_KEPT:
+                    self.bearers.clear()
+                self.bearers[value] = (scope["auth"], principal)
+                return
 
     async def guarded(self, scope: Scope, receive: Receive, send: Send, admitted: bool | Awaitable[bool]) -> None:
         """guarded finishes what `admit` started: a cookie session passes the CSRF check, and an answer that needs
@@ -86,16 +133,27 @@ class AccessGuard:
         A safe request of a cookie session whose `xcore_csrf` cookie is missing or stale gets it set again."""
         try:
             via_cookie = admitted if type(admitted) is bool else await admitted
-            if via_cookie and scope["type"] == "http":
+            if via_cookie and scope["type"] == ScopeType.HTTP:
                 family = scope["auth"].family
                 if scope.get("method") not in SAFE_METHODS:
                     check_csrf(self.auth, scope, family)
-                elif cookie_value(scope, CSRF_COOKIE) != (token := self.auth.signer.csrf_token(family)):
+                elif cookie_value(scope, CSRF_COOKIE) != (token := self.csrf_token(family)):
                     send = with_cookie(send, csrf_cookie(token, scope.get("scheme") == "https"))
         except AuthError as exc:
             await refuse(scope, send, exc)
             return
         await self.app(scope, receive, send)
+
+    def csrf_token(self, family: str) -> str:
+        """csrf_token is the signer's CSRF token of the login `family` (`TokenSigner.csrf_token`), remembered: a
+        cookie session's every request compares its `xcore_csrf` cookie with it, and an HMAC costs more than
+        the rest of the check."""
+        token = self.csrf_tokens.get(family)
+        if token is None:
+            if len(self.csrf_tokens) >= BEARERS_KEPT:
+                self.csrf_tokens.clear()
+            token = self.csrf_tokens[family] = self.signer.csrf_token(family)
+        return token
 
     def admit(self, scope: Scope, path: str, method: str, rule: Rule | None) -> bool | Awaitable[bool]:
         """admit raises AuthError unless the request may proceed; returns whether it came with a cookie session.
@@ -148,10 +206,10 @@ class AccessGuard:
 
 async def refuse(scope: Scope, send: Send, exc: AuthError) -> None:
     """refuse answers a refused request: a problem document over HTTP, a policy-violation close on a websocket."""
-    if scope["type"] == "websocket":
+    if scope["type"] == ScopeType.WEBSOCKET:
         await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
         return
-    status, document, headers = auth_problem(exc)
+    status, document, headers = error_problem(exc)
     body = msgspec.json.encode(document)
     raw = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
@@ -200,13 +258,39 @@ def cookie_value(scope: Scope, name: str) -> str | None:
     found = [value for header, value in scope["headers"] if header == b"cookie"]  # HTTP/2 may send several
     if not found:
         return None
+    cookies = parse_cookies(found[0] if len(found) == 1 else b"; ".join(found))
+    return cookies.get(name) if cookies is not None else None
+
+
+COOKIE_HEADERS_KEPT = 512  # Cookie headers whose parse is remembered (see `parse_cookies`); then it starts again
+COOKIE_HEADER_KEPT = 4096  # bytes: a longer header is parsed each time
+_parsed_cookies: dict[bytes, dict[str, str] | None] = {}
+
+
+def parse_cookies(header: bytes) -> dict[str, str] | None:
+    """parse_cookies returns the cookies of a Cookie header by name, or None for a header that does not parse.
+    Callers must not change the answer: it is remembered for the header's next requests.
+
+    A browser sends the same header with each request, and `http.cookies` parses it about as slowly as Litestar
+    serves a whole request, so the last COOKIE_HEADERS_KEPT headers (up to COOKIE_HEADER_KEPT bytes) keep their
+    answer: it depends on the header's bytes alone.
+    """
+    try:
+        return _parsed_cookies[header]
+    except KeyError:
+        pass
     jar: SimpleCookie = SimpleCookie()
     try:
-        jar.load(b"; ".join(found).decode("latin-1"))
+        jar.load(header.decode("latin-1"))
     except Exception:  # http.cookies raises CookieError, or worse, on hostile headers
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel is not None else None
+        cookies = None
+    else:
+        cookies = {name: morsel.value for name, morsel in jar.items()}
+    if len(header) <= COOKIE_HEADER_KEPT:
+        if len(_parsed_cookies) >= COOKIE_HEADERS_KEPT:
+            _parsed_cookies.clear()
+        _parsed_cookies[header] = cookies
+    return cookies
 
 
 def _enrolling(path: str) -> bool:
@@ -255,12 +339,8 @@ def credentials(scope: Scope) -> tuple[str | None, bool]:
         if name == b"cookie":
             cookie_header = value
     if cookie_header is not None:
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(cookie_header.decode("latin-1"))
-        except Exception:  # http.cookies raises CookieError, or worse, on hostile headers
-            return None, False
-        morsel = jar.get(ACCESS_COOKIE)
-        if morsel is not None and morsel.value:
-            return morsel.value, True
+        cookies = parse_cookies(cookie_header)
+        access = cookies.get(ACCESS_COOKIE) if cookies is not None else None
+        if access:
+            return access, True
     return None, False

@@ -25,11 +25,14 @@ from msgspec import Meta, Struct
 from xcore.auth import audit
 from xcore.auth.builtin import manage_permission
 from xcore.db.models import PluginState
+from xcore.errors import FieldProblem
 from xcore.plugins.bundle import BundleError
 from xcore.plugins.errors import PluginConflict, PluginError, PluginNotFound, PluginStorageError, PluginUnavailable
-from xcore.plugins.manager import PluginManager, PluginView
+from xcore.plugins.leftovers import TEMP_PREFIX
+from xcore.plugins.manager import PluginManager
 from xcore.plugins.settings import override_problems, replace_overrides
-from xcore.plugins.store import TEMP_PREFIX, install_bundle, remove_plugin, signal_state_change
+from xcore.plugins.store import install_bundle, remove_plugin, signal_state_change
+from xcore.plugins.views import PluginView
 from xcore.runtime import Runtime
 from xcore.web.context import actor, client_of
 
@@ -237,8 +240,8 @@ async def put_config(request: Request[Any, Any, Any], plugin_id: PluginId, data:
     problems = override_problems(defaults, data.overrides)
     if problems:
         where, what = problems[0]
-        errors = [(f"overrides.{key}", message) for key, message in problems]
-        raise PluginError(f"overrides.{where}: {what}", field=f"overrides.{where}", errors=errors)
+        fields = [FieldProblem(f"overrides.{key}", message) for key, message in problems]
+        raise PluginError(f"overrides.{where}: {what}", field=f"overrides.{where}", fields=fields)
 
     def store() -> None:
         with manager.runtime.auth.transaction() as session:

@@ -1,6 +1,8 @@
 """Every error answer is an RFC 9457 problem document (`application/problem+json`) with a clear `detail`.
 
-Validation errors list the fields at fault in `errors`. A client's mistake is never a 500; an unexpected
+Every error of xcore's own that a request can meet is a `RequestError` (`xcore.errors`), answered one way: its
+status, title, detail, fields at fault (in `errors`) and extension members. Litestar's own exceptions are answered
+in the same shape, validation errors listing the fields at fault. A client's mistake is never a 500; an unexpected
 exception is logged with its traceback and answered with a plain 500 that carries only the request id.
 """
 
@@ -14,9 +16,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from xcore.auth.errors import AuthError, NotAuthenticated
-from xcore.errors import DatabaseError, RequestError
-from xcore.plugins.bundle import BundleError
+from xcore.errors import DatabaseError, FieldProblem, RequestError
 from xcore.web.schemas import ROW_ID_MAX
 
 log = logging.getLogger("xcore.api")
@@ -38,10 +38,16 @@ def problem(
 
 
 def problem_document(
-    status: int, detail: str, *, errors: list[dict[str, Any]] | None = None, **extra: Any
+    status: int, detail: str, *, errors: list[dict[str, Any]] | None = None, title: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """problem_document is the JSON of one problem: type, title (the HTTP phrase), status, detail, extensions."""
-    body: dict[str, Any] = {"type": "about:blank", "title": _phrase(status), "status": status, "detail": detail}
+    """problem_document is the JSON of one problem: type, title (by default the HTTP phrase), status, detail,
+    extensions."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or _phrase(status),
+        "status": status,
+        "detail": detail,
+    }
     if errors:
         body["errors"] = errors
     body.update(extra)
@@ -57,31 +63,47 @@ def _phrase(status: int) -> str:
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     """handle_exception turns any exception into a problem response; only unexpected ones are logged as errors."""
-    if isinstance(exc, AuthError):
-        status, document, headers = auth_problem(exc)
+    exc = client_mistake(exc) or exc
+    if isinstance(exc, RequestError):
+        status, document, headers = error_problem(exc)
         return Response(document, status_code=status, headers=headers, media_type=PROBLEM_JSON)
     if isinstance(exc, ValidationException):
         return _validation_problem(exc)
     if isinstance(exc, HTTPException):
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
-    if isinstance(exc, UnicodeDecodeError):  # Litestar lets it through from a body that is not UTF-8
-        return problem(400, "the request body is not valid UTF-8 text")
-    if isinstance(exc, OverflowError) and "SQLite INTEGER" in str(exc):
-        # sqlite3 cannot even bind an integer past 64 bits: a number the client sent (a plugin's `{id:int}` path
-        # parameter, a JSON field) that no row can have. The core's own id parameters are bounded already.
-        return problem(400, f"a number in the request is out of range (the largest is {ROW_ID_MAX})")
-    if isinstance(exc, BundleError):
-        errors = [{"field": exc.entry, "message": exc.detail, "rule": exc.rule}]
-        return problem(422, str(exc), errors=errors, rule=exc.rule, entry=exc.entry)
-    if isinstance(exc, RequestError):
-        fields = [{"field": field, "message": message} for field, message in exc.errors]
-        return problem(exc.status, str(exc), errors=fields or None)
-    if isinstance(exc, DatabaseError):
+    if isinstance(exc, DatabaseError):  # the server's own trouble, not the request's: logged, without a traceback
         log.error("database error in %s %s: %s", request.method, request.url.path, exc)
         return problem(503, str(exc))
     request_id = request.scope.get("state", {}).get("request_id")
     log.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "Internal server error", request_id=request_id)
+
+
+def error_problem(exc: RequestError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """error_problem is the status, problem document and headers that answer `exc`: its detail, its title (the
+    HTTP phrase unless it sets one), its fields at fault as `errors`, and its `extra` members."""
+    errors = [field_document(problem) for problem in exc.fields]
+    document = problem_document(exc.status, exc.detail, errors=errors, title=exc.title, **exc.extra)
+    return exc.status, document, dict(exc.headers)
+
+
+def field_document(problem: FieldProblem) -> dict[str, Any]:
+    """field_document is one entry of a problem document's `errors`: field and message, and rule when it has one."""
+    found: dict[str, Any] = {"field": problem.field, "message": problem.message}
+    if problem.rule is not None:
+        found["rule"] = problem.rule
+    return found
+
+
+def client_mistake(exc: Exception) -> RequestError | None:
+    """client_mistake is the RequestError for an exception of Python's own that a client's input caused, else None."""
+    if isinstance(exc, UnicodeDecodeError):  # Litestar lets it through from a body that is not UTF-8
+        return RequestError("the request body is not valid UTF-8 text")
+    if isinstance(exc, OverflowError) and "SQLite INTEGER" in str(exc):
+        # sqlite3 cannot even bind an integer past 64 bits: a number the client sent (a plugin's `{id:int}` path
+        # parameter, a JSON field) that no row can have. The core's own id parameters are bounded already.
+        return RequestError(f"a number in the request is out of range (the largest is {ROW_ID_MAX})")
+    return None
 
 
 # msgspec names the failing field as "... - at `$.roles[0]`", or "unknown field `rolez`".
@@ -98,15 +120,6 @@ _UNSUPPORTED = {
 def _field_of(message: str) -> str | None:
     found = _MSGSPEC_PATH.search(message) or _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
     return found.group(1) or None if found else None
-
-
-def auth_problem(exc: AuthError) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """auth_problem is the status, document and headers answering an AuthError (401s say how to authenticate)."""
-    headers = dict(exc.headers)
-    if isinstance(exc, NotAuthenticated):
-        headers.setdefault("WWW-Authenticate", 'Bearer realm="xcore"')
-    errors = [{"field": exc.field, "message": str(exc)}] if exc.field else None
-    return exc.status, problem_document(exc.status, str(exc), errors=errors, **exc.extra), headers
 
 
 def _validation_problem(exc: ValidationException) -> Response[dict[str, Any]]:

@@ -1,6 +1,7 @@
 """The Switch: the ASGI callable of a worker. It holds the current Litestar app and swaps in new ones.
 
-Litestar cannot unregister routes, so a plugin change builds a whole new app (plugins/README.md, "Lifecycle"). `swap_in(app)`:
+Litestar cannot unregister routes, so a plugin change builds a new app for that plugin and a new Dispatch over
+all of them (`web.plugin_apps`), and swaps the Dispatch in. `swap_in(app)`:
 
 1. starts the new app's lifespan in a task of its own (a Litestar app's startup and shutdown must run in the
    same asyncio task) and waits for its startup to complete; if startup fails, the old app keeps serving and

@@ -1,0 +1,155 @@
+"""What the admin API, the CLI and /health show of the plugins: one `PluginView` per plugin id.
+
+The views are made from one reconcile's facts: the scan of the folder, the enabled flags, the versions serving,
+and why other versions did not load (`Notes`). They are plain data, replaced as a whole after each reconcile,
+so a reader on another thread sees one reconcile's picture, never half of two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from packaging.version import Version
+
+from xcore.plugins.loader import LoadedPlugin
+from xcore.plugins.sources import Scan, Source
+from xcore.sdk import TaskSpec
+
+# Why versions did not load in the last reconcile: plugin id -> [(fingerprint or "", version, reason)].
+Notes = dict[str, list[tuple[str, str, str]]]
+
+
+@dataclass
+class PluginView:
+    """PluginView is what the admin API shows for one plugin id."""
+
+    id: str
+    state: str  # active | disabled | failed | pending
+    enabled: bool
+    version: str | None  # the version serving, else the newest one seen
+    error: str | None = None
+    name: str | None = None
+    description: str | None = None
+    author: str | None = None
+    prefix: str | None = None
+    source: str | None = None  # "zip" or "dev"
+    file: str | None = None
+    sha256: str | None = None
+    routes: list[str] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    permissions: list[str] = field(default_factory=list)
+    dependencies: dict[str, str] = field(default_factory=dict)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # the merged settings; GET .../config has the parts
+    serving: str | None = None  # the version serving now, None when none does
+    failed_versions: list[str] = field(default_factory=list)  # each failed version (a broken zip: its file name)
+    summary: str | None = None  # "serving 0.5.0, 0.6.0 failed"; None when nothing serves and nothing failed
+
+
+def plugin_views(
+    scan: Scan,
+    enabled: Mapping[str, bool],
+    loaded: Mapping[str, LoadedPlugin],
+    notes: Notes,
+    routes: Callable[[LoadedPlugin], list[str]],
+) -> dict[str, PluginView]:
+    """plugin_views are the views of every plugin id seen: in the folder, serving, or disabled."""
+    sources: dict[str, list[Source]] = {}
+    for source in scan.sources:
+        sources.setdefault(source.id, []).append(source)
+    ids = set(sources) | {p.plugin_id for p in scan.problems} | set(loaded)
+    ids |= {pid for pid, on in enabled.items() if not on}
+    return {
+        pid: _view(pid, sources.get(pid, []), scan, enabled.get(pid, True), loaded.get(pid), notes, routes)
+        for pid in sorted(ids)
+    }
+
+
+def _view(
+    pid: str,
+    found: list[Source],
+    scan: Scan,
+    enabled: bool,
+    serving: LoadedPlugin | None,
+    all_notes: Notes,
+    routes: Callable[[LoadedPlugin], list[str]],
+) -> PluginView:
+    sources = sorted(found, key=lambda s: (s.dev, s.version), reverse=True)
+    problems = [p for p in scan.problems if p.plugin_id == pid]
+    notes = [f"{version} failed: {reason}" if version else reason for _, version, reason in all_notes.get(pid, [])]
+    failures = {fingerprint: reason for fingerprint, _, reason in all_notes.get(pid, []) if fingerprint}
+    versions: list[dict[str, Any]] = []
+    for source in sources:
+        failed = failures.get(source.fingerprint)
+        if serving is not None and source.fingerprint == serving.fingerprint:
+            state = "active"
+        elif failed:
+            state = "failed"
+        elif not enabled:
+            state = "disabled"
+        elif serving is not None and source.version < Version(serving.version):
+            state = "superseded"
+        else:
+            state = "failed" if pid in all_notes else "pending"
+        versions.append(
+            {
+                "version": source.manifest.version,
+                "file": source.path.name,
+                "sha256": source.fingerprint,
+                "dev": source.dev,
+                "state": state,
+                "error": failed,
+            }
+        )
+    versions += [
+        {"version": None, "file": p.path.name, "sha256": None, "dev": False, "state": p.state, "error": p.error}
+        for p in problems
+    ]
+    shown = serving.manifest if serving else (sources[0].manifest if sources else None)
+    error: str | None
+    if not enabled:
+        state, error = "disabled", None
+    elif serving is not None:
+        state = "active"
+        error = f"{'; '.join(notes)}; serving {serving.version}" if notes else None
+        pending = [p for p in problems if p.state == "pending"]
+        if pending and not notes:
+            error = f"{pending[0].path.name} is pending: {pending[0].error}; serving {serving.version}"
+    elif notes or any(p.state == "failed" for p in problems):
+        state = "failed"
+        error = "; ".join(notes + [p.error for p in problems if p.state == "failed"])
+    else:
+        state, error = ("pending", problems[0].error) if problems else ("failed", "no bundle")
+    view = PluginView(id=pid, state=state, enabled=enabled, version=shown.version if shown else None, error=error)
+    view.versions = versions
+    view.serving = serving.version if serving is not None else None
+    view.failed_versions = [v["version"] or v["file"] for v in versions if v["state"] == "failed"]
+    view.summary = version_summary(view.serving, view.failed_versions)
+    if shown is not None:
+        view.name, view.description, view.author = shown.name, shown.description, shown.author
+        view.prefix, view.permissions = shown.prefix, list(shown.permissions)
+        view.dependencies = dict(shown.dependencies)
+    origin: Source | LoadedPlugin | None = serving or (sources[0] if sources else None)
+    if origin is not None:
+        view.source = "dev" if origin.dev else "zip"
+        path = origin.source if isinstance(origin, LoadedPlugin) else origin.path
+        view.file, view.sha256 = path.name, (None if origin.dev else origin.fingerprint)
+    if serving is not None:
+        view.routes = routes(serving)
+        view.tasks = [task_view(name, spec) for name, spec in serving.task_specs().items()]
+        view.config = dict(serving.context.config)
+    return view
+
+
+def version_summary(serving: str | None, failed: list[str]) -> str | None:
+    """version_summary says in words which version serves and which failed: "serving 0.5.0, 0.6.0 failed"."""
+    parts = ([f"serving {serving}"] if serving else []) + [f"{version} failed" for version in failed]
+    return ", ".join(parts) or None
+
+
+def task_view(name: str, spec: TaskSpec) -> dict[str, Any]:
+    """task_view is how the admin API lists one of a plugin's tasks."""
+    kind = "periodic" if spec.cron or spec.every else "task"
+    return {"name": name, "kind": kind, "cron": spec.cron, "every": spec.every}

@@ -1,0 +1,98 @@
+"""The test tiers: `python3 tasks.py test --fast` runs the unit tier, without the browser, desktop, release and
+end-to-end tiers, and installs only what that tier needs; `python3 tasks.py test` runs everything, as CI does."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from conftest import CLEAN_ENV, TIER_OF_FIXTURE
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tasks() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tasks_runner", ROOT / "tasks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def registered_markers() -> set[str]:
+    pytest_options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    return {line.split(":")[0].strip() for line in pytest_options["markers"]}
+
+
+def test_every_tier_is_a_registered_marker(tasks: ModuleType) -> None:
+    tiers = set(tasks.SLOW_TIERS.split(" or "))
+    assert tiers == {"browser", "desktop", "release", "e2e"}
+    assert tiers <= registered_markers()
+    assert set(TIER_OF_FIXTURE.values()) <= tiers
+
+
+def test_fast_runs_the_unit_tier_in_two_processes_unless_told_otherwise(tasks: ModuleType) -> None:
+    python = str(tasks.venv_bin("python"))
+    assert tasks.pytest_command([], fast=True) == [
+        python,
+        "-m",
+        "pytest",
+        "-m",
+        "not (browser or desktop or release or e2e)",
+        "-n",
+        "2",
+        "--dist",
+        "loadfile",
+    ]
+    assert tasks.pytest_command(["tests/test_totp.py"], fast=False) == [
+        python,
+        "-m",
+        "pytest",
+        *tasks.PARALLEL,
+        "tests/test_totp.py",
+    ]
+    # The arguments may choose the processes themselves, and a -m of their own wins (pytest takes the last).
+    assert tasks.pytest_command(["-n", "0", "-x"], fast=False) == [python, "-m", "pytest", "-n", "0", "-x"]
+    assert tasks.pytest_command(["-p", "no:xdist"], fast=False) == [python, "-m", "pytest", "-p", "no:xdist"]
+    assert tasks.pytest_command(["-m", "e2e"], fast=True)[-2:] == ["-m", "e2e"]
+
+
+def test_fast_installs_only_what_the_unit_tier_needs(tasks: ModuleType) -> None:
+    assert tasks.APT_FOR_UNIT_TESTS == {"redis-server": "redis-server"}
+    assert tasks.APT_FOR_UNIT_TESTS.items() <= tasks.APT_FOR_TEST.items()
+    assert {"chromium", "Xvfb"} <= tasks.APT_FOR_TEST.keys()
+
+
+def test_a_test_is_put_in_its_tier_by_the_fixtures_it_uses() -> None:
+    """tests/conftest.py marks a test by the fixtures it uses, directly or through other fixtures: a browser page,
+    an X display, a real server. What uses none of them is in the unit tier."""
+    files = ["tests/test_setup.py", "tests/test_desktop.py", "tests/test_ui_accounts.py"]
+    slow = collected(files, "browser or desktop or e2e")
+    assert "tests/test_setup.py::test_real_server_makes_a_new_token_at_each_start_before_setup" in slow  # start_server
+    window = "test_first_run_opens_setup_and_a_second_launch_focuses_the_first_instead_of_serving"
+    assert f"tests/test_desktop.py::{window}" in slow  # launch, through display
+    assert "tests/test_ui_accounts.py::test_two_factor_login_on_my_account" in slow  # page, through chromium
+    # In the unit tier:
+    assert "tests/test_setup.py::test_no_default_credentials" not in slow
+    assert "tests/test_desktop.py::test_without_a_display_it_says_so_in_one_line_and_exits_2" not in slow
+
+
+def collected(files: list[str], tiers: str) -> set[str]:
+    """collected lists the tests of `files` that pytest selects with `-m tiers`, collecting them in a new process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "-m", tiers, *files],
+        cwd=ROOT,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return {line for line in done.stdout.splitlines() if "::" in line}
