@@ -1199,3 +1199,35 @@ def test_an_upload_the_disk_cannot_take_is_a_507_that_names_the_disk_and_writes_
     assert [p.name for p in host.folder.iterdir() if p.name != ".xcore-state"] == []
     monkeypatch.undo()
     assert upload(host, make_zip(host.staging, "demo", "1.0.0", route("x"))).status_code == 201
+
+
+def test_a_load_never_trips_over_imports_in_other_threads(tmp_path: Path) -> None:
+    """A worker imports in other threads while it loads a plugin (its warm-up, handlers): the loader's walks over
+    `sys.path_importer_cache` and `sys.modules` must not fail with "dictionary changed size during iteration",
+    as one did in CI. The thread switch interval is made tiny so that the walks are interrupted often."""
+    stop = threading.Event()
+
+    def churn() -> None:
+        n = 0
+        while not stop.is_set():
+            sys.path_importer_cache[f"/xcore-test-churn/{n % 50}"] = None
+            sys.path_importer_cache.pop(f"/xcore-test-churn/{(n + 25) % 50}", None)
+            sys.modules[f"xcore_test_churn_{n % 50}"] = sys
+            sys.modules.pop(f"xcore_test_churn_{(n + 25) % 50}", None)
+            n += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(300):
+            loader._fresh_sources(tmp_path)
+            loader.unload_modules("xcore_test_churn_0")
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+        for n in range(50):
+            sys.path_importer_cache.pop(f"/xcore-test-churn/{n}", None)
+            sys.modules.pop(f"xcore_test_churn_{n}", None)

@@ -181,8 +181,9 @@ def _fresh_sources(folder: Path) -> None:
     if _dev_path_hook not in sys.path_hooks:
         sys.path_hooks.insert(0, _dev_path_hook)
     _dev_roots.add(folder)
-    for entry in [e for e in sys.path_importer_cache if Path(e) == folder or Path(e).is_relative_to(folder)]:
-        del sys.path_importer_cache[entry]  # drops stale finders and their cached directory listings
+    # list() copies the keys in one step: other threads import meanwhile (the worker's warm-up, handlers).
+    for entry in [e for e in list(sys.path_importer_cache) if Path(e) == folder or Path(e).is_relative_to(folder)]:
+        sys.path_importer_cache.pop(entry, None)  # drops stale finders and their cached directory listings
 
 
 def _mount(manifest: Manifest, module: ModuleType, folder: Path, ctx: PluginContext) -> Router:
@@ -283,8 +284,8 @@ async def run_hook(plugin: LoadedPlugin, spec: Callable[..., Any] | str) -> None
 
 def unload_modules(package: str) -> None:
     """unload_modules forgets every module of one load, so a retired version can be freed."""
-    for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
-        del sys.modules[name]
+    for name in [n for n in list(sys.modules) if n == package or n.startswith(package + ".")]:
+        sys.modules.pop(name, None)  # list(): another thread may import while this runs
 
 
 def _import_failure(exc: BaseException, folder: Path) -> str:
