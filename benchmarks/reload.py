@@ -7,7 +7,9 @@ one worker and a fresh data dir holding N plugins: N-1 idle ones (`filler001`...
 
 - start: the time from starting `xcore serve` until /health answers, and until every plugin's route does;
 - the worker's RSS once all are served, and from it the RSS per installed idle plugin (against N=1);
-- the throughput of the plugin route (`--connections` clients for `--seconds` seconds, no reload);
+- the throughput of the plugin route (`--connections` clients for `--seconds` seconds, no reload): the
+  requests/s, which the Python clients on the same machine limit, and the worker's CPU time per request,
+  whose ratio (1 plugin's over N plugins', higher is better) says what N plugins cost a request;
 - reloads: `reloadbench.zip` is rewritten in place with a new version each time, the way `cp` would; one
   reload's latency is the time from the moment the new file is closed until the first response from the new
   version (polled every 5 ms). Meanwhile the clients keep requests going on the plugin route and on /health,
@@ -85,6 +87,15 @@ def worker_pids(pid: int) -> list[int]:
     """worker_pids are the Granian worker processes of the server `pid` (its child processes)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """cpu_seconds is the user and system CPU time the processes `pids` have used so far."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime, the 14th and 15th fields of the line
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pids: list[int]) -> float:
@@ -210,9 +221,11 @@ async def run(args: argparse.Namespace, server: Server) -> dict[str, object]:
     rss_idle = rss_mb(pids)
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
         busy = Load(server.url, args.connections, paths=(f"/app/{PLUGIN}/",))
+        cpu = cpu_seconds(pids)
         busy.start()
         await asyncio.sleep(args.seconds)
         await busy.stop()
+        cpu = cpu_seconds(pids) - cpu
         load = Load(server.url, args.connections)
         load.start()
         await asyncio.sleep(1.0)
@@ -236,6 +249,7 @@ async def run(args: argparse.Namespace, server: Server) -> dict[str, object]:
         "ok": load.ok,
         "failed": load.failed + busy.failed,
         "throughput": busy.ok / args.seconds,
+        "cpu_per_request": cpu / max(busy.ok, 1),
         "rss_idle": rss_idle,
         "rss_first": rss_first or 0.0,
         "rss_last": rss_last,
@@ -260,8 +274,16 @@ def report(results: dict[int, dict[str, Any]]) -> None:
             "",
         ),
         (
-            "plugin route throughput",
+            "plugin route: requests/s",
             [f"{r['throughput']:.0f}/s ({r['throughput'] / base['throughput']:.2f}x)" for r in results.values()],
+            "",
+        ),
+        (
+            "plugin route: worker CPU per request",
+            [
+                f"{r['cpu_per_request'] * 1e3:.2f} ms ({base['cpu_per_request'] / r['cpu_per_request']:.2f}x)"
+                for r in results.values()
+            ],
             ">= 0.95x",
         ),
         (
