@@ -1,7 +1,7 @@
 """Huey without redis-py until the task queue is really on Redis.
 
 Huey's storage module imports redis-py whenever it is installed, and xcore installs it (for the Redis queue), so
-every worker paid for it: about 0.1 s of each start and 15-20 MB of memory, for a queue that is on SQLite unless
+every worker paid for it in start time and memory (benchmarks/README.md), for a queue that is on SQLite unless
 Redis is configured. `import_huey_without_redis` imports Huey's storage module while `import redis` is made to
 fail, which Huey takes as "redis-py is not installed"; `redis_storage_ready` gives Huey's Redis storage its
 redis-py names when a Redis queue is opened. Both check the names they touch, so a Huey that changed its

@@ -8,7 +8,7 @@ storage blocks in BRPOP, so it wakes at once from any process.
 
 An idle consumer does not query SQLite every `POLL` seconds: it looks at the queue file and its write-ahead log
 (size and modification time, one `stat` each) and queries only when they changed since the queue was last seen
-empty, or `RECHECK` seconds later at the latest. Those queries were about a fifth of an idle worker's CPU time.
+empty, or `RECHECK` seconds later at the latest. Those queries were a large share of an idle worker's CPU time.
 """
 
 from __future__ import annotations
