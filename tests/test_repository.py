@@ -1,5 +1,6 @@
-"""The repository stands on its own: its design documents are README.md and plugins/README.md, and nothing
-in it refers to a file outside it (the first design, DESIGN.md, and the team's notes stay outside)."""
+"""The repository stands on its own: its design documents are docs/architecture.md (the code) and
+plugins/README.md (the plugin contract), with README.md for users, and nothing in it refers to a file outside
+it (the first design, DESIGN.md, and the team's notes stay outside)."""
 
 from __future__ import annotations
 
