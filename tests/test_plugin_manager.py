@@ -919,19 +919,6 @@ def test_access_rules_apply_to_plugin_routes(tmp_path: Path) -> None:
             assert running.get("/app/priv/hello", headers={}).status_code == 401, "deny by default"
 
 
-def test_a_plugin_asking_for_a_sandbox_is_not_run_without_one(host: Host) -> None:
-    host.drop(make_zip(host.staging, "boxed", "1.0.0", route("inside"), sandbox=True))
-    view = eventually(lambda: _state(host, "boxed", "failed"))
-    assert "sandbox" in view["error"] and "does not provide" in view["error"]
-    assert host.get("/app/boxed/hello").status_code == 404
-
-
-def _state(host: Host, plugin_id: str, state: str) -> dict[str, Any]:
-    view = host.view(plugin_id)
-    assert view is not None and view["state"] == state, view
-    return view
-
-
 def test_a_manifest_without_entry_uses_the_hosts_entry_point_setting(tmp_path: Path) -> None:
     bundle = make_zip(tmp_path, "mainly", "1.0.0", "", extra_files={"main.py": route("from main.py")})
     with configured_runtime(tmp_path / "data", XCORE_MANAGER__PLUGINS__ENTRY_POINT="main") as rt:

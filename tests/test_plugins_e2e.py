@@ -342,6 +342,70 @@ def test_no_request_fails_through_twenty_reloads(serve, tmp_path) -> None:
     assert host.server.stop() == 0
 
 
+def test_a_sandboxed_plugin_reloads_under_load_without_a_failed_request_and_survives_a_crash(serve, tmp_path) -> None:
+    host = serve()
+    code = VERSION_ROUTE.replace(
+        'router = Router("/", route_handlers=[version])',
+        '@get("/crash", sync_to_thread=False)\ndef crash() -> None:\n    os._exit(3)\n\n\n'
+        'router = Router("/", route_handlers=[version, crash])',
+    )
+    zips = [
+        pack(write_plugin(tmp_path / f"src-{v}", "flip", v, code, sandbox=True), tmp_path / "zips")
+        for v in ("1.0.0", "2.0.0")
+    ]
+    drop(zips[0], host.plugins)
+    first = host.until(lambda: host.get("/app/flip").status_code == 200 and host.get("/app/flip").json(), "flip runs")
+    assert first["pid"] not in _worker_pids(host), "a sandboxed plugin answers from a process of its own"
+
+    seen: Counter[str] = Counter()
+    stop = threading.Event()
+    load = threading.Thread(target=lambda: asyncio.run(_hammer(host.url, host.headers, stop, seen, 16)))
+    load.start()
+    try:
+        for swap in range(6):
+            expected = "2.0.0" if swap % 2 == 0 else "1.0.0"
+            if expected == "2.0.0":
+                drop(zips[1], host.plugins)
+            else:
+                (host.plugins / zips[1].name).unlink()
+            host.until(
+                lambda e=expected: host.get("/app/flip").json()["version"] == e, f"reload {swap + 1}: {expected}"
+            )
+            time.sleep(0.25)
+    finally:
+        stop.set()
+        load.join(timeout=30)
+    failures = {k: n for k, n in seen.items() if not k.startswith(("200 ", "/health 200"))}
+    assert failures == {}, f"requests failed during reloads: {failures}"
+    assert seen["200 1.0.0"] > 0 and seen["200 2.0.0"] > 0, seen
+
+    before = host.get("/app/flip").json()["pid"]
+    assert host.get("/app/flip/crash").status_code == 502
+    assert host.get("/health").status_code == 200
+    back = host.until(
+        lambda: (r := host.get("/app/flip")).status_code == 200 and r.json()["pid"] != before and r.json(),
+        "the crashed worker is back",
+        timeout=20,
+    )
+    assert back["version"] == "1.0.0"
+    assert host.server.stop() == 0
+
+
+def _worker_pids(host: Host) -> set[int]:
+    """_worker_pids are the pids of the server's process tree."""
+    root = host.server.process.pid
+    found = {root}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == root:
+                found.add(int(entry.name))
+    return found
+
+
 # --- 3. several workers converge ---------------------------------------------------------------------------------
 
 

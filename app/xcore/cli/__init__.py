@@ -94,12 +94,20 @@ def _command_words(argv: list[str]) -> list[str]:
     return words
 
 
+WORKER_COMMAND = "plugin-worker"
+
+
 def main(argv: list[str] | None = None) -> None:
     """main runs the CLI and turns every error a user can cause into one line and an exit code.
 
     A frozen build started without arguments (double-clicked) opens the desktop window when it can, and acts
     as `xcore serve` when it cannot (no display, or a headless build), printing the setup URL on a first run.
     """
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == [WORKER_COMMAND]:  # a sandboxed plugin's worker (hidden): xcore.plugins.sandbox starts it
+        from xcore.plugin_worker import main as worker_main
+
+        sys.exit(worker_main(args[1:]))
     if argv is None and len(sys.argv) == 1 and getattr(sys, "frozen", False):
         from xcore.desktop import gui_problem
 

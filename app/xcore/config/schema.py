@@ -82,6 +82,24 @@ def trusted_proxy_problem(entry: str) -> str | None:
     return None
 
 
+class SandboxLimits(_Section, frozen=True):
+    memory_mb: Annotated[int, doc("Address space of a sandboxed plugin's worker, in MiB.", ge=128, le=1_048_576)] = 1024
+    request_timeout: Annotated[
+        float,
+        doc(
+            "Seconds a sandboxed plugin has to answer a request; past it the client gets 504 and the worker is "
+            "replaced.",
+            gt=0,
+            le=3600,
+        ),
+    ] = 30.0
+    open_files: Annotated[int, doc("Files and sockets a sandboxed plugin's worker may hold open.", ge=32)] = 256
+    file_size_mb: Annotated[int, doc("Largest file a sandboxed plugin may write, in MiB.", ge=1)] = 1024
+    network: Annotated[
+        bool, doc("Let a sandboxed plugin open network connections (TCP and UDP); without it, it has none.")
+    ] = False
+
+
 class PluginsConfig(_Section, frozen=True):
     directory: Annotated[str, doc("Folder the plugin manager watches for plugin bundles (*.zip).", min_length=1)] = (
         "plugins"
@@ -102,6 +120,29 @@ class PluginsConfig(_Section, frozen=True):
             pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         ),
     ] = "run"
+    sandbox: Annotated[
+        Literal["allow", "require", "off"],
+        doc(
+            "Which plugins run sandboxed, each in a worker process of its own with only its own files "
+            '(plugins/README.md, "The sandbox"). allow: those whose plugin.json asks for it; require: every '
+            "plugin not in `trusted`, whatever its manifest says; off: none, and a bundle that asks for a sandbox "
+            "is refused."
+        ),
+    ] = "allow"
+    trusted: Annotated[
+        list[str],
+        doc("Plugin ids the operator trusts to run in the server's process when `sandbox` is require."),
+    ] = field(default_factory=list)
+    limits: Annotated[
+        SandboxLimits, doc("The limits of a sandboxed plugin's worker (the operator's; a bundle cannot set them).")
+    ] = field(default_factory=lambda: SandboxLimits())
+    limits_by_plugin: Annotated[
+        dict[str, SandboxLimits],
+        doc(
+            "Limits of particular sandboxed plugins, by plugin id, instead of `limits`; a key left out of an "
+            "entry takes its built-in default, not the value in `limits`."
+        ),
+    ] = field(default_factory=dict)
 
 
 class TasksConfig(_Section, frozen=True):

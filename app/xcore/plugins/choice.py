@@ -2,7 +2,7 @@
 
 The manager tries the versions of each id, newest first, in the order `load_order` gives (dependencies first),
 and skips a version `static_problem` refuses: a prefix another chosen plugin holds, a dependency that is
-missing, disabled, failed or of the wrong version, or a sandbox this host cannot give.
+missing, disabled, failed or of the wrong version.
 """
 
 from __future__ import annotations
@@ -60,10 +60,8 @@ def static_problem(
     candidates: Mapping[str, Sequence[Candidate]],
     enabled: Mapping[str, bool],
 ) -> str | None:
-    """static_problem is why a version cannot load next to the plugins chosen so far: a prefix or a dependency,
-    or a sandbox this host cannot give."""
-    if manifest.sandbox:
-        return "it asks for a sandbox (a separate worker process), which this xcore does not provide yet"
+    """static_problem is why a version cannot load next to the plugins chosen so far: a prefix or a dependency.
+    (Whether it may run sandboxed is `xcore.plugins.sandbox.sandbox_reason`'s to say.)"""
     for other in chosen.values():
         if overlaps(manifest.prefix, other.manifest.prefix):
             return f"its api_prefix {manifest.prefix} overlaps {other.manifest.prefix} of plugin {other.id}"

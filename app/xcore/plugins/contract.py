@@ -72,7 +72,7 @@ MANIFEST_KEYS = (
     ManifestKey("requires", False, "string", None, "a PEP 440 specifier the xcore version must meet"),
     ManifestKey("dependencies", False, "object", {}, "plugin ids, each with a specifier its version must meet"),
     ManifestKey("permissions", False, "array", [], "the permissions the plugin defines, each <id>.<name>"),
-    ManifestKey("sandbox", False, "boolean", False, "true asks for a separate worker process (not yet available)"),
+    ManifestKey("sandbox", False, "boolean", False, "true runs the plugin in a confined worker process of its own"),
 )
 """MANIFEST_KEYS are the keys of plugin.json, every one of them: any other key is refused."""
 

@@ -66,6 +66,7 @@ class LoadedPlugin:
     dev: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
     config_stamp: str = ""  # the admin overrides this load runs with, as sorted JSON
+    sandbox: Any = None  # the `xcore.plugins.sandbox.SandboxedPlugin` that runs a sandboxed version; None in process
 
     @property
     def id(self) -> str:

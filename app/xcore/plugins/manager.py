@@ -45,11 +45,12 @@ from xcore.plugins.loader import (
     run_hook,
     unload_modules,
 )
+from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.states import StateStore, Stored
 from xcore.plugins.store import cache_dir, plugin_data_dir, plugins_dir
-from xcore.plugins.views import Notes, PluginView, plugin_views
+from xcore.plugins.views import Notes, PluginView, plugin_views, refresh_sandbox
 from xcore.plugins.watcher import Watcher
 from xcore.runtime import Runtime
 from xcore.tasks.host import TaskHost
@@ -100,7 +101,7 @@ class PluginManager:
         self.scanner = Scanner(self.folder, self.dev_dirs, runtime.version, settings.interval, settings.entry_point)
         self.interval = settings.interval
         self.loaded: dict[str, LoadedPlugin] = {}  # in load order
-        self.views: dict[str, PluginView] = {}
+        self._views: dict[str, PluginView] = {}
         self.reloads = 0  # sets of plugins swapped in since start
         self.states = StateStore(runtime, self.folder)
         self._failed: dict[tuple[str, str], str] = {}  # (fingerprint, config stamp) -> why it failed
@@ -111,6 +112,16 @@ class PluginManager:
         self._scan = Scan([], [])
 
     # --- lifecycle -------------------------------------------------------------------------------------------
+
+    @property
+    def views(self) -> dict[str, PluginView]:
+        """views are what the admin API shows of each plugin, as of the last reconcile, with the live state of each
+        sandboxed version's worker (which crashes and restarts between reconciles)."""
+        for pid, plugin in self.loaded.items():
+            view = self._views.get(pid)
+            if view is not None and plugin.sandbox is not None:
+                refresh_sandbox(view, plugin)
+        return self._views
 
     async def start(self, mounts: Mounts) -> None:
         """start loads the plugins, serves them through `mounts`, starts the task host and the watcher."""
@@ -167,7 +178,7 @@ class PluginManager:
             stored = await anyio.to_thread.run_sync(self.states.read)
             await self._apply(scan, stored, set(reload), initial)
             routes = self._mounts.routes if self._mounts is not None else _no_routes
-            self.views = plugin_views(scan, stored.enabled, self.loaded, self._notes, routes)
+            self._views = plugin_views(scan, stored.enabled, self.loaded, self._notes, routes)
             await anyio.to_thread.run_sync(self._persist_states)
             if scan.pending:
                 self._recheck(min(RECHECK, max(scan.settles_in, 0.0) + 0.005))
@@ -210,8 +221,12 @@ class PluginManager:
                 if key in self._failed and pid not in reload:
                     self._note(pid, source, self._failed[key])
                     continue
+                sandboxed, refusal = sandbox_reason(source.manifest, self.runtime.config.manager.plugins)
+                if refusal:
+                    self._note(pid, source, refusal)
+                    continue
                 try:
-                    pick = await self._load(source, overrides, stamp)
+                    pick = await self._load(source, overrides, stamp, sandboxed=sandboxed)
                 except Exception as exc:  # whatever one version raises fails that version, never the manager
                     self._load_failed(source, key, exc)
                     continue
@@ -269,8 +284,42 @@ class PluginManager:
                 chosen.pop(plugin.id, None)
         await self._retire(culprits)
 
-    async def _load(self, source: Source, overrides: dict[str, Any], stamp: str) -> LoadedPlugin:
-        """_load extracts, configures and imports one version, registers its permissions and runs `on_load`."""
+    async def _load(self, source: Source, overrides: dict[str, Any], stamp: str, *, sandboxed: bool) -> LoadedPlugin:
+        """_load extracts, configures and imports one version (or, `sandboxed`, starts its worker, which imports
+        it), registers its permissions and runs `on_load`."""
+        if sandboxed:
+            plugin = await self._load_sandboxed(source, overrides)
+        else:
+            plugin = await self._import(source, overrides)
+        plugin.config_stamp = stamp
+        try:
+            if plugin.manifest.permissions:
+                await anyio.to_thread.run_sync(self._register_permissions, plugin)
+            await run_hook(plugin, contract.on_load)
+        except BaseException:
+            await _close(plugin)
+            raise
+        return plugin
+
+    async def _load_sandboxed(self, source: Source, overrides: dict[str, Any]) -> LoadedPlugin:
+        """_load_sandboxed extracts one version and starts its sandbox worker."""
+        with anyio.fail_after(HOOK_TIMEOUT):
+            folder, defaults, config, data_dir = await anyio.to_thread.run_sync(self._unpack, source, overrides)
+        plugin = await load_sandboxed(
+            source.manifest,
+            folder,
+            source=source.path,
+            fingerprint=source.fingerprint,
+            data_dir=data_dir,
+            config=config,
+            settings=self.runtime.config.manager.plugins,
+            task_host=self.tasks,
+        )
+        plugin.defaults = defaults
+        return plugin
+
+    async def _import(self, source: Source, overrides: dict[str, Any]) -> LoadedPlugin:
+        """_import extracts and imports one version in this process."""
 
         def unpack_and_import() -> LoadedPlugin:
             folder, defaults, config, data_dir = self._unpack(source, overrides)
@@ -293,14 +342,6 @@ class PluginManager:
             raise PluginLoadError(
                 f"extracting and importing the plugin did not finish within {HOOK_TIMEOUT:.0f} s"
             ) from None
-        plugin.config_stamp = stamp
-        try:
-            if plugin.manifest.permissions:
-                await anyio.to_thread.run_sync(self._register_permissions, plugin)
-            await run_hook(plugin, contract.on_load)
-        except BaseException:
-            unload_modules(plugin.package)
-            raise
         return plugin
 
     def _unpack(self, source: Source, overrides: dict[str, Any]) -> tuple[Path, dict[str, Any], dict[str, Any], Path]:
@@ -336,7 +377,7 @@ class PluginManager:
                 await run_hook(plugin, contract.on_unload)
             except PluginLoadError as exc:
                 log.warning("plugin %s %s: %s", plugin.id, plugin.version, exc, extra=CONTEXT)
-            unload_modules(plugin.package)
+            await _close(plugin)
 
     def _load_failed(self, source: Source, key: tuple[str, str], exc: Exception) -> None:
         """_load_failed records why `source` did not load (it is not tried again until it or its settings change,
@@ -368,7 +409,7 @@ class PluginManager:
 
     def _persist_states(self) -> None:
         """_persist_states records each plugin's state in `plugin_state`, for `xcore plugin list` and restarts."""
-        self.states.persist(self.views)
+        self.states.persist(self._views)
 
     async def settings_of(self, pid: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         """settings_of is (the bundle's defaults, the admin's overrides, the merged settings) of plugin `pid`."""
@@ -408,3 +449,12 @@ class PluginManager:
 
 def _no_routes(plugin: LoadedPlugin) -> list[str]:
     return []
+
+
+async def _close(plugin: LoadedPlugin) -> None:
+    """_close forgets a version's modules, or stops its sandbox worker."""
+    stop = closer(plugin)
+    if stop is not None:
+        await stop()
+    else:
+        unload_modules(plugin.package)

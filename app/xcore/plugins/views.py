@@ -46,6 +46,9 @@ class PluginView:
     serving: str | None = None  # the version serving now, None when none does
     failed_versions: list[str] = field(default_factory=list)  # each failed version (a broken zip: its file name)
     summary: str | None = None  # "serving 0.5.0, 0.6.0 failed"; None when nothing serves and nothing failed
+    # A sandboxed version's worker: its state ("running", or "crashed (why), restarting in N s") and the isolation
+    # layers it runs under; None for a version in the server's process.
+    sandbox: dict[str, Any] | None = None
 
 
 def plugin_views(
@@ -138,6 +141,8 @@ def _view(
         view.file, view.sha256 = path.name, (None if origin.dev else origin.fingerprint)
     if serving is not None:
         view.routes = routes(serving)
+        if serving.sandbox is not None:
+            refresh_sandbox(view, serving)
         view.tasks = [task_view(name, spec) for name, spec in serving.task_specs().items()]
         view.config = dict(serving.context.config)
     return view
@@ -153,3 +158,15 @@ def task_view(name: str, spec: TaskSpec) -> dict[str, Any]:
     """task_view is how the admin API lists one of a plugin's tasks."""
     kind = "periodic" if spec.cron or spec.every else "task"
     return {"name": name, "kind": kind, "cron": spec.cron, "every": spec.every}
+
+
+def refresh_sandbox(view: PluginView, serving: LoadedPlugin) -> None:
+    """refresh_sandbox puts the state of the worker of `serving` (a sandboxed version) into its `view`: a crashed
+    worker is also the view's error, until it runs again."""
+    state: str = serving.sandbox.state
+    crashed = f"its sandbox worker {state}"
+    view.sandbox = {"state": state, "layers": dict(serving.sandbox.layers)}
+    if state.startswith("crashed"):
+        view.error = crashed
+    elif view.error is not None and view.error.startswith("its sandbox worker crashed"):
+        view.error = None

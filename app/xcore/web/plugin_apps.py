@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio.to_thread
@@ -34,7 +34,7 @@ from xcore.plugins.manager import PluginManager
 from xcore.plugins.manifest import overlaps
 from xcore.runtime import Runtime
 from xcore.web.app import build_app, build_plugin_app
-from xcore.web.dispatch import Dispatch, Mount
+from xcore.web.dispatch import Dispatch, Mount, document_under
 from xcore.web.switch import AppStartupError, Generation, Switch
 
 log = logging.getLogger("xcore.plugins")
@@ -124,7 +124,13 @@ class PluginApps:
     def _mounts(self, plugins: list[LoadedPlugin]) -> list[Mount]:
         """_mounts builds one app for `plugins` and describes it; raises what either raises."""
         app = build_plugin_app(self.runtime, [p.mount for p in plugins], self.manager)
-        return Mount.each([p.manifest.prefix for p in plugins], app)
+        mounts = Mount.each([p.manifest.prefix for p in plugins], app)
+        # A sandboxed version's routes are its worker's; here they are one forwarding mount, so its document is
+        # the one the worker made of them.
+        return [
+            replace(mount, openapi=document_under(p.sandbox.openapi, mount.prefix)) if p.sandbox else mount
+            for p, mount in zip(plugins, mounts, strict=True)
+        ]
 
     async def _start(self, plugins: Sequence[LoadedPlugin], mounts: list[Mount]) -> None:
         """_start runs the lifespan startup of the app of `mounts`; raises AppStartupError when it fails."""
@@ -132,7 +138,8 @@ class PluginApps:
         life = Life(Generation(mounts[0].app, self._lives), {p.package for p in plugins})
         await life.generation.start()
         for plugin, mount in zip(plugins, mounts, strict=True):
-            self._apps[plugin.package] = PluginApp(mount, life, _routes(mount))
+            routes = _documented_routes(mount) if plugin.sandbox else _routes(mount)
+            self._apps[plugin.package] = PluginApp(mount, life, routes)
 
     async def serve(self, plugins: Sequence[LoadedPlugin], retired: Callable[[], Awaitable[None]]) -> None:
         """serve swaps in a Dispatch over the apps of `plugins`, all prepared. Once the old Dispatch has served
@@ -175,6 +182,14 @@ def _routes(mount: Mount) -> list[str]:
         if isinstance(route, HTTPRoute) and overlaps(route.path, mount.prefix):
             found += [f"{m} {route.path}" for m in sorted(route.methods) if m not in ("HEAD", "OPTIONS")]
     return found
+
+
+def _documented_routes(mount: Mount) -> list[str]:
+    """_documented_routes are the "METHOD /path" lines of a mount's OpenAPI document (a sandboxed version's, whose
+    routes live in its worker)."""
+    methods = ("get", "put", "post", "delete", "patch")
+    paths = mount.openapi.get("paths", {})
+    return [f"{m.upper()} {path}" for path, item in sorted(paths.items()) for m in methods if m in item]
 
 
 def plugin_switch(runtime: Runtime, manager: PluginManager) -> Switch:

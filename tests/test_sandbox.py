@@ -1,0 +1,336 @@
+"""Sandboxed plugins (issue 23): a bundle with `"sandbox": true` runs in a worker process of its own, confined.
+
+Each test runs what a worker of the server serves (conftest's `plugin_host`) with real zips; a sandboxed plugin's
+requests go through a real `xcore plugin-worker` process, confined with Landlock, seccomp and resource limits.
+The escape tests are one hostile bundle that tries, per route, what a stranger's plugin would try; each attempt
+must be blocked while the host keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import test_tasks as tasks_module
+from conftest import create_account, plugin_host
+from test_plugin_manager import Host, configured_runtime, eventually, make_zip, open_host, route
+from xcore.plugins.store import plugin_data_dir
+from xcore.runtime import Runtime
+
+PROBE = """
+import os, socket, subprocess, time
+from pathlib import Path
+from xcore.sdk import Ctx, Request, get
+
+
+def attempt(action):
+    try:
+        return {"outcome": "done", "detail": str(action())[:200]}
+    except BaseException as exc:  # what the sandbox raised
+        return {"outcome": "blocked", "detail": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+def data_root(ctx):
+    return Path(ctx.data_dir).parent.parent
+
+
+@get("/try/{what:str}", sync_to_thread=True)
+def try_it(ctx: Ctx, what: str) -> dict:
+    root = data_root(ctx)
+    actions = {
+        "secret": lambda: (root / "secret.key").read_text(),
+        "core-db": lambda: (root / "xcore.db").read_bytes()[:16],
+        "other-plugin": lambda: (root / "plugin-data" / "other" / "notes.txt").read_text(),
+        "plugins-folder": lambda: os.listdir(root / "plugins"),
+        "write-outside": lambda: (root / "planted.txt").write_text("x"),
+        "write-own": lambda: (Path(ctx.data_dir) / "mine.txt").write_text("mine"),
+        "read-own": lambda: (Path(ctx.data_dir) / "mine.txt").read_text(),
+        "host-environ": lambda: Path(f"/proc/{os.getppid()}/environ").read_bytes()[:50],
+        "signal-host": lambda: os.kill(os.getppid(), 0),
+        "fork": lambda: os.fork(),
+        "shell": lambda: subprocess.run(["/bin/sh", "-c", "echo escaped"], capture_output=True).stdout,
+        "connect": lambda: socket.create_connection(("127.0.0.1", int(ctx.config["port"])), timeout=2),
+        "memory": lambda: len(bytearray(4 * 1024**3)),
+        "etc-passwd": lambda: Path("/etc/passwd").read_text()[:20],
+        "chmod": lambda: os.chmod(root / "secret.key", 0o644),
+        "unix-socket": lambda: socket.socket(socket.AF_UNIX).connect(str(root / "host.sock")),
+        "hashlib": lambda: __import__("hashlib").sha256(b"x").hexdigest()[:8],
+        "zlib": lambda: len(__import__("zlib").compress(b"x" * 100)),
+        "environment": lambda: sorted(k for k in os.environ if k.startswith("XCORE") or "SECRET" in k),
+    }
+    return attempt(actions[what])
+
+
+@get("/who", sync_to_thread=False)
+def who(request: Request, ctx: Ctx) -> dict:
+    user = request.scope.get("user")
+    return {
+        "pid": os.getpid(),
+        "user": user.username if user else None,
+        "roles": sorted(user.roles) if user else [],
+        "headers": sorted(request.headers.keys()),
+        "config": dict(ctx.config),
+    }
+
+
+@get("/exit", sync_to_thread=False)
+def exit_now() -> dict:
+    os._exit(3)
+
+
+@get("/spin", sync_to_thread=False)
+def spin() -> dict:
+    while True:
+        pass
+
+
+router = [try_it, who, exit_now, spin]
+"""
+
+
+def probe_zip(staging: Path, port: int = 9, version: str = "1.0.0", **manifest: Any) -> Path:
+    manifest.setdefault("sandbox", True)
+    return make_zip(
+        staging, "probe", version, PROBE, extra_files={"config.json": json.dumps({"port": port})}, **manifest
+    )
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """listener is the port of a TCP socket on 127.0.0.1 that accepts connections (the host's port, say)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def boxes(runtime: Runtime, tmp_path: Path) -> Iterator[Host]:
+    """boxes: a running plugin host with an empty plugins folder and the owner account root."""
+    create_account(runtime, "root", ["superadmin"])
+    with open_host(runtime, tmp_path / "staging") as running:
+        yield running
+
+
+@pytest.fixture
+def probed(boxes: Host, listener: int) -> Host:
+    host = boxes
+    other = plugin_data_dir(host.runtime, "other")
+    other.mkdir(parents=True, exist_ok=True)
+    (other / "notes.txt").write_text("another plugin's data")
+    host.drop(probe_zip(host.staging, listener))
+    host.wait_view("probe", "active")
+    return host
+
+
+def outcome(host: Host, what: str) -> dict[str, str]:
+    response = host.get(f"/app/probe/try/{what}")
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_a_sandboxed_plugin_serves_from_its_own_process_with_the_principal_and_no_credentials(probed: Host) -> None:
+    body = probed.get("/app/probe/who").json()
+    assert body["pid"] != os.getpid()
+    assert body["user"] == "root" and body["roles"] == ["superadmin"]
+    assert "authorization" not in body["headers"] and "cookie" not in body["headers"]
+    assert body["config"]["port"] > 0
+    view = probed.view("probe")
+    assert view is not None and "GET /app/probe/who" in view["routes"]
+    assert view["sandbox"]["state"] == "running"
+    assert all(view["sandbox"]["layers"][name].startswith("active") for name in ("landlock-fs", "seccomp"))
+    assert "/app/probe/who" in probed.openapi_paths()
+    assert probed.get("/app/probe/who", headers={}).status_code == 401, "the host's ACCESS_RULES still apply"
+
+
+@pytest.mark.parametrize(
+    "what",
+    [
+        "secret",
+        "core-db",
+        "other-plugin",
+        "plugins-folder",
+        "write-outside",
+        "host-environ",
+        "signal-host",
+        "fork",
+        "shell",
+        "connect",
+        "memory",
+        "etc-passwd",
+        "chmod",
+        "unix-socket",
+    ],
+)
+def test_an_escape_attempt_is_blocked_and_the_host_serves_on(probed: Host, what: str) -> None:
+    result = outcome(probed, what)
+    assert result["outcome"] == "blocked", result
+    assert probed.get("/api/version").status_code == 200
+    assert not (probed.runtime.data.root / "planted.txt").exists()
+
+
+def test_the_standard_library_works_inside_the_sandbox(probed: Host) -> None:
+    assert outcome(probed, "hashlib") == {"outcome": "done", "detail": "2d711642"}
+    assert outcome(probed, "zlib")["outcome"] == "done"
+
+
+def test_the_plugin_has_its_own_data_folder_and_no_host_settings(probed: Host) -> None:
+    assert outcome(probed, "write-own")["outcome"] == "done"
+    assert outcome(probed, "read-own") == {"outcome": "done", "detail": "mine"}
+    assert (plugin_data_dir(probed.runtime, "probe") / "mine.txt").read_text() == "mine"
+    assert outcome(probed, "environment") == {"outcome": "done", "detail": "[]"}
+
+
+def test_a_crashed_worker_answers_502_alone_and_comes_back(probed: Host) -> None:
+    first = probed.get("/app/probe/who").json()["pid"]
+    assert probed.get("/app/probe/exit").status_code == 502
+    assert probed.get("/api/version").status_code == 200
+    view = eventually(lambda: _crashed(probed))
+    assert view["sandbox"]["state"].startswith("crashed (it exited with code 3), restarting in")
+    assert "crashed" in view["error"]
+    answer = probed.get("/app/probe/who")
+    assert answer.status_code in (200, 502), answer.text
+    restarted = eventually(lambda: _served_by_another(probed, first), timeout=15)
+    assert restarted != first
+
+
+def _crashed(host: Host) -> dict[str, Any]:
+    view = host.view("probe")
+    assert view is not None and view["sandbox"]["state"].startswith("crashed"), view
+    return view
+
+
+def _served_by_another(host: Host, pid: int) -> int:
+    response = host.get("/app/probe/who")
+    assert response.status_code == 200, response.text
+    assert response.json()["pid"] != pid
+    return int(response.json()["pid"])
+
+
+def test_a_request_past_its_time_limit_gets_504_and_the_worker_is_replaced(tmp_path: Path, listener: int) -> None:
+    limits = json.dumps({"probe": {"request_timeout": 1}})
+    runtime = configured_runtime(tmp_path / "data", XCORE_MANAGER__PLUGINS__LIMITS_BY_PLUGIN=limits)
+    with runtime as rt, open_host(rt, tmp_path / "staging") as running:
+        running.drop(probe_zip(running.staging, listener))
+        running.wait_view("probe", "active")
+        first = running.get("/app/probe/who").json()["pid"]
+        started = time.monotonic()
+        assert running.get("/app/probe/spin").status_code == 504
+        assert time.monotonic() - started < 10
+        assert running.get("/api/version").status_code == 200
+        eventually(lambda: _served_by_another(running, first), timeout=15)
+
+
+def test_a_new_version_replaces_the_worker_and_the_old_one_exits(probed: Host, listener: int) -> None:
+    old = probed.get("/app/probe/who").json()["pid"]
+    probed.drop(probe_zip(probed.staging, listener, version="2.0.0"), name="probe-1.0.0.zip")
+    probed.wait_view("probe", "active", version="2.0.0")
+    new = probed.get("/app/probe/who").json()["pid"]
+    assert new != old
+    eventually(lambda: _gone(old))
+
+
+def _gone(pid: int) -> None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    with open(f"/proc/{pid}/stat") as stat:
+        assert stat.read().split(") ", 1)[1].startswith("Z"), f"worker {pid} still runs"
+
+
+def test_under_require_every_untrusted_plugin_is_sandboxed(tmp_path: Path) -> None:
+    env = {"XCORE_MANAGER__PLUGINS__SANDBOX": "require", "XCORE_MANAGER__PLUGINS__TRUSTED": '["trusted"]'}
+    pid_route = route("x").replace("\"says\": 'x'", '"says": __import__("os").getpid()')
+    with configured_runtime(tmp_path / "data", **env) as rt, open_host(rt, tmp_path / "staging") as running:
+        running.drop(make_zip(running.staging, "plain", "1.0.0", pid_route))
+        running.drop(make_zip(running.staging, "trusted", "1.0.0", pid_route))
+        assert running.wait_answer("/app/plain/hello")["says"] != os.getpid()
+        assert running.wait_answer("/app/trusted/hello")["says"] == os.getpid()
+
+
+def test_with_the_sandbox_off_a_bundle_asking_for_one_is_refused(tmp_path: Path) -> None:
+    runtime = configured_runtime(tmp_path / "data", XCORE_MANAGER__PLUGINS__SANDBOX="off")
+    with runtime as rt, open_host(rt, tmp_path / "staging") as running:
+        running.drop(make_zip(running.staging, "boxed", "1.0.0", route("inside"), sandbox=True))
+        view = running.wait_view("boxed", "failed")
+        assert "sandbox is off" in view["error"]
+        assert running.get("/app/boxed/hello").status_code == 404
+
+
+def test_a_sandboxed_plugin_that_fails_to_import_fails_alone_with_the_reason(boxes: Host) -> None:
+    host = boxes
+    host.drop(make_zip(host.staging, "broken", "1.0.0", "import nowhere_to_be_found\n", sandbox=True))
+    view = host.wait_view("broken", "failed")
+    assert "nowhere_to_be_found" in view["error"]
+    assert host.get("/api/version").status_code == 200
+
+
+# --- tasks ---------------------------------------------------------------------------------------------------
+
+
+def sandboxed_tasks_bundles(folder: Path) -> list[Path]:
+    """The task plugin of test_tasks.py (tk: record, always_fails, too_slow, purge) and its periodic one (pp:
+    tick every 0.3 s, nightly), both with "sandbox": true."""
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for plugin_id, code, extra in [
+        ("tk", tasks_module.RUN_PY.format(version="1.0.0"), {"permissions": ["tk.purge"]}),
+        ("pp", tasks_module.PERIODIC_PY.format(every=0.3, fail=False), {}),
+    ]:
+        path = folder / f"{plugin_id}-1.0.0.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            manifest = {"id": plugin_id, "version": "1.0.0", "sandbox": True, **extra}
+            archive.writestr("plugin.json", json.dumps(manifest))
+            archive.writestr("run.py", code)
+        made.append(path)
+    return made
+
+
+@pytest.fixture
+def tasks_host(runtime: Runtime, tmp_path: Path) -> Iterator[tasks_module.Host]:
+    create_account(runtime, "root", ["superadmin"])
+    for bundle in sandboxed_tasks_bundles(tmp_path):
+        tasks_module.install(runtime, bundle, bundle.name)
+    with plugin_host(runtime, tasks=True) as client:
+        yield tasks_module.Host(client, runtime)
+
+
+def test_a_sandboxed_plugins_tasks_are_journalled_by_the_host_and_run_in_its_worker(
+    tasks_host: tasks_module.Host,
+) -> None:
+    host = tasks_host
+    run_id = host.enqueue("record", text="boxed", fail_first=1)  # enqueued by the plugin, inside its worker
+    run = tasks_module.until(lambda: tasks_module.finished(host.runtime, run_id), "the run to finish")
+    assert (run.status, run.attempt, run.plugin_id) == ("succeeded", 2, "tk")
+    assert run.pid == os.getpid(), "the host's consumer ran it (and the worker executed it)"
+    assert [h["text"] for h in host.get("/app/tk/hits")] == ["boxed", "boxed"]
+
+    failing = host.enqueue("always_fails")
+    run = tasks_module.until(lambda: tasks_module.finished(host.runtime, failing), "the failing run to finish")
+    assert run.status == "failed" and run.error is not None and run.error.startswith("SandboxTaskError")
+    assert "ValueError: this task always fails" in run.error and "raise ValueError" in (run.traceback or "")
+
+    slow = host.enqueue("too_slow")
+    run = tasks_module.until(lambda: tasks_module.finished(host.runtime, slow), "the slow run to finish")
+    assert run.status == "failed" and "timeout of 0.3 s" in (run.error or "")
+
+    tasks_module.until(lambda: host.get("/app/pp/ticks") >= 3, "three ticks of the periodic task, in its worker")
+
+
+def test_a_sandboxed_plugin_cannot_enqueue_another_plugins_or_the_cores_tasks(tasks_host: tasks_module.Host) -> None:
+    sandboxed = tasks_host.client.manager.loaded["tk"].sandbox
+    assert sandboxed._answer(["enqueue", "xcore.backup", [], {}, None, None])[0] == "refused"
+    assert sandboxed._answer(["enqueue", "other.task", [], {}, None, None])[0] == "refused"
+    assert sandboxed._answer(["enqueue", "tk.record", [], {}, None, None]) == [
+        "refused",
+        "TaskArgumentsError: tk.record(text, fail_first=0): missing a required argument: 'text'",
+    ]
