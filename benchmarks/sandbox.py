@@ -2,11 +2,11 @@
 
 The server runs with one worker on a fresh data dir holding the same hello-world plugin twice: `inproc`, in
 the Granian worker, and `boxed`, whose plugin.json says `"sandbox": true`, in a worker process of its own (a
-child of the Granian worker, started as `xcore plugin-worker`). Their routes, /app/inproc and /app/boxed, are
+child of the Granian worker, started as `python -m xcore.plugin_worker`). Their routes, /app/inproc and /app/boxed, are
 public by an access rule. The server and its children are pinned to core 0 (`taskset`), so both routes get the
 same one core; the load generator and this script run on core 1. The script measures, in this order:
 
-- RSS: the idle VmRSS of the Granian worker and of the sandbox worker (the one running `plugin-worker`), from
+- RSS: the idle VmRSS of the Granian worker and of the sandbox worker (the one running `xcore.plugin_worker`), from
   /proc, once both routes answer and before any load;
 - throughput: after a warm-up (`--warmup` s per route), `--rounds` rounds of `--duration` s per route, the two
   routes in turns (the first of each round alternates), `--connections` keep-alive connections from `wrk -t1`
@@ -322,7 +322,8 @@ def rss_mb(pid: int) -> float:
 
 def is_sandbox_worker(pid: int) -> bool:
     try:
-        return b"plugin-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"plugin-worker" in command or b"xcore.plugin_worker" in command
     except OSError:
         return False
 

@@ -14,6 +14,10 @@ if __name__ == "__main__":
     defer_collections()  # until the start is over (see xcore.heap); before the CLI's imports
     # The dataclasses' methods compiled at build time (see xcore.codecache); before anything creates one.
     codecache.install(Path(getattr(sys, "_MEIPASS", ".")) / "xcore" / codecache.FILE_NAME)
+    if sys.argv[1:2] == ["plugin-worker"]:  # a sandboxed plugin's worker: none of the command line's imports
+        from xcore.plugin_worker import main as worker_main
+
+        sys.exit(worker_main(sys.argv[2:]))
     from xcore.cli import main
 
     main()

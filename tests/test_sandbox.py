@@ -28,7 +28,7 @@ from xcore.runtime import Runtime
 PROBE = """
 import os, socket, subprocess, time
 from pathlib import Path
-from xcore.sdk import Ctx, Request, get
+from xcore.sdk import Ctx, Request, get, post
 
 
 def attempt(action):
@@ -92,7 +92,12 @@ def spin() -> dict:
         pass
 
 
-router = [try_it, who, exit_now, spin]
+@post("/echo", sync_to_thread=False)
+def echo(data: dict) -> dict:
+    return {"got": data}
+
+
+router = [try_it, who, exit_now, spin, echo]
 """
 
 
@@ -180,6 +185,18 @@ def test_an_escape_attempt_is_blocked_and_the_host_serves_on(probed: Host, what:
 def test_the_standard_library_works_inside_the_sandbox(probed: Host) -> None:
     assert outcome(probed, "hashlib") == {"outcome": "done", "detail": "2d711642"}
     assert outcome(probed, "zlib")["outcome"] == "done"
+
+
+def test_a_request_body_reaches_the_worker_and_a_bad_one_gets_the_plugins_own_answer(probed: Host) -> None:
+    sent = {"text": "é" * 1000, "items": list(range(100))}
+    response = probed.client.post("/app/probe/echo", json=sent, headers=probed.root)
+    assert response.status_code == 201, response.text
+    assert response.json() == {"got": sent}
+    broken = probed.client.post(
+        "/app/probe/echo", content=b"{not json", headers={**probed.root, "content-type": "application/json"}
+    )
+    assert broken.status_code == 400, broken.text
+    assert broken.headers["content-type"].startswith("application/problem+json")
 
 
 def test_the_plugin_has_its_own_data_folder_and_no_host_settings(probed: Host) -> None:

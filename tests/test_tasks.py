@@ -20,8 +20,8 @@ from xcore.db.models import TaskRun
 from xcore.plugins.store import plugins_dir, settled
 from xcore.runtime import Runtime
 from xcore.sdk import PluginContext
+from xcore.tasks.context import with_context
 from xcore.tasks.host import TaskHost
-from xcore.tasks.runner import with_context
 
 WAIT = 10.0
 

@@ -1,5 +1,5 @@
-"""The process a sandboxed plugin runs in: `xcore plugin-worker --fd N` (a hidden command of the same executable,
-so it works from a checkout and in the frozen binary alike).
+"""The process a sandboxed plugin runs in: `xcore plugin-worker --fd N --calls M`, a hidden command of the frozen
+binary, or `python -m xcore.plugin_worker --fd N --calls M` from a checkout or an installation.
 
 The host (`xcore.plugins.sandbox`) starts it with a scrubbed environment and one end of a socket pair as file
 descriptor N, then sends the `load` frame (`xcore.plugins.wire`). The worker imports what it needs from xcore and
@@ -26,7 +26,6 @@ import inspect
 import json
 import logging
 import socket
-import sqlite3  # noqa: F401  (imported before the confinement: it loads the system's libsqlite3)
 import sys
 import sysconfig
 import traceback
@@ -35,22 +34,23 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import sqlite_utils  # noqa: F401  (what PluginContext.db opens, imported while its files are readable)
 from litestar import Litestar
 
 import xcore
 from xcore.auth.rules import Principal
+from xcore.heap import freeze_startup_heap
 from xcore.plugins import wire
 from xcore.plugins.confine import Confinement, Limits, confine
 from xcore.plugins.loader import LoadedPlugin, PluginLoadError, import_plugin, run_hook
 from xcore.plugins.manifest import Manifest
-from xcore.tasks.runner import with_context
+from xcore.tasks.context import with_context
 from xcore.web.docs_routes import openapi_config
 from xcore.web.openapi_errors import describe_problems
 from xcore.web.problems import handle_exception
 from xcore.web.switch import Generation
 
 log = logging.getLogger("xcore.plugins.worker")
+DRAIN_ABOVE = 256 * 1024  # bytes waiting in the socket's buffer past which a sender waits for the host
 
 
 class JsonLines(logging.Formatter):
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     try:
-        return asyncio.run(Worker(int(argv[1]), int(argv[3])).run())
+        return run(Worker(int(argv[1]), int(argv[3])).run())
     except KeyboardInterrupt:
         return 130
 
@@ -88,6 +88,15 @@ NETWORK_PATHS = (
     "/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf", "/etc/gai.conf", "/etc/host.conf", "/etc/ssl",
     "/etc/ca-certificates", "/usr/share/ca-certificates",
 )  # fmt: skip
+
+
+def run(main: Any) -> int:
+    """run runs the coroutine `main` to its end on uvloop, Granian's loop (asyncio's own where it is missing)."""
+    try:
+        import uvloop
+    except ImportError:  # Windows
+        return asyncio.run(main)  # type: ignore[no-any-return]
+    return uvloop.run(main)  # type: ignore[no-any-return]
 
 
 def runtime_paths(network: bool = False) -> list[Path]:
@@ -132,6 +141,7 @@ class Worker:
         self.app: Litestar | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.tasks: set[asyncio.Task[None]] = set()
+        self.outgoing: list[bytes] = []
 
     async def run(self) -> int:
         """run loads the plugin named by the first frame and serves until `stop` or the end of the socket."""
@@ -143,19 +153,24 @@ class Worker:
             return 1
         if first[0] != "load" or len(first) != 2 or not isinstance(first[1], dict):
             self.send("failed", "the first frame must be `load`")
+            self.flush()
+            await self.writer.drain()
             return 1
         try:
             openapi, confinement = self.load(first[1])
         except PluginLoadError as exc:
             self.send("failed", str(exc))
+            self.flush()
             await self.writer.drain()
             return 1
         assert self.app is not None
+        freeze_startup_heap()  # what requests make is collected; the web stack and the plugin are not looked at
         generation = Generation(self.app, 1)
         try:
             await generation.start()
         except Exception as exc:
             self.send("failed", f"the app did not start: {exc}")
+            self.flush()
             await self.writer.drain()
             return 1
         self.send("ready", {"openapi": openapi, "layers": confinement.layers, "tasks": self.task_declarations()})
@@ -225,9 +240,18 @@ class Worker:
         return declared
 
     def send(self, *message: Any) -> None:
-        """send writes one frame to the host (the event loop's thread only)."""
+        """send writes one frame to the host (the event loop's thread only), with the other frames of this turn of
+        the loop: under load, many answers go in one system call."""
+        self.outgoing.append(wire.frame(*message))
+        if len(self.outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """flush writes the frames `send` gathered."""
         assert self.writer is not None
-        self.writer.write(wire.frame(*message))
+        data, self.outgoing = b"".join(self.outgoing), []
+        if not self.writer.is_closing():
+            self.writer.write(data)
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         """serve answers the host's frames until `stop` or the end of the socket."""
@@ -290,7 +314,8 @@ class Worker:
         await self.drain()
 
     async def http(self, number: int, fields: dict[str, Any], body: bytes, disconnected: asyncio.Event) -> None:
-        """http runs one request through the plugin's app and answers with its `start` and `body` frames."""
+        """http runs one request through the plugin's app and answers with one `response` frame, or for a streamed
+        answer its `start` and `body` frames; `error` when the app failed before it answered."""
         assert self.app is not None
         scope: dict[str, Any] = {
             "type": "http",
@@ -309,7 +334,8 @@ class Worker:
             "user": principal(fields.get("user")),
         }
         sent_body = False
-        started = False
+        start: list[Any] | None = None  # the response's start, held until its first body: one frame if it is all
+        streaming = False
 
         async def receive() -> dict[str, Any]:
             nonlocal sent_body
@@ -320,13 +346,19 @@ class Worker:
             return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or ()]
-                self.send("start", number, message["status"], headers)
-            elif message["type"] == "http.response.body":
-                self.send("body", number, bytes(message.get("body", b"")), bool(message.get("more_body", False)))
+            nonlocal start, streaming
+            kind = message["type"]
+            if kind == "http.response.start":
+                start = [message["status"], [(bytes(k), bytes(v)) for k, v in message.get("headers") or ()]]
+            elif kind == "http.response.body" and start is not None:
+                chunk, more = bytes(message.get("body", b"")), bool(message.get("more_body", False))
+                if not streaming and not more:
+                    self.send("response", number, start[0], start[1], chunk)
+                    return
+                if not streaming:
+                    streaming = True
+                    self.send("start", number, start[0], start[1])
+                self.send("body", number, chunk, more)
                 await self.drain()
 
         app: Any = self.app
@@ -334,13 +366,20 @@ class Worker:
             await app(scope, receive, send)
         except Exception as exc:
             log.error("the request %s %s failed", fields["method"], fields["path"], exc_info=exc)
-            if not started:
-                self.send("error", number, f"{type(exc).__name__}: {exc}")
-            else:
+            if streaming:
                 self.send("body", number, b"", False)
+            else:
+                self.send("error", number, f"{type(exc).__name__}: {exc}")
         await self.drain()
 
     async def drain(self) -> None:
+        """drain waits while the socket's send buffer is over its high-water mark (it costs nothing otherwise)."""
         assert self.writer is not None
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
+        if self.writer.transport.get_write_buffer_size() + sum(map(len, self.outgoing)) > DRAIN_ABOVE:
+            self.flush()
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+
+
+if __name__ == "__main__":  # from a checkout or an installation: `python -m xcore.plugin_worker --fd N --calls M`
+    sys.exit(main(sys.argv[1:]))

@@ -31,8 +31,8 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -55,6 +55,7 @@ log = logging.getLogger("xcore.plugins")
 RESTART_FIRST = 1.0  # seconds before a crashed worker is started again; doubled each time, up to RESTART_MAX
 RESTART_MAX = 60.0
 STOP_GRACE = 5.0  # seconds a worker has to exit after `stop` before it is killed
+WATCH_EVERY = 0.25  # seconds between two looks for requests past their time limit
 REQUIRED_LAYERS = ("landlock-fs", "seccomp", "no-new-privs", "capabilities", "rlimits")
 FORWARDED_OUT = frozenset({b"authorization", b"cookie", b"x-csrf-token"})
 MAX_BODY = 16 * 1024 * 1024  # the largest request body forwarded to a worker
@@ -95,16 +96,37 @@ def limits_for(plugin_id: str, settings: PluginsConfig) -> tuple[Limits, float]:
 
 
 def worker_command(fd: int, calls: int) -> list[str]:
-    """worker_command runs `xcore plugin-worker --fd N --calls M` with this same executable or interpreter."""
-    command = self_command() if frozen() else [sys.executable, "-m", "xcore"]
-    return [*command, "plugin-worker", "--fd", str(fd), "--calls", str(calls)]
+    """worker_command runs the worker with this same executable: `xcore plugin-worker --fd N --calls M` in a
+    frozen build, `python -m xcore.plugin_worker --fd N --calls M` otherwise (without the command line's imports)."""
+    command = [*self_command(), "plugin-worker"] if frozen() else [sys.executable, "-m", "xcore.plugin_worker"]
+    return [*command, "--fd", str(fd), "--calls", str(calls)]
 
 
-@dataclass
 class Exchange:
-    """Exchange is one forwarded request's answer as it arrives: the frames, in order, and the end."""
+    """Exchange is one forwarded request's answer as it arrives: the frames, in order (`put`, `get`), and the
+    time by which the worker must have answered it (`deadline`, on the loop's clock; None: no limit).
 
-    frames: asyncio.Queue[list[Any]] = field(default_factory=asyncio.Queue)
+    Lighter than an asyncio.Queue: most answers are one frame, which `get` finds already there or waits for once.
+    """
+
+    __slots__ = ("deadline", "frames", "waiter")
+
+    def __init__(self, deadline: float | None) -> None:
+        self.frames: deque[list[Any]] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.deadline = deadline
+
+    def put(self, message: list[Any]) -> None:
+        self.frames.append(message)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> list[Any]:
+        while not self.frames:
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+        return self.frames.popleft()
 
 
 class WorkerGone(Exception):
@@ -140,15 +162,31 @@ class Process:
         self.started = time.monotonic()
         self.ended = asyncio.Event()
         self.reason = ""
+        self.loop = asyncio.get_running_loop()
+        self.outgoing: list[bytes] = []
 
-    def exchange(self, *message: Any) -> tuple[int, Exchange]:
-        """exchange sends a request frame (its number inserted second) and returns where its answer arrives."""
+    def exchange(self, *message: Any, timeout: float | None = None) -> tuple[int, Exchange]:
+        """exchange sends a request frame (its number inserted second) and returns where its answer arrives, which
+        must arrive within `timeout` seconds (the watchdog's to check: see `SandboxedPlugin._watchdog`)."""
         if self.ended.is_set():
             raise WorkerGone(self.reason or "the worker has ended")
         number = next(self.numbers)
-        found = self.exchanges[number] = Exchange()
-        self.writer.write(wire.frame(message[0], number, *message[1:]))
+        deadline = None if timeout is None else self.loop.time() + timeout
+        found = self.exchanges[number] = Exchange(deadline)
+        self.send(wire.frame(message[0], number, *message[1:]))
         return number, found
+
+    def send(self, data: bytes) -> None:
+        """send writes `data` to the worker with the other frames of this turn of the event loop: under load, many
+        requests go in one system call."""
+        self.outgoing.append(data)
+        if len(self.outgoing) == 1:
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        data, self.outgoing = b"".join(self.outgoing), []
+        if not self.writer.is_closing():
+            self.writer.write(data)
 
     async def pump(self) -> None:
         """pump hands each frame from the worker to its exchange, until the socket ends; then fails the rest."""
@@ -156,13 +194,13 @@ class Process:
             while True:
                 message = await wire.read(self.reader)
                 if len(message) >= 2 and isinstance(message[1], int) and message[1] in self.exchanges:
-                    self.exchanges[message[1]].frames.put_nowait(message)
+                    self.exchanges[message[1]].put(message)
         except (EOFError, wire.WireError, ConnectionError) as exc:
             if not self.reason:
                 self.reason = str(exc) if isinstance(exc, wire.WireError) else "the worker ended"
         self.ended.set()
         for exchange in self.exchanges.values():
-            exchange.frames.put_nowait(["gone"])
+            exchange.put(["gone"])
 
     def kill(self) -> None:
         if self.proc.returncode is None:
@@ -220,6 +258,7 @@ class SandboxedPlugin:
         self.state = "running"
         self._keep(self._watch(process))
         self._keep(process.pump())
+        self._keep(self._watchdog(process))
 
     async def _spawn(self) -> Process:
         host, child = socket.socketpair()
@@ -308,7 +347,7 @@ class SandboxedPlugin:
             raise PluginLoadError(f"{name}: the sandbox worker is not running")
         try:
             _, exchange = process.exchange("hook", name)
-            answer = await asyncio.wait_for(exchange.frames.get(), HOOK_TIMEOUT + 5)
+            answer = await asyncio.wait_for(exchange.get(), HOOK_TIMEOUT + 5)
         except (WorkerGone, TimeoutError):
             raise PluginLoadError(f"{name}: the sandbox worker did not answer") from None
         if answer[0] == "gone":
@@ -352,7 +391,7 @@ class SandboxedPlugin:
         if process is None:
             raise WorkerGone(f"plugin {self.manifest.id}'s sandbox worker is not running ({self.state})")
         _, exchange = process.exchange("task", name, args, kwargs)
-        answer = await exchange.frames.get()
+        answer = await exchange.get()
         if answer[0] == "gone":
             raise WorkerGone(f"plugin {self.manifest.id}'s sandbox worker ended ({process.reason})")
         if answer[0] == "tasked" and len(answer) == 3 and answer[2]:
@@ -386,7 +425,8 @@ class SandboxedPlugin:
         process, self.process = self.process, None
         if process is not None:
             with contextlib.suppress(ConnectionError):
-                process.writer.write(wire.frame("stop"))
+                process.send(wire.frame("stop"))
+                await asyncio.sleep(0)  # the frames before it, and it, are written
                 await process.writer.drain()
             try:
                 await asyncio.wait_for(process.proc.wait(), STOP_GRACE)
@@ -405,7 +445,7 @@ class SandboxedPlugin:
         # Litestar's mount gave `scope["path"]` the part after the prefix; the request log and the worker (whose
         # app mounts the plugin's routes at the prefix, as in process) need the path the client asked for.
         scope["path"] = _client_path(scope, self.manifest.prefix)
-        body = await _body(receive)
+        body = await _body(receive) if _has_body(scope) else b""
         if body is None:
             await _answer(send, 413, f"the request body is over the limit of {MAX_BODY} bytes for a sandboxed plugin")
             return
@@ -415,42 +455,60 @@ class SandboxedPlugin:
             await _answer(send, 502, f"plugin {self.manifest.id} is restarting (in {wait:.0f} s)", retry=wait)
             return
         try:
-            number, exchange = process.exchange("http", _fields(scope), body)
+            number, exchange = process.exchange("http", _fields(scope), body, timeout=self.timeout)
         except WorkerGone:
             await _answer(send, 502, f"plugin {self.manifest.id} is not running")
             return
         started = False
         try:
-            async with asyncio.timeout(self.timeout):
-                while True:
-                    message = await exchange.frames.get()
-                    kind = message[0]
-                    if kind == "start":
-                        started = True
-                        await send({"type": "http.response.start", "status": message[2], "headers": message[3]})
-                    elif kind == "body":
-                        await send({"type": "http.response.body", "body": message[2], "more_body": message[3]})
-                        if not message[3]:
-                            return
-                    elif kind == "error":
-                        await _answer(send, 500, "the plugin failed to answer this request")
+            while True:
+                message = await exchange.get()
+                kind = message[0]
+                if kind == "response":
+                    await send({"type": "http.response.start", "status": message[2], "headers": message[3]})
+                    await send({"type": "http.response.body", "body": message[4]})
+                    return
+                if kind == "start":
+                    started = True
+                    await send({"type": "http.response.start", "status": message[2], "headers": message[3]})
+                elif kind == "body":
+                    await send({"type": "http.response.body", "body": message[2], "more_body": message[3]})
+                    if not message[3]:
                         return
-                    else:  # gone
-                        if started:
-                            raise RuntimeError(f"plugin {self.manifest.id}'s worker ended mid-response")
-                        await _answer(send, 502, f"plugin {self.manifest.id}'s worker ended ({process.reason})")
-                        return
-        except TimeoutError:
-            log.error(
-                "plugin %s: a request ran past its %.0f s limit; its worker is replaced", self.label, self.timeout
-            )
-            process.reason = f"a request ran past the {self.timeout:.0f} s limit"
-            process.kill()
-            if started:
-                raise RuntimeError(f"plugin {self.manifest.id} timed out mid-response") from None
-            await _answer(send, 504, f"plugin {self.manifest.id} did not answer within {self.timeout:.0f} s")
+                elif kind == "error":
+                    await _answer(send, 500, "the plugin failed to answer this request")
+                    return
+                elif kind == "late":
+                    if started:
+                        raise RuntimeError(f"plugin {self.manifest.id} timed out mid-response")
+                    await _answer(send, 504, f"plugin {self.manifest.id} did not answer within {self.timeout:g} s")
+                    return
+                else:  # gone
+                    if started:
+                        raise RuntimeError(f"plugin {self.manifest.id}'s worker ended mid-response")
+                    await _answer(send, 502, f"plugin {self.manifest.id}'s worker ended ({process.reason})")
+                    return
         finally:
             process.exchanges.pop(number, None)
+
+    async def _watchdog(self, process: Process) -> None:
+        """_watchdog answers 504 to the requests past their deadline and replaces the worker that holds them: a
+        handler in an endless loop would never answer. One check every WATCH_EVERY seconds, not a timer a request."""
+        while not process.ended.is_set():
+            await asyncio.sleep(WATCH_EVERY)
+            now = process.loop.time()
+            late = [e for e in list(process.exchanges.values()) if e.deadline is not None and e.deadline <= now]
+            if not late:
+                continue
+            log.error(
+                "plugin %s: %d request(s) ran past the %g s limit; its worker is replaced",
+                self.label, len(late), self.timeout,
+            )  # fmt: skip
+            process.reason = f"a request ran past the {self.timeout:g} s limit"
+            for exchange in late:
+                exchange.put(["late"])
+            process.kill()
+            return
 
 
 def _client_path(scope: Any, prefix: str) -> str:
@@ -488,6 +546,15 @@ def _fields(scope: Any) -> dict[str, Any]:
         "request_id": scope.get("state", {}).get("request_id", ""),
         "user": principal,
     }
+
+
+def _has_body(scope: Any) -> bool:
+    """_has_body says whether the request announces a body (Content-Length or Transfer-Encoding): most do not, and
+    asking the server for one that is not there costs a round trip through it."""
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding":
+            return True
+    return False
 
 
 async def _body(receive: Any) -> bytes | None:

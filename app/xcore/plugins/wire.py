@@ -12,8 +12,9 @@ Host to worker:
   `["failed", reason]`.
 - `["hook", n, name]`: run the plugin's `on_load` or `on_unload`; answered `["hooked", n, error or None]`.
 - `["http", n, scope, body]`: one HTTP request (the scope's plain fields, the principal as `user`, the whole
-  body); answered by `["start", n, status, headers]` and one or more `["body", n, chunk, more]`, or by
-  `["error", n, reason]` when the app failed before starting its response.
+  body); answered by `["response", n, status, headers, body]`, or for a streamed answer by `["start", n, status,
+  headers]` and one or more `["body", n, chunk, more]`, or by `["error", n, reason]` when the app failed before
+  it answered.
 - `["stop"]`: run nothing more; the worker exits.
 
 The worker's log records travel on its stderr, as JSON lines (see `xcore.plugin_worker`).

@@ -21,11 +21,10 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xcore.sdk import PluginContext
+from xcore.tasks.context import with_context
 from xcore.tasks.journal import now
 
 if TYPE_CHECKING:
@@ -136,21 +135,6 @@ def call(entry: Entry, args: list[Any], kwargs: dict[str, Any]) -> None:
         raise TimeoutError(f"the task ran longer than its timeout of {timeout:g} s")
     if outcome and outcome[0] is not None:
         raise outcome[0]
-
-
-def with_context(
-    fn: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], context: PluginContext
-) -> tuple[list[Any], dict[str, Any]]:
-    """with_context passes `context` as the function's `ctx` parameter, if it has one, wherever it stands: the
-    caller's arguments (`fn.enqueue(*args)`) go to the other parameters. Raises TypeError when they do not fit."""
-    signature = inspect.signature(fn)
-    if "ctx" not in signature.parameters:
-        return args, kwargs
-    others = signature.replace(parameters=[p for n, p in signature.parameters.items() if n != "ctx"])
-    arguments = {**others.bind(*args, **kwargs).arguments, "ctx": context}
-    ordered = {name: arguments[name] for name in signature.parameters if name in arguments}
-    bound = inspect.BoundArguments(signature, ordered)
-    return list(bound.args), dict(bound.kwargs)
 
 
 async def _awaited(awaitable: Any) -> Any:

@@ -24,7 +24,7 @@ from litestar.utils.scope.state import ScopeState
 
 from xcore.web.calls import direct
 from xcore.web.guard import AccessGuard
-from xcore.web.openapi_errors import describe_problems
+from xcore.web.openapi_errors import core_openapi, describe_problems
 
 ROUTES_KEPT = 1024  # paths whose app is remembered per generation; clients choose paths, so this is a bound
 
@@ -157,16 +157,6 @@ def entry(app: Litestar) -> Any:
     ):
         return direct(AccessGuard(app.asgi_router, handler.auth))
     return direct(handler)
-
-
-def core_openapi(core: Litestar) -> dict[str, Any]:
-    """core_openapi is the core app's OpenAPI document as a dict, computed once per core app, with its errors
-    described as the problem documents they are (`describe_problems`)."""
-    cached: dict[str, Any] | None = getattr(core.state, "openapi_document", None)
-    if cached is None:
-        cached = describe_problems(core.openapi_schema.to_schema())
-        core.state.openapi_document = cached
-    return cached
 
 
 def document_under(document: dict[str, Any], prefix: str) -> dict[str, Any]:

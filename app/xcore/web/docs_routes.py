@@ -27,9 +27,8 @@ from litestar.static_files import create_static_files_router
 
 from xcore import __version__
 from xcore.resources import resource_path
-from xcore.web.dispatch import core_openapi
 from xcore.web.headers import page_policy
-from xcore.web.openapi_errors import describe_problems
+from xcore.web.openapi_errors import core_openapi, describe_problems
 
 VENDOR_URL = "/static/vendor"
 SWAGGER_VERSION = "5.35.0"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Litestar
+
 from xcore.web.problems import PROBLEM_JSON
 
 SCHEMA = "ProblemDetails"
@@ -88,3 +90,13 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
     components = dict(document.get("components", {}))
     components["schemas"] = {**components.get("schemas", {}), **PROBLEM_SCHEMAS}
     return {**document, "paths": paths, "components": components}
+
+
+def core_openapi(core: Litestar) -> dict[str, Any]:
+    """core_openapi is the core app's OpenAPI document as a dict, computed once per core app, with its errors
+    described as the problem documents they are (`describe_problems`)."""
+    cached: dict[str, Any] | None = getattr(core.state, "openapi_document", None)
+    if cached is None:
+        cached = describe_problems(core.openapi_schema.to_schema())
+        core.state.openapi_document = cached
+    return cached
