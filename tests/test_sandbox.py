@@ -351,3 +351,34 @@ def test_a_sandboxed_plugin_cannot_enqueue_another_plugins_or_the_cores_tasks(ta
         "refused",
         "TaskArgumentsError: tk.record(text, fail_first=0): missing a required argument: 'text'",
     ]
+
+
+def test_a_plugin_authors_tests_can_run_the_plugin_sandboxed(plugin_client: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "hello"
+    folder.mkdir()
+    (folder / "plugin.json").write_text(json.dumps({"id": "hello", "version": "1.0.0"}))
+    (folder / "run.py").write_text(route("hi").replace('"says": \'hi\'', '"says": __import__("os").getpid()'))
+    client = plugin_client(folder, sandbox=True)
+    assert client.plugin.sandbox is not None and client.plugin.sandbox["state"] == "running"
+    assert client.get("/app/hello/hello").json()["says"] != os.getpid()
+
+
+def test_worker_log_records_reach_the_hosts_log_with_the_plugins_context(boxes: Host) -> None:
+    code = route("x").replace(
+        "def answer(ctx: Ctx) -> dict[str, object]:\n",
+        "def answer(ctx: Ctx) -> dict[str, object]:\n    ctx.logger.warning(\"a word from the box %s\", 42)\n",
+    )
+    boxes.drop(make_zip(boxes.staging, "talker", "1.0.0", code, sandbox=True))
+    boxes.wait_answer("/app/talker/hello")
+    records = eventually(lambda: _logged(boxes.runtime, "a word from the box 42"))
+    assert records[0]["level"] == "WARNING" and records[0]["context"] == "plugins"
+    assert records[0]["logger"] == "xcore.plugins.talker"
+
+
+def _logged(runtime: Runtime, message: str) -> list[dict[str, Any]]:
+    path = runtime.log_file
+    assert path is not None
+    lines = path.read_text().splitlines() if path.exists() else []
+    found = [json.loads(line) for line in lines if message in line]
+    assert found, f"{message!r} is not in the log"
+    return found

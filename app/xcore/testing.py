@@ -8,10 +8,13 @@ a test client logged in as a user of your choice::
         client = plugin_client(Path(__file__).parent.parent)
         assert client.get("/app/hello/").status_code == 200
 
-`plugin_client(source, config=None, roles=("superadmin",), permissions=(), login=True)`:
+`plugin_client(source, config=None, roles=("superadmin",), permissions=(), login=True, sandbox=False)`:
 
 - `config` sets admin overrides of the plugin's settings (checked against its defaults, as the admin API does);
 - `roles` and `permissions` make the user the client acts as; `login=False` gives an anonymous client;
+- `sandbox=True` runs the plugin in a sandbox worker whatever its plugin.json says (the host's
+  `manager.plugins.sandbox = "require"`), as a host that requires it would; a plugin whose plugin.json says
+  `"sandbox": true` runs sandboxed either way;
 - `client.plugin` is what the admin API shows about the plugin (state, version, routes, tasks, config), and
   `client.runtime` the host's Runtime;
 - the plugin's tasks run for real: `fn.enqueue(...)` queues them on a consumer in the test process, and each
@@ -38,7 +41,8 @@ PASSWORD_LENGTH = 24
 
 @pytest.fixture
 def plugin_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., TestClient[Any]]]:
-    """plugin_client(source, config=None, roles=("superadmin",), permissions=(), login=True) -> TestClient."""
+    """plugin_client(source, config=None, roles=("superadmin",), permissions=(), login=True, sandbox=False) ->
+    TestClient."""
     from xcore.auth.hashing import cheap_hashing
 
     with ExitStack() as stack:
@@ -51,8 +55,10 @@ def plugin_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             roles: Iterable[str] = ("superadmin",),
             permissions: Iterable[str] = (),
             login: bool = True,
+            sandbox: bool = False,
         ) -> TestClient[Any]:
-            return _start(stack, tmp_path_factory.mktemp("xcore-data"), Path(source), config, roles, permissions, login)
+            data = tmp_path_factory.mktemp("xcore-data")
+            return _start(stack, data, Path(source), config, roles, permissions, login, sandbox)
 
         yield make
 
@@ -65,6 +71,7 @@ def _start(
     roles: Iterable[str],
     permissions: Iterable[str],
     login: bool,
+    sandbox: bool = False,
 ) -> TestClient[Any]:
     from xcore.plugins.bundle import inspect_bundle
     from xcore.plugins.manager import PluginManager
@@ -76,7 +83,8 @@ def _start(
     from xcore.tasks.host import TaskHost
     from xcore.web.plugin_apps import plugin_switch
 
-    runtime = open_runtime(data, environ={}, logs=False)
+    environ = {"XCORE_MANAGER__PLUGINS__SANDBOX": "require"} if sandbox else {}
+    runtime = open_runtime(data, environ=environ, logs=False)
     stack.callback(runtime.close)
     prepare_database(runtime)
     if source.is_dir():
