@@ -357,7 +357,7 @@ def test_a_plugin_authors_tests_can_run_the_plugin_sandboxed(plugin_client: Any,
     folder = tmp_path / "hello"
     folder.mkdir()
     (folder / "plugin.json").write_text(json.dumps({"id": "hello", "version": "1.0.0"}))
-    (folder / "run.py").write_text(route("hi").replace('"says": \'hi\'', '"says": __import__("os").getpid()'))
+    (folder / "run.py").write_text(route("hi").replace("\"says\": 'hi'", '"says": __import__("os").getpid()'))
     client = plugin_client(folder, sandbox=True)
     assert client.plugin.sandbox is not None and client.plugin.sandbox["state"] == "running"
     assert client.get("/app/hello/hello").json()["says"] != os.getpid()
@@ -366,7 +366,7 @@ def test_a_plugin_authors_tests_can_run_the_plugin_sandboxed(plugin_client: Any,
 def test_worker_log_records_reach_the_hosts_log_with_the_plugins_context(boxes: Host) -> None:
     code = route("x").replace(
         "def answer(ctx: Ctx) -> dict[str, object]:\n",
-        "def answer(ctx: Ctx) -> dict[str, object]:\n    ctx.logger.warning(\"a word from the box %s\", 42)\n",
+        'def answer(ctx: Ctx) -> dict[str, object]:\n    ctx.logger.warning("a word from the box %s", 42)\n',
     )
     boxes.drop(make_zip(boxes.staging, "talker", "1.0.0", code, sandbox=True))
     boxes.wait_answer("/app/talker/hello")
