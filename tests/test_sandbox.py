@@ -21,7 +21,7 @@ import pytest
 
 import test_tasks as tasks_module
 from conftest import create_account, plugin_host
-from test_plugin_manager import Host, configured_runtime, eventually, make_zip, open_host, route
+from test_plugin_manager import Host, configured_runtime, eventually, login, make_zip, open_host, route
 from xcore.plugins.store import plugin_data_dir
 from xcore.runtime import Runtime
 
@@ -382,3 +382,61 @@ def _logged(runtime: Runtime, message: str) -> list[dict[str, Any]]:
     found = [json.loads(line) for line in lines if message in line]
     assert found, f"{message!r} is not in the log"
     return found
+
+
+# --- who may change a sandboxed plugin --------------------------------------------------------------------------
+
+
+def upload(host: Host, headers: dict[str, str], bundle: Path) -> Any:
+    return host.client.post("/api/admin/plugins", headers=headers, files={"data": (bundle.name, bundle.read_bytes())})
+
+
+def test_an_admin_changes_sandboxed_plugins_and_only_a_superadmin_one_in_process(boxes: Host) -> None:
+    create_account(boxes.runtime, "ada", ["admin"])
+    ada = login(boxes.client, "ada")
+    boxed = make_zip(boxes.staging, "boxed", "1.0.0", route("boxed"), sandbox=True)
+    response = upload(boxes, ada, boxed)
+    assert response.status_code == 201, response.text
+    assert response.json()["state"] == "active" and response.json()["sandbox"]["state"] == "running"
+
+    refused = upload(boxes, ada, make_zip(boxes.staging, "inproc", "1.0.0", route("in process")))
+    assert refused.status_code == 403 and "plugins.manage" in refused.json()["detail"], refused.text
+    assert not list(boxes.folder.glob("inproc-*")), "nothing of a refused upload is installed"
+
+    for method, url, body in [
+        ("PUT", "/api/admin/plugins/boxed/config", {"overrides": {}}),
+        ("POST", "/api/admin/plugins/boxed/reload", None),
+        ("POST", "/api/admin/plugins/boxed/disable", None),
+        ("POST", "/api/admin/plugins/boxed/enable", None),
+    ]:
+        answer = boxes.client.request(method, url, headers=ada, json=body)
+        assert answer.status_code == 200, (method, url, answer.text)
+
+    boxes.drop(make_zip(boxes.staging, "inproc", "1.0.0", route("in process")))
+    boxes.wait_view("inproc", "active")
+    for method, url in [("POST", "/api/admin/plugins/inproc/disable"), ("DELETE", "/api/admin/plugins/inproc")]:
+        answer = boxes.client.request(method, url, headers=ada)
+        assert answer.status_code == 403 and "plugins.manage" in answer.json()["detail"], (method, answer.text)
+    assert boxes.client.post("/api/admin/plugins/reload", headers=ada).status_code == 403
+
+    # A plugin with one version in process is a superadmin's, even if another runs sandboxed.
+    boxes.drop(make_zip(boxes.staging, "boxed", "0.9.0", route("older, in process")))
+    eventually(lambda: _has_version(boxes, "boxed", "0.9.0"))
+    answer = boxes.client.delete("/api/admin/plugins/boxed", headers=ada)
+    assert answer.status_code == 403, answer.text
+    assert boxes.client.delete("/api/admin/plugins/boxed", headers=boxes.root).status_code == 200
+
+
+def _has_version(host: Host, plugin_id: str, version: str) -> None:
+    view = host.view(plugin_id)
+    assert view is not None and version in [v["version"] for v in view["versions"]], view
+
+
+def test_under_require_an_admin_may_upload_any_bundle_as_it_will_run_sandboxed(tmp_path: Path) -> None:
+    runtime = configured_runtime(tmp_path / "data", XCORE_MANAGER__PLUGINS__SANDBOX="require")
+    with runtime as rt, open_host(rt, tmp_path / "staging") as running:
+        create_account(rt, "ada", ["admin"])
+        ada = login(running.client, "ada")
+        response = upload(running, ada, make_zip(running.staging, "plain", "1.0.0", route("plain")))
+        assert response.status_code == 201, response.text
+        assert response.json()["sandbox"]["state"] == "running"

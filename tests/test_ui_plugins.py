@@ -398,33 +398,55 @@ def test_keyboard_use_of_the_plugins_page(ui_server: UiServer, admin_page: Any, 
 VIEWER_PASSWORD = "Blue-Kettle-Morning-42"
 
 
-def test_an_admin_sees_plugins_read_only_and_the_owner_is_warned_before_installing(
+BOXY = {
+    "plugin.json": json.dumps({"id": "boxy", "version": "1.0.0", "sandbox": True}),
+    "run.py": 'from xcore.sdk import get\n\n\n@get("/")\nasync def hi() -> dict[str, str]:\n'
+    '    return {"hi": "from the box"}\n\n\nrouter = [hi]\n',
+}
+
+
+def test_an_admin_changes_only_sandboxed_plugins_and_sees_the_others_read_only(
     ui_server: UiServer, page: Any, zips: dict[str, Path], screenshots: Path
 ) -> None:
-    """Installing or changing a plugin is a superadmin power (a plugin runs with the server's rights): the page
-    takes that from the user's permissions (/api/me), so an admin gets no control that the server would refuse."""
+    """A plugin in the server's process is a superadmin's to change (it runs with the server's rights); a sandboxed
+    one an admin's too (plugins.manage_sandboxed). The page takes that from the user's permissions (/api/me) and
+    the plugin's `sandbox`, so an admin gets no control that the server would refuse: the upload zone, told that
+    a bundle must run sandboxed, and the actions of the sandboxed plugin only; no rescan."""
     install(ui_server, zips["hello"])
-    made = ui_server.api.post(
-        "/api/admin/users", json={"username": "viewer", "password": VIEWER_PASSWORD, "roles": ["admin"]}
+    response = ui_server.api.post(
+        "/api/admin/plugins", files={"data": ("boxy-1.0.0.zip", zip_bytes(BOXY), "application/zip")}
     )
-    assert made.status_code == 201, made.text
-    login(page, ui_server.url, "viewer", VIEWER_PASSWORD)
-    page.get_by_role("heading", level=1, name="Dashboard").wait_for()
-    open_plugins(page, ui_server)
-    row(page, "hello").wait_for()
-    expect(page.locator(".read-only-note")).to_contain_text("only a superadmin holds")
-    assert page.get_by_role("button", name="Rescan").count() == 0
-    assert page.get_by_role("heading", name="Install a plugin").count() == 0
-    assert page.locator('input[type="file"]').count() == 0
-    assert row(page, "hello").get_by_role("button").count() == 0
-    shot(page, screenshots, "plugins-read-only")
-    page.goto(ui_server.url + "/admin/plugins/hello")
-    page.get_by_role("heading", level=1, name="Hello").wait_for()
-    expect(page.locator(".read-only-note")).to_be_visible()
-    expect(page.get_by_label("Overrides", exact=True)).to_be_visible()
-    for name in ("Disable hello", "Reload hello", "Delete hello", "Save overrides", "Restore defaults"):
-        assert page.get_by_role("button", name=name).count() == 0, name
-    assert page.locator("textarea").count() == 0
+    assert response.status_code == 201 and response.json()["sandbox"]["state"] == "running", response.text
+    try:
+        made = ui_server.api.post(
+            "/api/admin/users", json={"username": "viewer", "password": VIEWER_PASSWORD, "roles": ["admin"]}
+        )
+        assert made.status_code == 201, made.text
+        login(page, ui_server.url, "viewer", VIEWER_PASSWORD)
+        page.get_by_role("heading", level=1, name="Dashboard").wait_for()
+        open_plugins(page, ui_server)
+        row(page, "boxy").wait_for()
+        expect(page.locator(".read-only-note")).to_contain_text("only a superadmin holds")
+        expect(page.locator(".sandboxed-only")).to_contain_text("A bundle that would run inside the server is refused")
+        assert page.get_by_role("button", name="Rescan").count() == 0
+        assert page.get_by_role("heading", name="Install a plugin").count() == 1
+        assert page.locator(".server-rights").count() == 0
+        assert row(page, "hello").get_by_role("button").count() == 0
+        expect(row(page, "boxy").get_by_role("button", name="Reload boxy")).to_be_visible()
+        shot(page, screenshots, "plugins-admin-sandboxed-only")
+        page.goto(ui_server.url + "/admin/plugins/hello")
+        page.get_by_role("heading", level=1, name="Hello").wait_for()
+        expect(page.locator(".read-only-note")).to_be_visible()
+        expect(page.get_by_label("Overrides", exact=True)).to_be_visible()
+        for name in ("Disable hello", "Reload hello", "Delete hello", "Save overrides", "Restore defaults"):
+            assert page.get_by_role("button", name=name).count() == 0, name
+        assert page.locator("textarea").count() == 0
+        page.goto(ui_server.url + "/admin/plugins/boxy")
+        expect(page.get_by_role("button", name="Reload boxy")).to_be_visible()
+        page.get_by_role("button", name="Reload boxy").click()
+        expect(page.locator(".action-status, [role=status]").first).to_be_visible()
+    finally:
+        uninstall(ui_server, "boxy")
 
 
 def test_the_upload_section_says_a_plugin_runs_with_the_servers_rights(admin_page: Any, ui_server: UiServer) -> None:

@@ -17,6 +17,10 @@ PERMISSIONS: dict[str, str] = {
         "Upload, enable, disable, reload, configure and delete plugins. A plugin runs in the server's process with "
         "its rights (it can read every secret and act as anyone), so this is a superadmin power."
     ),
+    "plugins.manage_sandboxed": (
+        "Upload, enable, disable, reload, configure and delete plugins that run sandboxed, each in a confined "
+        "worker process of its own, never one that runs in the server's process."
+    ),
     "tasks.read": "See scheduled tasks and their run history.",
     "tasks.manage": "Run, pause and resume tasks.",
     "users.read": "See user accounts.",
@@ -38,10 +42,11 @@ CUSTOM_RANK = RANKS[USER]
 BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     SUPERADMIN: ("Everything, including roles, settings and backups.", frozenset(PERMISSIONS)),
     ADMIN: (
-        "Sees plugins; manages tasks, logs and the users below admin.",
+        "Sees plugins and manages sandboxed ones; manages tasks, logs and the users below admin.",
         frozenset(
             {
                 "plugins.read",
+                "plugins.manage_sandboxed",
                 "tasks.read",
                 "tasks.manage",
                 "users.read",
@@ -57,17 +62,16 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
 
 # Installing or changing a plugin that runs in the server's process makes its author as powerful as the server:
 # the plugin can read secret.key, the password hashes and the 2FA secrets, and mint a superadmin token. So only a
-# superadmin holds `plugins.manage` (and ACCESS_RULES sends every plugin change to superadmins). Once plugins can
-# run sandboxed (the manifest's `sandbox`), `manage_permission` is the one place that gives them a lesser
-# permission (e.g. a new `plugins.manage_sandboxed` granted to admins), with a matching ACCESS_RULES rule.
+# superadmin holds `plugins.manage`. A plugin that runs sandboxed (its manifest's `sandbox`, or the operator's
+# `manager.plugins.sandbox = "require"`) sees none of that, so admins hold `plugins.manage_sandboxed`.
 IN_PROCESS_PLUGINS = "plugins.manage"
+SANDBOXED_PLUGINS = "plugins.manage_sandboxed"
 
 
 def manage_permission(sandboxed: bool = False) -> str:
     """manage_permission is the permission needed to install, enable, disable, reload, configure or remove a
-    plugin. Every plugin runs in the server's process today, whatever `sandboxed` says, so it is always
-    `plugins.manage`."""
-    return IN_PROCESS_PLUGINS
+    plugin: `plugins.manage_sandboxed` when every version of it involved runs sandboxed, else `plugins.manage`."""
+    return SANDBOXED_PLUGINS if sandboxed else IN_PROCESS_PLUGINS
 
 
 def in_sync(permissions: Mapping[str, str], roles: Mapping[str, tuple[bool, int, str, frozenset[str]]]) -> bool:

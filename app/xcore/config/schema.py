@@ -377,8 +377,9 @@ def default_access_rules() -> dict[str, AccessRule]:
     return {
         "/api/admin/*": AccessRule(roles=["admin"]),
         "/api/admin/backups*": AccessRule(roles=["superadmin"]),  # a restore replaces every account
-        # A plugin's code runs with the server's rights: changing what runs is a superadmin power (reads stay admin).
-        "/api/admin/plugins*": AccessRule(roles=["superadmin"], method=list(CHANGING_METHODS)),
+        # Changing plugins needs at least the right to change sandboxed ones; a plugin any version of which runs in
+        # the server's process, with its rights, needs plugins.manage too (superadmins), which the handlers check.
+        "/api/admin/plugins*": AccessRule(permissions=["plugins.manage_sandboxed"], method=list(CHANGING_METHODS)),
         "/api/me/*": LOGGED_IN,
         "/api/auth/*": PUBLIC,
         "/api/setup": PUBLIC,

@@ -45,6 +45,7 @@ from xcore.plugins.loader import (
     run_hook,
     unload_modules,
 )
+from xcore.plugins.manifest import Manifest
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
@@ -122,6 +123,24 @@ class PluginManager:
             if view is not None and plugin.sandbox is not None:
                 refresh_sandbox(view, plugin)
         return self._views
+
+    def runs_sandboxed(self, manifest: Manifest) -> bool:
+        """runs_sandboxed says whether a version with this manifest would run sandboxed on this host (and not be
+        refused for a sandbox it lacks)."""
+        sandboxed, refusal = sandbox_reason(manifest, self.runtime.config.manager.plugins)
+        return sandboxed and not refusal
+
+    def all_sandboxed(self, plugin_id: str) -> bool:
+        """all_sandboxed says whether plugin `plugin_id` is in the folder or serving, and every version of it the
+        folder holds and the one serving run sandboxed: then changing it is an admin's right, not a superadmin's
+        (`xcore.auth.builtin.manage_permission`)."""
+        manifests = [s.manifest for s in self._scan.sources if s.id == plugin_id]
+        serving = self.loaded.get(plugin_id)
+        if serving is not None and serving.sandbox is None:
+            return False
+        if serving is not None:
+            manifests.append(serving.manifest)
+        return bool(manifests) and all(self.runs_sandboxed(m) for m in manifests)
 
     async def start(self, mounts: Mounts) -> None:
         """start loads the plugins, serves them through `mounts`, starts the task host and the watcher."""

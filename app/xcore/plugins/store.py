@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from packaging.version import Version
@@ -23,6 +24,7 @@ from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, host_fault
 from xcore.plugins.contract import PLUGIN_ID
 from xcore.plugins.errors import PluginNotFound, PluginStorageError
 from xcore.plugins.leftovers import CACHE_FOLDER, TEMP_PREFIX
+from xcore.plugins.manifest import Manifest
 from xcore.runtime import Runtime
 
 # A change to this file tells every worker to re-read the plugins' enabled flags and config overrides.
@@ -74,7 +76,9 @@ def taken_prefixes(runtime: Runtime, except_id: str) -> dict[str, str]:
     }
 
 
-def install_bundle(runtime: Runtime, source: Path, *, name: str | None = None) -> Bundle:
+def install_bundle(
+    runtime: Runtime, source: Path, *, name: str | None = None, allowed: Callable[[Manifest], None] | None = None
+) -> Bundle:
     """install_bundle checks `source`, extracts it into the cache (where its load finds it), and copies it into
     the plugins folder as `<id>-<version>.zip`, the version normalised (PEP 440: v1.0.0 is written 1.0.0).
 
@@ -82,8 +86,11 @@ def install_bundle(runtime: Runtime, source: Path, *, name: str | None = None) -
     the plugins folder: a rule it breaks, or an entry that cannot be extracted. Raises PluginStorageError when
     this host's disk cannot take the extracted files. An installed zip of the same id and an equal version (1.0
     equals 1.0.0) is replaced, whatever its file name; other versions stay (the highest one is active).
+    `allowed`, given the checked manifest, raises what refuses the caller before anything is extracted.
     """
     checked = _inspect_as(runtime, source, name or source.name)
+    if allowed is not None:  # may the caller install this plugin (one in process, one sandboxed)? It raises if not
+        allowed(checked.manifest)
     try:
         extract_bundle(checked, cache_dir(runtime))
     except BundleError as exc:

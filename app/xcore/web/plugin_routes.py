@@ -3,9 +3,11 @@
 Every change is written to the audit log, then applied by this worker's manager before the answer, so the
 answer shows the outcome (active, or failed with the reason). The other workers follow through their watchers.
 
-Admins read (`plugins.read`); every change needs `manage_permission()` (`plugins.manage`, superadmins only): a
-plugin runs in the server's process with its rights, so whoever changes what runs could make themselves anyone.
-The default ACCESS_RULES say the same for POST, PUT, PATCH and DELETE under /api/admin/plugins.
+Admins read (`plugins.read`). A change needs `manage_permission(sandboxed)`: `plugins.manage` (superadmins only)
+for a plugin any version of which runs in the server's process with its rights, since whoever changes what runs
+there could make themselves anyone; `plugins.manage_sandboxed` (admins) when every version involved runs
+sandboxed: the uploaded bundle (checked before anything is written), or every version of the plugin in the
+folder and the one serving (`PluginManager.all_sandboxed`). A rescan of every plugin is a superadmin's.
 """
 
 import logging
@@ -30,6 +32,7 @@ from xcore.plugins.bundle import BundleError
 from xcore.plugins.errors import PluginConflict, PluginError, PluginNotFound, PluginStorageError, PluginUnavailable
 from xcore.plugins.leftovers import TEMP_PREFIX
 from xcore.plugins.manager import PluginManager
+from xcore.plugins.manifest import Manifest
 from xcore.plugins.settings import override_problems, replace_overrides
 from xcore.plugins.store import install_bundle, remove_plugin, signal_state_change
 from xcore.plugins.views import PluginView
@@ -65,6 +68,15 @@ def manager_of(request: Request[Any, Any, Any]) -> PluginManager:
     if manager is None:
         raise PluginUnavailable("plugins are not managed in this process")
     return manager
+
+
+def change_permission(manager: PluginManager, plugin_id: str) -> str:
+    """change_permission is what changing plugin `plugin_id` needs: `plugins.manage_sandboxed` when every version
+    of it runs sandboxed, else `plugins.manage`. A plugin the host does not know is answered 404 by the handler
+    to whoever may change a sandboxed one."""
+    if plugin_id not in manager.views:
+        return manage_permission(sandboxed=True)
+    return manage_permission(manager.all_sandboxed(plugin_id))
 
 
 def view_of(manager: PluginManager, plugin_id: str) -> PluginView:
@@ -113,9 +125,14 @@ async def upload_plugin(
     """Upload a `.zip` bundle as the multipart field `data`. It is checked against every bundle rule and
     extracted before it is written (a 422 names the rule and the entry, an entry that cannot be extracted too),
     then installed as `<id>-<version>.zip` (the version normalised), replacing an equal version (1.0 is 1.0.0).
-    The answer shows whether it loaded. Superadmins only: the plugin runs with the server's rights."""
-    actor(request, manage_permission())
+    The answer shows whether it loaded. A bundle that runs in the server's process, with its rights, needs
+    `plugins.manage` (superadmins); one that runs sandboxed `plugins.manage_sandboxed` (admins)."""
+    actor(request, manage_permission(sandboxed=True))  # superadmins hold it too: the least either may do
     manager = manager_of(request)
+
+    def allowed(manifest: Manifest) -> None:
+        actor(request, manage_permission(manager.runs_sandboxed(manifest)))
+
     upload = data.data
     name = Path(upload.filename or "upload.zip").name
     # A hidden name in the plugins folder: the watchers ignore it, and it is on the same disk as the target.
@@ -131,7 +148,9 @@ async def upload_plugin(
                     out.write(chunk)
         except OSError as exc:
             raise PluginStorageError(f"cannot store the upload in {manager.folder} ({exc.strerror})") from None
-        bundle = await anyio.to_thread.run_sync(lambda: install_bundle(manager.runtime, Path(tmp), name=name))
+        bundle = await anyio.to_thread.run_sync(
+            lambda: install_bundle(manager.runtime, Path(tmp), name=name, allowed=allowed)
+        )
     except BundleError as exc:
         log.warning("plugin upload refused: %s", exc, extra={"context": "plugins"})
         raise
@@ -148,7 +167,7 @@ async def upload_plugin(
 async def reload_all(request: Request[Any, Any, Any]) -> list[PluginView]:
     """Re-reads every bundle and retries versions that failed before, in this worker and (through the
     watchers) in the others."""
-    actor(request, manage_permission())
+    actor(request, manage_permission())  # every plugin: a superadmin's
     manager = manager_of(request)
     await anyio.to_thread.run_sync(signal_state_change, manager.runtime)
     await manager.reconcile(force=True)
@@ -159,8 +178,8 @@ async def reload_all(request: Request[Any, Any, Any]) -> list[PluginView]:
 @post("/api/admin/plugins/{plugin_id:str}/reload", tags=TAGS, status_code=200, summary="Reload a plugin")
 async def reload_plugin(request: Request[Any, Any, Any], plugin_id: PluginId) -> PluginView:
     """Imports the plugin afresh and runs `on_unload` then `on_load`, as an upgrade would."""
-    actor(request, manage_permission())
     manager = manager_of(request)
+    actor(request, change_permission(manager, plugin_id))
     view_of(manager, plugin_id)
     await manager.reconcile(force=True, reload=[plugin_id])
     await _audit(request, "plugin.reload", plugin_id)
@@ -179,8 +198,8 @@ async def disable_plugin(request: Request[Any, Any, Any], plugin_id: PluginId) -
 
 
 async def _set_enabled(request: Request[Any, Any, Any], plugin_id: str, enabled: bool) -> PluginView:
-    who = actor(request, manage_permission())
     manager = manager_of(request)
+    who = actor(request, change_permission(manager, plugin_id))
     view_of(manager, plugin_id)
 
     def store() -> None:
@@ -207,8 +226,8 @@ async def remove(
 ) -> RemovedOut:
     """Deletes the plugin's zips, which unmounts it. Its data, settings and permissions are kept unless
     `purge=true`. A plugin loaded from a `--plugins-dev` folder cannot be removed here."""
-    actor(request, manage_permission())
     manager = manager_of(request)
+    actor(request, change_permission(manager, plugin_id))
     view = manager.views.get(plugin_id)
     if view is not None and view.source == "dev":
         raise PluginConflict(f"plugin {plugin_id!r} is loaded from a dev folder; delete the folder instead")
@@ -233,8 +252,8 @@ async def get_config(request: Request[Any, Any, Any], plugin_id: PluginId) -> Co
 async def put_config(request: Request[Any, Any, Any], plugin_id: PluginId, data: JSONBody[ConfigIn]) -> ConfigOut:
     """Replaces the overrides. Each must name a setting of the bundle's defaults and keep its type; a 400 lists
     every one that does not. The plugin reloads with the new settings."""
-    who = actor(request, manage_permission())
     manager = manager_of(request)
+    who = actor(request, change_permission(manager, plugin_id))
     view_of(manager, plugin_id)
     defaults, _, _ = await manager.settings_of(plugin_id)
     problems = override_problems(defaults, data.overrides)

@@ -3,7 +3,7 @@
 // here for syntax and by the server for keys and types, then saved.
 import * as api from "../api.js";
 import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, toast } from "../dom.js";
-import { actionButtons, busy, canManage, outcome, pluginApi, pluginLabel, readOnlyNote, runAction } from "./plugins.js";
+import { actionButtons, busy, mayChange, outcome, pluginApi, pluginLabel, readOnlyNote, runAction } from "./plugins.js";
 import { cronText, everyText } from "./tasks.js";
 
 export const title = "Plugin";
@@ -189,7 +189,7 @@ export async function render({ main, params, navigate, me }) {
     );
     return;
   }
-  await draw(main, view, { navigate, manage: canManage(me) });
+  await draw(main, view, { navigate, manage: mayChange(me, view) });
 }
 
 async function draw(main, view, { navigate, manage, said = "", focusAction = null }) {

@@ -1,7 +1,9 @@
 // Plugins: every plugin the host knows (state, errors, routes), installing a bundle (drop a .zip on the page or
 // pick one, with progress and the server's verdict), a rescan of the plugins folder, and the per-plugin actions
-// (enable, disable, reload, delete), which the detail page (plugin.js) shares. Only a user whose permissions (from
-// /api/me) include MANAGE gets the controls that change what runs; the others see the same page read-only.
+// (enable, disable, reload, delete), which the detail page (plugin.js) shares. A user whose permissions (from
+// /api/me) include MANAGE gets every control that changes what runs; one with MANAGE_SANDBOXED (an admin) installs
+// bundles that run sandboxed and changes the plugins that run sandboxed; the others see the same page read-only.
+// The server decides either way: these only spare a user the controls it would refuse.
 import * as api from "../api.js";
 import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, uid } from "../dom.js";
 
@@ -10,14 +12,30 @@ export const title = "Plugins";
 const API = "/api/admin/plugins";
 const PENDING_RECHECK = 2000; // ms: a bundle still being copied settles within a few seconds
 const MANAGE = "plugins.manage";
+const MANAGE_SANDBOXED = "plugins.manage_sandboxed";
 /** SERVER_RIGHTS warns whoever installs a plugin what its code can do. */
 export const SERVER_RIGHTS =
   "A plugin runs inside the server with the server's rights: its code can read every secret (the signing key, " +
   "password hashes, 2FA secrets) and act as any account. Install only plugins you trust.";
 
-/** canManage is true when the signed-in user may install and change plugins (the server's permission list). */
+/** SANDBOXED_ONLY tells a user who may change only sandboxed plugins what an upload of theirs may be. */
+export const SANDBOXED_ONLY =
+  "You may install plugins that run sandboxed, each in a confined process of its own (its plugin.json says " +
+  '"sandbox": true, or this server sandboxes every plugin). A bundle that would run inside the server is refused.';
+
+/** canManage is true when the signed-in user may install and change any plugin (the server's permission list). */
 export function canManage(me) {
   return Boolean(me?.permissions?.includes(MANAGE));
+}
+
+/** canManageSandboxed is true when the signed-in user may install and change at least the sandboxed plugins. */
+export function canManageSandboxed(me) {
+  return canManage(me) || Boolean(me?.permissions?.includes(MANAGE_SANDBOXED));
+}
+
+/** mayChange is true when the signed-in user may change the plugin of `view`: any, or a sandboxed one. */
+export function mayChange(me, view) {
+  return canManage(me) || (canManageSandboxed(me) && Boolean(view?.sandbox));
 }
 
 /** readOnlyNote says why the plugin controls are missing for a user who may only look. */
@@ -25,8 +43,9 @@ export function readOnlyNote() {
   return h(
     "p",
     { class: "muted read-only-note" },
-    `Read-only: installing, enabling, disabling, reloading, configuring and deleting plugins need the permission ` +
-      `${MANAGE}, which only a superadmin holds, because a plugin runs with the server's rights.`,
+    `Read-only: installing, enabling, disabling, reloading, configuring and deleting a plugin that runs inside the ` +
+      `server need the permission ${MANAGE}, which only a superadmin holds, because such a plugin runs with the ` +
+      `server's rights.`,
   );
 }
 
@@ -170,6 +189,7 @@ function routesCell(view) {
 /** render shows the plugins page. */
 export async function render({ main, me }) {
   const manage = canManage(me);
+  const sandboxedOnly = !manage && canManageSandboxed(me);
   const rescan = button("Rescan", { class: "primary", title: "Re-read the plugins folder and retry failed versions" });
   main.append(h("div", { class: "page-head" }, h("h1", {}, "Plugins"), h("span", { class: "spacer" }), manage ? rescan : null));
 
@@ -178,7 +198,9 @@ export async function render({ main, me }) {
   const pickerField = field("Choose a plugin zip", picker, {
     hint: "A bundle made by `xcore plugin pack`. The server checks it before installing it.",
   });
-  const rights = h("p", { class: "alert alert-warn note server-rights" }, SERVER_RIGHTS);
+  const rights = manage
+    ? h("p", { class: "alert alert-warn note server-rights" }, SERVER_RIGHTS)
+    : h("p", { class: "alert note sandboxed-only" }, SANDBOXED_ONLY);
   const zone = h(
     "div",
     { class: "dropzone", dataset: { dropzone: "plugins" } },
@@ -190,7 +212,9 @@ export async function render({ main, me }) {
   const progressBox = h("div", { class: "upload-progress", hidden: true }, progressText, progress);
   const uploadResult = h("div", { class: "upload-result", role: "status" });
   const uploadError = h("div", { class: "alert alert-error upload-error", role: "alert", hidden: true });
-  main.append(manage ? section("Install a plugin", rights, zone, progressBox, uploadResult, uploadError) : readOnlyNote());
+  const installSection = section("Install a plugin", rights, zone, progressBox, uploadResult, uploadError);
+  main.append(manage || sandboxedOnly ? installSection : readOnlyNote());
+  if (sandboxedOnly) main.append(readOnlyNote());
 
   // The table and the outcome of the last action.
   const listError = errorBox();
@@ -234,7 +258,9 @@ export async function render({ main, me }) {
         { label: "State", render: (v) => badge(v.state) },
         { label: "Errors", class: "error-cell", render: (v) => (v.error ? h("span", { class: "plugin-error" }, v.error) : null) },
         { label: "Routes", render: routesCell },
-        manage ? { label: "Actions", render: (v) => actionButtons(v, (kind, el) => act(kind, v, el)) } : null,
+        manage || sandboxedOnly
+          ? { label: "Actions", render: (v) => (mayChange(me, v) ? actionButtons(v, (kind, el) => act(kind, v, el)) : null) }
+          : null,
       ].filter(Boolean),
       rows: views,
     }));
