@@ -6,8 +6,10 @@
 `python3 tasks.py bundle --check` builds the one-folder bundle, then runs this on it. Every step runs the
 bundle itself, the way a self-hoster would: `xcore --version`; `xcore serve` headless (no DISPLAY) on a free
 port with a temporary data directory; first-run setup through the API; `xcore plugin pack` of the example
-`notes` plugin and its upload; a call to its route; a run of its task through the scheduler; `xcore plugin
-runtime`; and a stop by SIGTERM, which must exit 0. It prints a pass/fail table and exits 1 when a step failed.
+`notes` plugin and its upload; a call to its route; a run of its task through the scheduler; a plugin with
+`"sandbox": true`, which must answer from its own confined worker (the binary started as `xcore
+plugin-worker`) and fail to read the secret key; `xcore plugin runtime`; and a stop by SIGTERM, which must exit
+0. It prints a pass/fail table and exits 1 when a step failed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,25 @@ STEP_TIMEOUT = 30.0
 
 class CheckFailed(Exception):
     """CheckFailed ends one step with the reason shown in the table."""
+
+
+BOXED_RUN = """import os
+from pathlib import Path
+
+from xcore.sdk import Ctx, get
+
+
+@get("/", sync_to_thread=False)
+def where(ctx: Ctx) -> dict:
+    try:
+        secret = "read: " + (Path(ctx.data_dir).parent.parent / "secret.key").read_text()[:4]
+    except OSError as exc:
+        secret = f"blocked: {exc}"
+    return {"pid": os.getpid(), "secret": secret}
+
+
+router = [where]
+"""
 
 
 def free_port() -> int:
@@ -212,6 +233,28 @@ class ReleaseCheck:
             raise CheckFailed(f"run {run_id} {run['status']}: {run.get('error')}")
         return f"notes.purge_empty run {run_id} succeeded in {run['duration'] * 1000:.0f} ms (pid {run['pid']})"
 
+    def sandboxed(self) -> str:
+        """A plugin with "sandbox": true, packed by the binary, runs in a worker that the binary starts of itself
+        (`xcore plugin-worker`), confined: it answers from another process and cannot read the secret key."""
+        source = self.work / "boxed"
+        source.mkdir(exist_ok=True)
+        (source / "plugin.json").write_text(json.dumps({"id": "boxed", "version": "1.0.0", "sandbox": True}))
+        (source / "run.py").write_text(BOXED_RUN)
+        out = self.work / "zips"
+        done = self.xcore("plugin", "pack", str(source), "--out", str(out))
+        if done.returncode != 0:
+            raise CheckFailed(f"xcore plugin pack: exit {done.returncode}: {done.stderr.strip()}")
+        bundle = next(out.glob("boxed-*.zip"))
+        body, content_type = multipart("data", bundle.name, bundle.read_bytes())
+        view = self.client.expect("POST", "/api/admin/plugins", 201, raw=body, content_type=content_type)
+        if view.get("state") != "active" or not view.get("sandbox"):
+            raise CheckFailed(f"boxed did not run sandboxed: {view.get('state')}: {view.get('error')}")
+        answer = self.client.expect("GET", "/app/boxed/", 200)
+        assert self.server is not None
+        if answer.get("pid") in (None, self.server.pid) or not str(answer.get("secret", "")).startswith("blocked"):
+            raise CheckFailed(f"the sandboxed plugin answered {answer}")
+        return f"answered from pid {answer['pid']}; reading secret.key: {answer['secret'][:60]}"
+
     def runtime(self) -> str:
         done = self.xcore("plugin", "runtime", "--json")
         if done.returncode != 0:
@@ -250,6 +293,7 @@ class ReleaseCheck:
             ("install notes", self.install_notes, ("first-run setup",)),
             ("call its route", self.call_route, ("install notes",)),
             ("run its task", self.run_task, ("install notes",)),
+            ("a sandboxed plugin", self.sandboxed, ("first-run setup",)),
             ("stop with SIGTERM", self.stop, ("start headless",)),
             ("plugin runtime", self.runtime, ()),
         ]
