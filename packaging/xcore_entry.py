@@ -18,6 +18,10 @@ if __name__ == "__main__":
         from xcore.plugin_worker import main as worker_main
 
         sys.exit(worker_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["plugin-zygote"]:  # the sandbox's fork server, which forks those workers
+        from xcore.plugin_zygote import main as zygote_main
+
+        sys.exit(zygote_main(sys.argv[2:]))
     from xcore.cli import main
 
     main()

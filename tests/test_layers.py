@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tasks", ("xcore.tasks",)),
     ("plugins", ("xcore.plugins",)),
     ("web", ("xcore.web",)),
-    ("server", ("xcore.server", "xcore.desktop", "xcore.plugin_worker")),
+    ("server", ("xcore.server", "xcore.desktop", "xcore.plugin_worker", "xcore.plugin_zygote")),
     ("entry points", ("xcore.cli", "xcore.testing", "xcore.__main__")),
 ]
 

@@ -95,6 +95,7 @@ def _command_words(argv: list[str]) -> list[str]:
 
 
 WORKER_COMMAND = "plugin-worker"
+ZYGOTE_COMMAND = "plugin-zygote"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
         from xcore.plugin_worker import main as worker_main
 
         sys.exit(worker_main(args[1:]))
+    if args[:1] == [ZYGOTE_COMMAND]:  # the sandbox's fork server (hidden): xcore.plugins.zygote starts it
+        from xcore.plugin_zygote import main as zygote_main
+
+        sys.exit(zygote_main(args[1:]))
     if argv is None and len(sys.argv) == 1 and getattr(sys, "frozen", False):
         from xcore.desktop import gui_problem
 

@@ -45,10 +45,11 @@ from litestar.types import Receive, Scope, Send
 from xcore.build import frozen, self_command
 from xcore.config.schema import PluginsConfig, SandboxLimits
 from xcore.plugins import wire
-from xcore.plugins.confine import Limits, available, scrubbed_environment
+from xcore.plugins.confine import Limits, available
 from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.loader import LoadedPlugin, PluginLoadError
 from xcore.plugins.manifest import Manifest
+from xcore.plugins.zygote import Child, ZygoteError, zygote
 from xcore.sdk import PluginContext, TaskSpec
 
 log = logging.getLogger("xcore.plugins")
@@ -153,7 +154,7 @@ class _Shown:
 class Process:
     """Process is one running worker: its process, its socket, and the requests it is answering."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, proc: Child, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.proc = proc
         self.reader = reader
         self.writer = writer
@@ -261,33 +262,30 @@ class SandboxedPlugin:
         self._keep(self._watchdog(process))
 
     async def _spawn(self) -> Process:
+        """_spawn has the fork server start a worker (`xcore.plugins.zygote`) with its two sockets and its stderr,
+        and sends it the `load` frame."""
         host, child = socket.socketpair()
         calls, child_calls = socket.socketpair()
+        err_read, err_write = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *worker_command(child.fileno(), child_calls.fileno()),
-                pass_fds=(child.fileno(), child_calls.fileno()),
-                env=scrubbed_environment(os.environ, self.data_dir),
-                cwd=self.data_dir,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
+            proc = await zygote().fork(self.data_dir, [child.fileno(), child_calls.fileno(), err_write])
+        except ZygoteError as exc:
             host.close()
             calls.close()
+            os.close(err_read)
             raise PluginLoadError(f"its sandbox worker could not be started: {exc}") from None
         finally:
             child.close()
             child_calls.close()
-        threading.Thread(
-            target=self._answer_calls, args=(calls,), name=f"xcore-sandbox-{self.manifest.id}", daemon=True
-        ).start()
+            os.close(err_write)
+        name = f"xcore-sandbox-{self.manifest.id}"
+        threading.Thread(target=self._answer_calls, args=(calls,), name=name, daemon=True).start()
         reader, writer = await asyncio.open_connection(sock=host)
         writer.write(wire.frame("load", self.params))
-        assert proc.stderr is not None
-        self._keep(self._relay(proc.stderr))
+        stderr = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stderr), os.fdopen(err_read, "rb", 0))
+        self._keep(self._relay(stderr))
         return Process(proc, reader, writer)
 
     def _keep(self, coroutine: Awaitable[Any]) -> None:
