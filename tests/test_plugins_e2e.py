@@ -391,6 +391,43 @@ def test_a_sandboxed_plugin_reloads_under_load_without_a_failed_request_and_surv
     assert host.server.stop() == 0
 
 
+def test_the_notes_example_runs_sandboxed_with_its_task_and_a_broken_upgrade_leaves_it_serving(serve, tmp_path) -> None:
+    host = serve()
+    folder = tmp_path / "boxed-notes"
+    shutil.copytree(NOTES, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = json.loads((folder / "plugin.json").read_text())
+    (folder / "plugin.json").write_text(json.dumps({**manifest, "sandbox": True}, indent=2))
+    drop(pack(folder, tmp_path / "zips"), host.plugins)
+    view = host.until(lambda: (v := host.view("notes")) and v["state"] == "active" and v, "sandboxed notes is active")
+    assert view["sandbox"]["state"] == "running", view
+
+    created = host.request("POST", "/app/notes/", json={"title": "boxed", "body": "from the sandbox"})
+    assert created.status_code == 201, created.text
+    assert [n["title"] for n in host.get("/app/notes/").json()] == ["boxed"]
+    assert host.request("POST", "/app/notes/", json={"title": ""}).status_code in (400, 422)
+    queued = host.request("POST", "/api/admin/tasks/notes.purge_empty/run")
+    assert queued.status_code == 201, queued.text
+    run = host.until(
+        lambda: (
+            (r := host.get(f"/api/admin/tasks/runs/{queued.json()['run']}").json())["status"]
+            in ("succeeded", "failed", "dropped")
+            and r
+        ),
+        "the task run to finish",
+    )
+    assert run["status"] == "succeeded", run
+
+    broken = tmp_path / "broken-notes"
+    shutil.copytree(folder, broken)
+    (broken / "plugin.json").write_text(json.dumps({**manifest, "sandbox": True, "version": "2.0.0"}, indent=2))
+    (broken / "run.py").write_text("raise RuntimeError('this version cannot start')\n")
+    drop(pack(broken, tmp_path / "zips"), host.plugins)
+    failed = host.until(lambda: (v := host.view("notes")) and "2.0.0" in v["failed_versions"] and v, "2.0.0 fails")
+    assert failed["state"] == "active" and failed["serving"] == "1.0.0", failed
+    assert [n["title"] for n in host.get("/app/notes/").json()] == ["boxed"]
+    assert host.server.stop() == 0
+
+
 def _worker_pids(host: Host) -> set[int]:
     """_worker_pids are the pids of the server's process tree."""
     root = host.server.process.pid
