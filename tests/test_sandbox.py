@@ -101,10 +101,10 @@ router = [try_it, who, exit_now, spin, echo]
 """
 
 
-def probe_zip(staging: Path, port: int = 9, version: str = "1.0.0", **manifest: Any) -> Path:
+def probe_zip(staging: Path, port: int = 9, version: str = "1.0.0", plugin_id: str = "probe", **manifest: Any) -> Path:
     manifest.setdefault("sandbox", True)
     return make_zip(
-        staging, "probe", version, PROBE, extra_files={"config.json": json.dumps({"port": port})}, **manifest
+        staging, plugin_id, version, PROBE, extra_files={"config.json": json.dumps({"port": port})}, **manifest
     )
 
 
@@ -180,6 +180,20 @@ def test_an_escape_attempt_is_blocked_and_the_host_serves_on(probed: Host, what:
     assert result["outcome"] == "blocked", result
     assert probed.get("/api/version").status_code == 200
     assert not (probed.runtime.data.root / "planted.txt").exists()
+
+
+def test_the_network_needs_both_the_plugins_request_and_the_operators_leave(tmp_path: Path, listener: int) -> None:
+    limits = json.dumps({"asks": {"network": True}, "silent": {"network": True}, "refused": {"network": False}})
+    runtime = configured_runtime(tmp_path / "data", XCORE_MANAGER__PLUGINS__LIMITS_BY_PLUGIN=limits)
+    with runtime as rt, open_host(rt, tmp_path / "staging") as running:
+        running.drop(probe_zip(running.staging, listener, plugin_id="asks", network=True))
+        running.drop(probe_zip(running.staging, listener, plugin_id="silent"))
+        running.drop(probe_zip(running.staging, listener, plugin_id="refused", network=True))
+        for plugin_id in ("asks", "silent", "refused"):
+            running.wait_view(plugin_id, "active")
+        outcomes = {p: running.get(f"/app/{p}/try/connect").json()["outcome"] for p in ("asks", "silent", "refused")}
+        assert outcomes == {"asks": "done", "silent": "blocked", "refused": "blocked"}
+        assert running.get("/app/asks/try/secret").json()["outcome"] == "blocked", "the network opens nothing else"
 
 
 def test_the_standard_library_works_inside_the_sandbox(probed: Host) -> None:

@@ -96,7 +96,11 @@ class SandboxLimits(_Section, frozen=True):
     open_files: Annotated[int, doc("Files and sockets a sandboxed plugin's worker may hold open.", ge=32)] = 256
     file_size_mb: Annotated[int, doc("Largest file a sandboxed plugin may write, in MiB.", ge=1)] = 1024
     network: Annotated[
-        bool, doc("Let a sandboxed plugin open network connections (TCP and UDP); without it, it has none.")
+        bool,
+        doc(
+            'Let a sandboxed plugin whose plugin.json asks for it ("network": true) open network connections '
+            "(TCP and UDP); without both, it has none."
+        ),
     ] = False
 
 

@@ -73,6 +73,7 @@ MANIFEST_KEYS = (
     ManifestKey("dependencies", False, "object", {}, "plugin ids, each with a specifier its version must meet"),
     ManifestKey("permissions", False, "array", [], "the permissions the plugin defines, each <id>.<name>"),
     ManifestKey("sandbox", False, "boolean", False, "true runs the plugin in a confined worker process of its own"),
+    ManifestKey("network", False, "boolean", False, "true asks for network access when sandboxed (the host decides)"),
 )
 """MANIFEST_KEYS are the keys of plugin.json, every one of them: any other key is refused."""
 

@@ -64,6 +64,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     dependencies: dict[str, str] = msgspec.field(default_factory=dict)
     permissions: list[str] = msgspec.field(default_factory=list)
     sandbox: bool = False
+    network: bool = False
 
     @property
     def prefix(self) -> str:

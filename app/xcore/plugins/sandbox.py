@@ -83,15 +83,16 @@ def sandbox_reason(manifest: Manifest, settings: PluginsConfig) -> tuple[bool, s
     return True, ""
 
 
-def limits_for(plugin_id: str, settings: PluginsConfig) -> tuple[Limits, float]:
-    """limits_for are the operator's limits of `plugin_id` (its own entry, else the defaults), and its request
-    timeout in seconds."""
-    chosen: SandboxLimits = settings.limits_by_plugin.get(plugin_id, settings.limits)
+def limits_for(manifest: Manifest, settings: PluginsConfig) -> tuple[Limits, float]:
+    """limits_for are the operator's limits of `manifest`'s plugin (its own entry, else the defaults), and its
+    request timeout in seconds. It has the network only when its plugin.json asks for it (`"network": true`)
+    and the operator allows it."""
+    chosen: SandboxLimits = settings.limits_by_plugin.get(manifest.id, settings.limits)
     limits = Limits(
         memory_mb=chosen.memory_mb,
         open_files=chosen.open_files,
         file_size_mb=chosen.file_size_mb,
-        network=chosen.network,
+        network=chosen.network and manifest.network,
     )
     return limits, chosen.request_timeout
 
@@ -590,7 +591,7 @@ async def load_sandboxed(
     """load_sandboxed starts the worker of a sandboxed plugin version and returns it as a LoadedPlugin: its
     Router forwards the prefix to the worker, its hooks run there, and `close` stops the worker. Raises
     PluginLoadError with the reason the worker did not become ready."""
-    limits, timeout = limits_for(manifest.id, settings)
+    limits, timeout = limits_for(manifest, settings)
     params = {
         "manifest": msgspec.to_builtins(manifest),
         "folder": str(folder),
