@@ -86,6 +86,17 @@ def exit_now() -> dict:
     os._exit(3)
 
 
+@get("/abort", sync_to_thread=False)
+def abort_now() -> dict:
+    os.abort()
+
+
+@get("/segfault", sync_to_thread=False)
+def segfault_now() -> dict:
+    import ctypes
+    ctypes.string_at(0)
+
+
 @get("/spin", sync_to_thread=False)
 def spin() -> dict:
     while True:
@@ -97,7 +108,7 @@ def echo(data: dict) -> dict:
     return {"got": data}
 
 
-router = [try_it, who, exit_now, spin, echo]
+router = [try_it, who, exit_now, abort_now, segfault_now, spin, echo]
 """
 
 
@@ -220,17 +231,48 @@ def test_the_plugin_has_its_own_data_folder_and_no_host_settings(probed: Host) -
     assert outcome(probed, "environment") == {"outcome": "done", "detail": "[]"}
 
 
-def test_a_crashed_worker_answers_502_alone_and_comes_back(probed: Host) -> None:
+@pytest.mark.parametrize(
+    ("crash", "reason"),
+    [
+        ("exit", "it exited with code 3"),
+        ("abort", "it was killed by signal 6"),
+        ("segfault", "it was killed by signal 11"),
+    ],
+)
+def test_a_crashed_worker_answers_502_alone_and_comes_back(probed: Host, crash: str, reason: str) -> None:
     first = probed.get("/app/probe/who").json()["pid"]
-    assert probed.get("/app/probe/exit").status_code == 502
+    assert probed.get(f"/app/probe/{crash}").status_code == 502
     assert probed.get("/api/version").status_code == 200
     view = eventually(lambda: _crashed(probed))
-    assert view["sandbox"]["state"].startswith("crashed (it exited with code 3), restarting in")
+    assert view["sandbox"]["state"].startswith(f"crashed ({reason}), restarting in"), view["sandbox"]
     assert "crashed" in view["error"]
     answer = probed.get("/app/probe/who")
     assert answer.status_code in (200, 502), answer.text
     restarted = eventually(lambda: _served_by_another(probed, first), timeout=15)
     assert restarted != first
+
+
+def test_under_require_a_host_without_a_layer_refuses_the_plugin_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine has every layer, so the kernel's answer is replaced by one without seccomp: the decision, not
+    the confinement, is what is tested here (tests/test_confine.py tests the layers)."""
+    from xcore.config.schema import PluginsConfig
+    from xcore.plugins import sandbox
+    from xcore.plugins.confine import Confinement
+    from xcore.plugins.manifest import Manifest
+
+    layers = {**available_layers(), "seccomp": "unavailable: the kernel has no seccomp (CONFIG_SECCOMP)"}
+    monkeypatch.setattr(sandbox, "available", lambda: Confinement(layers))
+    plain = Manifest(id="plain", version="1.0.0")
+    sandboxed, refusal = sandbox.sandbox_reason(plain, PluginsConfig(sandbox="require"))
+    assert sandboxed and "seccomp: unavailable: the kernel has no seccomp" in refusal
+    assert sandbox.sandbox_reason(plain, PluginsConfig(sandbox="require", trusted=["plain"])) == (False, "")
+    assert sandbox.sandbox_reason(plain, PluginsConfig(sandbox="allow")) == (False, "")
+
+
+def available_layers() -> dict[str, str]:
+    from xcore.plugins.confine import available
+
+    return dict(available().layers)
 
 
 def _crashed(host: Host) -> dict[str, Any]:
