@@ -23,15 +23,18 @@ same one core; the load generator and this script run on core 1. The script meas
 - reload: `--reloads` times each, `procstart1.zip` and `boxstart1.zip` are rewritten in place with a new
   version (as `cp` would, 0.2 s apart, in turns); the time from the file closed until the route answers with
   the new version (polled every 5 ms): p50 and max;
+- tasks: `--tasks` runs of each plugin's `ping` task, in turns, each queued by the plugin's own code
+  (`ping.enqueue()` in a route), timed from enqueued to finished as the host's journal records them (the
+  `task_runs` table of the server's database): p50 and max;
 - at the end, the RSS and PSS of every sandbox worker then running (one per sandboxed plugin), median and max.
 
     python benchmarks/sandbox.py [--rounds 5] [--duration 2] [--warmup 2] [--connections 32] [--requests 2000]
-                                 [--starts 5] [--reloads 10] [--generator auto|wrk|python]
+                                 [--starts 5] [--reloads 10] [--tasks 30] [--generator auto|wrk|python]
 
 Targets (the sandbox issue; reported, not enforced): boxed requests/s >= 0.6x in process; p50 latency added by
 the sandbox < 0.5 ms; a sandboxed plugin's start to its first 200 < 500 ms; its reload p50 < 500 ms; <= 40 MB
-PSS per sandbox worker (its RSS counts the pages it shares with the fork server). The exit code is 0 when the
-run completed, 1 when the server failed (its stderr's tail is printed).
+PSS per sandbox worker (its RSS counts the pages it shares with the fork server); a task's round trip p50
+< 30 ms. The exit code is 0 when the run completed, 1 when the server failed (its stderr's tail is printed).
 
 benchmarks/http.py provides wrk, the pinning and the server's start and stop; it is loaded under another name,
 since imported as `http` it would shadow the standard package.
@@ -48,6 +51,7 @@ import os
 import shlex
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -66,9 +70,11 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUTES = {"inproc": "/app/inproc", "boxed": "/app/boxed"}
 KINDS = {"inproc": ("procstart", False), "boxed": ("boxstart", True)}  # start/reload plugins: id prefix, sandbox
 HELLO = (
-    "from xcore.sdk import get\n\n\n"
+    "from xcore.sdk import get, task\n\n\n"
     '@get("/")\nasync def hello() -> dict[str, str]:\n    return {"hello": "world"}\n\n\n'
-    "router = [hello]\n"
+    "@task(retries=0)\ndef ping() -> None:\n    pass\n\n\n"
+    '@get("/ping", sync_to_thread=True)\ndef queue_ping() -> dict[str, int]:\n    return {"run": ping.enqueue()}\n\n\n'
+    "router = [hello, queue_ping]\n"
 )
 VERSIONED = (
     'from xcore.sdk import get\n\nVERSION = "{version}"\n\n\n'
@@ -128,8 +134,8 @@ def drop(path: Path, payload: bytes) -> float:
 
 
 def access_rules(starts: int) -> str:
-    """access_rules make the two routes and every start plugin's route public."""
-    paths = list(ROUTES.values())
+    """access_rules make the two plugins' routes and every start plugin's route public."""
+    paths = [f"{path}*" for path in ROUTES.values()]  # the hello route and /ping, which queues the task
     paths += [f"/app/{KINDS[kind][0]}{n}" for n in range(1, starts + 1) for kind in KINDS]
     return json.dumps({path: {"public": True} for path in paths})
 
@@ -314,6 +320,39 @@ def reloads(server: Server, count: int) -> dict[str, list[float]]:
     return found
 
 
+def task_round_trips(server: Server, count: int) -> dict[str, list[float]]:
+    """task_round_trips queue `count` runs of each plugin's `ping` task, in turns, each through a route of the
+    plugin (`ping.enqueue()` in the plugin's code), and return each run's time from enqueued to finished, as
+    the host's journal records them (the task_runs table of the server's database)."""
+    found: dict[str, list[float]] = {kind: [] for kind in ROUTES}
+    connection = Connection(server.port)
+    database = sqlite3.connect(server.plugins.parent / "xcore.db", timeout=5)
+    try:
+        for n in range(count):
+            for kind in in_turns(n):
+                status, body = connection.get(f"{ROUTES[kind]}/ping")
+                if status != 200:
+                    raise bench.BenchError(f"{ROUTES[kind]}/ping answered {status}: {body[:200]!r}")
+                found[kind].append(finished(database, json.loads(body)["run"]))
+    finally:
+        connection.close()
+        database.close()
+    return found
+
+
+def finished(database: sqlite3.Connection, run: int) -> float:
+    """finished waits until task run `run` has finished; returns its seconds from enqueued to finished."""
+    deadline = time.perf_counter() + WAIT
+    while time.perf_counter() < deadline:
+        row = database.execute("SELECT status, enqueued_at, finished_at FROM task_runs WHERE id = ?", (run,)).fetchone()
+        if row is not None and row[2] is not None:
+            if row[0] != "succeeded":
+                raise bench.BenchError(f"task run {run} {row[0]}")
+            return (dt.datetime.fromisoformat(row[2]) - dt.datetime.fromisoformat(row[1])).total_seconds()
+        time.sleep(0.002)
+    raise bench.BenchError(f"task run {run} did not finish within {WAIT:.0f} s")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -429,6 +468,21 @@ def timing_rows(label: str, found: dict[str, list[float]]) -> list[tuple[str, ..
     ]
 
 
+def task_rows(found: dict[str, list[float]]) -> list[tuple[str, ...]]:
+    p50 = [statistics.median(found[kind]) for kind in ROUTES]
+    top = [max(found[kind]) for kind in ROUTES]
+    return [
+        (
+            "task round trip (enqueued to finished) p50",
+            ms(p50[0]),
+            ms(p50[1]),
+            f"+{(p50[1] - p50[0]) * 1e3:.1f} ms",
+            f"boxed < 30 ms {verdict(p50[1] < 0.03)}",
+        ),
+        ("task round trip max", ms(top[0]), ms(top[1]), "", ""),
+    ]
+
+
 def memory_rows(idle: dict[str, Any], end: dict[str, Any]) -> list[tuple[str, ...]]:
     box = idle["boxes"][0] if len(idle["boxes"]) == 1 else float("nan")
     pss = idle["pss"][0] if len(idle["pss"]) == 1 else float("nan")
@@ -487,12 +541,15 @@ def run(args: argparse.Namespace, pins: tuple[list[str], list[str]], tmp: Path) 
         started = starts(server, args.starts)
         print(f"reload: {args.reloads} reloads per kind", file=sys.stderr)
         reloaded = reloads(server, args.reloads)
+        print(f"tasks: {args.tasks} runs per kind", file=sys.stderr)
+        trips = task_round_trips(server, args.tasks)
         time.sleep(1.0)  # let the retired versions' workers exit
         end = memory(server)
         errors = server_errors(server.log)
     rows = throughput_rows(rounds) + latency_rows(found)
     rows += timing_rows("start to first 200", started) + timing_rows("reload to new version", reloaded)
     rows += memory_rows(idle, end)
+    rows += task_rows(trips)
     by_round = ", ".join(f"{b.rps / i.rps:.2f}" for i, b in zip(rounds["inproc"], rounds["boxed"], strict=True))
     rows.append(("(requests/s ratio by round)", "", "", by_round, ""))
     rows += [("server stderr, error line", "", "", line, "") for line in errors]
@@ -508,10 +565,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2000, help="sequential requests per route (default 2000)")
     parser.add_argument("--starts", type=int, default=5, help="new plugins started per kind (default 5)")
     parser.add_argument("--reloads", type=int, default=10, help="reloads per kind (default 10)")
+    parser.add_argument("--tasks", type=int, default=30, help="task runs per kind (default 30)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto", help="auto: wrk if found")
     args = parser.parse_args()
-    if min(args.rounds, args.connections, args.requests, args.starts, args.reloads) < 1 or args.duration <= 0:
-        parser.error("--rounds, --duration, --connections, --requests, --starts and --reloads must be positive")
+    if (
+        min(args.rounds, args.connections, args.requests, args.starts, args.reloads, args.tasks) < 1
+        or args.duration <= 0
+    ):
+        parser.error(
+            "--rounds, --duration, --connections, --requests, --starts, --reloads and --tasks must be positive"
+        )
     if args.generator == "wrk" and not shutil.which("wrk"):
         parser.error("--generator wrk but wrk is not installed")
     if args.generator == "auto":
