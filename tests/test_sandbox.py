@@ -28,6 +28,8 @@ from xcore.runtime import Runtime
 PROBE = """
 import os, socket, subprocess, time
 from pathlib import Path
+from litestar import Response
+from litestar.datastructures import Cookie
 from xcore.sdk import Ctx, Request, get, post
 
 
@@ -103,12 +105,40 @@ def spin() -> dict:
         pass
 
 
+@get("/cookie", sync_to_thread=False)
+def cookie() -> Response:
+    headers = {"Set-Cookie": "xcore_access=forged; Path=/", "X-Plugin": "kept"}
+    return Response({"set": True}, headers=headers, cookies=[Cookie(key="probe_pref", value="dark")])
+
+
+@get("/forge/{how:str}", sync_to_thread=False)
+def forge(how: str) -> dict:
+    # A stranger's code reaches past the SDK: it finds its worker's frame of this request and writes a frame of
+    # its own for it, as any code in the worker could.
+    import sys
+    frame = sys._getframe()
+    while frame is not None and not (frame.f_code.co_name == "http" and "number" in frame.f_locals):
+        frame = frame.f_back
+    worker, number = frame.f_locals["self"], frame.f_locals["number"]
+    forged = {
+        "status": ["response", number, 999, [], b""],
+        "crlf": ["response", number, 200, [[b"x-a", b"b\\r\\nset-cookie: xcore_access=forged"]], b""],
+        "name": ["response", number, 200, [[b"bad name", b"x"]], b""],
+        "types": ["response", number, "200", "not headers", 42],
+        "body": ["start", number, 200, []],
+    }[how]
+    worker.send(*forged)
+    if how == "body":
+        worker.send("body", number, "not bytes", False)
+    return {"forged": how}
+
+
 @post("/echo", sync_to_thread=False)
 def echo(data: dict) -> dict:
     return {"got": data}
 
 
-router = [try_it, who, exit_now, abort_now, segfault_now, spin, echo]
+router = [try_it, who, exit_now, abort_now, segfault_now, spin, echo, cookie, forge]
 """
 
 
@@ -205,6 +235,29 @@ def test_the_network_needs_both_the_plugins_request_and_the_operators_leave(tmp_
         outcomes = {p: running.get(f"/app/{p}/try/connect").json()["outcome"] for p in ("asks", "silent", "refused")}
         assert outcomes == {"asks": "done", "silent": "blocked", "refused": "blocked"}
         assert running.get("/app/asks/try/secret").json()["outcome"] == "blocked", "the network opens nothing else"
+
+
+def test_a_plugin_cannot_set_the_hosts_cookies_but_sets_its_own(probed: Host) -> None:
+    response = probed.get("/app/probe/cookie")
+    assert response.status_code == 200, response.text
+    cookies = response.headers.get_list("set-cookie")
+    assert not any(c.lower().startswith("xcore_") for c in cookies), cookies
+    assert any(c.startswith("probe_pref=dark") for c in cookies), cookies
+    assert response.headers["x-plugin"] == "kept"
+
+
+@pytest.mark.parametrize("how", ["status", "crlf", "name", "types", "body"])
+def test_a_forged_answer_from_the_worker_is_refused_and_the_host_serves_on(probed: Host, how: str) -> None:
+    if how == "body":  # the answer had started: it is cut off, as for any app failing mid-response
+        with pytest.raises(Exception, match="after response started"):
+            probed.get(f"/app/probe/forge/{how}")
+    else:
+        response = probed.get(f"/app/probe/forge/{how}")
+        assert response.status_code == 502, response.text
+        assert "invalid response" in response.json()["detail"]
+        assert "xcore_access=forged" not in str(response.headers)
+    assert probed.get("/api/version").status_code == 200
+    assert probed.get("/app/probe/who").status_code == 200
 
 
 def test_the_standard_library_works_inside_the_sandbox(probed: Host) -> None:
@@ -429,6 +482,20 @@ def test_worker_log_records_reach_the_hosts_log_with_the_plugins_context(boxes: 
     records = eventually(lambda: _logged(boxes.runtime, "a word from the box 42"))
     assert records[0]["level"] == "WARNING" and records[0]["context"] == "plugins"
     assert records[0]["logger"] == "xcore.plugins.talker"
+
+
+def test_a_worker_flooding_its_log_is_cut_to_a_rate(boxes: Host) -> None:
+    code = route("x").replace(
+        "def answer(ctx: Ctx) -> dict[str, object]:\n",
+        "def answer(ctx: Ctx) -> dict[str, object]:\n"
+        '    for n in range(5000):\n        ctx.logger.warning("flood %d", n)\n',
+    )
+    boxes.drop(make_zip(boxes.staging, "flood", "1.0.0", code, sandbox=True))
+    boxes.wait_answer("/app/flood/hello")
+    notice = eventually(lambda: _logged(boxes.runtime, "the rest of them are dropped"))
+    assert notice[0]["logger"] == "xcore.plugins.flood"
+    relayed = [r for r in _logged(boxes.runtime, "flood ") if r["message"].startswith("flood ")]
+    assert 0 < len(relayed) <= 2 * 200, "at most two seconds' worth of the 5,000 lines"
 
 
 def _logged(runtime: Runtime, message: str) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -60,6 +61,10 @@ WATCH_EVERY = 0.25  # seconds between two looks for requests past their time lim
 REQUIRED_LAYERS = ("landlock-fs", "seccomp", "no-new-privs", "capabilities", "rlimits")
 FORWARDED_OUT = frozenset({b"authorization", b"cookie", b"x-csrf-token"})
 MAX_BODY = 16 * 1024 * 1024  # the largest request body forwarded to a worker
+HOST_COOKIE = b"xcore_"  # the host's cookies (session, refresh, CSRF) are named so; a sandboxed plugin's never are
+_HEADER_NAME = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-z]+\Z")  # an HTTP token (RFC 9110), in lower case
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+RELAY_LINES = 200  # lines a second of a worker's stderr logged; past it they are counted, and the count logged
 
 
 def sandbox_reason(manifest: Manifest, settings: PluginsConfig) -> tuple[bool, str]:
@@ -298,7 +303,16 @@ class SandboxedPlugin:
         """_relay logs what the worker writes to stderr, with the plugin's context."""
         logger = logging.getLogger(f"xcore.plugins.{self.manifest.id}")
         extra = {"context": "plugins"}
+        second, lines = 0, 0
         while line := await stream.readline():
+            now = int(time.monotonic())
+            if now != second:
+                second, lines = now, 0
+            lines += 1
+            if lines > RELAY_LINES:  # a worker must not flood the host's log (and its disk)
+                if lines == RELAY_LINES + 1:
+                    logger.warning("over %d lines of its log in a second: the rest of them are dropped", RELAY_LINES)
+                continue
             text = line.decode("utf-8", "replace").rstrip()
             try:
                 record = json.loads(text)
@@ -463,15 +477,20 @@ class SandboxedPlugin:
             while True:
                 message = await exchange.get()
                 kind = message[0]
-                if kind == "response":
-                    await send({"type": "http.response.start", "status": message[2], "headers": message[3]})
-                    await send({"type": "http.response.body", "body": message[4]})
-                    return
-                if kind == "start":
+                if kind in ("response", "start"):
+                    checked = self._checked(message)
+                    if checked is None:
+                        await _answer(send, 502, f"plugin {self.manifest.id} answered with an invalid response")
+                        return
                     started = True
-                    await send({"type": "http.response.start", "status": message[2], "headers": message[3]})
+                    await send({"type": "http.response.start", "status": checked[0], "headers": checked[1]})
+                    if kind == "response":
+                        await send({"type": "http.response.body", "body": message[4]})
+                        return
                 elif kind == "body":
-                    await send({"type": "http.response.body", "body": message[2], "more_body": message[3]})
+                    if len(message) != 4 or type(message[2]) is not bytes:
+                        raise RuntimeError(f"plugin {self.manifest.id} sent an invalid part of a response")
+                    await send({"type": "http.response.body", "body": message[2], "more_body": bool(message[3])})
                     if not message[3]:
                         return
                 elif kind == "error":
@@ -489,6 +508,29 @@ class SandboxedPlugin:
                     return
         finally:
             process.exchanges.pop(number, None)
+
+    def _checked(self, message: list[Any]) -> tuple[int, list[tuple[bytes, bytes]]] | None:
+        """_checked is the status and headers of a worker's `response` or `start` frame when they make a valid
+        HTTP answer (and a `response` has a body of bytes), the headers' names in lower case and the host's own
+        cookies left out (`HOST_COOKIE`: a plugin must not set or clear a session); None otherwise. The worker runs
+        a stranger's code, which can write any frame it likes."""
+        size = 5 if message[0] == "response" else 4
+        if len(message) != size or type(message[2]) is not int or not 200 <= message[2] <= 599:
+            return None
+        if (size == 5 and type(message[4]) is not bytes) or not isinstance(message[3], list):
+            return None
+        headers: list[tuple[bytes, bytes]] = []
+        for pair in message[3]:
+            if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(type(p) is bytes for p in pair):
+                return None
+            name, value = pair[0].lower(), pair[1]
+            if not _HEADER_NAME.match(name) or _BAD_VALUE.search(value):
+                return None
+            if name == b"set-cookie" and value.lstrip().lower().startswith(HOST_COOKIE):
+                log.warning("plugin %s: a Set-Cookie of the host's was left out of its answer", self.label)
+                continue
+            headers.append((name, value))
+        return message[2], headers
 
     async def _watchdog(self, process: Process) -> None:
         """_watchdog answers 504 to the requests past their deadline and replaces the worker that holds them: a
