@@ -521,6 +521,7 @@ def test_an_admin_changes_sandboxed_plugins_and_only_a_superadmin_one_in_process
     response = upload(boxes, ada, boxed)
     assert response.status_code == 201, response.text
     assert response.json()["state"] == "active" and response.json()["sandbox"]["state"] == "running"
+    assert response.json()["manage_permission"] == "plugins.manage_sandboxed"
 
     refused = upload(boxes, ada, make_zip(boxes.staging, "inproc", "1.0.0", route("in process")))
     assert refused.status_code == 403 and "plugins.manage" in refused.json()["detail"], refused.text
@@ -545,6 +546,7 @@ def test_an_admin_changes_sandboxed_plugins_and_only_a_superadmin_one_in_process
     # A plugin with one version in process is a superadmin's, even if another runs sandboxed.
     boxes.drop(make_zip(boxes.staging, "boxed", "0.9.0", route("older, in process")))
     eventually(lambda: _has_version(boxes, "boxed", "0.9.0"))
+    assert boxes.view("boxed")["manage_permission"] == "plugins.manage"  # type: ignore[index]
     answer = boxes.client.delete("/api/admin/plugins/boxed", headers=ada)
     assert answer.status_code == 403, answer.text
     assert boxes.client.delete("/api/admin/plugins/boxed", headers=boxes.root).status_code == 200

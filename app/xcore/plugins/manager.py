@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import anyio.to_thread
 from sqlalchemy.exc import IntegrityError
 
+from xcore.auth.builtin import manage_permission
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.plugins import contract
 from xcore.plugins.bundle import BundleError, collect_garbage
@@ -122,6 +123,8 @@ class PluginManager:
             view = self._views.get(pid)
             if view is not None and plugin.sandbox is not None:
                 refresh_sandbox(view, plugin)
+        for pid, view in self._views.items():
+            view.manage_permission = manage_permission(self.all_sandboxed(pid))
         return self._views
 
     def runs_sandboxed(self, manifest: Manifest) -> bool:

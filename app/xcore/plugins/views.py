@@ -49,6 +49,9 @@ class PluginView:
     # A sandboxed version's worker: its state ("running", or "crashed (why), restarting in N s") and the isolation
     # layers it runs under; None for a version in the server's process.
     sandbox: dict[str, Any] | None = None
+    # The permission that changing the plugin needs: plugins.manage_sandboxed when every version of it runs
+    # sandboxed, else plugins.manage (see `xcore.auth.builtin.manage_permission`).
+    manage_permission: str = "plugins.manage"
 
 
 def plugin_views(

@@ -33,9 +33,10 @@ export function canManageSandboxed(me) {
   return canManage(me) || Boolean(me?.permissions?.includes(MANAGE_SANDBOXED));
 }
 
-/** mayChange is true when the signed-in user may change the plugin of `view`: any, or a sandboxed one. */
+/** mayChange is true when the signed-in user holds what changing the plugin of `view` needs, as the server
+ * says in the view (`manage_permission`: plugins.manage_sandboxed when every version of it runs sandboxed). */
 export function mayChange(me, view) {
-  return canManage(me) || (canManageSandboxed(me) && Boolean(view?.sandbox));
+  return canManage(me) || Boolean(me?.permissions?.includes(view?.manage_permission ?? MANAGE));
 }
 
 /** readOnlyNote says why the plugin controls are missing for a user who may only look. */
