@@ -74,6 +74,7 @@ MANIFEST_KEYS = (
     ManifestKey("permissions", False, "array", [], "the permissions the plugin defines, each <id>.<name>"),
     ManifestKey("sandbox", False, "boolean", False, "true runs the plugin in a confined worker process of its own"),
     ManifestKey("network", False, "boolean", False, "true asks for network access when sandboxed (the host decides)"),
+    ManifestKey("requirements", False, "array", [], "PEP 508 requirements on packages the plugin's code imports"),
 )
 """MANIFEST_KEYS are the keys of plugin.json, every one of them: any other key is refused."""
 

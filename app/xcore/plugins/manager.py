@@ -47,6 +47,7 @@ from xcore.plugins.loader import (
     unload_modules,
 )
 from xcore.plugins.manifest import Manifest
+from xcore.plugins.requirements import requirements_problem
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
@@ -243,7 +244,8 @@ class PluginManager:
                 if key in self._failed and pid not in reload:
                     self._note(pid, source, self._failed[key])
                     continue
-                sandboxed, refusal = sandbox_reason(source.manifest, self.runtime.config.manager.plugins)
+                sandboxed, why = sandbox_reason(source.manifest, self.runtime.config.manager.plugins)
+                refusal = why or requirements_problem(source.manifest.requirements)
                 if refusal:
                     self._note(pid, source, refusal)
                     continue

@@ -16,6 +16,7 @@ from packaging.version import InvalidVersion, Version
 from xcore.auth.builtin import PERMISSIONS
 from xcore.config.schema import PERMISSION_NAME
 from xcore.plugins.contract import CONTRACT, CONTRACTS, DEFAULT_ENTRY, MANIFEST_FILE, MANIFEST_KEYS, PLUGIN_ID
+from xcore.plugins.requirements import requirement_syntax_problem
 
 KEYS = {key.name: key for key in MANIFEST_KEYS}
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -65,6 +66,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     permissions: list[str] = msgspec.field(default_factory=list)
     sandbox: bool = False
     network: bool = False
+    requirements: list[str] = msgspec.field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -111,6 +113,10 @@ def parse_manifest(raw: bytes, default_entry: str = DEFAULT_ENTRY) -> tuple[Mani
                 SpecifierSet(spec)
             except InvalidSpecifier:
                 return None, f"{field}: {spec!r} is not a PEP 440 specifier such as >=0.1"
+    for text in manifest.requirements:
+        problem = requirement_syntax_problem(text)
+        if problem:
+            return None, f"requirements: {problem}"
     for dependency in manifest.dependencies:
         if not re.match(PLUGIN_ID, dependency):
             return None, f"dependencies: {dependency!r} is not a plugin id"

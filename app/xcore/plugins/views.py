@@ -14,6 +14,7 @@ from typing import Any
 from packaging.version import Version
 
 from xcore.plugins.loader import LoadedPlugin
+from xcore.plugins.requirements import resolve
 from xcore.plugins.sources import Scan, Source
 from xcore.sdk import TaskSpec
 
@@ -52,6 +53,8 @@ class PluginView:
     # The permission that changing the plugin needs: plugins.manage_sandboxed when every version of it runs
     # sandboxed, else plugins.manage (see `xcore.auth.builtin.manage_permission`).
     manage_permission: str = "plugins.manage"
+    # Its plugin.json's requirements that apply here, each with what meets it (`xcore.plugins.requirements`).
+    requirements: list[dict[str, str | None]] = field(default_factory=list)
 
 
 def plugin_views(
@@ -137,6 +140,7 @@ def _view(
         view.name, view.description, view.author = shown.name, shown.description, shown.author
         view.prefix, view.permissions = shown.prefix, list(shown.permissions)
         view.dependencies = dict(shown.dependencies)
+        view.requirements = [answer.as_json() for answer in resolve(shown.requirements)]
     origin: Source | LoadedPlugin | None = serving or (sources[0] if sources else None)
     if origin is not None:
         view.source = "dev" if origin.dev else "zip"
