@@ -235,10 +235,12 @@ class ReleaseCheck:
 
     def sandboxed(self) -> str:
         """A plugin with "sandbox": true, packed by the binary, runs in a worker that the binary starts of itself
-        (`xcore plugin-worker`), confined: it answers from another process and cannot read the secret key."""
+        (`xcore plugin-worker`), confined: it answers from another process and cannot read the secret key. Its
+        requirements are met by the packages the binary ships (their metadata is in it)."""
         source = self.work / "boxed"
         source.mkdir(exist_ok=True)
-        (source / "plugin.json").write_text(json.dumps({"id": "boxed", "version": "1.0.0", "sandbox": True}))
+        manifest = {"id": "boxed", "version": "1.0.0", "sandbox": True, "requirements": ["PyYAML>=5", "msgspec"]}
+        (source / "plugin.json").write_text(json.dumps(manifest))
         (source / "run.py").write_text(BOXED_RUN)
         out = self.work / "zips"
         done = self.xcore("plugin", "pack", str(source), "--out", str(out))
