@@ -186,6 +186,7 @@ def outcome(host: Host, what: str) -> dict[str, str]:
 def test_a_sandboxed_plugin_serves_from_its_own_process_with_the_principal_and_no_credentials(probed: Host) -> None:
     body = probed.get("/app/probe/who").json()
     assert body["pid"] != os.getpid()
+    assert Path(f"/proc/{body['pid']}/comm").read_text().strip() == "xplug:probe", "ps and top name the plugin"
     assert body["user"] == "root" and body["roles"] == ["superadmin"]
     assert "authorization" not in body["headers"] and "cookie" not in body["headers"]
     assert body["config"]["port"] > 0
