@@ -499,6 +499,19 @@ def test_a_worker_flooding_its_log_is_cut_to_a_rate(boxes: Host) -> None:
     assert 0 < len(relayed) <= 2 * 200, "at most two seconds' worth of the 5,000 lines"
 
 
+def test_a_worker_writing_no_line_break_is_still_read_and_keeps_serving(boxes: Host) -> None:
+    code = route("x").replace(
+        "def answer(ctx: Ctx) -> dict[str, object]:\n",
+        "def answer(ctx: Ctx) -> dict[str, object]:\n"
+        "    import sys\n    sys.stderr.write('endless' * 100_000)\n    sys.stderr.flush()\n",
+    )
+    boxes.drop(make_zip(boxes.staging, "noeol", "1.0.0", code, sandbox=True))
+    boxes.wait_answer("/app/noeol/hello")
+    for _ in range(3):  # 700 KB without a line break each time: more than a pipe holds, so it must be read
+        assert boxes.get("/app/noeol/hello").status_code == 200
+    eventually(lambda: _logged(boxes.runtime, "endlessendless"))
+
+
 def _logged(runtime: Runtime, message: str) -> list[dict[str, Any]]:
     path = runtime.log_file
     assert path is not None

@@ -64,7 +64,8 @@ MAX_BODY = 16 * 1024 * 1024  # the largest request body forwarded to a worker
 HOST_COOKIE = b"xcore_"  # the host's cookies (session, refresh, CSRF) are named so; a sandboxed plugin's never are
 _HEADER_NAME = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9a-z]+\Z")  # an HTTP token (RFC 9110), in lower case
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
-RELAY_LINES = 200  # lines a second of a worker's stderr logged; past it they are counted, and the count logged
+RELAY_LINES = 200  # lines a second of a worker's stderr that are logged; past it, one notice, and the rest dropped
+RELAY_PIECE = 64 * 1024  # bytes of a line without a line break logged as one record
 
 
 def sandbox_reason(manifest: Manifest, settings: PluginsConfig) -> tuple[bool, str]:
@@ -213,6 +214,11 @@ class Process:
         if self.proc.returncode is None:
             self.proc.kill()
 
+    def close(self) -> None:
+        """close kills the worker and closes the host's end of its socket (a worker that never became ready)."""
+        self.kill()
+        self.writer.close()
+
 
 class SandboxedPlugin:
     """SandboxedPlugin is one sandboxed plugin version on the host: its worker, restarted when it dies, and the
@@ -247,15 +253,16 @@ class SandboxedPlugin:
             with_timeout = asyncio.wait_for(wire.read(process.reader), HOOK_TIMEOUT)
             answer = await with_timeout
         except TimeoutError:
-            process.kill()
+            process.close()
             raise PluginLoadError(f"its sandbox worker was not ready within {HOOK_TIMEOUT:.0f} s") from None
         except (EOFError, wire.WireError, ConnectionError):
+            process.close()
             await process.proc.wait()
             raise PluginLoadError(
                 f"its sandbox worker ended before it was ready (exit code {process.proc.returncode})"
             ) from None
         if answer[0] != "ready" or len(answer) != 2 or not isinstance(answer[1], dict):
-            process.kill()
+            process.close()
             reason = answer[1] if answer[0] == "failed" and len(answer) == 2 else f"it answered {answer[0]!r}"
             raise PluginLoadError(str(reason))
         self.openapi = answer[1].get("openapi") or {}
@@ -304,7 +311,7 @@ class SandboxedPlugin:
         logger = logging.getLogger(f"xcore.plugins.{self.manifest.id}")
         extra = {"context": "plugins"}
         second, lines = 0, 0
-        while line := await stream.readline():
+        while line := await _line(stream):
             now = int(time.monotonic())
             if now != second:
                 second, lines = now, 0
@@ -550,6 +557,15 @@ class SandboxedPlugin:
                 exchange.put(["late"])
             process.kill()
             return
+
+
+async def _line(stream: asyncio.StreamReader) -> bytes:
+    """_line is the next line of a worker's stderr (b"" at its end); a line longer than the stream's limit comes
+    in pieces of that size, so that no worker can stop its stderr from being read by writing no line break."""
+    try:
+        return await stream.readline()
+    except ValueError:  # asyncio.LimitOverrunError: the buffer holds the limit's worth without a line break
+        return await stream.read(RELAY_PIECE)
 
 
 def _client_path(scope: Any, prefix: str) -> str:
