@@ -7,8 +7,8 @@
 bundle itself, the way a self-hoster would: `xcore --version`; `xcore serve` headless (no DISPLAY) on a free
 port with a temporary data directory; first-run setup through the API; `xcore plugin pack` of the example
 `notes` plugin and its upload; a call to its route; a run of its task through the scheduler; a plugin with
-`"sandbox": true`, which must answer from its own confined worker (the binary started as `xcore
-plugin-worker`) and fail to read the secret key; `xcore plugin runtime`; and a stop by SIGTERM, which must exit
+`"sandbox": true`, which must answer from its own confined worker (forked by the binary started as
+`xcore plugin-zygote`) and fail to read the secret key; `xcore plugin runtime`; and a stop by SIGTERM, which must exit
 0. It prints a pass/fail table and exits 1 when a step failed.
 """
 
@@ -235,7 +235,7 @@ class ReleaseCheck:
 
     def sandboxed(self) -> str:
         """A plugin with "sandbox": true, packed by the binary, runs in a worker that the binary starts of itself
-        (`xcore plugin-worker`), confined: it answers from another process and cannot read the secret key. Its
+        (`xcore plugin-zygote` forks it), confined: it answers from another process and cannot read the secret key. Its
         requirements are met by the packages the binary ships (their metadata is in it)."""
         source = self.work / "boxed"
         source.mkdir(exist_ok=True)

@@ -14,11 +14,7 @@ if __name__ == "__main__":
     defer_collections()  # until the start is over (see xcore.heap); before the CLI's imports
     # The dataclasses' methods compiled at build time (see xcore.codecache); before anything creates one.
     codecache.install(Path(getattr(sys, "_MEIPASS", ".")) / "xcore" / codecache.FILE_NAME)
-    if sys.argv[1:2] == ["plugin-worker"]:  # a sandboxed plugin's worker: none of the command line's imports
-        from xcore.plugin_worker import main as worker_main
-
-        sys.exit(worker_main(sys.argv[2:]))
-    if sys.argv[1:2] == ["plugin-zygote"]:  # the sandbox's fork server, which forks those workers
+    if sys.argv[1:2] == ["plugin-zygote"]:  # the fork server of sandboxed plugins' workers: no command line imports
         from xcore.plugin_zygote import main as zygote_main
 
         sys.exit(zygote_main(sys.argv[2:]))

@@ -1,7 +1,8 @@
 """Sandboxed plugins (issue 23): a bundle with `"sandbox": true` runs in a worker process of its own, confined.
 
 Each test runs what a worker of the server serves (conftest's `plugin_host`) with real zips; a sandboxed plugin's
-requests go through a real `xcore plugin-worker` process, confined with Landlock, seccomp and resource limits.
+requests go through a real worker process, forked by the sandbox's fork server and confined with Landlock,
+seccomp and resource limits.
 The escape tests are one hostile bundle that tries, per route, what a stranger's plugin would try; each attempt
 must be blocked while the host keeps serving.
 """

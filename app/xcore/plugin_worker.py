@@ -1,15 +1,17 @@
-"""The process a sandboxed plugin runs in: `xcore plugin-worker --fd N --calls M`, a hidden command of the frozen
-binary, or `python -m xcore.plugin_worker --fd N --calls M` from a checkout or an installation.
+"""The process a sandboxed plugin runs in: a child of the sandbox's fork server (`xcore.plugin_zygote`), which
+calls `main(["--fd", N, "--calls", M])` in it.
 
-The host (`xcore.plugins.sandbox`) starts it with a scrubbed environment and one end of a socket pair as file
-descriptor N, then sends the `load` frame (`xcore.plugins.wire`). The worker imports what it needs from xcore and
-Litestar, confines itself (`xcore.plugins.confine`: the bundle's folder and the Python runtime read-only, the
-plugin's data folder read-write, nothing else; no fork or exec; no network unless the operator allows it; its
-memory, files and file sizes limited), and only then imports the plugin's code. It answers `ready` with the
-plugin's OpenAPI document and the confinement's layers, or `failed` with the reason.
+The host (`xcore.plugins.sandbox`) has it forked with a scrubbed environment and one end of two socket pairs as
+file descriptors N (frames, `xcore.plugins.wire`) and M (its calls of the host), then sends the `load` frame. The
+worker, which holds xcore's and Litestar's modules already, confines itself (`xcore.plugins.confine`: the
+bundle's folder and the Python runtime read-only, the plugin's data folder read-write, nothing else; no fork or
+exec; no network unless the plugin asks and the operator allows it; its memory, files and file sizes limited),
+and only then imports the plugin's code. It answers `ready` with the plugin's OpenAPI document, its tasks and the
+confinement's layers, or `failed` with the reason.
 
 Then it serves: each `http` frame is one request, run through a Litestar app of the plugin's routes (with the
-host's error handling, so a failure reads as it would in process), and answered with `start` and `body` frames.
+host's error handling, so a failure reads as it would in process), and answered with a `response` frame (or
+`start` and `body` frames for a streamed answer).
 The host has already applied ACCESS_RULES, sessions, CSRF and the request log; the request comes without the
 Authorization, Cookie and CSRF headers, and with the principal (id, name, roles, permissions) as `user`, so
 `xcore.sdk.requires` works unchanged. The worker never sees a token, a cookie or the host's secret key.
@@ -68,7 +70,7 @@ class JsonLines(logging.Formatter):
 def main(argv: list[str]) -> int:
     """main runs the worker on the socket whose file descriptor follows `--fd`; returns the exit code."""
     if len(argv) != 4 or argv[0] != "--fd" or argv[2] != "--calls" or not (argv[1] + argv[3]).isdigit():
-        print("usage: xcore plugin-worker --fd N --calls M (xcore starts it for a sandboxed plugin)", file=sys.stderr)
+        print("usage: --fd N --calls M (the fork server gives them to a sandboxed plugin's worker)", file=sys.stderr)
         return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
@@ -152,12 +154,13 @@ class Worker:
         self.app: Litestar | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.tasks: set[asyncio.Task[None]] = set()
-        self.outgoing: list[bytes] = []
+        self.outbox: wire.Outbox | None = None
 
     async def run(self) -> int:
         """run loads the plugin named by the first frame and serves until `stop` or the end of the socket."""
         sock = socket.socket(fileno=self.fd)
         reader, self.writer = await asyncio.open_connection(sock=sock)
+        self.outbox = wire.Outbox(self.writer)
         try:
             first = await wire.read(reader)
         except (EOFError, wire.WireError):
@@ -252,18 +255,14 @@ class Worker:
         return declared
 
     def send(self, *message: Any) -> None:
-        """send writes one frame to the host (the event loop's thread only), with the other frames of this turn of
-        the loop: under load, many answers go in one system call."""
-        self.outgoing.append(wire.frame(*message))
-        if len(self.outgoing) == 1:
-            asyncio.get_running_loop().call_soon(self.flush)
+        """send writes one frame to the host, with the other frames of this turn of the loop (`wire.Outbox`)."""
+        assert self.outbox is not None
+        self.outbox.send(wire.frame(*message))
 
     def flush(self) -> None:
         """flush writes the frames `send` gathered."""
-        assert self.writer is not None
-        data, self.outgoing = b"".join(self.outgoing), []
-        if not self.writer.is_closing():
-            self.writer.write(data)
+        assert self.outbox is not None
+        self.outbox.flush()
 
     async def serve(self, reader: asyncio.StreamReader) -> None:
         """serve answers the host's frames until `stop` or the end of the socket."""
@@ -386,12 +385,8 @@ class Worker:
 
     async def drain(self) -> None:
         """drain waits while the socket's send buffer is over its high-water mark (it costs nothing otherwise)."""
-        assert self.writer is not None
-        if self.writer.transport.get_write_buffer_size() + sum(map(len, self.outgoing)) > DRAIN_ABOVE:
+        assert self.writer is not None and self.outbox is not None
+        if self.outbox.buffered() > DRAIN_ABOVE:
             self.flush()
             with contextlib.suppress(ConnectionError):
                 await self.writer.drain()
-
-
-if __name__ == "__main__":  # from a checkout or an installation: `python -m xcore.plugin_worker --fd N --calls M`
-    sys.exit(main(sys.argv[1:]))

@@ -94,8 +94,7 @@ def _command_words(argv: list[str]) -> list[str]:
     return words
 
 
-WORKER_COMMAND = "plugin-worker"
-ZYGOTE_COMMAND = "plugin-zygote"
+ZYGOTE_COMMAND = "plugin-zygote"  # the sandbox's fork server, a hidden command (see xcore.plugins.zygote)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,10 +104,6 @@ def main(argv: list[str] | None = None) -> None:
     as `xcore serve` when it cannot (no display, or a headless build), printing the setup URL on a first run.
     """
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == [WORKER_COMMAND]:  # a sandboxed plugin's worker (hidden): xcore.plugins.sandbox starts it
-        from xcore.plugin_worker import main as worker_main
-
-        sys.exit(worker_main(args[1:]))
     if args[:1] == [ZYGOTE_COMMAND]:  # the sandbox's fork server (hidden): xcore.plugins.zygote starts it
         from xcore.plugin_zygote import main as zygote_main
 

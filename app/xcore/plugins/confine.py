@@ -638,8 +638,10 @@ def _no_new_privs_state() -> str:
     return "active"
 
 
+@functools.cache
 def available() -> Confinement:
-    """available reports which layers `confine` could apply on this machine, applying nothing."""
+    """available reports which layers `confine` could apply on this machine, applying nothing. The kernel's answer
+    does not change while a process runs, so it is probed once."""
     if sys.platform != "linux":
         return Confinement(_elsewhere())
     abi, reason = _landlock_abi()

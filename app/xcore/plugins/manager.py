@@ -124,8 +124,6 @@ class PluginManager:
             view = self._views.get(pid)
             if view is not None and plugin.sandbox is not None:
                 refresh_sandbox(view, plugin)
-        for pid, view in self._views.items():
-            view.manage_permission = manage_permission(self.all_sandboxed(pid))
         return self._views
 
     def runs_sandboxed(self, manifest: Manifest) -> bool:
@@ -202,6 +200,8 @@ class PluginManager:
             await self._apply(scan, stored, set(reload), initial)
             routes = self._mounts.routes if self._mounts is not None else _no_routes
             self._views = plugin_views(scan, stored.enabled, self.loaded, self._notes, routes)
+            for pid, view in self._views.items():  # what changing it needs follows from the scan and the loaded
+                view.manage_permission = manage_permission(self.all_sandboxed(pid))
             await anyio.to_thread.run_sync(self._persist_states)
             if scan.pending:
                 self._recheck(min(RECHECK, max(scan.settles_in, 0.0) + 0.005))

@@ -1,13 +1,13 @@
 """The host's side of a sandboxed plugin: its worker process, the requests forwarded to it, and its restarts.
 
 A plugin version that runs sandboxed (`sandbox_reason` decides: the bundle's `sandbox` flag and the operator's
-`manager.plugins.sandbox` policy) is never imported by the host. `load_sandboxed` starts its worker
-(`xcore.plugin_worker`, the same executable with a hidden command) and returns a `LoadedPlugin` whose Router
+`manager.plugins.sandbox` policy) is never imported by the host. `load_sandboxed` has the fork server
+(`xcore.plugins.zygote`) start its worker (`xcore.plugin_worker`) and returns a `LoadedPlugin` whose Router
 forwards every request under the plugin's prefix to that worker, so the web layer mounts it like any other
 version, behind the same access guard and request log.
 
-- The worker gets a scrubbed environment (`confine.scrubbed_environment`), the plugin's data folder as its home
-  and working folder, and one end of a socket pair; nothing of the host's settings, secret key or database.
+- The worker has a scrubbed environment (`confine.scrubbed_environment`), the plugin's data folder as its home
+  and working folder, and one end of two socket pairs; nothing of the host's settings, secret key or database.
 - A forwarded request carries the principal (id, name, roles, permissions), never the Authorization, Cookie
   or CSRF headers. The worker answers within the plugin's `request_timeout`, or the client gets 504 and the
   worker is replaced (a handler in an endless loop holds nothing else up).
@@ -29,7 +29,6 @@ import logging
 import os
 import re
 import socket
-import sys
 import threading
 import time
 from collections import deque
@@ -43,7 +42,6 @@ import msgspec
 from litestar import Router, asgi
 from litestar.types import Receive, Scope, Send
 
-from xcore.build import frozen, self_command
 from xcore.config.schema import PluginsConfig, SandboxLimits
 from xcore.plugins import wire
 from xcore.plugins.confine import Limits, available
@@ -81,10 +79,10 @@ def sandbox_reason(manifest: Manifest, settings: PluginsConfig) -> tuple[bool, s
     sandboxed = manifest.sandbox or (mode == "require" and manifest.id not in settings.trusted)
     if not sandboxed:
         return False, ""
-    missing = [name for name in REQUIRED_LAYERS if name in available().missing()]
+    here = available()
+    missing = [name for name in REQUIRED_LAYERS if name in here.missing()]
     if missing:
-        layers = available().layers
-        why = "; ".join(f"{name}: {layers.get(name, 'unknown')}" for name in missing)
+        why = "; ".join(f"{name}: {here.layers.get(name, 'unknown')}" for name in missing)
         return True, f"it must run sandboxed, and this host lacks isolation layers it needs ({why})"
     return True, ""
 
@@ -101,13 +99,6 @@ def limits_for(manifest: Manifest, settings: PluginsConfig) -> tuple[Limits, flo
         network=chosen.network and manifest.network,
     )
     return limits, chosen.request_timeout
-
-
-def worker_command(fd: int, calls: int) -> list[str]:
-    """worker_command runs the worker with this same executable: `xcore plugin-worker --fd N --calls M` in a
-    frozen build, `python -m xcore.plugin_worker --fd N --calls M` otherwise (without the command line's imports)."""
-    command = [*self_command(), "plugin-worker"] if frozen() else [sys.executable, "-m", "xcore.plugin_worker"]
-    return [*command, "--fd", str(fd), "--calls", str(calls)]
 
 
 class Exchange:
@@ -171,7 +162,7 @@ class Process:
         self.ended = asyncio.Event()
         self.reason = ""
         self.loop = asyncio.get_running_loop()
-        self.outgoing: list[bytes] = []
+        self.outbox = wire.Outbox(writer)
 
     def exchange(self, *message: Any, timeout: float | None = None) -> tuple[int, Exchange]:
         """exchange sends a request frame (its number inserted second) and returns where its answer arrives, which
@@ -181,20 +172,8 @@ class Process:
         number = next(self.numbers)
         deadline = None if timeout is None else self.loop.time() + timeout
         found = self.exchanges[number] = Exchange(deadline)
-        self.send(wire.frame(message[0], number, *message[1:]))
+        self.outbox.send(wire.frame(message[0], number, *message[1:]))
         return number, found
-
-    def send(self, data: bytes) -> None:
-        """send writes `data` to the worker with the other frames of this turn of the event loop: under load, many
-        requests go in one system call."""
-        self.outgoing.append(data)
-        if len(self.outgoing) == 1:
-            self.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        data, self.outgoing = b"".join(self.outgoing), []
-        if not self.writer.is_closing():
-            self.writer.write(data)
 
     async def pump(self) -> None:
         """pump hands each frame from the worker to its exchange, until the socket ends; then fails the rest."""
@@ -445,8 +424,8 @@ class SandboxedPlugin:
         process, self.process = self.process, None
         if process is not None:
             with contextlib.suppress(ConnectionError):
-                process.send(wire.frame("stop"))
-                await asyncio.sleep(0)  # the frames before it, and it, are written
+                process.outbox.send(wire.frame("stop"))
+                process.outbox.flush()  # the frames before it, and it
                 await process.writer.drain()
             try:
                 await asyncio.wait_for(process.proc.wait(), STOP_GRACE)

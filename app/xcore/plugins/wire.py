@@ -103,6 +103,31 @@ def _exactly(sock: socket.socket, size: int, *, first: bool = False) -> bytes:
     return b"".join(chunks)
 
 
+class Outbox:
+    """Outbox writes frames to a stream with the other frames of the same turn of the event loop: under load, many
+    requests (or answers) go in one system call. Use it from the event loop's thread only."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.pending: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        """send queues one frame (`frame(...)`); the loop writes the queue at its next turn."""
+        self.pending.append(data)
+        if len(self.pending) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """flush writes what is queued now."""
+        data, self.pending = b"".join(self.pending), []
+        if data and not self.writer.is_closing():
+            self.writer.write(data)
+
+    def buffered(self) -> int:
+        """buffered is how many bytes wait: queued here, and in the stream's own buffer."""
+        return sum(map(len, self.pending)) + self.writer.transport.get_write_buffer_size()
+
+
 class Caller:
     """Caller makes calls on a blocking socket, one at a time whatever the thread: a frame out, a frame back."""
 

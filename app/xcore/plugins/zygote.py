@@ -161,19 +161,6 @@ class Zygote:
         if self.proc is not None and self.proc.returncode is None:
             log.warning("the sandbox's fork server ended; it is started again at the next sandboxed plugin")
 
-    async def close(self) -> None:
-        """close ends the zygote (and so its children)."""
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.proc is not None and self.proc.returncode is None:
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5)
-            except TimeoutError:
-                self.proc.kill()
-        if self._reader is not None:
-            self._reader.cancel()
-
 
 _zygotes: dict[asyncio.AbstractEventLoop, Zygote] = {}
 

@@ -71,12 +71,11 @@ def manager_of(request: Request[Any, Any, Any]) -> PluginManager:
 
 
 def change_permission(manager: PluginManager, plugin_id: str) -> str:
-    """change_permission is what changing plugin `plugin_id` needs: `plugins.manage_sandboxed` when every version
-    of it runs sandboxed, else `plugins.manage`. A plugin the host does not know is answered 404 by the handler
-    to whoever may change a sandboxed one."""
-    if plugin_id not in manager.views:
-        return manage_permission(sandboxed=True)
-    return manage_permission(manager.all_sandboxed(plugin_id))
+    """change_permission is what changing plugin `plugin_id` needs, as its view says (`manage_permission`:
+    `plugins.manage_sandboxed` when every version of it runs sandboxed, else `plugins.manage`). A plugin the host
+    does not know is answered 404 by the handler to whoever may change a sandboxed one."""
+    view = manager.views.get(plugin_id)
+    return view.manage_permission if view is not None else manage_permission(sandboxed=True)
 
 
 def view_of(manager: PluginManager, plugin_id: str) -> PluginView:
