@@ -80,6 +80,15 @@ APT_FOR_TEST: dict[str, str] = {
     },
     "libnss3.so": "libnss3",
 }
+# Real wheels from PyPI for the plugin-requirements tests (tests/test_plugin_wheels.py), downloaded once into
+# .venv: two versions of a pure-Python package, a compiled one for this machine, and that one for another platform.
+TEST_WHEELS = VENV / "test-wheels"
+TEST_WHEEL_DOWNLOADS: tuple[tuple[str, str | None], ...] = (
+    ("humanize==4.9.0", None),
+    ("humanize==4.10.0", None),
+    ("mmh3==4.1.0", None),
+    ("mmh3==4.1.0", "win_amd64"),
+)
 APT_FOR_BENCH: dict[str, str] = {"wrk": "wrk", "taskset": "util-linux", "valgrind": "valgrind"}
 
 
@@ -167,6 +176,25 @@ def ensure_apt(packages: dict[str, str]) -> None:
         sys.exit(f"tasks.py: apt-get could not install {' '.join(missing)} (exit {result.returncode})")
 
 
+def ensure_test_wheels() -> None:
+    """Download TEST_WHEEL_DOWNLOADS into TEST_WHEELS with the venv's pip, unless the last download got them all."""
+    stamp = TEST_WHEELS / "downloaded.json"
+    wanted = json.dumps(TEST_WHEEL_DOWNLOADS)
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return
+    say(f"downloading the test wheels into {TEST_WHEELS}")
+    python = str(venv_bin("python"))
+    for requirement, platform in TEST_WHEEL_DOWNLOADS:
+        command = [python, "-m", "pip", "download", "--disable-pip-version-check", "--quiet", "--no-deps"]
+        command += ["--only-binary=:all:", "--dest", str(TEST_WHEELS), requirement]
+        if platform:
+            version = f"{sys.version_info.major}.{sys.version_info.minor}"
+            command += ["--platform", platform, "--python-version", version, "--implementation", "cp"]
+        if subprocess.run(command, stdin=subprocess.DEVNULL).returncode != 0:
+            sys.exit(f"tasks.py: pip could not download {requirement} for the tests; see the messages above")
+    stamp.write_text(wanted)
+
+
 def run_in_venv(argv: list[str]) -> int:
     """Run a program from .venv. On POSIX the runner replaces itself, so signals reach the program."""
     env = {**os.environ, "VIRTUAL_ENV": str(VENV)}
@@ -209,6 +237,7 @@ def cmd_test(args: list[str]) -> int:
     else:
         ensure_venv({"test", "desktop", "build"})  # build: the release tests make a PyInstaller bundle
         ensure_apt(APT_FOR_TEST)
+    ensure_test_wheels()
     return run_in_venv(pytest_command(args, fast))
 
 

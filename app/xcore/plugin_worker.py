@@ -44,6 +44,7 @@ from xcore.auth.rules import Principal
 from xcore.heap import freeze_startup_heap
 from xcore.plugins import wire
 from xcore.plugins.confine import Confinement, Limits, confine
+from xcore.plugins.libraries import provide
 from xcore.plugins.loader import LoadedPlugin, PluginLoadError, import_plugin, run_hook
 from xcore.plugins.manifest import Manifest
 from xcore.tasks.context import with_context
@@ -200,10 +201,14 @@ class Worker:
             manifest = msgspec.convert(params["manifest"], Manifest)
             folder, data_dir = Path(params["folder"]), Path(params["data_dir"])
             limits = msgspec.convert(params["limits"], Limits)
+            libraries = params.get("libraries") or {}
+            library_folder = [Path(libraries["folder"])] if libraries else []
         except (KeyError, TypeError, msgspec.ValidationError) as exc:
             raise PluginLoadError(f"the host sent a load frame this worker cannot read: {exc}") from None
         name_process(f"xplug:{manifest.id}")
-        confinement = confine([*runtime_paths(limits.network), folder], [data_dir], limits)
+        confinement = confine([*runtime_paths(limits.network), folder, *library_folder], [data_dir], limits)
+        if libraries:
+            provide(library_folder[0], libraries["modules"])
         self.plugin = import_plugin(
             manifest,
             folder,

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,13 +68,49 @@ def new(name: str, parent: Path) -> None:
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."), help="Output folder."
 )
-def pack(folder: Path, out_dir: Path) -> None:
-    """Pack the plugin FOLDER into OUT/<id>-<version>.zip; print its path and sha256."""
-    from xcore.plugins.pack import pack_folder
+@click.option("--wheels", is_flag=True, help="Download the wheels of plugin.json's requirements into the bundle.")
+@click.option(
+    "--platform", "platforms", multiple=True, metavar="TAG",
+    help="A platform to pack wheels for (repeat it): a pip platform tag, or linux, linux-arm, macos, macos-intel, "
+    "windows. Default: this machine's.",
+)  # fmt: skip
+@click.option("--python-version", metavar="X.Y", help="The Python to pack wheels for. Default: this xcore's.")
+@click.option(
+    "--find-links", multiple=True, type=click.Path(path_type=Path), help="A folder of wheels for pip to look in."
+)
+@click.option("--index-url", metavar="URL", help="The package index pip downloads from, instead of its own.")
+@click.option("--no-index", is_flag=True, help="Take wheels from --find-links folders only (offline).")
+@click.option(
+    "--python", "pip_python", type=click.Path(dir_okay=False, path_type=Path),
+    help="The Python whose pip downloads the wheels. Default: this one (python3 on the PATH for the binary).",
+)  # fmt: skip
+def pack(
+    folder: Path, out_dir: Path, wheels: bool, platforms: tuple[str, ...], python_version: str | None,
+    find_links: tuple[Path, ...], index_url: str | None, no_index: bool, pip_python: Path | None,
+) -> None:  # fmt: skip
+    """Pack the plugin FOLDER into OUT/<id>-<version>.zip; print its path and sha256, and the wheels it holds."""
+    from xcore.plugins.pack import folder_manifest, pack_folder
+    from xcore.plugins.wheelhouse import WheelOptions, download_wheels
 
-    path = pack_folder(folder, out_dir, __version__).absolute()
+    with tempfile.TemporaryDirectory(prefix="xcore-wheels-") as tmp:
+        downloaded: list[Path] = []
+        if wheels:
+            options = WheelOptions(
+                platforms, python_version or WheelOptions.python_version, find_links, index_url, no_index, pip_python
+            )
+            downloaded = download_wheels(folder, folder_manifest(folder), options, Path(tmp))
+        elif platforms or python_version or find_links or index_url or no_index or pip_python:
+            raise click.UsageError(
+                "--platform, --python-version, --find-links, --index-url, --no-index and --python choose the "
+                "wheels of --wheels; add --wheels"
+            )
+        path = pack_folder(folder, out_dir, __version__, downloaded).absolute()
     echo(str(path))
     echo(f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith(".whl"):
+                echo(f"wheel {name.rsplit('/', 1)[-1]}")
 
 
 @plugin.command("install")

@@ -147,6 +147,16 @@ class PluginsConfig(_Section, frozen=True):
             "entry takes its built-in default, not the value in `limits`."
         ),
     ] = field(default_factory=dict)
+    index_url: Annotated[
+        str,
+        doc(
+            "A package index (PEP 503 simple API, such as https://pypi.org/simple) from which a plugin's "
+            "requirements that its bundle carries no wheel of are downloaded when it is installed, pinned by "
+            'sha256 (plugins/README.md, "Requirements"). Empty: off, and such a bundle is refused naming the '
+            "requirement.",
+            pattern=r"^(https?://[^\s]+)?$",
+        ),
+    ] = ""
 
 
 class TasksConfig(_Section, frozen=True):

@@ -39,10 +39,13 @@ from xcore.plugins.contract import (
     MAX_UNCOMPRESSED,
     RATIO_FLOOR,
     SOURCE_SUFFIXES,
+    WHEELS_FOLDER,
+    WHEELS_LOCK,
     xcore_import,
 )
 from xcore.plugins.contract import MANIFEST_FILE as MANIFEST
 from xcore.plugins.leftovers import EXTRACT_PREFIX
+from xcore.plugins.lock import WheelError, parse_wheel_name, read_lock
 from xcore.plugins.manifest import CORE_PREFIXES, Manifest, overlaps, parse_manifest
 
 # What `zipfile` raises for an entry it cannot read once the central directory was read (bz2 raises OSError).
@@ -78,7 +81,8 @@ class Bundle:
     manifest: Manifest
     sha256: str
     root: str  # "" or "<folder>/" when every entry sits under one top-level folder holding plugin.json
-    entries: tuple[str, ...]
+    entries: tuple[str, ...]  # what extract_bundle unpacks: all but the wheels
+    wheels: tuple[tuple[str, str, int], ...] = ()  # (entry, sha256, size) of each wheel of wheels/, as checked
 
 
 def inspect_bundle(
@@ -107,10 +111,10 @@ def inspect_bundle(
             raise BundleError(name, "too-many-entries", f"{len(infos)} entries; at most {MAX_ENTRIES}")
         total = compressed = 0
         for info in infos:
-            _check_entry(name, info)
+            check_entry(name, info)
             total += info.file_size
             compressed += info.compress_size
-        _check_paths(name, infos)
+        check_paths(name, infos)
         if total > MAX_UNCOMPRESSED:
             raise BundleError(name, "too-large", f"{total:,} bytes uncompressed; at most {MAX_UNCOMPRESSED:,}")
         if total > RATIO_FLOOR and total > MAX_RATIO * max(compressed, 1):
@@ -126,16 +130,17 @@ def inspect_bundle(
         if manifest is None:
             raise BundleError(name, "manifest-invalid", problem, entry=root + MANIFEST)
         entries = tuple(i.filename for i in infos if not i.is_dir() and i.filename.startswith(root))
+        entries, wheels = _check_wheels(name, archive, root, entries)
     if manifest.requires and Version(host_version) not in SpecifierSet(manifest.requires, prereleases=True):
         raise BundleError(name, "requires", f"needs xcore {manifest.requires}; this is xcore {host_version}")
     _check_prefix(name, manifest, taken_prefixes or {})
     if f"{root}{manifest.entry}.py" not in entries and f"{root}{manifest.entry}/__init__.py" not in entries:
         raise BundleError(name, "entry-missing", f"the entry module {manifest.entry!r} is not in the zip")
     _check_imports(name, data, root, entries)
-    return Bundle(path, manifest, digest, root, entries)
+    return Bundle(path, manifest, digest, root, entries, wheels)
 
 
-def _check_entry(bundle: str, info: zipfile.ZipInfo) -> None:
+def check_entry(bundle: str, info: zipfile.ZipInfo) -> None:
     entry = info.filename
     if not info.flag_bits & 0x800:  # a name not flagged UTF-8 was decoded as cp437: it must be plain ASCII
         try:
@@ -160,7 +165,7 @@ def _check_entry(bundle: str, info: zipfile.ZipInfo) -> None:
         )
 
 
-def _check_paths(bundle: str, infos: list[zipfile.ZipInfo]) -> None:
+def check_paths(bundle: str, infos: list[zipfile.ZipInfo]) -> None:
     """_check_paths refuses two files that extract to the same path, and a path that is a file and a folder: tools
     disagree about which copy wins (or fail half-way), so what was checked might not be what runs. Paths compare
     without case, as on Windows and macOS, where `Run.py` and `run.py` are one file."""
@@ -195,6 +200,52 @@ def _check_imports(bundle: str, data: bytes, root: str, entries: tuple[str, ...]
             refusal = xcore_import(source, entry[len(root) :])
             if refusal:
                 raise BundleError(bundle, "imports-xcore", refusal)
+
+
+def _check_wheels(
+    bundle: str, archive: zipfile.ZipFile, root: str, entries: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[tuple[str, str, int], ...]]:
+    """_check_wheels holds the bundle's wheels/ to its lock: only wheels and the lock in it, each wheel listed
+    with the sha256 and size it has, each one listed there. Returns the other entries, and the wheels."""
+    folder = f"{root}{WHEELS_FOLDER}/"
+    inside = [e for e in entries if e.startswith(folder)]
+    if not inside:
+        return entries, ()
+    lock_entry = f"{root}{WHEELS_LOCK}"
+    for entry in inside:
+        if entry != lock_entry and ("/" in entry[len(folder) :] or not entry.endswith(".whl")):
+            raise BundleError(bundle, "wheels", f"only wheels (*.whl) and {WHEELS_LOCK} belong in {folder}", entry)
+    if lock_entry not in inside:
+        reason = f"the wheels come without {WHEELS_LOCK}; pack the bundle with `xcore plugin pack`"
+        raise BundleError(bundle, "wheels", reason)
+    try:
+        listed = read_lock(archive.read(lock_entry))
+    except READ_ERRORS as exc:
+        raise BundleError(bundle, "corrupt-entry", _unreadable(exc), entry=lock_entry) from None
+    except ValueError as exc:
+        raise BundleError(bundle, "wheels", str(exc), entry=lock_entry) from None
+    files = {e[len(folder) :]: e for e in inside if e != lock_entry}
+    wheels = []
+    for file, sha256, size in listed:
+        if file not in files:
+            raise BundleError(bundle, "wheels", f"{WHEELS_LOCK} lists {file}, which is not in the zip", lock_entry)
+        wheel_entry = files.pop(file)
+        try:
+            parse_wheel_name(file)
+        except WheelError as exc:
+            raise BundleError(bundle, "wheels", exc.reason, wheel_entry) from None
+        try:
+            data = archive.read(wheel_entry)
+        except READ_ERRORS as exc:
+            raise BundleError(bundle, "corrupt-entry", _unreadable(exc), entry=wheel_entry) from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256 or len(data) != size:
+            detail = f"its sha256 is {digest} ({len(data):,} bytes); {WHEELS_LOCK} says {sha256} ({size:,} bytes)"
+            raise BundleError(bundle, "wheel-hash", detail, wheel_entry)
+        wheels.append((wheel_entry, sha256, size))
+    if files:
+        raise BundleError(bundle, "wheels", f"{WHEELS_LOCK} does not list this wheel", next(iter(files.values())))
+    return tuple(e for e in entries if not e.startswith(folder)), tuple(wheels)
 
 
 def _root(bundle: str, names: list[str]) -> str:
@@ -253,7 +304,7 @@ def extract_bundle(bundle: Bundle, cache: Path) -> Path:
             wanted = set(bundle.entries)
             for info in archive.infolist():
                 if info.filename in wanted:
-                    _extract_entry(name, archive, info, tmp / info.filename[len(bundle.root) :])
+                    extract_entry(name, archive, info, tmp / info.filename[len(bundle.root) :])
         try:
             os.rename(tmp, target)
         except OSError as exc:
@@ -278,7 +329,7 @@ def _move_aside(bundle: str, folder: Path) -> None:
         raise BundleError(bundle, "extract-failed", f"cannot replace {folder} ({exc.strerror})") from exc
 
 
-def _extract_entry(bundle: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path) -> None:
+def extract_entry(bundle: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path) -> None:
     """_extract_entry writes one entry to `destination`, checking its CRC (zipfile does) and its size."""
     entry = info.filename
     try:

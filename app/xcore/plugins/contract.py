@@ -101,6 +101,21 @@ BUNDLE_LIMITS = {
 }
 """BUNDLE_LIMITS are the limits above by name."""
 
+# --- the wheels a bundle carries ------------------------------------------------------------------------------
+
+WHEELS_FOLDER = "wheels"
+"""WHEELS_FOLDER is the bundle's folder of wheels (`*.whl`) for its requirements, with WHEELS_LOCK beside them;
+nothing else may be in it, and its wheels are not extracted with the plugin's code."""
+
+WHEELS_LOCK = f"{WHEELS_FOLDER}/lock.json"
+"""WHEELS_LOCK lists every wheel of WHEELS_FOLDER with its sha256 and size (`xcore plugin pack` writes it)."""
+
+MAX_WHEEL_ENTRIES = 20_000
+"""MAX_WHEEL_ENTRIES is the most entries one wheel may hold."""
+
+MAX_LIBRARIES = 1024 * 1024 * 1024
+"""MAX_LIBRARIES is the most bytes the wheels one plugin version uses may hold once unpacked, together."""
+
 COMPRESSION_METHODS = {
     zipfile.ZIP_STORED: "stored",
     zipfile.ZIP_DEFLATED: "deflate",

@@ -39,6 +39,8 @@ from xcore.plugins import contract
 from xcore.plugins.contract import CONFIG_FILES, CTX, HOOK_NAMES, HOOK_TIMEOUT, ROUTER, STATIC_FOLDER, xcore_import
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.pack import python_sources
+from xcore.plugins.requirements import Resolved
+from xcore.plugins.wheels import Libraries
 from xcore.sdk import PluginContext, TaskSpec
 from xcore.tasks.schedule import cron_check
 
@@ -47,6 +49,12 @@ _numbers = itertools.count(1)
 
 class PluginLoadError(XcoreError):
     """PluginLoadError says why a plugin could not load: the file and line of an import error, or its hook's."""
+
+
+class PluginNotYet(PluginLoadError):
+    """PluginNotYet says why a version cannot load now for a reason outside it (another plugin holds a version of
+    a package it needs, the package index is out of reach): unlike other failures, it is tried again at the
+    next reconcile."""
 
 
 @dataclass
@@ -67,6 +75,8 @@ class LoadedPlugin:
     defaults: dict[str, Any] = field(default_factory=dict)
     config_stamp: str = ""  # the admin overrides this load runs with, as sorted JSON
     sandbox: Any = None  # the `xcore.plugins.sandbox.SandboxedPlugin` that runs a sandboxed version; None in process
+    libraries: Libraries | None = None  # the folder of the wheels it imports (`xcore.plugins.wheels`)
+    requirements: list[Resolved] = field(default_factory=list)  # what meets each requirement, as installed
 
     @property
     def id(self) -> str:

@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,23 +39,28 @@ from xcore.plugins.bundle import BundleError, collect_garbage
 from xcore.plugins.choice import differs, load_order, static_problem
 from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.errors import PluginConflict
+from xcore.plugins.index import IndexUnavailable, PackageIndex
+from xcore.plugins.libraries import keep, provide
 from xcore.plugins.loader import (
     LoadedPlugin,
     PluginLoadError,
+    PluginNotYet,
     import_plugin,
     read_defaults,
     run_hook,
     unload_modules,
 )
+from xcore.plugins.lock import WheelError
 from xcore.plugins.manifest import Manifest
-from xcore.plugins.requirements import requirements_problem
+from xcore.plugins.requirements import Pins, Resolved, bundle_wheels, folder_wheels, normalized, plan
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.states import StateStore, Stored
-from xcore.plugins.store import cache_dir, plugin_data_dir, plugins_dir
+from xcore.plugins.store import cache_dir, plugin_data_dir, plugins_dir, wheel_store
 from xcore.plugins.views import Notes, PluginView, plugin_views, refresh_sandbox
 from xcore.plugins.watcher import Watcher
+from xcore.plugins.wheels import Libraries, install_libraries
 from xcore.runtime import Runtime
 from xcore.tasks.host import TaskHost
 
@@ -64,6 +70,20 @@ RECHECK = 0.1  # seconds before a pending zip is looked at again
 CACHE_IDLE = 600.0  # an extracted bundle no worker has touched for this long may be deleted
 
 __all__ = ["Mounts", "PluginManager", "PluginView"]
+
+Held = dict[str, tuple[str, str]]  # normalized distribution -> (its version, the in-process plugin importing it)
+
+
+@dataclass
+class Unpacked:
+    """Unpacked is one version made ready to import: its folder, settings, data folder and libraries."""
+
+    folder: Path
+    defaults: dict[str, Any]
+    config: dict[str, Any]
+    data_dir: Path
+    libraries: Libraries | None
+    requirements: list[Resolved]
 
 
 class Mounts(Protocol):
@@ -173,6 +193,7 @@ class PluginManager:
                 await self._mounts.close()
             plugins, self.loaded = list(self.loaded.values()), {}
             await self._retire(reversed(plugins))
+            keep([])  # no library of a plugin of this manager stays importable
 
     @asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -244,13 +265,13 @@ class PluginManager:
                 if key in self._failed and pid not in reload:
                     self._note(pid, source, self._failed[key])
                     continue
-                sandboxed, why = sandbox_reason(source.manifest, self.runtime.config.manager.plugins)
-                refusal = why or requirements_problem(source.manifest.requirements)
+                sandboxed, refusal = sandbox_reason(source.manifest, self.runtime.config.manager.plugins)
                 if refusal:
                     self._note(pid, source, refusal)
                     continue
+                held = _held(pid, chosen, self.loaded, candidates, stored.enabled)
                 try:
-                    pick = await self._load(source, overrides, stamp, sandboxed=sandboxed)
+                    pick = await self._load(source, overrides, stamp, sandboxed=sandboxed, held=held)
                 except Exception as exc:  # whatever one version raises fails that version, never the manager
                     self._load_failed(source, key, exc)
                     continue
@@ -268,6 +289,7 @@ class PluginManager:
                 chosen[pid] = pick
         if initial or differs(chosen, self.loaded):
             await self._swap(chosen, fresh)
+        keep(_in_process_libraries(self.loaded.values()))
 
     async def _swap(self, chosen: dict[str, LoadedPlugin], fresh: list[LoadedPlugin]) -> None:
         """_swap serves `chosen`: the apps of the `fresh` versions are built and started, each alone, and a new
@@ -308,13 +330,16 @@ class PluginManager:
                 chosen.pop(plugin.id, None)
         await self._retire(culprits)
 
-    async def _load(self, source: Source, overrides: dict[str, Any], stamp: str, *, sandboxed: bool) -> LoadedPlugin:
+    async def _load(
+        self, source: Source, overrides: dict[str, Any], stamp: str, *, sandboxed: bool, held: Held
+    ) -> LoadedPlugin:
         """_load extracts, configures and imports one version (or, `sandboxed`, starts its worker, which imports
-        it), registers its permissions and runs `on_load`."""
+        it), registers its permissions and runs `on_load`. `held` are the packages in-process plugins import
+        already (a version in process may not need another version of one of them)."""
         if sandboxed:
             plugin = await self._load_sandboxed(source, overrides)
         else:
-            plugin = await self._import(source, overrides)
+            plugin = await self._import(source, overrides, held)
         plugin.config_stamp = stamp
         try:
             if plugin.manifest.permissions:
@@ -328,35 +353,39 @@ class PluginManager:
     async def _load_sandboxed(self, source: Source, overrides: dict[str, Any]) -> LoadedPlugin:
         """_load_sandboxed extracts one version and starts its sandbox worker."""
         with anyio.fail_after(HOOK_TIMEOUT):
-            folder, defaults, config, data_dir = await anyio.to_thread.run_sync(self._unpack, source, overrides)
+            ready = await anyio.to_thread.run_sync(self._unpack, source, overrides)
         plugin = await load_sandboxed(
             source.manifest,
-            folder,
+            ready.folder,
             source=source.path,
             fingerprint=source.fingerprint,
-            data_dir=data_dir,
-            config=config,
+            data_dir=ready.data_dir,
+            config=ready.config,
             settings=self.runtime.config.manager.plugins,
             task_host=self.tasks,
+            libraries=ready.libraries,
         )
-        plugin.defaults = defaults
+        plugin.defaults, plugin.libraries, plugin.requirements = ready.defaults, ready.libraries, ready.requirements
         return plugin
 
-    async def _import(self, source: Source, overrides: dict[str, Any]) -> LoadedPlugin:
+    async def _import(self, source: Source, overrides: dict[str, Any], held: Held) -> LoadedPlugin:
         """_import extracts and imports one version in this process."""
 
         def unpack_and_import() -> LoadedPlugin:
-            folder, defaults, config, data_dir = self._unpack(source, overrides)
+            ready = self._unpack(source, overrides)
+            _check_held(ready.requirements, held)
+            if ready.libraries is not None:
+                provide(ready.libraries.folder, ready.libraries.modules)
             plugin = import_plugin(
                 source.manifest,
-                folder,
+                ready.folder,
                 source=source.path,
                 fingerprint=source.fingerprint,
-                data_dir=data_dir,
-                config=config,
+                data_dir=ready.data_dir,
+                config=ready.config,
                 dev=source.dev,
             )
-            plugin.defaults = defaults
+            plugin.defaults, plugin.libraries, plugin.requirements = ready.defaults, ready.libraries, ready.requirements
             return plugin
 
         try:  # one trip to a worker thread: a start loads every plugin this way, one after another
@@ -368,11 +397,12 @@ class PluginManager:
             ) from None
         return plugin
 
-    def _unpack(self, source: Source, overrides: dict[str, Any]) -> tuple[Path, dict[str, Any], dict[str, Any], Path]:
-        """_unpack extracts `source` (in a worker thread) and reads its defaults; returns the folder to import,
-        the defaults, the settings it runs with (the overrides that still fit merged on them) and its data
-        folder, created."""
+    def _unpack(self, source: Source, overrides: dict[str, Any]) -> Unpacked:
+        """_unpack extracts `source` (in a worker thread), installs the wheels it needs and reads its defaults;
+        returns the folder to import, the defaults, the settings it runs with (the overrides that still fit
+        merged on them), its data folder (created) and its libraries."""
         folder = source.folder(self.cache)
+        libraries, requirements = self._libraries(source)
         defaults = read_defaults(folder)
         problems = override_problems(defaults, overrides)
         for where, problem in problems:  # a newer version may have dropped or retyped a setting
@@ -380,7 +410,37 @@ class PluginManager:
         valid = {k: v for k, v in overrides.items() if not any(w.split(".", 1)[0] == k for w, _ in problems)}
         data_dir = plugin_data_dir(self.runtime, source.id)
         data_dir.mkdir(0o700, parents=True, exist_ok=True)
-        return folder, defaults, merged(defaults, valid), data_dir
+        return Unpacked(folder, defaults, merged(defaults, valid), data_dir, libraries, requirements)
+
+    def _libraries(self, source: Source) -> tuple[Libraries | None, list[Resolved]]:
+        """_libraries resolves the requirements of `source` (`xcore.plugins.requirements`) and installs the wheels
+        they need into its library folder; raises PluginLoadError saying why a requirement is not met, naming
+        the wheel and the rule it breaks, and PluginNotYet when the package index cannot be reached."""
+        if not source.manifest.requirements:
+            return None, []
+        url = self.runtime.config.manager.plugins.index_url
+        pins = Pins(wheel_store(self.runtime), source.id, source.fingerprint) if url else None
+        try:
+            carried = bundle_wheels(source.bundle) if source.bundle is not None else folder_wheels(source.path)
+            if pins is not None:
+                carried += pins.wheels()
+            index = PackageIndex(url, wheel_store(self.runtime)) if url else None
+            answer = plan(source.manifest.requirements, carried, index)
+            problem = answer.problem()
+            if problem:
+                raise PluginLoadError(problem)
+            libraries = None
+            if answer.wheels:
+                libraries = install_libraries(self.cache, source.id, answer.wheels, answer.data)
+        except WheelError as exc:
+            raise PluginLoadError(str(exc)) from None
+        except IndexUnavailable as exc:
+            raise PluginNotYet(f"requirements: {exc}") from None
+        except OSError as exc:  # this host's disk, not the bundle: the same version may load once it is fixed
+            raise PluginNotYet(f"requirements: cannot write the wheels ({exc.strerror or exc})") from None
+        if pins is not None:
+            pins.record(answer.wheels)
+        return libraries, answer.resolved
 
     def _register_permissions(self, plugin: LoadedPlugin) -> None:
         if not plugin.manifest.permissions:
@@ -408,6 +468,9 @@ class PluginManager:
         or a forced reload), and logs it once. A zip that changed since it was scanned is scanned again instead."""
         reason = str(exc) if isinstance(exc, PluginLoadError | BundleError) else f"loading it raised {exc!r}"
         self._note(source.id, source, reason)
+        if isinstance(exc, PluginNotYet):
+            log.warning("plugin %s %s cannot load yet: %s", source.id, source.manifest.version, reason, extra=CONTEXT)
+            return
         if isinstance(exc, BundleError) and exc.rule == "changed":
             self.scanner.forget(source.path)
             self._recheck(RECHECK)
@@ -456,8 +519,10 @@ class PluginManager:
     # --- the extraction cache --------------------------------------------------------------------------------
 
     def touch_in_use(self) -> set[Path]:
-        """touch_in_use marks the extracted bundles this worker serves as used now; returns them."""
+        """touch_in_use marks the extracted bundles and library folders this worker serves as used now; returns
+        them."""
         in_use = {p.folder for p in self.loaded.values() if not p.dev}
+        in_use |= {p.libraries.folder for p in self.loaded.values() if p.libraries is not None}
         for folder in in_use:
             os.utime(folder)  # another worker's garbage collection sees that this extraction is still served
         return in_use
@@ -469,6 +534,48 @@ class PluginManager:
         if removed:
             log.info("plugin cache: removed %d unused folder(s)", len(removed), extra=CONTEXT)
         return len(removed)
+
+
+def _in_process_libraries(plugins: Iterable[LoadedPlugin]) -> list[tuple[Path, frozenset[str]]]:
+    """_in_process_libraries are the library folders of the in-process versions, with their modules."""
+    found = []
+    for plugin in plugins:
+        if plugin.sandbox is None and plugin.libraries is not None:
+            found.append((plugin.libraries.folder, plugin.libraries.modules))
+    return found
+
+
+def _held(
+    pid: str, chosen: dict[str, LoadedPlugin], loaded: dict[str, LoadedPlugin], candidates: dict[str, list[Source]],
+    enabled: dict[str, bool],
+) -> Held:  # fmt: skip
+    """_held are the packages that the other in-process plugins import from their wheels: those chosen already in
+    this reconcile, and those serving that stay (still in the folder, enabled)."""
+    staying = [p for other, p in loaded.items() if other in candidates and enabled.get(other, True)]
+    held: Held = {}
+    for plugin in [*chosen.values(), *staying]:
+        if plugin.id == pid or plugin.sandbox is not None:
+            continue
+        for answer in plugin.requirements:
+            if answer.wheel and answer.version:
+                held.setdefault(normalized(answer.name), (answer.version, plugin.id))
+    return held
+
+
+def _check_held(requirements: list[Resolved], held: Held) -> None:
+    """_check_held raises PluginNotYet when a wheel this version needs is another version of a package that an
+    in-process plugin imports: one process holds one version of a module."""
+    clashes = []
+    for answer in requirements:
+        other = held.get(normalized(answer.name)) if answer.wheel else None
+        if other is not None and other[0] != answer.version:
+            clashes.append(
+                f"{answer.name} {answer.version} clashes with {answer.name} {other[0]}, which plugin {other[1]!r} "
+                "imports in this process"
+            )
+    if clashes:
+        advice = "one process imports one version of a package: run one of them sandboxed, or use the same version"
+        raise PluginNotYet(f"requirements: {'; '.join(clashes)} ({advice})")
 
 
 def _no_routes(plugin: LoadedPlugin) -> list[str]:

@@ -10,13 +10,13 @@ from typing import Annotated
 
 import msgspec
 from msgspec import Meta
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from xcore.auth.builtin import PERMISSIONS
 from xcore.config.schema import PERMISSION_NAME
 from xcore.plugins.contract import CONTRACT, CONTRACTS, DEFAULT_ENTRY, MANIFEST_FILE, MANIFEST_KEYS, PLUGIN_ID
-from xcore.plugins.requirements import requirement_syntax_problem
 
 KEYS = {key.name: key for key in MANIFEST_KEYS}
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -185,3 +185,12 @@ def _unwanted(char: str) -> bool:
 def overlaps(a: str, b: str) -> bool:
     """overlaps is true when one URL prefix is the other or lies under it."""
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def requirement_syntax_problem(text: str) -> str | None:
+    """requirement_syntax_problem says what is wrong with one requirement string, or None when it is PEP 508."""
+    try:
+        Requirement(text)
+    except InvalidRequirement as exc:
+        return f"{text!r} is not a PEP 508 requirement such as httpx>=0.27 ({exc})"
+    return None

@@ -5,6 +5,10 @@ The zip is deterministic: entries sorted, every timestamp 1980-01-01, fixed perm
 version-control folders are left out; a symbolic link is refused rather than followed, since a bundle may
 not hold one. The zip is written to a temporary file, checked with `inspect_bundle`, then renamed into place,
 so a watcher never sees a half-written or invalid bundle, and a failed pack leaves the previous zip as it was.
+
+The wheels of the folder's `wheels/` and those `--wheels` downloads (`xcore.plugins.wheelhouse`) go into the
+zip's `wheels/`, with `wheels/lock.json` listing each one's sha256 and size (a lock.json in the folder is
+written afresh).
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import os
 import stat
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from xcore.plugins.bundle import BundleError, inspect_bundle
-from xcore.plugins.contract import DEFAULT_ENTRY, SOURCE_SUFFIXES
+from xcore.plugins.contract import DEFAULT_ENTRY, SOURCE_SUFFIXES, WHEELS_FOLDER, WHEELS_LOCK
 from xcore.plugins.contract import MANIFEST_FILE as MANIFEST
+from xcore.plugins.lock import make_lock
 from xcore.plugins.manifest import Manifest, parse_manifest
 
 EXCLUDED_DIRS = frozenset(
@@ -48,8 +53,9 @@ def folder_manifest(folder: Path, default_entry: str = DEFAULT_ENTRY) -> Manifes
     return manifest
 
 
-def pack_folder(folder: Path, out_dir: Path, host_version: str) -> Path:
-    """pack_folder zips `folder` into `<out_dir>/<id>-<version>.zip` and returns its path.
+def pack_folder(folder: Path, out_dir: Path, host_version: str, wheels: Sequence[Path] = ()) -> Path:
+    """pack_folder zips `folder` into `<out_dir>/<id>-<version>.zip` and returns its path; `wheels` go into its
+    wheels/ with those of the folder.
 
     Raises BundleError when the folder's manifest is missing or invalid, the entry module is missing, a
     symbolic link or a non-UTF-8 name is inside, or the zip breaks a rule of `inspect_bundle` (for example a
@@ -57,14 +63,18 @@ def pack_folder(folder: Path, out_dir: Path, host_version: str) -> Path:
     """
     manifest = folder_manifest(folder)
     name = f"{manifest.id}-{manifest.version}.zip"
-    files = sorted(_collect(folder, out_dir, manifest.id))
+    files = [f for f in _collect(folder, out_dir, manifest.id) if f[0] != WHEELS_LOCK]
+    files += [(f"{WHEELS_FOLDER}/{path.name}", path) for path in wheels]
+    files.sort()
     _check_entry_module(folder, manifest, {relative for relative, _ in files})
+    carried = [(n, p) for n, p in files if n.startswith(f"{WHEELS_FOLDER}/") and n.endswith(".whl")]
+    lock = make_lock((n.split("/", 1)[1], p.read_bytes()) for n, p in carried) if carried else None
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            _write_zip(out, files)
+            _write_zip(out, files, lock)
             out.flush()
             os.fsync(out.fileno())
         _inspect(tmp, name, host_version)
@@ -133,15 +143,18 @@ def _check_entry_module(folder: Path, manifest: Manifest, names: set[str]) -> No
         )
 
 
-def _write_zip(out: BinaryIO, files: list[tuple[str, Path]]) -> None:
+def _write_zip(out: BinaryIO, files: list[tuple[str, Path]], lock: bytes | None) -> None:
+    entries = [(relative, path.read_bytes(), os.stat(path).st_mode & stat.S_IXUSR) for relative, path in files]
+    if lock is not None:
+        entries.append((WHEELS_LOCK, lock, 0))
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for relative, path in files:
+        for relative, data, executable in sorted(entries, key=lambda e: e[0]):
             info = zipfile.ZipInfo(relative, date_time=FIXED_TIME)  # a non-ASCII name gets the UTF-8 flag (bit 11)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            # A wheel is a zip already: deflating it again costs time and saves next to nothing.
+            info.compress_type = zipfile.ZIP_STORED if relative.endswith(".whl") else zipfile.ZIP_DEFLATED
             info.create_system = 3  # Unix, so the permission bits below are read as such everywhere
-            mode = 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
-            info.external_attr = (stat.S_IFREG | mode) << 16
-            archive.writestr(info, path.read_bytes())
+            info.external_attr = (stat.S_IFREG | (0o755 if executable else 0o644)) << 16
+            archive.writestr(info, data)
 
 
 def _inspect(tmp: Path, name: str, host_version: str) -> None:

@@ -48,6 +48,7 @@ from xcore.plugins.confine import Limits, available
 from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.loader import LoadedPlugin, PluginLoadError
 from xcore.plugins.manifest import Manifest
+from xcore.plugins.wheels import Libraries
 from xcore.plugins.zygote import Child, ZygoteError, zygote
 from xcore.sdk import PluginContext, TaskSpec
 
@@ -623,7 +624,7 @@ async def _answer(send: Any, status: int, detail: str, retry: float | None = Non
 
 async def load_sandboxed(
     manifest: Manifest, folder: Path, *, source: Path, fingerprint: str, data_dir: Path, config: dict[str, Any],
-    settings: PluginsConfig, task_host: Any = None,
+    settings: PluginsConfig, task_host: Any = None, libraries: Libraries | None = None,
 ) -> LoadedPlugin:  # fmt: skip
     """load_sandboxed starts the worker of a sandboxed plugin version and returns it as a LoadedPlugin: its
     Router forwards the prefix to the worker, its hooks run there, and `close` stops the worker. Raises
@@ -637,6 +638,7 @@ async def load_sandboxed(
         "fingerprint": fingerprint,
         "config": config,
         "limits": msgspec.to_builtins(limits),
+        "libraries": None if libraries is None else {"folder": str(libraries.folder), **libraries.as_json()},
     }
     sandboxed = SandboxedPlugin(manifest, params, data_dir, timeout, task_host)
     await sandboxed.start()

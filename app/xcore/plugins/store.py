@@ -46,6 +46,12 @@ def cache_dir(runtime: Runtime) -> Path:
     return runtime.data.root / CACHE_FOLDER
 
 
+def wheel_store(runtime: Runtime) -> Path:
+    """wheel_store is where wheels downloaded from the package index (`manager.plugins.index_url`) and their
+    pins are kept (`xcore.plugins.requirements.Pins`); unlike the cache, it is never collected."""
+    return runtime.data.root / "plugin-wheels"
+
+
 def is_bundle_file(path: Path) -> bool:
     """is_bundle_file is true for the `*.zip` files of the plugins folder, not for hidden temporary files."""
     return path.suffix.lower() == ".zip" and not path.name.startswith(".")
@@ -125,7 +131,7 @@ def install_bundle(
         raise
     for same in same_version_files(runtime, manifest.id, manifest.version, keep=target):
         same.unlink(missing_ok=True)  # 1.0 and 1.0.0 are one version: the upload replaces it, whatever its name
-    return Bundle(target, manifest, checked.sha256, checked.root, checked.entries)
+    return Bundle(target, manifest, checked.sha256, checked.root, checked.entries, checked.wheels)
 
 
 def same_version_files(runtime: Runtime, plugin_id: str, version: str, *, keep: Path) -> list[Path]:

@@ -14,7 +14,7 @@ from typing import Any
 from packaging.version import Version
 
 from xcore.plugins.loader import LoadedPlugin
-from xcore.plugins.requirements import resolve
+from xcore.plugins.requirements import bundle_wheels, plan
 from xcore.plugins.sources import Scan, Source
 from xcore.sdk import TaskSpec
 
@@ -140,7 +140,7 @@ def _view(
         view.name, view.description, view.author = shown.name, shown.description, shown.author
         view.prefix, view.permissions = shown.prefix, list(shown.permissions)
         view.dependencies = dict(shown.dependencies)
-        view.requirements = [answer.as_json() for answer in resolve(shown.requirements)]
+        view.requirements = _requirements(serving, sources[0] if sources else None)
     origin: Source | LoadedPlugin | None = serving or (sources[0] if sources else None)
     if origin is not None:
         view.source = "dev" if origin.dev else "zip"
@@ -153,6 +153,17 @@ def _view(
         view.tasks = [task_view(name, spec) for name, spec in serving.task_specs().items()]
         view.config = dict(serving.context.config)
     return view
+
+
+def _requirements(serving: LoadedPlugin | None, newest: Source | None) -> list[dict[str, str | None]]:
+    """_requirements are what meets each requirement of the serving version (its wheels' own included), or of
+    plugin.json of the newest version when none serves (the wheels it carries, not read)."""
+    if serving is not None:
+        return [answer.as_json() for answer in serving.requirements]
+    if newest is None:
+        return []
+    carried = bundle_wheels(newest.bundle) if newest.bundle is not None else []
+    return [answer.as_json() for answer in plan(newest.manifest.requirements, carried, deep=False).resolved]
 
 
 def version_summary(serving: str | None, failed: list[str]) -> str | None:
