@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import create_account
-from test_plugin_manager import Host, configured_runtime, open_host
+from test_plugin_manager import Host, configured_runtime, open_host, upload
 from xcore import __version__
 from xcore.plugins.bundle import BundleError, inspect_bundle
 from xcore.plugins.pack import folder_manifest, pack_folder
@@ -446,3 +446,40 @@ def simple_index(tmp_path: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --- installing through the API ---------------------------------------------------------------------------------
+
+
+def test_an_upload_whose_wheels_cannot_serve_here_is_refused_with_422_before_it_is_stored(
+    host: Host, tmp_path: Path
+) -> None:
+    windows = (WHEELS / MMH3_WINDOWS).read_bytes()
+    path = zip_with_wheels(tmp_path / "win.zip", "win", MMH3_ROUTE, {MMH3_WINDOWS: windows}, requirements=["mmh3"])
+    response = upload(host, path)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["rule"] == "requirements" and f"{MMH3_WINDOWS} is for cp311-cp311-win_amd64" in problem["detail"]
+    assert not list(host.folder.glob("win-*.zip")), "nothing is stored"
+    name, data = wheel_of("sneaky", "1.0", {"json/__init__.py": ""})
+    response = upload(host, zip_with_wheels(tmp_path / "s.zip", "sneaky", "", {name: data}, requirements=["sneaky"]))
+    assert response.status_code == 422 and response.json()["rule"] == "wheel-shadows", response.text
+    assert f"wheel {name}: its module 'json'" in response.json()["detail"]
+
+
+def test_an_upload_with_wheels_that_fit_is_installed_with_its_library_folder_ready(host: Host, tmp_path: Path) -> None:
+    response = upload(host, packed(tmp_path, "nice", "1.0.0", HUMANIZE_ROUTE, ["humanize"]))
+    assert response.status_code in (200, 201), response.text
+    assert list(host.manager.cache.glob("nice-libs-*/humanize/__init__.py"))
+    assert host.wait_answer("/app/nice/hello")["version"] == "4.10.0"
+
+
+def test_a_dev_folder_takes_the_wheels_of_its_wheels_folder(runtime: Runtime, tmp_path: Path) -> None:
+    create_account(runtime, "root", ["superadmin"])
+    folder = plugin_folder(tmp_path / "dev", "devwheels", "0.1.0", HUMANIZE_ROUTE, requirements=["humanize"])
+    (folder / "wheels").mkdir()
+    (folder / "wheels" / HUMANIZE_OLD).write_bytes((WHEELS / HUMANIZE_OLD).read_bytes())
+    with open_host(runtime, tmp_path / "staging", dev_dirs=[folder]) as host:
+        view = host.wait_view("devwheels", "active")
+        assert host.wait_answer("/app/devwheels/hello")["version"] == "4.9.0"
+        assert next(r for r in view["requirements"] if r["name"] == "humanize")["wheel"] == HUMANIZE_OLD

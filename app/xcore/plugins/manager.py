@@ -39,7 +39,7 @@ from xcore.plugins.bundle import BundleError, collect_garbage
 from xcore.plugins.choice import differs, load_order, static_problem
 from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.errors import PluginConflict
-from xcore.plugins.index import IndexUnavailable, PackageIndex
+from xcore.plugins.index import IndexUnavailable
 from xcore.plugins.libraries import keep, provide
 from xcore.plugins.loader import (
     LoadedPlugin,
@@ -52,15 +52,15 @@ from xcore.plugins.loader import (
 )
 from xcore.plugins.lock import WheelError
 from xcore.plugins.manifest import Manifest
-from xcore.plugins.requirements import Pins, Resolved, bundle_wheels, folder_wheels, normalized, plan
+from xcore.plugins.requirements import Resolved, Unmet, bundle_wheels, folder_wheels, normalized
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.states import StateStore, Stored
-from xcore.plugins.store import cache_dir, plugin_data_dir, plugins_dir, wheel_store
+from xcore.plugins.store import cache_dir, install_requirements, plugin_data_dir, plugins_dir
 from xcore.plugins.views import Notes, PluginView, plugin_views, refresh_sandbox
 from xcore.plugins.watcher import Watcher
-from xcore.plugins.wheels import Libraries, install_libraries
+from xcore.plugins.wheels import Libraries
 from xcore.runtime import Runtime
 from xcore.tasks.host import TaskHost
 
@@ -413,34 +413,19 @@ class PluginManager:
         return Unpacked(folder, defaults, merged(defaults, valid), data_dir, libraries, requirements)
 
     def _libraries(self, source: Source) -> tuple[Libraries | None, list[Resolved]]:
-        """_libraries resolves the requirements of `source` (`xcore.plugins.requirements`) and installs the wheels
-        they need into its library folder; raises PluginLoadError saying why a requirement is not met, naming
-        the wheel and the rule it breaks, and PluginNotYet when the package index cannot be reached."""
-        if not source.manifest.requirements:
-            return None, []
-        url = self.runtime.config.manager.plugins.index_url
-        pins = Pins(wheel_store(self.runtime), source.id, source.fingerprint) if url else None
+        """_libraries resolves the requirements of `source` and installs the wheels they need into its library
+        folder (`store.install_requirements`); raises PluginLoadError saying why a requirement is not met or
+        naming the wheel and the rule it breaks, and PluginNotYet when the cause is outside the version (the
+        package index out of reach, this host's disk)."""
         try:
             carried = bundle_wheels(source.bundle) if source.bundle is not None else folder_wheels(source.path)
-            if pins is not None:
-                carried += pins.wheels()
-            index = PackageIndex(url, wheel_store(self.runtime)) if url else None
-            answer = plan(source.manifest.requirements, carried, index)
-            problem = answer.problem()
-            if problem:
-                raise PluginLoadError(problem)
-            libraries = None
-            if answer.wheels:
-                libraries = install_libraries(self.cache, source.id, answer.wheels, answer.data)
-        except WheelError as exc:
+            return install_requirements(self.runtime, source.manifest, source.fingerprint, carried)
+        except (Unmet, WheelError) as exc:
             raise PluginLoadError(str(exc)) from None
         except IndexUnavailable as exc:
             raise PluginNotYet(f"requirements: {exc}") from None
         except OSError as exc:  # this host's disk, not the bundle: the same version may load once it is fixed
             raise PluginNotYet(f"requirements: cannot write the wheels ({exc.strerror or exc})") from None
-        if pins is not None:
-            pins.record(answer.wheels)
-        return libraries, answer.resolved
 
     def _register_permissions(self, plugin: LoadedPlugin) -> None:
         if not plugin.manifest.permissions:

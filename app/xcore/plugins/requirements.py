@@ -56,6 +56,10 @@ HOST = "xcore"  # where a requirement met by the packages this xcore runs with c
 SHOWN_TAGS = 3  # how many of the interpreter's tags a refusal names
 
 
+class Unmet(Exception):
+    """Unmet says why a plugin's requirements are not met here (`Plan.problem`)."""
+
+
 class Index(Protocol):
     """Index is a package index to download wheels from (`xcore.plugins.index.PackageIndex`)."""
 

@@ -23,8 +23,12 @@ from xcore.db.models import Permission, PluginState, SettingOverride
 from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, host_fault, inspect_bundle
 from xcore.plugins.contract import PLUGIN_ID
 from xcore.plugins.errors import PluginNotFound, PluginStorageError
+from xcore.plugins.index import IndexUnavailable, PackageIndex
 from xcore.plugins.leftovers import CACHE_FOLDER, TEMP_PREFIX
+from xcore.plugins.lock import WheelError
 from xcore.plugins.manifest import Manifest
+from xcore.plugins.requirements import Pins, Resolved, Unmet, bundle_wheels, plan
+from xcore.plugins.wheels import Libraries, WheelRef, install_libraries
 from xcore.runtime import Runtime
 
 # A change to this file tells every worker to re-read the plugins' enabled flags and config overrides.
@@ -50,6 +54,35 @@ def wheel_store(runtime: Runtime) -> Path:
     """wheel_store is where wheels downloaded from the package index (`manager.plugins.index_url`) and their
     pins are kept (`xcore.plugins.requirements.Pins`); unlike the cache, it is never collected."""
     return runtime.data.root / "plugin-wheels"
+
+
+def install_requirements(
+    runtime: Runtime, manifest: Manifest, fingerprint: str, carried: list[WheelRef]
+) -> tuple[Libraries | None, list[Resolved]]:
+    """install_requirements resolves the requirements of one version (`xcore.plugins.requirements.plan`) against
+    this xcore, the wheels it `carried`, and the index of `manager.plugins.index_url` (its pins for this bundle
+    first), and installs the wheels it needs into its library folder; returns the folder (None when no wheel is
+    needed) and the answer to each requirement.
+
+    Raises Unmet saying why a requirement is not met, WheelError naming the wheel and the rule it breaks,
+    IndexUnavailable when the index cannot be asked, and OSError when this host's disk fails.
+    """
+    if not manifest.requirements:
+        return None, []
+    url = runtime.config.manager.plugins.index_url
+    pins = Pins(wheel_store(runtime), manifest.id, fingerprint) if url else None
+    wheels = carried + (pins.wheels() if pins is not None else [])
+    index = PackageIndex(url, wheel_store(runtime)) if url else None
+    answer = plan(manifest.requirements, wheels, index)
+    problem = answer.problem()
+    if problem:
+        raise Unmet(problem)
+    libraries = (
+        install_libraries(cache_dir(runtime), manifest.id, answer.wheels, answer.data) if answer.wheels else None
+    )
+    if pins is not None:
+        pins.record(answer.wheels)
+    return libraries, answer.resolved
 
 
 def is_bundle_file(path: Path) -> bool:
@@ -99,6 +132,7 @@ def install_bundle(
         allowed(checked.manifest)
     try:
         extract_bundle(checked, cache_dir(runtime))
+        _install_requirements(runtime, checked, name or source.name)
     except BundleError as exc:
         if host_fault(exc):
             raise PluginStorageError(
@@ -161,6 +195,25 @@ def _inspect_as(runtime: Runtime, source: Path, name: str) -> Bundle:
         return inspect_bundle(source, runtime.version, taken_prefixes(runtime, probe.manifest.id), entry)
     except BundleError as exc:
         raise BundleError(name, exc.rule, exc.reason, exc.entry) from None
+
+
+def _install_requirements(runtime: Runtime, bundle: Bundle, name: str) -> None:
+    """_install_requirements checks and unpacks the wheels a bundle needs before it is installed: raises BundleError
+    (rule `requirements`, or the wheel's rule naming the wheel) for a requirement that cannot be met here. An
+    index out of reach does not stop the install: its load asks again."""
+    try:
+        install_requirements(runtime, bundle.manifest, bundle.sha256, bundle_wheels(bundle))
+    except Unmet as exc:
+        raise BundleError(name, "requirements", str(exc).removeprefix("requirements: ")) from None
+    except WheelError as exc:
+        raise BundleError(name, exc.rule, f"wheel {exc.wheel}: {exc.reason}", exc.entry) from None
+    except IndexUnavailable:
+        return
+    except OSError as exc:
+        raise PluginStorageError(
+            f"cannot install {name}: cannot write its wheels ({exc.strerror or exc}); free space or fix the "
+            f"permissions of {cache_dir(runtime)}, then try again"
+        ) from None
 
 
 def _entry(runtime: Runtime) -> str:
