@@ -102,10 +102,11 @@ def wheel_of(name: str, version: str, files: dict[str, str], tag: str = "py3-non
     """wheel_of builds a small wheel by hand (for the rules pip would never break)."""
     dist = f"{name}-{version}.dist-info"
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as archive:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for entry, text in files.items():
             archive.writestr(entry, text)
-        archive.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        if f"{dist}/METADATA" not in files:
+            archive.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         archive.writestr(f"{dist}/WHEEL", f"Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: {tag}\n")
         archive.writestr(f"{dist}/RECORD", "")
     return f"{name}-{version}-{tag}.whl", out.getvalue()
@@ -261,6 +262,8 @@ def test_a_bundled_wheel_of_a_package_xcore_ships_in_another_version_is_refused_
     [
         ({"json/__init__.py": "HIJACKED = True\n"}, "wheel-shadows"),
         ({"litestar/__init__.py": "HIJACKED = True\n"}, "wheel-shadows"),
+        ({"xcore_plugin_other_1/__init__.py": ""}, "wheel-shadows"),
+        ({"sneaky-1.0.dist-info/METADATA": "Name: sneaky\n" + "x" * (5 << 20)}, "too-large"),
         ({"../escape.py": "X = 1\n"}, "unsafe-path"),
         ({"/abs.py": "X = 1\n"}, "unsafe-path"),
     ],

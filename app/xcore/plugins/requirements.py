@@ -101,10 +101,6 @@ class Plan:
     def problem(self) -> str | None:
         return f"requirements: {'; '.join(self.problems)}" if self.problems else None
 
-    def distributions(self) -> dict[str, str]:
-        """distributions are the versions the plan's wheels install, by normalized name."""
-        return {normalized(r.name): r.version for r in self.resolved if r.wheel and r.version and r.source}
-
 
 @cache
 def host_versions() -> dict[str, tuple[str, str]]:

@@ -41,6 +41,7 @@ from xcore.plugins.libraries import LibraryFinder
 from xcore.plugins.lock import WheelError, parse_wheel_name
 
 LIBRARIES_MARKER = "xcore-libraries.json"  # written last into a library folder: the folder is complete
+MAX_METADATA = 4 * 1024 * 1024  # the most bytes a wheel's METADATA may hold (long descriptions are a few 10 kB)
 SOURCE_BUNDLE = "bundle"  # a wheel the bundle carries
 SOURCE_INDEX = "index"  # a wheel downloaded from `manager.plugins.index_url`
 
@@ -95,6 +96,9 @@ def wheel_metadata(wheel: WheelRef, data: bytes) -> tuple[list[str], str | None]
         names = [n for n in archive.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
         if len(names) != 1:
             raise WheelError(wheel.file, "wheel-metadata", "it has no single <name>.dist-info/METADATA")
+        size = archive.getinfo(names[0]).file_size
+        if size > MAX_METADATA:  # read before the wheel's other checks: never inflate a bomb into memory
+            raise WheelError(wheel.file, "too-large", f"{size:,} bytes; at most {MAX_METADATA:,}", names[0])
         try:
             raw = archive.read(names[0])
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -264,9 +268,10 @@ def top_level_modules(folder: Path) -> set[str]:
 
 def host_module(name: str) -> bool:
     """host_module says whether this process can import top-level module `name` without any plugin's library
-    folder: the standard library's, xcore's and its dependencies', whether imported already or not."""
-    if name in sys.stdlib_module_names or name in sys.builtin_module_names:
-        return True
+    folder: the standard library's, xcore's and its dependencies', whether imported already or not, and any name
+    xcore takes (`xcore`, `xcore_*`)."""
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names or name.split("_")[0] == "xcore":
+        return True  # xcore_plugin_<id>_<n> are the plugins' own packages
     module = sys.modules.get(name)
     if module is not None:
         return not LibraryFinder.owns(module)
