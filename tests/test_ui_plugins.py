@@ -1,13 +1,18 @@
 """The admin UI's Plugins pages against a real xcore: upload by file picker and by drag-and-drop with progress, the
 server's bundle rules shown inline, enable/disable/reload/delete (with purge) from the page, the detail page (facts,
 routes linked to their operation in /docs, a GET route tried with the session, tasks, permissions) and the config
-editor (JSON syntax checked here, keys and types by the server). Also keyboard use and accessibility checks."""
+editor (JSON syntax checked here, keys and types by the server), and the requirements with what meets each. Also
+keyboard use and accessibility checks."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
 import re
+import zipfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ import pytest
 from playwright.sync_api import expect
 
 from browser import SIZES, UiServer, login, one_h1, pack_example, shot, unlabelled_controls, zip_bytes
+from conftest import until
 
 pytestmark = pytest.mark.e2e
 
@@ -475,3 +481,109 @@ def test_a_failed_upgrade_is_said_in_the_list_and_on_the_dashboard(
     finally:
         uninstall(ui_server, "hello")
         install(ui_server, zips["hello"])
+
+
+TEST_WHEELS = Path(__file__).resolve().parent.parent / ".venv" / "test-wheels"
+HUMANIZE = "humanize-4.9.0-py3-none-any.whl"
+
+
+def upload(ui: UiServer, file: str, data: bytes) -> dict[str, Any]:
+    """upload posts a bundle's bytes through the API and returns the plugin's view, whatever its state."""
+    response = ui.api.post("/api/admin/plugins", files={"data": (file, data, "application/zip")})
+    assert response.status_code == 201, response.text
+    view: dict[str, Any] = response.json()
+    return view
+
+
+def bundle_with_wheels(manifest: dict[str, Any], wheels: list[Path]) -> bytes:
+    """bundle_with_wheels is a bundle carrying `wheels` in wheels/, with the wheels/lock.json that lists them."""
+    listed: list[dict[str, Any]] = []
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("plugin.json", json.dumps(manifest))
+        archive.writestr("run.py", "")
+        for wheel in wheels:
+            data = wheel.read_bytes()
+            archive.writestr(f"wheels/{wheel.name}", data)
+            listed.append({"file": wheel.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+        archive.writestr("wheels/lock.json", json.dumps({"lock": 1, "wheels": listed}))
+    return buffer.getvalue()
+
+
+def requirement_row(page: Any, name: str) -> Any:
+    return page.locator(f'section tr[data-requirement="{name}"]')
+
+
+def test_detail_page_lists_the_requirements_and_what_meets_them(
+    ui_server: UiServer, admin_page: Any, screenshots: Path
+) -> None:
+    manifest = {"id": "needy", "version": "1.0.0", "name": "Needy", "requirements": ["PyYAML>=5", "msgspec"]}
+    view = upload(ui_server, "needy-1.0.0.zip", zip_bytes({"plugin.json": json.dumps(manifest), "run.py": ""}))
+    assert view["state"] == "active", view
+    try:
+        page = admin_page
+        page.goto(ui_server.url + "/admin/plugins/needy")
+        assert one_h1(page) == "Needy"
+        requirements = page.locator("section", has=page.get_by_role("heading", name="Requirements"))
+        table = requirements.get_by_role("table", name="Requirements of needy")
+        headers = ["Requirement", "Installed", "From", "Wheel", "Needed by"]
+        expect(table.get_by_role("columnheader")).to_have_text(headers)
+        # Both are met by the packages xcore runs with: their versions here, no wheel, asked for by plugin.json.
+        expect(requirement_row(page, "PyYAML").locator("td")).to_have_text(
+            ["PyYAML>=5", version("PyYAML"), "xcore", "—", "plugin.json"]
+        )
+        expect(requirement_row(page, "msgspec").locator("td")).to_have_text(
+            ["msgspec", version("msgspec"), "xcore", "—", "plugin.json"]
+        )
+        expect(requirements).not_to_contain_text("not met")
+        assert unlabelled_controls(page) == []
+        shot(page, screenshots, "plugin-requirements")
+    finally:
+        uninstall(ui_server, "needy")
+
+
+def test_detail_page_names_the_wheel_a_requirement_comes_from(ui_server: UiServer, admin_page: Any) -> None:
+    assert (TEST_WHEELS / HUMANIZE).is_file(), f"{TEST_WHEELS} lacks the test wheels: run `python3 tasks.py test`"
+    manifest = {"id": "wheely", "version": "1.0.0", "requirements": ["humanize"]}
+    view = upload(ui_server, "wheely-1.0.0.zip", bundle_with_wheels(manifest, [TEST_WHEELS / HUMANIZE]))
+    assert view["state"] == "active", view
+    try:
+        page = admin_page
+        page.goto(ui_server.url + "/admin/plugins/wheely")
+        expect(requirement_row(page, "humanize").locator("td")).to_have_text(
+            ["humanize", "4.9.0", "bundle", HUMANIZE, "plugin.json"]
+        )
+    finally:
+        uninstall(ui_server, "wheely")
+
+
+def test_detail_page_says_a_requirement_is_not_met(ui_server: UiServer, admin_page: Any) -> None:
+    # An upload with an unmet requirement is refused; a zip put in the plugins folder by hand is read and fails.
+    manifest = {"id": "wanting", "version": "1.0.0", "requirements": ["xcore-no-such-package>=1"]}
+    bundle = zip_bytes({"plugin.json": json.dumps(manifest), "run.py": ""})
+    (ui_server.data_dir / "plugins" / "wanting-1.0.0.zip").write_bytes(bundle)
+    assert ui_server.api.post("/api/admin/plugins/reload").status_code == 200
+    # The new zip is pending until it has settled (not written to any more), then read.
+    until(lambda: ui_server.api.get("/api/admin/plugins/wanting").json()["state"] == "failed", "wanting fails")
+    try:
+        page = admin_page
+        page.goto(ui_server.url + "/admin/plugins/wanting")
+        unmet = requirement_row(page, "xcore-no-such-package")
+        expect(unmet.locator("td")).to_have_text(["xcore-no-such-package>=1", "not met", "—", "—", "plugin.json"])
+        requirements = page.locator("section", has=page.get_by_role("heading", name="Requirements"))
+        expect(requirements).to_contain_text("the error under About says why")
+        about = page.locator("section", has=page.get_by_role("heading", name="About"))
+        expect(about.locator("dl .plugin-error")).to_contain_text("xcore-no-such-package")
+    finally:
+        uninstall(ui_server, "wanting")
+
+
+def test_detail_page_of_a_plugin_without_requirements(
+    ui_server: UiServer, admin_page: Any, zips: dict[str, Path]
+) -> None:
+    install(ui_server, zips["hello"])
+    page = admin_page
+    page.goto(ui_server.url + "/admin/plugins/hello")
+    requirements = page.locator("section", has=page.get_by_role("heading", name="Requirements"))
+    expect(requirements).to_contain_text("This plugin requires no packages.")
+    expect(requirements.get_by_role("table")).to_have_count(0)

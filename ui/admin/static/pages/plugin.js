@@ -1,6 +1,6 @@
-// One plugin: what it is (version, state, error, bundle), its routes (each linked to its operation in /docs, GET
-// routes callable from the page), its tasks and permissions, and its settings: the overrides as JSON, checked
-// here for syntax and by the server for keys and types, then saved.
+// One plugin: what it is (version, state, error, bundle), the packages it requires and what meets them, its routes
+// (each linked to its operation in /docs, GET routes callable from the page), its tasks and permissions, and its
+// settings: the overrides as JSON, checked here for syntax and by the server for keys and types, then saved.
 import * as api from "../api.js";
 import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, toast } from "../dom.js";
 import { actionButtons, busy, mayChange, outcome, pluginApi, pluginLabel, readOnlyNote, runAction } from "./plugins.js";
@@ -265,6 +265,7 @@ async function draw(main, view, { navigate, manage, said = "", focusAction = nul
     }),
   ));
 
+  main.append(requirementsSection(view));
   main.append(await routesSection(view));
   main.append(tasksSection(view));
   main.append(section(
@@ -348,6 +349,44 @@ async function routesSection(view) {
     }),
     tryError,
     answer,
+  );
+}
+
+/**
+ * requirementsSection lists what meets each of plugin.json's requirements: the version installed (or "not met"),
+ * where it comes from, the wheel that brings it and, for a wheel's own dependency, the package that needs it.
+ */
+function requirementsSection(view) {
+  const requirements = view.requirements || [];
+  if (!requirements.length) {
+    return section("Requirements", h("p", { class: "muted" }, "This plugin requires no packages."));
+  }
+  const unmet = requirements.some((r) => !r.source);
+  return section(
+    "Requirements",
+    h("p", { class: "muted" }, "The packages its plugin.json asks for (and those their wheels ask for), each met by ",
+      "xcore (a package xcore itself runs with), the bundle (a wheel in its zip) or the index (a wheel downloaded ",
+      "from the package index)."),
+    table({
+      caption: `Requirements of ${view.id}`,
+      columns: [
+        { label: "Requirement", class: "wrap", render: (r) => h("code", {}, r.requirement) },
+        {
+          label: "Installed",
+          render: (r) => (r.source
+            ? h("code", {}, r.version || "?")
+            : h("strong", { class: "status-bad" }, "not met")),
+        },
+        { label: "From", render: (r) => r.source },
+        { label: "Wheel", class: "wrap", render: (r) => (r.wheel ? h("code", {}, r.wheel) : null) },
+        { label: "Needed by", render: (r) => r.needed_by || "plugin.json" },
+      ],
+      rows: requirements,
+      rowProps: (r) => ({ dataset: { requirement: r.name } }),
+    }),
+    unmet
+      ? h("p", {}, "A requirement that is not met keeps the plugin from loading: the error under About says why.")
+      : null,
   );
 }
 
