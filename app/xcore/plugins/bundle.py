@@ -302,9 +302,10 @@ def extract_bundle(bundle: Bundle, cache: Path) -> Path:
             raise BundleError(name, "not-a-zip", f"cannot be read as a zip file ({_one_line(exc)})") from None
         with archive:
             wanted = set(bundle.entries)
+            made: set[Path] = set()
             for info in archive.infolist():
                 if info.filename in wanted:
-                    extract_entry(name, archive, info, tmp / info.filename[len(bundle.root) :])
+                    extract_entry(name, archive, info, tmp / info.filename[len(bundle.root) :], made)
         try:
             os.rename(tmp, target)
         except OSError as exc:
@@ -329,11 +330,17 @@ def _move_aside(bundle: str, folder: Path) -> None:
         raise BundleError(bundle, "extract-failed", f"cannot replace {folder} ({exc.strerror})") from exc
 
 
-def extract_entry(bundle: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path) -> None:
-    """_extract_entry writes one entry to `destination`, checking its CRC (zipfile does) and its size."""
+def extract_entry(
+    bundle: str, archive: zipfile.ZipFile, info: zipfile.ZipInfo, destination: Path, made: set[Path] | None = None
+) -> None:
+    """extract_entry writes one entry to `destination`, checking its CRC (zipfile does) and its size. `made` are
+    the folders made already by the extraction under way (each is made once)."""
     entry = info.filename
     try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        if made is None or destination.parent not in made:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            if made is not None:
+                made.add(destination.parent)
         out = open(destination, "wb")  # noqa: SIM115 (closed below, apart from the reading errors)
     except OSError as exc:
         raise BundleError(bundle, "extract-failed", f"cannot write it ({exc.strerror})", entry) from exc

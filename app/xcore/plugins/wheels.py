@@ -199,6 +199,7 @@ def _unpack(wheel: WheelRef, data: bytes, target: Path, files: dict[str, str], t
     everything but `<name>.data/` (of which `purelib` and `platlib` go to the top, and the scripts, headers and
     data files are left out: a plugin imports, it does not install commands). Returns the running total of
     bytes."""
+    made: set[Path] = set()
     with _open(wheel, data) as archive:
         infos = archive.infolist()
         if len(infos) > MAX_WHEEL_ENTRIES:
@@ -228,7 +229,7 @@ def _unpack(wheel: WheelRef, data: bytes, target: Path, files: dict[str, str], t
                 raise WheelError(wheel.file, "wheel-overlap", f"{files[key]} brings this file too", info.filename)
             files[key] = wheel.file
             try:
-                extract_entry(wheel.file, archive, info, target / relative)
+                extract_entry(wheel.file, archive, info, target / relative, made)
             except BundleError as exc:
                 if exc.rule == "extract-failed":
                     raise
