@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import marshal
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,18 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import CLEAN_ENV, free_port, until
+from conftest import CLEAN_ENV, free_port, run_xcore, until
+from test_plugin_wheels import (
+    HUMANIZE_NEW,
+    HUMANIZE_OLD,
+    HUMANIZE_ROUTE,
+    MMH3_ROUTE,
+    MMH3_WINDOWS,
+    wheel_of,
+    zip_with_wheels,
+)
+from test_plugin_wheels_e2e import MMH3_FOO, MMH3_HERE, OFFLINE, WHEELS, packed
+from test_plugins_e2e import write_plugin
 from xcore import codecache
 from xcore.desktop import ENV_PROBE
 from xwindow import WINDOW_ENV, close_window, find_window
@@ -239,6 +251,13 @@ def test_plugin_importable_lists_what_the_binary_holds(bundle: Path) -> None:
     left_out = {"tkinter", "pydantic", "pytest", "faker", "rich", "pygments", "starlette", "fastapi"}
     assert not left_out & (set(listing["stdlib"]) | packages)
     assert not [m for m in packages if m.startswith("libnss")], "shared libraries listed as modules"
+    # Every package carries its distribution's metadata, which a plugin's requirements are checked against
+    # (xcore.plugins.requirements.host_versions): those behind an extra, like litestar[jwt]'s PyJWT, too.
+    assert [p["module"] for p in listing["packages"] if p["distribution"] is None] == []
+    assert {"jwt": "PyJWT"}.items() <= {p["module"]: p["distribution"] for p in listing["packages"]}.items()
+    # and no metadata of a package left out, which a requirement would take for one the binary ships
+    carried = {p.name.split("-")[0].lower() for p in (bundle.parent / "_internal").glob("*.dist-info")}
+    assert not carried & {"pygments", "rich", "faker", "pip", "pytest", "pydantic", "polyfactory"}, carried
 
 
 def test_the_binary_holds_the_dataclasses_methods_compiled_by_its_own_python(bundle: Path) -> None:
@@ -324,3 +343,127 @@ def test_serve_with_two_workers_each_loads_plugins_and_one_runs_the_scheduler(fr
     consumers = {e["pid"] for e in log() if e["message"].startswith("task consumer running here")}
     assert len(consumers) == 1 and consumers <= pids, (consumers, pids)
     assert server.stop() == 0
+
+
+# --- plugins that bring wheels (issue 24) -------------------------------------------------------------------------
+
+BOTH_ROUTES = """
+import humanize
+import mmh3
+from litestar import get
+
+@get("/hello")
+async def hello() -> dict:
+    return {"says": humanize.intword(12_300_000), "version": humanize.__version__}
+
+@get("/hash")
+async def hashed() -> dict:
+    return {"hash": mmh3.hash("foo"), "file": mmh3.__file__}
+
+router = [hello, hashed]
+"""
+PYGMENTS = wheel_of("Pygments", "2.99.0", {"pygments/__init__.py": "__version__ = '2.99.0'\n"})
+STYLED_ROUTE = """
+import pygments
+from litestar import get
+
+@get("/v")
+async def v() -> dict:
+    return {"version": pygments.__version__, "file": pygments.__file__}
+
+router = [v]
+"""
+
+
+def test_the_binary_serves_pure_and_compiled_wheels_in_process_and_sandboxed_and_refuses_an_unfit_one(
+    frozen: Any, tmp_path: Path
+) -> None:
+    """The bundles are packed from source, as an author would, and dropped into the binary's plugins folder; the
+    binary has no index to ask (the default), so it loads them offline from the wheels they carry."""
+    assert (WHEELS / MMH3_HERE).is_file(), f"{WHEELS} lacks the test wheels: run `python3 tasks.py test` once"
+    data = tmp_path / "data"
+    (data / "plugins").mkdir(parents=True)
+    windows = {MMH3_WINDOWS: (WHEELS / MMH3_WINDOWS).read_bytes()}
+    zips = [
+        # PyJWT: xcore ships it through an extra (litestar[jwt]), so the pack leaves it out and the binary meets it
+        packed(tmp_path, "nice", HUMANIZE_ROUTE, ["humanize==4.9.0", "pyjwt>=2"], *OFFLINE),
+        packed(tmp_path, "hasher", MMH3_ROUTE, ["mmh3==4.1.0"], *OFFLINE),
+        packed(tmp_path, "boxed", BOTH_ROUTES, ["humanize==4.10.0", "mmh3==4.1.0"], *OFFLINE, sandbox=True),
+        zip_with_wheels(tmp_path / "hand" / "win-1.0.0.zip", "win", MMH3_ROUTE, windows, requirements=["mmh3"]),
+        # Pygments: in xcore's environment, but left out of the binary (EXCLUDES), so a plugin brings its own
+        zip_with_wheels(tmp_path / "hand" / "styled-1.0.0.zip", "styled", STYLED_ROUTE, dict([PYGMENTS]),
+                        requirements=["pygments"]),
+    ]  # fmt: skip
+    for path in zips:
+        shutil.copyfile(path, data / "plugins" / path.name)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = frozen("serve", "--port", str(port), "--data-dir", str(data))
+    until(lambda: healthy(base), "the frozen server answering /health", START, alive=server.alive)
+    headers = owner_headers(base, data)
+
+    def answer(path: str) -> dict[str, Any]:
+        return until(
+            lambda: (r := httpx.get(base + path, headers=headers)).status_code == 200 and r.json(),
+            f"GET {path} answers 200", alive=server.alive, context=lambda: server.output()[-3000:],
+        )  # fmt: skip
+
+    def view(plugin_id: str) -> dict[str, Any]:
+        return httpx.get(f"{base}/api/admin/plugins/{plugin_id}", headers=headers).json()
+
+    nice = answer("/app/nice/hello")
+    assert (nice["says"], nice["version"]) == ("12.3 million", "4.9.0") and "nice-libs-" in nice["file"], nice
+    hashed = answer("/app/hasher/hash")
+    assert hashed["hash"] == MMH3_FOO and hashed["file"].endswith(".so") and "hasher-libs-" in hashed["file"]
+    assert answer("/app/boxed/hello")["version"] == "4.10.0", "the sandboxed plugin has its own humanize"
+    assert answer("/app/boxed/hash")["hash"] == MMH3_FOO, "a C extension loads in the confined worker"
+    boxed = view("boxed")
+    assert boxed["state"] == "active" and boxed["sandbox"]["state"] == "running", boxed
+    assert {r["name"]: (r["source"], r["wheel"]) for r in boxed["requirements"]} == {
+        "humanize": ("bundle", HUMANIZE_NEW), "mmh3": ("bundle", MMH3_HERE),
+    }  # fmt: skip
+    nice_view = view("nice")
+    assert [(r["name"], r["source"], r["wheel"]) for r in nice_view["requirements"]] == [
+        ("humanize", "bundle", HUMANIZE_OLD), ("PyJWT", "xcore", None)
+    ], nice_view  # fmt: skip
+
+    styled = answer("/app/styled/v")
+    assert styled["version"] == "2.99.0" and "styled-libs-" in styled["file"], styled
+    assert [(r["source"], r["wheel"]) for r in view("styled")["requirements"]] == [("bundle", PYGMENTS[0])]
+
+    win = until(lambda: (v := view("win"))["state"] == "failed" and v, "win is refused", alive=server.alive)
+    assert "mmh3: no wheel fits this xcore" in win["error"], win
+    assert f"{MMH3_WINDOWS} is for cp311-cp311-win_amd64" in win["error"], win
+    # the tags of the frozen interpreter: this platform's, glibc's manylinux ones included
+    assert "this xcore takes cp311-cp311-linux_x86_64, cp311-cp311-manylinux_2_" in win["error"], win
+    assert server.stop() == 0
+
+
+def test_the_binary_packs_wheels_with_the_pip_of_the_python_it_is_given(bundle: Path, tmp_path: Path) -> None:
+    """The binary has no pip: `--python` names one, and the zip is the one packing from source makes (PyJWT, which
+    both ship, left out: offline, pip would find no wheel of it)."""
+    assert (WHEELS / MMH3_HERE).is_file(), f"{WHEELS} lacks the test wheels: run `python3 tasks.py test` once"
+    requirements = ["humanize<4.10", "mmh3", "pyjwt"]
+    folder = write_plugin(tmp_path / "src", "both", "1.0.0", BOTH_ROUTES, requirements=requirements)
+    python = ROOT / ".venv" / "bin" / "python"
+
+    def pack(*extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(bundle), "plugin", "pack", str(folder), "--out", str(tmp_path / "frozen"), *OFFLINE, *extra],
+            env={**HEADLESS_ENV, **(env or {})}, capture_output=True, text=True, timeout=300,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    done = pack("--python", str(python))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [line for line in done.stdout.splitlines() if line.startswith("wheel ")] == [
+        f"wheel {HUMANIZE_OLD}", f"wheel {MMH3_HERE}"
+    ]  # fmt: skip
+    made = Path(done.stdout.splitlines()[0])
+    source = run_xcore("plugin", "pack", str(folder), "--out", str(tmp_path / "source"), *OFFLINE)
+    assert source.returncode == 0, source.stderr
+    assert made.read_bytes() == Path(source.stdout.splitlines()[0]).read_bytes(), "the same zip, byte for byte"
+
+    no_python = pack(env={"PATH": str(tmp_path / "empty-bin")})
+    assert no_python.returncode == 2, no_python.stdout + no_python.stderr
+    assert "this xcore has no pip: name a Python with pip by --python" in no_python.stderr
