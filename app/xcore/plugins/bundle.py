@@ -136,8 +136,16 @@ def inspect_bundle(
     _check_prefix(name, manifest, taken_prefixes or {})
     if f"{root}{manifest.entry}.py" not in entries and f"{root}{manifest.entry}/__init__.py" not in entries:
         raise BundleError(name, "entry-missing", f"the entry module {manifest.entry!r} is not in the zip")
+    for missing in page_files_missing(manifest, {e[len(root) :] for e in entries}):
+        raise BundleError(name, "page-missing", f"a page's {missing} is not in the zip", entry=f"{root}{missing}")
     _check_imports(name, data, root, entries)
     return Bundle(path, manifest, digest, root, entries, wheels)
+
+
+def page_files_missing(manifest: Manifest, files: set[str]) -> list[str]:
+    """page_files_missing are the modules and icons the manifest's pages name that are not among `files`."""
+    named = [p.module for p in manifest.pages] + [p.icon for p in manifest.pages if p.icon]
+    return [path for path in named if path not in files]
 
 
 def check_entry(bundle: str, info: zipfile.ZipInfo) -> None:

@@ -75,6 +75,7 @@ MANIFEST_KEYS = (
     ManifestKey("sandbox", False, "boolean", False, "true runs the plugin in a confined worker process of its own"),
     ManifestKey("network", False, "boolean", False, "true asks for network access when sandboxed (the host decides)"),
     ManifestKey("requirements", False, "array", [], "PEP 508 requirements on packages the plugin's code imports"),
+    ManifestKey("pages", False, "array", [], "screens the plugin adds to the app (PAGE_KEYS), listed on the home page"),
 )
 """MANIFEST_KEYS are the keys of plugin.json, every one of them: any other key is refused."""
 
@@ -100,6 +101,29 @@ BUNDLE_LIMITS = {
     "RATIO_FLOOR": RATIO_FLOOR,
 }
 """BUNDLE_LIMITS are the limits above by name."""
+
+# --- the pages a plugin adds to the app --------------------------------------------------------------------------
+
+PAGE_KEYS = (
+    ManifestKey("path", True, "string", None, "the page's segment of its address, /admin/apps/<id>/<path> (PAGE_PATH)"),
+    ManifestKey("title", True, "string", None, "its title, in the navigation and on the home page"),
+    ManifestKey("module", True, "string", None, "the ES module in static/ that renders it (`render(ctx)`)"),
+    ManifestKey("icon", False, "string", None, "an .svg or .png in static/ shown beside the title"),
+    ManifestKey("permission", False, "string", None, "the permission needed to see it; absent, any logged-in user"),
+)
+"""PAGE_KEYS are the keys of each entry of plugin.json's `pages`, every one of them."""
+
+PAGE_PATH = r"^[a-z0-9][a-z0-9-]{0,39}$"
+"""PAGE_PATH is the form of a page's `path`: lowercase letters, digits and dashes."""
+
+PAGE_MODULE_SUFFIXES = (".js", ".mjs")
+"""PAGE_MODULE_SUFFIXES are the file suffixes a page's `module` may have."""
+
+PAGE_ICON_SUFFIXES = (".svg", ".png")
+"""PAGE_ICON_SUFFIXES are the file suffixes a page's `icon` may have."""
+
+MAX_PAGES = 20
+"""MAX_PAGES is the most pages one plugin may add."""
 
 # --- the wheels a bundle carries ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from xcore.auth.builtin import PERMISSIONS
 from xcore.build import frozen
 from xcore.errors import XcoreError
 from xcore.plugins import contract
+from xcore.plugins.bundle import page_files_missing
 from xcore.plugins.contract import CONFIG_FILES, CTX, HOOK_NAMES, HOOK_TIMEOUT, ROUTER, STATIC_FOLDER, xcore_import
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.pack import python_sources
@@ -120,6 +121,9 @@ def import_plugin(
     """
     if dev:
         _check_imports(folder)
+        files = {p.relative_to(folder).as_posix() for p in (folder / STATIC_FOLDER).rglob("*") if p.is_file()}
+        for missing in page_files_missing(manifest, files):
+            raise PluginLoadError(f"pages: {missing} is not in the plugin folder")
     package = f"xcore_plugin_{manifest.id}_{next(_numbers)}"
     spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
     spec.submodule_search_locations = [str(folder)]

@@ -16,7 +16,19 @@ from packaging.version import InvalidVersion, Version
 
 from xcore.auth.builtin import PERMISSIONS
 from xcore.config.schema import PERMISSION_NAME
-from xcore.plugins.contract import CONTRACT, CONTRACTS, DEFAULT_ENTRY, MANIFEST_FILE, MANIFEST_KEYS, PLUGIN_ID
+from xcore.plugins.contract import (
+    CONTRACT,
+    CONTRACTS,
+    DEFAULT_ENTRY,
+    MANIFEST_FILE,
+    MANIFEST_KEYS,
+    MAX_PAGES,
+    PAGE_ICON_SUFFIXES,
+    PAGE_MODULE_SUFFIXES,
+    PAGE_PATH,
+    PLUGIN_ID,
+    STATIC_FOLDER,
+)
 
 KEYS = {key.name: key for key in MANIFEST_KEYS}
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -48,6 +60,16 @@ TYPE_WORDS = {
 }
 
 
+class Page(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Page is one entry of plugin.json's `pages` (the keys of `contract.PAGE_KEYS`)."""
+
+    path: str
+    title: str
+    module: str
+    icon: str | None = None
+    permission: str | None = None
+
+
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Manifest is a bundle's plugin.json: one field per key of `MANIFEST_KEYS`, with its default. Unknown keys are
     refused, so a typo is an error, not a silent default."""
@@ -67,6 +89,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     sandbox: bool = False
     network: bool = False
     requirements: list[str] = msgspec.field(default_factory=list)
+    pages: list[Page] = msgspec.field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -123,6 +146,9 @@ def parse_manifest(raw: bytes, default_entry: str = DEFAULT_ENTRY) -> tuple[Mani
     for permission in manifest.permissions:
         if not permission.startswith(f"{manifest.id}.") or not PERMISSION_NAME.match(permission):
             return None, f"permissions: {permission!r} must be named {manifest.id}.<name>"
+    problem = _pages_problem(manifest)
+    if problem:
+        return None, problem
     if manifest.api_prefix is not None:
         prefix = manifest.api_prefix
         if not re.match(r"^(/[a-z0-9][a-z0-9_.-]*)+$", prefix):
@@ -156,6 +182,43 @@ def _type_problem(exc: msgspec.ValidationError) -> str:
     return f"{text}; {key.name} takes {TYPE_WORDS[key.type]}" if key and text.startswith("Expected") else text
 
 
+def _pages_problem(manifest: Manifest) -> str | None:
+    """_pages_problem says what is wrong with the first page that breaks a rule of `contract.PAGE_KEYS`."""
+    if len(manifest.pages) > MAX_PAGES:
+        return f"pages: {len(manifest.pages)} pages; at most {MAX_PAGES}"
+    seen: set[str] = set()
+    for i, page in enumerate(manifest.pages):
+        where = f"pages[{i}]"
+        if not re.match(PAGE_PATH, page.path):
+            return f"{where}.path: {page.path!r} must be lowercase letters, digits and dashes, such as notes or my-list"
+        if page.path in seen:
+            return f"{where}.path: two pages have the path {page.path!r}"
+        seen.add(page.path)
+        if not page.title.strip() or len(page.title) > 60:
+            return f"{where}.title: must be 1 to 60 characters"
+        for key, value, suffixes in (
+            ("module", page.module, PAGE_MODULE_SUFFIXES),
+            ("icon", page.icon, PAGE_ICON_SUFFIXES),
+        ):
+            if value is not None and not _static_file(value, suffixes):
+                return f"{where}.{key}: {value!r} must be a file in {STATIC_FOLDER}/ ending in {' or '.join(suffixes)}"
+        known = page.permission is None or page.permission in PERMISSIONS or page.permission in manifest.permissions
+        if not known:
+            return (
+                f"{where}.permission: {page.permission!r} is neither a core permission nor one in the manifest's "
+                "`permissions`"
+            )
+    return None
+
+
+def _static_file(path: str, suffixes: tuple[str, ...]) -> bool:
+    parts = path.split("/")
+    return (
+        len(parts) >= 2 and parts[0] == STATIC_FOLDER and all(p and p not in (".", "..") for p in parts)
+        and "\\" not in path and path.lower().endswith(suffixes)
+    )  # fmt: skip
+
+
 def _text_problem(manifest: Manifest) -> str | None:
     """_text_problem names the first manifest string holding a character it has no use for: whitespace in a
     word (id, version, entry, a permission, a dependency's id), a control character anywhere but a newline or
@@ -167,6 +230,7 @@ def _text_problem(manifest: Manifest) -> str | None:
         if any(c.isspace() for c in value):
             return f"{where}: {value!r} holds whitespace; write it without spaces or line breaks"
     texts: list[tuple[str, str | None]] = [*words, ("name", manifest.name), ("author", manifest.author)]
+    texts += [(f"pages[{i}].title", p.title) for i, p in enumerate(manifest.pages)]
     texts += [("api_prefix", manifest.api_prefix), ("requires", manifest.requires)]
     texts += [(f"dependencies.{k}", v) for k, v in manifest.dependencies.items()]
     texts += [(f"tags[{i}]", tag) for i, tag in enumerate(manifest.tags or [])]

@@ -14,9 +14,12 @@ from typing import Any
 from packaging.version import Version
 
 from xcore.plugins.loader import LoadedPlugin
+from xcore.plugins.manifest import Manifest
 from xcore.plugins.requirements import bundle_wheels, plan
 from xcore.plugins.sources import Scan, Source
 from xcore.sdk import TaskSpec
+
+APP_PAGES = "/admin/apps"  # where the app shows a plugin's pages: <APP_PAGES>/<plugin id>/<page path>
 
 # Why versions did not load in the last reconcile: plugin id -> [(fingerprint or "", version, reason)].
 Notes = dict[str, list[tuple[str, str, str]]]
@@ -55,6 +58,27 @@ class PluginView:
     manage_permission: str = "plugins.manage"
     # Its plugin.json's requirements that apply here, each with what meets it (`xcore.plugins.requirements`).
     requirements: list[dict[str, str | None]] = field(default_factory=list)
+    # The pages it adds to the app (plugin.json's `pages`): path, title, permission, the app's address of the page
+    # (href), and the URLs of its module and icon under the plugin's prefix.
+    pages: list[dict[str, str | None]] = field(default_factory=list)
+    # A stamp of the version serving (its fingerprint), which changes with each swap; None when none serves.
+    stamp: str | None = None
+
+
+def page_views(manifest: Manifest) -> list[dict[str, str | None]]:
+    """page_views are the pages of `manifest` as PluginView.pages shows them."""
+    prefix = manifest.prefix
+    return [
+        {
+            "path": page.path,
+            "title": page.title,
+            "permission": page.permission,
+            "href": f"{APP_PAGES}/{manifest.id}/{page.path}",
+            "module": f"{prefix}/{page.module}",
+            "icon": f"{prefix}/{page.icon}" if page.icon else None,
+        }
+        for page in manifest.pages
+    ]
 
 
 def plugin_views(
@@ -141,12 +165,14 @@ def _view(
         view.prefix, view.permissions = shown.prefix, list(shown.permissions)
         view.dependencies = dict(shown.dependencies)
         view.requirements = _requirements(serving, sources[0] if sources else None)
+        view.pages = page_views(shown)
     origin: Source | LoadedPlugin | None = serving or (sources[0] if sources else None)
     if origin is not None:
         view.source = "dev" if origin.dev else "zip"
         path = origin.source if isinstance(origin, LoadedPlugin) else origin.path
         view.file, view.sha256 = path.name, (None if origin.dev else origin.fingerprint)
     if serving is not None:
+        view.stamp = serving.fingerprint
         view.routes = routes(serving)
         if serving.sandbox is not None:
             refresh_sandbox(view, serving)

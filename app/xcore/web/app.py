@@ -16,6 +16,7 @@ from xcore.web.docs_routes import docs_handlers, openapi_config, vendor_assets_r
 from xcore.web.guard import AccessGuard
 from xcore.web.log_routes import log_handlers
 from xcore.web.me_routes import me_handlers
+from xcore.web.page_routes import page_handlers
 from xcore.web.plugin_routes import plugin_handlers
 from xcore.web.problems import handle_exception
 from xcore.web.task_routes import task_handlers
@@ -62,6 +63,7 @@ def build_app(
             vendor_assets_router(),
             *auth_handlers(),
             *me_handlers(),
+            *page_handlers(),
             *user_handlers(),
             *admin_handlers(runtime),
             *plugin_handlers(),
