@@ -100,7 +100,12 @@ def test_me_pages_lists_the_pages_a_user_may_open_and_names_a_disabled_plugin(ho
     assert [(p["plugin"], p["path"], p["title"]) for p in mine["pages"]] == [("memo", "list", "Memos")]
     page = mine["pages"][0]
     assert page["module"] == "/app/memo/static/list.js" and page["icon"] == "/app/memo/static/icon.svg"
-    assert page["plugin_name"] == "Memo" and page["version"] == "1.0.0" and page["stamp"] == view["stamp"]
+    assert (
+        page["prefix"] == "/app/memo"
+        and page["plugin_name"] == "Memo"
+        and page["version"] == "1.0.0"
+        and page["stamp"] == view["stamp"]
+    )
     assert host.client.get(page["module"], headers=login(host.client, "bob")).status_code == 200
     assert [p["path"] for p in my_pages(host, "root")["pages"]] == ["admin", "list"], "root holds every permission"
 

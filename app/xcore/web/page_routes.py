@@ -23,6 +23,7 @@ class PageOut(Struct):
 
     plugin: str
     plugin_name: str
+    prefix: str  # the URL prefix of the plugin's routes, which its page calls
     version: str
     stamp: str  # changes with every swap of the plugin: an open page offers a reload when it does
     path: str
@@ -62,6 +63,7 @@ async def my_pages(request: Request[Any, Any, Any]) -> MyPagesOut:
                 PageOut(
                     view.id,
                     view.name or view.id,
+                    view.prefix or f"/app/{view.id}",
                     view.version,
                     view.stamp,
                     str(page["path"]),
