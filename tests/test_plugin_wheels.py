@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import create_account
-from test_plugin_manager import Host, configured_runtime, open_host, upload
+from test_plugin_manager import Host, configured_runtime, eventually, open_host, upload
 from xcore import __version__
 from xcore.plugins.bundle import BundleError, inspect_bundle
 from xcore.plugins.pack import folder_manifest, pack_folder
@@ -486,3 +486,23 @@ def test_a_dev_folder_takes_the_wheels_of_its_wheels_folder(runtime: Runtime, tm
         view = host.wait_view("devwheels", "active")
         assert host.wait_answer("/app/devwheels/hello")["version"] == "4.9.0"
         assert next(r for r in view["requirements"] if r["name"] == "humanize")["wheel"] == HUMANIZE_OLD
+
+
+def test_an_in_process_plugin_that_imports_another_plugins_library_without_listing_it_is_refused(
+    host: Host, tmp_path: Path
+) -> None:
+    host.drop(packed(tmp_path, "first", "1.0.0", HUMANIZE_ROUTE, ["humanize==4.9.0"]))
+    host.wait_view("first", "active")
+    freeloader = plugin_folder(tmp_path, "freeloader", "1.0.0", HUMANIZE_ROUTE)
+    host.drop(pack_folder(freeloader, tmp_path / "dist", __version__))
+    error = host.wait_view("freeloader", "failed")["error"]
+    assert "run.py, line 2: imports humanize, which its plugin.json's requirements do not list" in error, error
+    (host.folder / "first-1.0.0.zip").unlink()
+    error = eventually(lambda: _changed(host, "freeloader", error))
+    assert "cannot import 'humanize'" in error and "plugin.json's requirements" in error, error
+
+
+def _changed(host: Host, plugin_id: str, before: str) -> str:
+    view = host.view(plugin_id)
+    assert view is not None and view["state"] == "failed" and view["error"] != before, view
+    return str(view["error"])

@@ -14,6 +14,7 @@ imported until it is retired. `keep` then makes the active versions' folders the
 
 from __future__ import annotations
 
+import ast
 import importlib.abc
 import importlib.machinery
 import importlib.metadata
@@ -23,6 +24,8 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 from typing import ClassVar
+
+from xcore.plugins.pack import python_sources
 
 
 class LibraryFinder(importlib.abc.MetaPathFinder):
@@ -105,6 +108,37 @@ def keep(active: Iterable[tuple[Path, Iterable[str]]]) -> None:
             del LibraryFinder.folders[name]
     for name, place in wanted.items():
         LibraryFinder.folders.setdefault(name, place)
+
+
+def borrowed(folder: Path, own: Iterable[str]) -> str | None:
+    """borrowed names the first import in the Python sources of `folder` (a version about to be imported in
+    process) of a top-level module that another plugin's libraries bring and its own do not: it would import
+    while that plugin is loaded and break when it goes, so it is refused now. None when there is none (and when
+    no in-process plugin has libraries, without reading a file)."""
+    others = set(LibraryFinder.folders) - set(own)
+    if not others:
+        return None
+    for path in python_sources(folder):
+        relative = path.relative_to(folder).as_posix()
+        try:
+            tree = ast.parse(path.read_bytes(), relative)
+        except (OSError, SyntaxError, ValueError, RecursionError):
+            continue  # the import reports it
+        for line, module in sorted(_top_level_imports(tree)):
+            if module in others:
+                return (
+                    f"{relative}, line {line}: imports {module}, which its plugin.json's requirements do not list "
+                    "(another plugin's wheels bring it here); add it to requirements and pack with --wheels"
+                )
+    return None
+
+
+def _top_level_imports(tree: ast.AST) -> Iterable[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name.split(".")[0]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module.split(".")[0]
 
 
 def _forget(name: str) -> None:

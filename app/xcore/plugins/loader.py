@@ -308,7 +308,10 @@ def _import_failure(exc: BaseException, folder: Path) -> str:
         where = _relative(exc.filename, folder)
         return f"SyntaxError in {where}, line {exc.lineno}: {exc.msg}"
     if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("xcore_plugin_"):
-        text = f"cannot import {exc.name!r}: it is not part of the bundle or of this xcore ({_located(exc, folder)})"
+        text = (
+            f"cannot import {exc.name!r}: it is not part of the bundle or of this xcore ({_located(exc, folder)}); "
+            "a package the bundle needs goes in plugin.json's requirements, and `xcore plugin pack --wheels` packs it"
+        )
         if frozen():  # a binary holds a fixed set of modules; from source the author can install what is missing
             text += "; `xcore plugin runtime` lists what this binary contains"
         return text

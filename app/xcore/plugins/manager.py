@@ -40,7 +40,7 @@ from xcore.plugins.choice import differs, load_order, static_problem
 from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.errors import PluginConflict
 from xcore.plugins.index import IndexUnavailable
-from xcore.plugins.libraries import keep, provide
+from xcore.plugins.libraries import borrowed, keep, provide
 from xcore.plugins.loader import (
     LoadedPlugin,
     PluginLoadError,
@@ -374,6 +374,9 @@ class PluginManager:
         def unpack_and_import() -> LoadedPlugin:
             ready = self._unpack(source, overrides)
             _check_held(ready.requirements, held)
+            problem = borrowed(ready.folder, ready.libraries.modules if ready.libraries else ())
+            if problem:
+                raise PluginNotYet(problem)
             if ready.libraries is not None:
                 provide(ready.libraries.folder, ready.libraries.modules)
             plugin = import_plugin(
