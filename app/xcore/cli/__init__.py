@@ -15,6 +15,7 @@ import click
 from xcore.cli.config_cmd import config
 from xcore.cli.db_cmd import db
 from xcore.cli.desktop_cmd import desktop
+from xcore.cli.keys_cmd import keys, trust
 from xcore.cli.logs_cmd import logs
 from xcore.cli.options import add_global_options
 from xcore.cli.output import echo
@@ -57,6 +58,8 @@ cli.add_command(logs)
 cli.add_command(user)
 cli.add_command(plugin)
 cli.add_command(tasks)
+cli.add_command(keys)
+cli.add_command(trust)
 add_global_options(cli)
 
 

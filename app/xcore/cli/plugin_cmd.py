@@ -84,9 +84,14 @@ def new(name: str, parent: Path) -> None:
     "--python", "pip_python", type=click.Path(dir_okay=False, path_type=Path),
     help="The Python whose pip downloads the wheels. Default: this one (python3 on the PATH for the binary).",
 )  # fmt: skip
+@click.option(
+    "--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+    help="Sign the bundle with this private key (`xcore keys new`).",
+)  # fmt: skip
 def pack(
     folder: Path, out_dir: Path, wheels: bool, platforms: tuple[str, ...], python_version: str | None,
     find_links: tuple[Path, ...], index_url: str | None, no_index: bool, pip_python: Path | None,
+    sign_key: Path | None,
 ) -> None:  # fmt: skip
     """Pack the plugin FOLDER into OUT/<id>-<version>.zip; print its path and sha256, and the wheels it holds."""
     from xcore.plugins.pack import folder_manifest, pack_folder
@@ -104,13 +109,42 @@ def pack(
                 "--platform, --python-version, --find-links, --index-url, --no-index and --python choose the "
                 "wheels of --wheels; add --wheels"
             )
-        path = pack_folder(folder, out_dir, __version__, downloaded).absolute()
+        path = pack_folder(folder, out_dir, __version__, downloaded, sign_key).absolute()
     echo(str(path))
     echo(f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}")
     with zipfile.ZipFile(path) as archive:
         for name in archive.namelist():
             if name.endswith(".whl"):
                 echo(f"wheel {name.rsplit('/', 1)[-1]}")
+
+
+@plugin.command("verify")
+@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@data_dir_option
+def verify(bundle: Path, data_dir: str | None) -> None:
+    """Check the bundle BUNDLE and its signature: print who signed it and whether this host trusts them, and what
+    its policy (manager.plugins.policy) makes of it. Exit 1 when it is unsigned or the signer is not trusted,
+    2 when the bundle or its signature is broken."""
+    from xcore.plugins.bundle import inspect_bundle
+    from xcore.plugins.signing import policy_says
+    from xcore.plugins.store import trust_store
+
+    runtime = migrated_runtime(data_dir)
+    checked = inspect_bundle(bundle, runtime.version, default_entry=runtime.config.manager.plugins.entry_point)
+    signer = checked.signer
+    trusted = trust_store(runtime).trusted(signer)
+    echo(f"{checked.manifest.id} {checked.manifest.version}  sha256 {checked.sha256}")
+    if signer is None:
+        echo("unsigned")
+    else:
+        echo(f"signed by {signer.name!r} (key {signer.key_id}); the signature holds")
+        advice = "not trusted here: `xcore trust add <their .pub>` trusts it"
+        echo(f"trusted as {trusted.name!r}" if trusted else advice)
+    policy = runtime.config.manager.plugins.policy
+    refusal, must = policy_says(policy, signer, trusted)
+    echo(f"policy {policy}: " + (refusal or (f"runs sandboxed ({must})" if must else "may run")))
+    if trusted is None:
+        sys.exit(1)
 
 
 @plugin.command("install")

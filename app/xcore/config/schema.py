@@ -147,6 +147,15 @@ class PluginsConfig(_Section, frozen=True):
             "entry takes its built-in default, not the value in `limits`."
         ),
     ] = field(default_factory=dict)
+    policy: Annotated[
+        Literal["unsigned", "sandbox-unsigned", "signed-only"],
+        doc(
+            'Which bundles may run, by their signature (plugins/README.md, "Signed bundles"). unsigned: any '
+            "(those no trusted key signed are flagged); sandbox-unsigned: those no trusted key signed run "
+            "sandboxed only; signed-only: only those a trusted key signed. A bundle whose signature does not "
+            "hold is refused whatever the policy."
+        ),
+    ] = "unsigned"
     index_url: Annotated[
         str,
         doc(

@@ -38,6 +38,7 @@ from xcore.plugins.contract import (
     MAX_RATIO,
     MAX_UNCOMPRESSED,
     RATIO_FLOOR,
+    SIGNATURE_FILE,
     SOURCE_SUFFIXES,
     WHEELS_FOLDER,
     WHEELS_LOCK,
@@ -47,6 +48,7 @@ from xcore.plugins.contract import MANIFEST_FILE as MANIFEST
 from xcore.plugins.leftovers import EXTRACT_PREFIX
 from xcore.plugins.lock import WheelError, parse_wheel_name, read_lock
 from xcore.plugins.manifest import CORE_PREFIXES, Manifest, overlaps, parse_manifest
+from xcore.plugins.signing import SignatureError, Signer, content_manifest, verify
 
 # What `zipfile` raises for an entry it cannot read once the central directory was read (bz2 raises OSError).
 READ_ERRORS = (
@@ -83,6 +85,7 @@ class Bundle:
     root: str  # "" or "<folder>/" when every entry sits under one top-level folder holding plugin.json
     entries: tuple[str, ...]  # what extract_bundle unpacks: all but the wheels
     wheels: tuple[tuple[str, str, int], ...] = ()  # (entry, sha256, size) of each wheel of wheels/, as checked
+    signer: Signer | None = None  # who signed it, the signature checked; None: unsigned
 
 
 def inspect_bundle(
@@ -130,6 +133,7 @@ def inspect_bundle(
         if manifest is None:
             raise BundleError(name, "manifest-invalid", problem, entry=root + MANIFEST)
         entries = tuple(i.filename for i in infos if not i.is_dir() and i.filename.startswith(root))
+        entries, signer = _check_signature(name, archive, root, entries, manifest)
         entries, wheels = _check_wheels(name, archive, root, entries)
     if manifest.requires and Version(host_version) not in SpecifierSet(manifest.requires, prereleases=True):
         raise BundleError(name, "requires", f"needs xcore {manifest.requires}; this is xcore {host_version}")
@@ -139,7 +143,7 @@ def inspect_bundle(
     for missing in page_files_missing(manifest, {e[len(root) :] for e in entries}):
         raise BundleError(name, "page-missing", f"a page's {missing} is not in the zip", entry=f"{root}{missing}")
     _check_imports(name, data, root, entries)
-    return Bundle(path, manifest, digest, root, entries, wheels)
+    return Bundle(path, manifest, digest, root, entries, wheels, signer)
 
 
 def page_files_missing(manifest: Manifest, files: set[str]) -> list[str]:
@@ -208,6 +212,28 @@ def _check_imports(bundle: str, data: bytes, root: str, entries: tuple[str, ...]
             refusal = xcore_import(source, entry[len(root) :])
             if refusal:
                 raise BundleError(bundle, "imports-xcore", refusal)
+
+
+def _check_signature(
+    bundle: str, archive: zipfile.ZipFile, root: str, entries: tuple[str, ...], manifest: Manifest
+) -> tuple[tuple[str, ...], Signer | None]:
+    """_check_signature verifies the bundle's signature, when it has one, against every other entry as the zip
+    holds it; returns the other entries and the signer. A signature that does not hold is refused (rule
+    `signature`), whatever the policy: the bundle changed after it was signed, or the file is damaged."""
+    signature_entry = f"{root}{SIGNATURE_FILE}"
+    if signature_entry not in entries:
+        return entries, None
+    others = tuple(e for e in entries if e != signature_entry)
+    try:
+        signature = archive.read(signature_entry)
+        hashed = [(e[len(root) :], hashlib.sha256(archive.read(e)).hexdigest()) for e in others]
+    except READ_ERRORS as exc:
+        raise BundleError(bundle, "corrupt-entry", _unreadable(exc)) from None
+    try:
+        signer = verify(signature, content_manifest(manifest.id, manifest.version, hashed))
+    except SignatureError as exc:
+        raise BundleError(bundle, "signature", str(exc), signature_entry) from None
+    return others, signer
 
 
 def _check_wheels(

@@ -125,6 +125,12 @@ PAGE_ICON_SUFFIXES = (".svg", ".png")
 MAX_PAGES = 20
 """MAX_PAGES is the most pages one plugin may add."""
 
+# --- a bundle's signature ---------------------------------------------------------------------------------------
+
+SIGNATURE_FILE = "xcore-signature.json"
+"""SIGNATURE_FILE, at the top of a bundle, is its signature (`xcore.plugins.signing`): the signer's name and
+public key and an Ed25519 signature over every other entry; `xcore plugin pack --sign` writes it."""
+
 # --- the wheels a bundle carries ------------------------------------------------------------------------------
 
 WHEELS_FOLDER = "wheels"

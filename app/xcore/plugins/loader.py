@@ -41,6 +41,7 @@ from xcore.plugins.contract import CONFIG_FILES, CTX, HOOK_NAMES, HOOK_TIMEOUT, 
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.pack import python_sources
 from xcore.plugins.requirements import Resolved
+from xcore.plugins.signing import Signer
 from xcore.plugins.wheels import Libraries
 from xcore.sdk import PluginContext, TaskSpec
 from xcore.tasks.schedule import cron_check
@@ -78,6 +79,7 @@ class LoadedPlugin:
     sandbox: Any = None  # the `xcore.plugins.sandbox.SandboxedPlugin` that runs a sandboxed version; None in process
     libraries: Libraries | None = None  # the folder of the wheels it imports (`xcore.plugins.wheels`)
     requirements: list[Resolved] = field(default_factory=list)  # what meets each requirement, as installed
+    signer: Signer | None = None  # who signed the bundle, its signature checked; None: unsigned or a dev folder
 
     @property
     def id(self) -> str:

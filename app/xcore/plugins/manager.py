@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from xcore.auth.builtin import manage_permission
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.plugins import contract
-from xcore.plugins.bundle import BundleError, collect_garbage
+from xcore.plugins.bundle import Bundle, BundleError, collect_garbage
 from xcore.plugins.choice import differs, load_order, static_problem
 from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.errors import PluginConflict
@@ -55,9 +55,10 @@ from xcore.plugins.manifest import Manifest
 from xcore.plugins.requirements import Resolved, Unmet, bundle_wheels, folder_wheels, normalized
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
+from xcore.plugins.signing import SignatureError, Signer, policy_says
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.states import StateStore, Stored
-from xcore.plugins.store import cache_dir, install_requirements, plugin_data_dir, plugins_dir
+from xcore.plugins.store import cache_dir, install_requirements, plugin_data_dir, plugins_dir, trust_store
 from xcore.plugins.views import Notes, PluginView, plugin_views, refresh_sandbox
 from xcore.plugins.watcher import Watcher
 from xcore.plugins.wheels import Libraries
@@ -127,6 +128,7 @@ class PluginManager:
         self._views: dict[str, PluginView] = {}
         self.reloads = 0  # sets of plugins swapped in since start
         self.states = StateStore(runtime, self.folder)
+        self.trust = trust_store(runtime)
         self._failed: dict[tuple[str, str], str] = {}  # (fingerprint, config stamp) -> why it failed
         self._notes: Notes = {}  # why versions did not load in the last reconcile
         self._mounts: Mounts | None = None
@@ -146,23 +148,53 @@ class PluginManager:
                 refresh_sandbox(view, plugin)
         return self._views
 
-    def runs_sandboxed(self, manifest: Manifest) -> bool:
-        """runs_sandboxed says whether a version with this manifest would run sandboxed on this host (and not be
-        refused for a sandbox it lacks)."""
-        sandboxed, refusal = sandbox_reason(manifest, self.runtime.config.manager.plugins)
-        return sandboxed and not refusal
+    def runs_sandboxed(self, bundle: Bundle) -> bool:
+        """runs_sandboxed says whether this bundle would run sandboxed on this host (and not be refused for a
+        sandbox it lacks, or by the signing policy)."""
+        refusal, must = self.policy(bundle.signer)
+        sandboxed, why = sandbox_reason(bundle.manifest, self.runtime.config.manager.plugins, must)
+        return sandboxed and not why and not refusal
+
+    def _refusal(self, manifest: Manifest, signer: Signer | None, *, dev: bool = False) -> tuple[str, bool]:
+        """_refusal is why a version may not run on this host now (the signing policy, a sandbox it lacks; "" when
+        it may), and whether it runs sandboxed. A dev folder is the operator's own: the policy leaves it be."""
+        refusal, must = (None, None) if dev else self.policy(signer)
+        sandboxed, why = sandbox_reason(manifest, self.runtime.config.manager.plugins, must)
+        return refusal or why, sandboxed
+
+    def policy(self, signer: Signer | None) -> tuple[str | None, str | None]:
+        """policy is what `manager.plugins.policy` makes of a bundle with this signer: (why it is refused, why it
+        must run sandboxed) (`xcore.plugins.signing.policy_says`). A trust store that cannot be read trusts
+        nobody, and says so."""
+        try:
+            trusted = self.trust.trusted(signer)
+        except SignatureError as exc:
+            log.error("%s", exc, extra=CONTEXT)
+            trusted = None
+        return policy_says(self.runtime.config.manager.plugins.policy, signer, trusted)
+
+    def _trust_view(self, view: PluginView) -> None:
+        """_trust_view says in the view whether this host trusts the key that signed the bundle shown."""
+        if view.signature is None:
+            return
+        try:
+            keys = self.trust.listed()
+        except SignatureError:
+            keys = []
+        found = next((k for k in keys if k.key_id == view.signature["key_id"]), None)
+        view.signature["trusted"], view.signature["trusted_as"] = found is not None, found.name if found else None
 
     def all_sandboxed(self, plugin_id: str) -> bool:
         """all_sandboxed says whether plugin `plugin_id` is in the folder or serving, and every version of it the
         folder holds and the one serving run sandboxed: then changing it is an admin's right, not a superadmin's
         (`xcore.auth.builtin.manage_permission`)."""
-        manifests = [s.manifest for s in self._scan.sources if s.id == plugin_id]
+        sources = [s for s in self._scan.sources if s.id == plugin_id]
         serving = self.loaded.get(plugin_id)
         if serving is not None and serving.sandbox is None:
             return False
-        if serving is not None:
-            manifests.append(serving.manifest)
-        return bool(manifests) and all(self.runs_sandboxed(m) for m in manifests)
+        if any(s.bundle is None for s in sources):  # a dev folder runs as its manifest says
+            return False
+        return bool(sources or serving) and all(self.runs_sandboxed(s.bundle) for s in sources if s.bundle)
 
     async def start(self, mounts: Mounts) -> None:
         """start loads the plugins, serves them through `mounts`, starts the task host and the watcher."""
@@ -223,6 +255,7 @@ class PluginManager:
             self._views = plugin_views(scan, stored.enabled, self.loaded, self._notes, routes)
             for pid, view in self._views.items():  # what changing it needs follows from the scan and the loaded
                 view.manage_permission = manage_permission(self.all_sandboxed(pid))
+                self._trust_view(view)
             await anyio.to_thread.run_sync(self._persist_states)
             if scan.pending:
                 self._recheck(min(RECHECK, max(scan.settles_in, 0.0) + 0.005))
@@ -253,10 +286,16 @@ class PluginManager:
                 if problem:
                     self._note(pid, source, problem)
                     continue
+                signer = source.bundle.signer if source.bundle else None
+                refusal, sandboxed = self._refusal(source.manifest, signer, dev=source.dev)
+                if refusal:  # before a version serving is kept: a key no longer trusted stops it
+                    self._note(pid, source, refusal)
+                    continue
                 if (
                     current is not None
                     and current.fingerprint == source.fingerprint
                     and current.config_stamp == stamp
+                    and (current.sandbox is not None) == sandboxed
                     and pid not in reload
                 ):
                     pick = current
@@ -264,10 +303,6 @@ class PluginManager:
                 key = (source.fingerprint, stamp)
                 if key in self._failed and pid not in reload:
                     self._note(pid, source, self._failed[key])
-                    continue
-                sandboxed, refusal = sandbox_reason(source.manifest, self.runtime.config.manager.plugins)
-                if refusal:
-                    self._note(pid, source, refusal)
                     continue
                 held = _held(pid, chosen, self.loaded, candidates, stored.enabled)
                 try:
@@ -277,12 +312,13 @@ class PluginManager:
                     continue
                 fresh.append(pick)
                 break
-            # Nothing newer loads, and the plugin was not removed: what served keeps serving.
+            # Nothing newer loads, and the plugin was not removed: what served keeps serving, if it still may.
             if (
                 pick is None
                 and current is not None
                 and (candidates.get(pid) or pid in unsettled)
                 and not static_problem(current.manifest, chosen, candidates, stored.enabled)
+                and not self._refusal(current.manifest, current.signer, dev=current.dev)[0]
             ):
                 pick = current
             if pick is not None:
@@ -341,6 +377,7 @@ class PluginManager:
         else:
             plugin = await self._import(source, overrides, held)
         plugin.config_stamp = stamp
+        plugin.signer = source.bundle.signer if source.bundle is not None else None
         try:
             if plugin.manifest.permissions:
                 await anyio.to_thread.run_sync(self._register_permissions, plugin)

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from xcore.plugins.bundle import BundleError, inspect_bundle
-from xcore.plugins.contract import DEFAULT_ENTRY, SOURCE_SUFFIXES, WHEELS_FOLDER, WHEELS_LOCK
+from xcore.plugins.contract import DEFAULT_ENTRY, SIGNATURE_FILE, SOURCE_SUFFIXES, WHEELS_FOLDER, WHEELS_LOCK
 from xcore.plugins.contract import MANIFEST_FILE as MANIFEST
 from xcore.plugins.lock import make_lock
 from xcore.plugins.manifest import Manifest, parse_manifest
+from xcore.plugins.signing import SignatureError, content_manifest, read_private_key
+from xcore.plugins.signing import sign as sign_manifest
 
 EXCLUDED_DIRS = frozenset(
     {"__pycache__", ".git", ".hg", ".svn", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv"}
@@ -53,9 +55,12 @@ def folder_manifest(folder: Path, default_entry: str = DEFAULT_ENTRY) -> Manifes
     return manifest
 
 
-def pack_folder(folder: Path, out_dir: Path, host_version: str, wheels: Sequence[Path] = ()) -> Path:
+def pack_folder(
+    folder: Path, out_dir: Path, host_version: str, wheels: Sequence[Path] = (), sign: Path | None = None
+) -> Path:
     """pack_folder zips `folder` into `<out_dir>/<id>-<version>.zip` and returns its path; `wheels` go into its
-    wheels/ with those of the folder.
+    wheels/ with those of the folder; with `sign` (a private key of `xcore keys new`), the zip holds its
+    signature (`xcore.plugins.signing`).
 
     Raises BundleError when the folder's manifest is missing or invalid, the entry module is missing, a
     symbolic link or a non-UTF-8 name is inside, or the zip breaks a rule of `inspect_bundle` (for example a
@@ -67,14 +72,26 @@ def pack_folder(folder: Path, out_dir: Path, host_version: str, wheels: Sequence
     files += [(f"{WHEELS_FOLDER}/{path.name}", path) for path in wheels]
     files.sort()
     _check_entry_module(folder, manifest, {relative for relative, _ in files})
-    carried = [(n, p) for n, p in files if n.startswith(f"{WHEELS_FOLDER}/") and n.endswith(".whl")]
-    lock = make_lock((n.split("/", 1)[1], p.read_bytes()) for n, p in carried) if carried else None
+    entries = [(relative, path.read_bytes(), bool(os.stat(path).st_mode & stat.S_IXUSR)) for relative, path in files]
+    entries = [e for e in entries if e[0] != SIGNATURE_FILE]  # a signature packed along would be a stale one
+    carried = [
+        (n.split("/", 1)[1], data) for n, data, _ in entries if n.startswith(f"{WHEELS_FOLDER}/") and n.endswith(".whl")
+    ]
+    if carried:
+        entries.append((WHEELS_LOCK, make_lock(carried), False))
+    if sign is not None:
+        try:
+            key, signer = read_private_key(sign)
+        except SignatureError as exc:
+            raise BundleError(str(folder), "signature", str(exc)) from None
+        signed = content_manifest(manifest.id, manifest.version, [(n, data) for n, data, _ in entries])
+        entries.append((SIGNATURE_FILE, sign_manifest(key, signer, signed), False))
     out_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            _write_zip(out, files, lock)
+            _write_zip(out, entries)
             out.flush()
             os.fsync(out.fileno())
         _inspect(tmp, name, host_version)
@@ -143,10 +160,7 @@ def _check_entry_module(folder: Path, manifest: Manifest, names: set[str]) -> No
         )
 
 
-def _write_zip(out: BinaryIO, files: list[tuple[str, Path]], lock: bytes | None) -> None:
-    entries = [(relative, path.read_bytes(), os.stat(path).st_mode & stat.S_IXUSR) for relative, path in files]
-    if lock is not None:
-        entries.append((WHEELS_LOCK, lock, 0))
+def _write_zip(out: BinaryIO, entries: list[tuple[str, bytes, bool]]) -> None:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         for relative, data, executable in sorted(entries, key=lambda e: e[0]):
             info = zipfile.ZipInfo(relative, date_time=FIXED_TIME)  # a non-ASCII name gets the UTF-8 flag (bit 11)

@@ -67,17 +67,20 @@ RELAY_LINES = 200  # lines a second of a worker's stderr that are logged; past i
 RELAY_PIECE = 64 * 1024  # bytes of a line without a line break logged as one record
 
 
-def sandbox_reason(manifest: Manifest, settings: PluginsConfig) -> tuple[bool, str]:
+def sandbox_reason(manifest: Manifest, settings: PluginsConfig, must: str | None = None) -> tuple[bool, str]:
     """sandbox_reason says whether `manifest`'s plugin runs sandboxed on this host, and why it cannot load at all
     (an empty reason when it can). `allow`: as the bundle asks; `require`: every plugin not in
-    `manager.plugins.trusted`; `off`: none, and a bundle that asks for a sandbox is refused. A sandboxed plugin
-    whose required isolation layers this machine lacks is refused, naming them: it never runs without them."""
+    `manager.plugins.trusted`; `off`: none, and a bundle that asks for a sandbox is refused. `must` says why this
+    version runs sandboxed whatever else says (the signing policy). A sandboxed plugin whose required isolation
+    layers this machine lacks is refused, naming them: it never runs without them."""
     mode = settings.sandbox
     if mode == "off":
+        if must:
+            return False, f"{must}, and the sandbox is off on this host (manager.plugins.sandbox)"
         if manifest.sandbox:
             return False, "it asks for a sandbox, and the sandbox is off on this host (manager.plugins.sandbox)"
         return False, ""
-    sandboxed = manifest.sandbox or (mode == "require" and manifest.id not in settings.trusted)
+    sandboxed = bool(must) or manifest.sandbox or (mode == "require" and manifest.id not in settings.trusted)
     if not sandboxed:
         return False, ""
     here = available()

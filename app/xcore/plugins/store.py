@@ -28,6 +28,7 @@ from xcore.plugins.leftovers import CACHE_FOLDER, TEMP_PREFIX
 from xcore.plugins.lock import WheelError
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.requirements import Pins, Resolved, Unmet, bundle_wheels, plan
+from xcore.plugins.signing import TrustStore
 from xcore.plugins.wheels import Libraries, WheelRef, install_libraries
 from xcore.runtime import Runtime
 
@@ -48,6 +49,11 @@ def plugin_data_dir(runtime: Runtime, plugin_id: str) -> Path:
 def cache_dir(runtime: Runtime) -> Path:
     """cache_dir holds the extracted bundles, one folder per zip content."""
     return runtime.data.root / CACHE_FOLDER
+
+
+def trust_store(runtime: Runtime) -> TrustStore:
+    """trust_store is the public keys the operator trusts (`xcore.plugins.signing`), in the data directory."""
+    return TrustStore(runtime.data.root / "trusted-keys.json")
 
 
 def wheel_store(runtime: Runtime) -> Path:
@@ -116,7 +122,7 @@ def taken_prefixes(runtime: Runtime, except_id: str) -> dict[str, str]:
 
 
 def install_bundle(
-    runtime: Runtime, source: Path, *, name: str | None = None, allowed: Callable[[Manifest], None] | None = None
+    runtime: Runtime, source: Path, *, name: str | None = None, allowed: Callable[[Bundle], None] | None = None
 ) -> Bundle:
     """install_bundle checks `source`, extracts it into the cache (where its load finds it), and copies it into
     the plugins folder as `<id>-<version>.zip`, the version normalised (PEP 440: v1.0.0 is written 1.0.0).
@@ -125,11 +131,12 @@ def install_bundle(
     the plugins folder: a rule it breaks, or an entry that cannot be extracted. Raises PluginStorageError when
     this host's disk cannot take the extracted files. An installed zip of the same id and an equal version (1.0
     equals 1.0.0) is replaced, whatever its file name; other versions stay (the highest one is active).
-    `allowed`, given the checked manifest, raises what refuses the caller before anything is extracted.
+    `allowed`, given the checked bundle, raises what refuses the caller (or the policy) before anything is
+    extracted.
     """
     checked = _inspect_as(runtime, source, name or source.name)
     if allowed is not None:  # may the caller install this plugin (one in process, one sandboxed)? It raises if not
-        allowed(checked.manifest)
+        allowed(checked)
     try:
         extract_bundle(checked, cache_dir(runtime))
         _install_requirements(runtime, checked, name or source.name)
@@ -165,7 +172,7 @@ def install_bundle(
         raise
     for same in same_version_files(runtime, manifest.id, manifest.version, keep=target):
         same.unlink(missing_ok=True)  # 1.0 and 1.0.0 are one version: the upload replaces it, whatever its name
-    return Bundle(target, manifest, checked.sha256, checked.root, checked.entries, checked.wheels)
+    return Bundle(target, manifest, checked.sha256, checked.root, checked.entries, checked.wheels, checked.signer)
 
 
 def same_version_files(runtime: Runtime, plugin_id: str, version: str, *, keep: Path) -> list[Path]:

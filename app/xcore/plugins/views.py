@@ -61,6 +61,9 @@ class PluginView:
     # The pages it adds to the app (plugin.json's `pages`): path, title, permission, the app's address of the page
     # (href), and the URLs of its module and icon under the plugin's prefix.
     pages: list[dict[str, str | None]] = field(default_factory=list)
+    # Who signed the bundle shown (the serving one, else the newest): signer, key_id, and whether this host
+    # trusts the key (trusted_as: the name it is trusted under); None when unsigned.
+    signature: dict[str, Any] | None = None
     # A stamp of the version serving (its fingerprint), which changes with each swap; None when none serves.
     stamp: str | None = None
 
@@ -170,6 +173,10 @@ def _view(
     if origin is not None:
         view.source = "dev" if origin.dev else "zip"
         path = origin.source if isinstance(origin, LoadedPlugin) else origin.path
+        bundle = None if isinstance(origin, LoadedPlugin) else origin.bundle
+        signer = origin.signer if isinstance(origin, LoadedPlugin) else (bundle.signer if bundle else None)
+        if signer is not None:
+            view.signature = {"signer": signer.name, "key_id": signer.key_id, "trusted": False, "trusted_as": None}
         view.file, view.sha256 = path.name, (None if origin.dev else origin.fingerprint)
     if serving is not None:
         view.stamp = serving.fingerprint

@@ -20,6 +20,7 @@ from xcore.web.page_routes import page_handlers
 from xcore.web.plugin_routes import plugin_handlers
 from xcore.web.problems import handle_exception
 from xcore.web.task_routes import task_handlers
+from xcore.web.trust_routes import trust_handlers
 from xcore.web.ui_routes import ui_handlers
 from xcore.web.user_routes import user_handlers
 
@@ -67,6 +68,7 @@ def build_app(
             *user_handlers(),
             *admin_handlers(runtime),
             *plugin_handlers(),
+            *trust_handlers(),
             *task_handlers(),
             *log_handlers(),
             *backup_handlers(),

@@ -28,11 +28,10 @@ from xcore.auth import audit
 from xcore.auth.builtin import manage_permission
 from xcore.db.models import PluginState
 from xcore.errors import FieldProblem
-from xcore.plugins.bundle import BundleError
+from xcore.plugins.bundle import Bundle, BundleError
 from xcore.plugins.errors import PluginConflict, PluginError, PluginNotFound, PluginStorageError, PluginUnavailable
 from xcore.plugins.leftovers import TEMP_PREFIX
 from xcore.plugins.manager import PluginManager
-from xcore.plugins.manifest import Manifest
 from xcore.plugins.settings import override_problems, replace_overrides
 from xcore.plugins.store import install_bundle, remove_plugin, signal_state_change
 from xcore.plugins.views import PluginView
@@ -129,8 +128,11 @@ async def upload_plugin(
     actor(request, manage_permission(sandboxed=True))  # superadmins hold it too: the least either may do
     manager = manager_of(request)
 
-    def allowed(manifest: Manifest) -> None:
-        actor(request, manage_permission(manager.runs_sandboxed(manifest)))
+    def allowed(bundle: Bundle) -> None:
+        refusal, _must = manager.policy(bundle.signer)
+        if refusal:
+            raise BundleError(name, "policy", refusal.removeprefix("policy: "))
+        actor(request, manage_permission(manager.runs_sandboxed(bundle)))
 
     upload = data.data
     name = Path(upload.filename or "upload.zip").name
@@ -157,7 +159,10 @@ async def upload_plugin(
         await upload.close()
         Path(tmp).unlink(missing_ok=True)
     manifest = bundle.manifest
-    await _audit(request, "plugin.upload", manifest.id, version=manifest.version, sha256=bundle.sha256, file=name)
+    signer = {"name": bundle.signer.name, "key_id": bundle.signer.key_id} if bundle.signer else None
+    await _audit(
+        request, "plugin.upload", manifest.id, version=manifest.version, sha256=bundle.sha256, file=name, signer=signer
+    )
     await manager.reconcile()
     return view_of(manager, manifest.id)
 
