@@ -31,6 +31,7 @@ from xcore.db import peek, revisions
 from xcore.db.backup import remove_partial_backups, remove_working_copies, server_lock
 from xcore.errors import DatabaseError, ServerError
 from xcore.heap import after_fork_in_child, freeze_startup_heap
+from xcore.plugins import safemode
 from xcore.plugins.leftovers import remove_leftovers
 from xcore.runtime import Runtime
 from xcore.terminal import printable
@@ -148,6 +149,14 @@ def announce_setup(runtime: Runtime, url: str) -> str | None:
     return token
 
 
+def announce_safe_mode(mode: safemode.SafeMode) -> None:
+    """announce_safe_mode says loudly, on the console and in the log, that this run has every plugin off."""
+    advice = "remove or fix it in the admin UI or with `xcore plugin remove`, then restart without --safe"
+    text = f"SAFE MODE: {mode.describe().removeprefix('safe mode: ')}; {advice}"
+    print(printable(text), flush=True)
+    log.warning("%s", text)
+
+
 def display_url(host: str, port: int) -> str:
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
     if ":" in shown and not shown.startswith("["):
@@ -205,13 +214,18 @@ def preload_for_workers(workers: int) -> None:
         importlib.import_module(WORKER_TARGET.partition(":")[0])
 
 
-def serve(runtime: Runtime) -> int:
-    """serve runs the server until SIGINT or SIGTERM and returns the exit code (0 after a clean stop)."""
+def serve(runtime: Runtime, *, safe: bool = False) -> int:
+    """serve runs the server until SIGINT or SIGTERM and returns the exit code (0 after a clean stop). With `safe`,
+    or after repeated failed starts (`xcore.plugins.safemode`), it runs with every plugin off."""
     server = runtime.config.server
     with serving_database(runtime):
         check_port_free(server.host, server.port)
         prepare_database(runtime)
         os.environ.update(worker_environment(runtime))
+        mode = safemode.begin_start(runtime.data.root, forced=safe)
+        if mode is not None:
+            os.environ.update(safemode.environment(mode))
+            announce_safe_mode(mode)
         url = display_url(server.host, server.port)
         granian = Granian(
             WORKER_TARGET,

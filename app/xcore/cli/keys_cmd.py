@@ -54,15 +54,21 @@ def trust() -> None:
 
 
 @trust.command("add")
-@click.argument("public_key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("public_key", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--name", default=None, help="The name to trust it under (default: the one in the file).")
 @data_dir_option
 def trust_add(public_key: Path, name: str | None, data_dir: str | None) -> None:
     """Trust the signer whose public key (a .pub file of `xcore keys new`) is PUBLIC_KEY."""
+    from xcore.plugins.signing import SignatureError
     from xcore.plugins.store import signal_state_change, trust_store
 
+    try:
+        line = public_key.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise SignatureError(f"cannot read the public key {public_key} ({why})") from None
     runtime = migrated_runtime(data_dir)
-    added = trust_store(runtime).add(public_key.read_text(encoding="utf-8"), name)
+    added = trust_store(runtime).add(line, name)
     signal_state_change(runtime)
     echo(f"trusted {added.name} ({added.key_id})")
 

@@ -119,7 +119,7 @@ def pack(
 
 
 @plugin.command("verify")
-@click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
 @data_dir_option
 def verify(bundle: Path, data_dir: str | None) -> None:
     """Check the bundle BUNDLE and its signature: print who signed it and whether this host trusts them, and what

@@ -21,10 +21,15 @@ from xcore.runtime import open_runtime
     type=click.Path(exists=True, file_okay=False, resolve_path=True),
     help="A folder of unzipped plugin folders (or one plugin folder) to load and reload on every save. Repeatable.",
 )
+@click.option(
+    "--safe", is_flag=True,
+    help="Safe mode: every plugin off for this run (their settings untouched), to remove one that breaks the start.",
+)  # fmt: skip
 @data_dir_option
 def serve(
-    host: str | None, port: int | None, workers: int | None, plugins_dev: tuple[str, ...], data_dir: str | None
-) -> int:
+    host: str | None, port: int | None, workers: int | None, plugins_dev: tuple[str, ...], safe: bool,
+    data_dir: str | None,
+) -> int:  # fmt: skip
     """Run xcore: apply pending migrations (after a backup), then serve HTTP until Ctrl+C or SIGTERM."""
     # Granian is imported only when serving. The web stack (Litestar) is not imported here at all: the workers
     # import it, so this process, which only watches over them, stays small.
@@ -42,4 +47,4 @@ def serve(
             ("server", "workers"): ("--workers", workers),
         },
     )
-    return run_server(runtime)
+    return run_server(runtime, safe=safe)

@@ -52,7 +52,8 @@ ENV_ALIASES: dict[str, Path_] = {
 # Environment variables that start with XCORE_ but are not settings.
 ENV_PLUGINS_DEV = "XCORE_PLUGINS_DEV"  # `xcore serve --plugins-dev` folders, for the workers
 ENV_DEBUG = "XCORE_DEBUG"  # set: an internal error of the CLI shows its traceback
-ENV_NOT_SETTINGS = {"XCORE_DATA_DIR", ENV_PLUGINS_DEV, "XCORE_DESKTOP_PROBE", ENV_DEBUG}
+ENV_SAFE_MODE = "XCORE_SAFE_MODE"  # this run's safe mode, for the workers (xcore.plugins.safemode)
+ENV_NOT_SETTINGS = {"XCORE_DATA_DIR", ENV_PLUGINS_DEV, "XCORE_DESKTOP_PROBE", ENV_DEBUG, ENV_SAFE_MODE}
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,22 @@ class SandboxLimits(_Section, frozen=True):
     ] = False
 
 
+class BlockedVersions(_Section, frozen=True):
+    id: Annotated[str, doc("The plugin's id.", pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+    versions: Annotated[
+        str, doc("A PEP 440 specifier of the versions blocked, such as <1.2.3 or ==1.0.0; empty: every version.")
+    ] = ""
+    reason: Annotated[str, doc("Why, shown on the plugin.", min_length=1, max_length=300)] = "blocked by the operator"
+
+    def __post_init__(self) -> None:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            SpecifierSet(self.versions)
+        except InvalidSpecifier:
+            raise ValueError(f"versions: {self.versions!r} is not a PEP 440 specifier such as <1.2.3") from None
+
+
 class PluginsConfig(_Section, frozen=True):
     directory: Annotated[str, doc("Folder the plugin manager watches for plugin bundles (*.zip).", min_length=1)] = (
         "plugins"
@@ -156,6 +172,13 @@ class PluginsConfig(_Section, frozen=True):
             "hold is refused whatever the policy."
         ),
     ] = "unsigned"
+    blocklist: Annotated[
+        list[BlockedVersions],
+        doc(
+            "Plugin versions that never load, each {id, versions, reason}; one serving is unloaded, and its state "
+            "says why."
+        ),
+    ] = field(default_factory=list)
     index_url: Annotated[
         str,
         doc(

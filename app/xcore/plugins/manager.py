@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 from sqlalchemy.exc import IntegrityError
 
 from xcore.auth.builtin import manage_permission
 from xcore.auth.permissions import register_plugin_permissions
-from xcore.plugins import contract
+from xcore.plugins import contract, safemode
 from xcore.plugins.bundle import Bundle, BundleError, collect_garbage
 from xcore.plugins.choice import differs, load_order, static_problem
 from xcore.plugins.contract import HOOK_TIMEOUT
@@ -129,6 +131,7 @@ class PluginManager:
         self.reloads = 0  # sets of plugins swapped in since start
         self.states = StateStore(runtime, self.folder)
         self.trust = trust_store(runtime)
+        self.safe_mode = safemode.current()  # every plugin off for this run (`xcore serve --safe`, or by itself)
         self._failed: dict[tuple[str, str], str] = {}  # (fingerprint, config stamp) -> why it failed
         self._notes: Notes = {}  # why versions did not load in the last reconcile
         self._mounts: Mounts | None = None
@@ -156,11 +159,24 @@ class PluginManager:
         return sandboxed and not why and not refusal
 
     def _refusal(self, manifest: Manifest, signer: Signer | None, *, dev: bool = False) -> tuple[str, bool]:
-        """_refusal is why a version may not run on this host now (the signing policy, a sandbox it lacks; "" when
-        it may), and whether it runs sandboxed. A dev folder is the operator's own: the policy leaves it be."""
+        """_refusal is why a version may not run on this host now (the blocklist, the signing policy, a sandbox it
+        lacks; "" when it may), and whether it runs sandboxed. A dev folder is the operator's own: the signing
+        policy leaves it be."""
+        blocked = self.blocked(manifest)
+        if blocked:
+            return blocked, False
         refusal, must = (None, None) if dev else self.policy(signer)
         sandboxed, why = sandbox_reason(manifest, self.runtime.config.manager.plugins, must)
         return refusal or why, sandboxed
+
+    def blocked(self, manifest: Manifest) -> str | None:
+        """blocked says why a version is on the blocklist (`manager.plugins.blocklist`), or None."""
+        version = Version(manifest.version)
+        for entry in self.runtime.config.manager.plugins.blocklist:
+            if entry.id == manifest.id and version in SpecifierSet(entry.versions, prereleases=True):
+                which = f"{entry.id} {entry.versions}".strip()
+                return f"blocked: {entry.reason} (manager.plugins.blocklist: {which})"
+        return None
 
     def policy(self, signer: Signer | None) -> tuple[str | None, str | None]:
         """policy is what `manager.plugins.policy` makes of a bundle with this signer: (why it is refused, why it
@@ -211,6 +227,7 @@ class PluginManager:
             await self.reconcile()
         if self.tasks is not None:  # after the plugins: runs a crash interrupted find their tasks registered
             await anyio.to_thread.run_sync(self.tasks.start)
+        await anyio.to_thread.run_sync(safemode.mark_up, self.runtime.data.root)  # this start came up
         self._watcher.start()
         await anyio.to_thread.run_sync(self.collect_garbage)
 
@@ -250,13 +267,19 @@ class PluginManager:
                 self.states.forget()
             scan = self._scan = await anyio.to_thread.run_sync(self.scanner.scan)
             stored = await anyio.to_thread.run_sync(self.states.read)
+            if self.safe_mode is not None:  # for this run only: the stored flags stay as they are
+                off = dict.fromkeys([*stored.enabled, *(s.id for s in scan.sources)], False)
+                stored = Stored(off, stored.overrides, stored.marker)
             await self._apply(scan, stored, set(reload), initial)
             routes = self._mounts.routes if self._mounts is not None else _no_routes
             self._views = plugin_views(scan, stored.enabled, self.loaded, self._notes, routes)
             for pid, view in self._views.items():  # what changing it needs follows from the scan and the loaded
                 view.manage_permission = manage_permission(self.all_sandboxed(pid))
                 self._trust_view(view)
-            await anyio.to_thread.run_sync(self._persist_states)
+                if self.safe_mode is not None:
+                    view.error = self.safe_mode.describe()
+            if self.safe_mode is None:  # a safe run's states are not the plugins' own
+                await anyio.to_thread.run_sync(self._persist_states)
             if scan.pending:
                 self._recheck(min(RECHECK, max(scan.settles_in, 0.0) + 0.005))
 
@@ -372,10 +395,17 @@ class PluginManager:
         """_load extracts, configures and imports one version (or, `sandboxed`, starts its worker, which imports
         it), registers its permissions and runs `on_load`. `held` are the packages in-process plugins import
         already (a version in process may not need another version of one of them)."""
-        if sandboxed:
-            plugin = await self._load_sandboxed(source, overrides)
-        else:
-            plugin = await self._import(source, overrides, held)
+        if sandboxed:  # a sandboxed version cannot take the server down: its load is not journalled
+            return await self._loaded(await self._load_sandboxed(source, overrides), source, stamp)
+        root = self.runtime.data.root
+        await anyio.to_thread.run_sync(safemode.loading, root, source.id, source.manifest.version)
+        try:
+            return await self._loaded(await self._import(source, overrides, held), source, stamp)
+        finally:
+            await anyio.to_thread.run_sync(safemode.loaded, root)
+
+    async def _loaded(self, plugin: LoadedPlugin, source: Source, stamp: str) -> LoadedPlugin:
+        """_loaded registers a version's permissions and runs its `on_load`; it closes the version on a failure."""
         plugin.config_stamp = stamp
         plugin.signer = source.bundle.signer if source.bundle is not None else None
         try:

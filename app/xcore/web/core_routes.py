@@ -45,6 +45,9 @@ class Health(msgspec.Struct):
     # Plugins by state, and `failed_versions`: versions that failed (a plugin may serve an older version meanwhile,
     # so `failed` alone would hide a failed upgrade). None in a process without a plugin manager.
     plugins: dict[str, int] | None = None
+    # Set when this run has every plugin off (`xcore serve --safe`, or after repeated failed starts): why, and the
+    # plugin suspected of breaking the start.
+    safe_mode: dict[str, str | None] | None = None
 
 
 class VersionInfo(msgspec.Struct):
@@ -87,6 +90,8 @@ def health(state: State) -> Response[Health]:
     manager = state.get("plugins")
     if manager is not None:
         body.plugins = plugin_counts(list(manager.views.values()))  # a snapshot: the manager runs on the loop
+        if manager.safe_mode is not None:
+            body.safe_mode = {"reason": manager.safe_mode.reason, "suspect": manager.safe_mode.suspect}
     if ok and manager is not None and manager.tasks is not None:
         try:
             body.scheduler = SchedulerHealth(**manager.tasks.health())

@@ -129,6 +129,9 @@ async def upload_plugin(
     manager = manager_of(request)
 
     def allowed(bundle: Bundle) -> None:
+        blocked = manager.blocked(bundle.manifest)
+        if blocked:
+            raise BundleError(name, "blocked", blocked.removeprefix("blocked: "))
         refusal, _must = manager.policy(bundle.signer)
         if refusal:
             raise BundleError(name, "policy", refusal.removeprefix("policy: "))

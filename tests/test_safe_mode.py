@@ -1,0 +1,148 @@
+"""The blocklist and safe mode (issue 26): versions that never load, and a start with every plugin off, asked
+for (`xcore serve --safe`) or after repeated failed starts, naming the suspect. The safe-mode starts are real
+`xcore serve` processes, with a plugin that kills the server while it loads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import XcoreServer, run_xcore
+from test_plugin_manager import Host, configured_runtime, eventually, make_zip, open_host, preinstall, route, upload
+from test_plugins_e2e import pack, write_plugin
+from xcore.plugins import safemode
+from xcore.runtime import Runtime, open_runtime
+
+BLOCKLIST = json.dumps([{"id": "memo", "versions": ">=1.1,<1.2", "reason": "it deletes every note (CVE-0)"}])
+
+
+@pytest.fixture
+def blocking_host(tmp_path: Path) -> Iterator[tuple[Host, Runtime]]:
+    with (
+        configured_runtime(tmp_path / "data", XCORE_MANAGER__PLUGINS__BLOCKLIST=BLOCKLIST) as runtime,
+        open_host(runtime, tmp_path / "staging") as host,
+    ):
+        yield host, runtime
+
+
+def test_a_blocked_version_never_loads_and_an_older_one_keeps_serving(blocking_host: tuple[Host, Runtime]) -> None:
+    host, _ = blocking_host
+    host.drop(make_zip(host.staging, "memo", "1.0.0", route("old")), "memo.zip")
+    host.wait_view("memo", "active")
+    host.drop(make_zip(host.staging / "2", "memo", "1.1.0", route("bad")), "memo-1.1.0.zip")
+    blocked = "blocked: it deletes every note (CVE-0) (manager.plugins.blocklist: memo >=1.1,<1.2)"
+    eventually(lambda: _expect_in(blocked, host.wait_view("memo", "active", serving="1.0.0")["error"]))
+    assert host.get("/app/memo/hello").json()["says"] == "old"
+    refused = upload(host, make_zip(host.staging / "3", "memo", "1.1.5", route("bad")))
+    assert refused.status_code == 422 and refused.json()["rule"] == "blocked", refused.text
+    assert "it deletes every note" in refused.json()["detail"]
+    host.drop(make_zip(host.staging / "4", "memo", "1.2.0", route("fixed")), "memo-1.2.0.zip")
+    host.wait_view("memo", "active", serving="1.2.0")
+
+
+def _expect_in(part: str, text: str | None) -> bool:
+    assert text is not None and part in text, text
+    return True
+
+
+def test_a_serving_version_the_blocklist_names_is_unloaded_at_the_next_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with configured_runtime(data) as runtime:
+        preinstall(runtime, make_zip(tmp_path / "z", "memo", "1.1.0", route("bad")))
+    rt = open_runtime(data, environ={"XCORE_MANAGER__PLUGINS__BLOCKLIST": BLOCKLIST})
+    try:
+        with open_host(rt, tmp_path / "staging") as host:
+            view = host.wait_view("memo", "failed")
+            assert view["error"].startswith("1.1.0 failed: blocked: it deletes every note")
+            assert host.get("/app/memo/hello").status_code == 404
+    finally:
+        rt.close()
+
+
+def test_the_journal_counts_failed_starts_and_names_the_plugin_whose_load_was_cut_short(tmp_path: Path) -> None:
+    assert safemode.begin_start(tmp_path, forced=False) is None
+    safemode.mark_up(tmp_path)
+    for _ in range(safemode.SAFE_AFTER):  # starts that never came up
+        assert safemode.begin_start(tmp_path, forced=False) is None
+        safemode.loading(tmp_path, "crasher", "2.0.0")
+    mode = safemode.begin_start(tmp_path, forced=False)
+    assert mode == safemode.SafeMode("the last 3 starts failed before the server came up", "crasher 2.0.0")
+    safemode.loaded(tmp_path)
+    safemode.mark_up(tmp_path)
+    assert safemode.begin_start(tmp_path, forced=False) is None, "a start that came up resets the count"
+    forced = safemode.begin_start(tmp_path, forced=True)
+    assert forced is not None and forced.reason == "asked for with --safe"
+
+
+CRASHER = """\
+import os
+
+os._exit(3)  # what a plugin with a crashing C extension does to the process that imports it
+"""
+
+
+def test_a_plugin_that_kills_the_start_brings_safe_mode_after_three_tries_then_it_can_be_removed(
+    tmp_path: Path,
+) -> None:
+    from conftest import free_port
+
+    data = tmp_path / "data"
+    (data / "plugins").mkdir(parents=True)
+    bundle = pack(write_plugin(tmp_path / "src", "crasher", "2.0.0", CRASHER), tmp_path / "dist")
+    (data / "plugins" / bundle.name).write_bytes(bundle.read_bytes())
+    outputs = []
+    for _ in range(safemode.SAFE_AFTER):
+        server = XcoreServer(data, free_port())
+        code = server.process.wait(timeout=60)
+        outputs.append(server.output)
+        server._output.close()
+        assert code != 0, server.output
+    server = XcoreServer(data, free_port())
+    try:
+        health = server.wait_ready(60).json()
+        assert health["safe_mode"] == {
+            "reason": "the last 3 starts failed before the server came up", "suspect": "crasher 2.0.0"
+        }  # fmt: skip
+        assert "SAFE MODE: every plugin is off for this run" in server.output
+        assert "the suspect is plugin crasher 2.0.0" in server.output
+        assert health["plugins"]["disabled"] == 1
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    removed = run_xcore("plugin", "remove", "crasher", "--yes", "--data-dir", str(data))
+    assert removed.returncode == 0, removed.stderr
+    server = XcoreServer(data, free_port())
+    try:
+        health = server.wait_ready(60).json()
+        assert health.get("safe_mode") is None, "the start that came up in safe mode reset the count"
+    finally:
+        server.kill()
+
+
+def test_serve_safe_turns_every_plugin_off_for_that_run_only(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    data = tmp_path / "data"
+    (data / "plugins").mkdir(parents=True)
+    bundle = pack(write_plugin(tmp_path / "src", "calm", "1.0.0", route("here")), tmp_path / "dist")
+    (data / "plugins" / bundle.name).write_bytes(bundle.read_bytes())
+    server = XcoreServer(data, free_port(), ("--safe",))
+    try:
+        health = server.wait_ready(60).json()
+        assert health["safe_mode"]["reason"] == "asked for with --safe"
+        assert health["plugins"]["disabled"] == 1 and health["plugins"]["active"] == 0
+        assert httpx.get(server.url + "/app/calm/hello").status_code != 200
+        assert server.stop() == 0
+    finally:
+        server.kill()
+    server = XcoreServer(data, free_port())
+    try:
+        health = server.wait_ready(60).json()
+        assert health.get("safe_mode") is None and health["plugins"]["active"] == 1, "the enabled flags were kept"
+    finally:
+        server.kill()
