@@ -270,3 +270,38 @@ def unlabelled_controls(page: Any) -> list[str]:
 
 def as_json(text: str) -> Any:
     return json.loads(text)
+
+
+# Every element that takes a click, as the element the keyboard would focus for it: itself, or the link or control
+# it sits in (an icon inside a link is reached with the link).
+CLICKABLE_TARGETS = """() => {
+  const focusable = 'a[href], button, input, select, textarea, summary, [tabindex]';
+  const clickable = [...document.querySelectorAll(
+    focusable + ', [onclick], [role=button], [role=link]')]
+    .concat([...document.querySelectorAll('body *')].filter((el) => getComputedStyle(el).cursor === 'pointer'));
+  const visible = (el) => el.offsetParent !== null && !el.disabled && el.type !== 'hidden'
+    && !el.closest('[hidden], [inert]') && el.getAttribute('tabindex') !== '-1';
+  const targets = clickable.filter(visible).map((el) => el.closest(focusable) || el).filter(visible);
+  return [...new Set(targets)].map((el) => {
+    if (!el.dataset.kbId) el.dataset.kbId = String(Math.random()).slice(2);
+    return el.dataset.kbId;
+  });
+}"""
+
+
+def keyboard_unreachable(page: Any) -> list[str]:
+    """keyboard_unreachable presses Tab through the page and lists (as HTML excerpts) the clickable elements it
+    never reached: those only a mouse could use. An element inside a link or a control counts as that one."""
+    wanted = set(page.evaluate(CLICKABLE_TARGETS))
+    assert wanted, "the page has nothing to click"
+    page.locator("body").focus()
+    reached: set[str] = set()
+    for _ in range(len(wanted) * 3 + 20):
+        page.keyboard.press("Tab")
+        focused = page.evaluate("() => document.activeElement?.closest('[data-kb-id]')?.dataset.kbId ?? null")
+        if focused:
+            reached.add(focused)
+        if wanted <= reached:
+            break
+    describe = "(id) => document.querySelector(`[data-kb-id='${id}']`)?.outerHTML.slice(0, 100) ?? id"
+    return [page.evaluate(describe, missing) for missing in wanted - reached]

@@ -219,14 +219,14 @@ def test_the_window_signs_the_owner_in_shows_the_page_and_closing_it_stops_the_s
     started = time.monotonic()
     desktop = launch(data_dir)
 
-    # A window of about 1200x800 opens on /admin, and the page has signed the owner in with its token.
+    # A window of about 1200x800 opens on /admin/home, and the page has signed the owner in with its token.
     window, width, height = find_window(desktop.display)
     assert (width, height) == (1200, 800)
     page = desktop.page(lambda p: "/admin" in str(p.get("url")), "the admin page")
     print(f"window and page after {time.monotonic() - started:.1f}s: {page}")
     port = desktop.instance()["port"]
     assert page["url"].startswith(f"http://127.0.0.1:{port}/admin"), page
-    assert page["title"] in ("xcore", "Dashboard · xcore"), page
+    assert page["title"] in ("xcore", "Home · xcore"), page
     signed_in = until(
         lambda: [e for e in log_lines(data_dir) if e.get("action") == "login.desktop"],
         "the page to sign in with the desktop token",

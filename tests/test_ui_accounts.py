@@ -105,12 +105,15 @@ def test_a_user_made_on_the_users_page_sees_only_my_account(
 
     with watched_page(chromium) as other:
         login(other, ui_server.url, "carol", PASSWORD)
-        # /admin is the dashboard, an admin page: the user lands on My account, with no admin navigation.
-        other.wait_for_url("**/admin/account")
-        assert one_h1(other) == "My account"
+        # /admin is the dashboard, an admin page: the user lands on Home (the plugin pages they may open), with
+        # no admin navigation.
+        other.wait_for_url("**/admin/home")
+        assert one_h1(other) == "Home"
         nav = other.locator("nav[aria-label='Main'] li")
-        assert nav.all_inner_texts() == ["My account"]  # no admin page is offered
+        assert nav.all_inner_texts() == ["Home"]  # no admin page is offered
         assert other.get_by_role("link", name="Users").count() == 0
+        other.goto(ui_server.url + "/admin/account")
+        assert one_h1(other) == "My account"
         assert unlabelled_controls(other) == []
         shot(other, screenshots, "account-user")
         for path in ("/admin/users", "/admin/plugins", "/admin/backups"):
@@ -379,7 +382,7 @@ def test_two_factor_login_on_my_account(ui_server: UiServer, chromium: Any, scre
         # The server takes each step once: the next step's code, which it accepts within its one step of drift.
         page.get_by_label("Code from your authenticator app").fill(pyotp.TOTP(secret).at((used_step + 1) * 30))
         page.get_by_role("button", name="Log in").click()
-        page.get_by_role("heading", level=1, name="My account").wait_for()
+        page.get_by_role("heading", level=1, name="Home").wait_for()  # a user's app opens on Home
 
         # And with a recovery code.
         page.get_by_role("button", name="Log out").click()
@@ -390,6 +393,8 @@ def test_two_factor_login_on_my_account(ui_server: UiServer, chromium: Any, scre
         page.get_by_role("button", name="Use a recovery code").click()
         page.get_by_label("Recovery code").fill(codes[0])
         page.get_by_role("button", name="Log in").click()
+        page.get_by_role("heading", level=1, name="Home").wait_for()
+        page.get_by_role("link", name="hana", exact=True).click()
         page.get_by_role("heading", level=1, name="My account").wait_for()
 
         # Turning it off needs the password and a code (a recovery code works).

@@ -166,14 +166,14 @@ def test_a_new_owner_runs_xcore_from_the_browser(
     with watched_context(chromium) as (context, _):
         user_page = context.new_page()
         login(user_page, ui.url, "plainuser", USER_PASSWORD)
-        user_page.wait_for_url("**/admin/account")
-        assert user_page.locator("nav[aria-label='Main'] li").all_inner_texts() == ["My account"]
+        user_page.wait_for_url("**/admin/home")
+        assert user_page.locator("nav[aria-label='Main'] li").all_inner_texts() == ["Home"]
         for path, _title in MAIN_PAGES.values():
             if path == "/admin/account":
                 continue
             user_page.goto(ui.url + path)
             heading = one_h1(user_page)
-            assert heading in ("No access", "My account"), f"{path} showed {heading!r} to a plain user"
+            assert heading in ("No access", "My account", "Home"), f"{path} showed {heading!r} to a plain user"
             assert user_page.locator("table").count() == 0, f"{path} showed a table to a plain user"
         status = user_page.evaluate("() => fetch('/api/admin/plugins').then((r) => r.status)")
         assert status == 403

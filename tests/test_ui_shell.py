@@ -167,3 +167,19 @@ def test_silent_refresh_keeps_the_session(ui_server: Any, page: Any) -> None:
         page.wait_for_timeout(50)
     page.get_by_text("No plugin is installed").wait_for()  # the repeated list request answered
     assert "/admin/login" not in page.url
+
+
+def test_safe_mode_is_announced_on_every_page(tmp_path: Path, page: Any, screenshots: Path) -> None:
+    ui = start_ui_server(tmp_path / "data", extra=("--safe",))
+    try:
+        login(page, ui.url)
+        banner = page.locator("[data-safe-mode]")
+        banner.wait_for()
+        assert "every plugin is off for this run (asked for with --safe)" in banner.inner_text()
+        assert banner.get_attribute("role") == "alert"
+        banner.get_by_role("link", name="Remove or fix it under Plugins").click()
+        assert one_h1(page) == "Plugins"
+        assert page.locator("[data-safe-mode]").count() == 1, "the banner stays on every page"
+        shot(page, screenshots, "safe-mode")
+    finally:
+        ui.server.kill()

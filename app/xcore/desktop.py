@@ -5,7 +5,7 @@
   pywebview owns the main thread, as its GUI toolkits require. `server.trusted_proxies` does not apply: no
   reverse proxy sits in front of a loopback server on a port chosen at each start, so every request's address is
   its peer's.
-- The window (pywebview; Qt WebEngine on Linux, the system web view elsewhere) opens `/admin/#desktop=<token>`,
+- The window (pywebview; Qt WebEngine on Linux, the system web view elsewhere) opens `/admin/home#desktop=<token>`,
   a one-time token the page trades for a session of the desktop owner (`xcore.auth.desktop`). Before the first
   account exists it opens the setup page with the setup token instead. The fragment never reaches the server.
 - Closing the window stops the server as SIGTERM stops `xcore serve`: the lifespan shutdown drains the task
@@ -201,7 +201,7 @@ class DesktopSession:
             if setup_token is not None:
                 page = f"{url}/admin/setup?token={setup_token}"
             else:
-                page = f"{url}/admin/#desktop={DesktopTokens(self.runtime.data.root).issue()}"
+                page = f"{url}/admin/home#desktop={DesktopTokens(self.runtime.data.root).issue()}"
             log.info("xcore %s desktop window on %s", self.runtime.version, url)
             self.show_window(page)
             log.info("the desktop window was closed; stopping")

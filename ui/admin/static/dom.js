@@ -39,6 +39,11 @@ function append(el, children) {
   }
 }
 
+/** text is a text node holding `value` as text (never parsed as HTML). */
+export function text(value) {
+  return document.createTextNode(String(value ?? ""));
+}
+
 /** clear empties an element and returns it. */
 export function clear(el) {
   while (el.firstChild) el.removeChild(el.firstChild);
