@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from xcore.cli.catalogue_cmd import catalogue, search, update
 from xcore.cli.config_cmd import config
 from xcore.cli.db_cmd import db
 from xcore.cli.desktop_cmd import desktop
@@ -60,6 +61,9 @@ cli.add_command(plugin)
 cli.add_command(tasks)
 cli.add_command(keys)
 cli.add_command(trust)
+cli.add_command(catalogue)
+plugin.add_command(search)
+plugin.add_command(update)
 add_global_options(cli)
 
 

@@ -179,6 +179,14 @@ class PluginsConfig(_Section, frozen=True):
             "says why."
         ),
     ] = field(default_factory=list)
+    catalogues: Annotated[
+        list[str],
+        doc(
+            "Plugin catalogues to browse, install and update from (https URLs of an index.json or its folder, or "
+            "paths): signed JSON indexes of bundles, with a blocklist and notices (plugins/README.md, "
+            '"Catalogues"). A catalogue is used only when a key in the trust store signed it.'
+        ),
+    ] = field(default_factory=list)
     index_url: Annotated[
         str,
         doc(

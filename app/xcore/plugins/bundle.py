@@ -89,9 +89,12 @@ class Bundle:
 
 
 def inspect_bundle(
-    path: Path, host_version: str, taken_prefixes: dict[str, str] | None = None, default_entry: str = DEFAULT_ENTRY
-) -> Bundle:
+    path: Path, host_version: str | None, taken_prefixes: dict[str, str] | None = None,
+    default_entry: str = DEFAULT_ENTRY,
+) -> Bundle:  # fmt: skip
     """inspect_bundle checks `path` against every rule; raises BundleError naming the rule and the entry.
+    `host_version` None leaves out the check of the manifest's `requires` (a catalogue lists bundles for other
+    xcore versions too).
 
     `taken_prefixes` maps the URL prefixes of other plugins to their ids; the core's prefixes are always taken.
     `default_entry` is the entry module of a manifest that names none.
@@ -135,7 +138,11 @@ def inspect_bundle(
         entries = tuple(i.filename for i in infos if not i.is_dir() and i.filename.startswith(root))
         entries, signer = _check_signature(name, archive, root, entries, manifest)
         entries, wheels = _check_wheels(name, archive, root, entries)
-    if manifest.requires and Version(host_version) not in SpecifierSet(manifest.requires, prereleases=True):
+    if (
+        manifest.requires
+        and host_version
+        and Version(host_version) not in SpecifierSet(manifest.requires, prereleases=True)
+    ):
         raise BundleError(name, "requires", f"needs xcore {manifest.requires}; this is xcore {host_version}")
     _check_prefix(name, manifest, taken_prefixes or {})
     if f"{root}{manifest.entry}.py" not in entries and f"{root}{manifest.entry}/__init__.py" not in entries:

@@ -30,14 +30,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
-from packaging.specifiers import SpecifierSet
-from packaging.version import Version
 from sqlalchemy.exc import IntegrityError
 
 from xcore.auth.builtin import manage_permission
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.plugins import contract, safemode
 from xcore.plugins.bundle import Bundle, BundleError, collect_garbage
+from xcore.plugins.catalogues import Catalogues
 from xcore.plugins.choice import differs, load_order, static_problem
 from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.errors import PluginConflict
@@ -60,7 +59,15 @@ from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.signing import SignatureError, Signer, policy_says
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.states import StateStore, Stored
-from xcore.plugins.store import cache_dir, install_requirements, plugin_data_dir, plugins_dir, trust_store
+from xcore.plugins.store import (
+    blocked_here,
+    cache_dir,
+    catalogue_store,
+    install_requirements,
+    plugin_data_dir,
+    plugins_dir,
+    trust_store,
+)
 from xcore.plugins.views import Notes, PluginView, plugin_views, refresh_sandbox
 from xcore.plugins.watcher import Watcher
 from xcore.plugins.wheels import Libraries
@@ -131,6 +138,9 @@ class PluginManager:
         self.reloads = 0  # sets of plugins swapped in since start
         self.states = StateStore(runtime, self.folder)
         self.trust = trust_store(runtime)
+        self.catalogues = Catalogues(settings.catalogues, self.trust, catalogue_store(runtime), runtime.version)
+        self.catalogues.load_kept()  # no network: a version a kept blocklist names never loads, even for a moment
+        self._catalogue_task: asyncio.Task[None] | None = None
         self.safe_mode = safemode.current()  # every plugin off for this run (`xcore serve --safe`, or by itself)
         self._failed: dict[tuple[str, str], str] = {}  # (fingerprint, config stamp) -> why it failed
         self._notes: Notes = {}  # why versions did not load in the last reconcile
@@ -170,13 +180,8 @@ class PluginManager:
         return refusal or why, sandboxed
 
     def blocked(self, manifest: Manifest) -> str | None:
-        """blocked says why a version is on the blocklist (`manager.plugins.blocklist`), or None."""
-        version = Version(manifest.version)
-        for entry in self.runtime.config.manager.plugins.blocklist:
-            if entry.id == manifest.id and version in SpecifierSet(entry.versions, prereleases=True):
-                which = f"{entry.id} {entry.versions}".strip()
-                return f"blocked: {entry.reason} (manager.plugins.blocklist: {which})"
-        return None
+        """blocked says why a version is on a blocklist (`manager.plugins.blocklist`, or a catalogue's), or None."""
+        return blocked_here(self.runtime, manifest) or self.catalogues.blocked(manifest.id, manifest.version)
 
     def policy(self, signer: Signer | None) -> tuple[str | None, str | None]:
         """policy is what `manager.plugins.policy` makes of a bundle with this signer: (why it is refused, why it
@@ -188,6 +193,15 @@ class PluginManager:
             log.error("%s", exc, extra=CONTEXT)
             trusted = None
         return policy_says(self.runtime.config.manager.plugins.policy, signer, trusted)
+
+    def _annotate(self, views: dict[str, PluginView]) -> None:
+        """_annotate adds to the views what is not the plugins' own: trust in their signers, the catalogues'
+        notices, and safe mode."""
+        for view in views.values():
+            self._trust_view(view)
+            view.notices = self.catalogues.notices(view.id, view.serving or view.version)
+            if self.safe_mode is not None:
+                view.error = self.safe_mode.describe()
 
     def _trust_view(self, view: PluginView) -> None:
         """_trust_view says in the view whether this host trusts the key that signed the bundle shown."""
@@ -229,10 +243,22 @@ class PluginManager:
             await anyio.to_thread.run_sync(self.tasks.start)
         await anyio.to_thread.run_sync(safemode.mark_up, self.runtime.data.root)  # this start came up
         self._watcher.start()
+        if self.catalogues.sources:
+            self._catalogue_task = asyncio.create_task(self.refresh_catalogues())
         await anyio.to_thread.run_sync(self.collect_garbage)
+
+    async def refresh_catalogues(self) -> None:
+        """refresh_catalogues fetches the catalogues afresh; a change of their blocklists is applied at once."""
+        if await anyio.to_thread.run_sync(self.catalogues.refresh):
+            await self.reconcile()
+        else:
+            async with self._lock:  # their notices show in the views
+                self._annotate(self._views)
 
     async def stop(self) -> None:
         """stop ends the watcher and the task host, stops the plugins' apps and runs every `on_unload`."""
+        if self._catalogue_task is not None:
+            self._catalogue_task.cancel()
         if self._watcher is not None:
             await self._watcher.stop()
         if self.tasks is not None:  # running tasks finish (within the grace period) while their plugins are loaded
@@ -275,9 +301,7 @@ class PluginManager:
             self._views = plugin_views(scan, stored.enabled, self.loaded, self._notes, routes)
             for pid, view in self._views.items():  # what changing it needs follows from the scan and the loaded
                 view.manage_permission = manage_permission(self.all_sandboxed(pid))
-                self._trust_view(view)
-                if self.safe_mode is not None:
-                    view.error = self.safe_mode.describe()
+            self._annotate(self._views)
             if self.safe_mode is None:  # a safe run's states are not the plugins' own
                 await anyio.to_thread.run_sync(self._persist_states)
             if scan.pending:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from sqlalchemy import delete, select
 
@@ -54,6 +55,21 @@ def cache_dir(runtime: Runtime) -> Path:
 def trust_store(runtime: Runtime) -> TrustStore:
     """trust_store is the public keys the operator trusts (`xcore.plugins.signing`), in the data directory."""
     return TrustStore(runtime.data.root / "trusted-keys.json")
+
+
+def blocked_here(runtime: Runtime, manifest: Manifest) -> str | None:
+    """blocked_here says why `manager.plugins.blocklist` blocks this version, or None."""
+    version = Version(manifest.version)
+    for entry in runtime.config.manager.plugins.blocklist:
+        if entry.id == manifest.id and version in SpecifierSet(entry.versions, prereleases=True):
+            which = f"{entry.id} {entry.versions}".strip()
+            return f"blocked: {entry.reason} (manager.plugins.blocklist: {which})"
+    return None
+
+
+def catalogue_store(runtime: Runtime) -> Path:
+    """catalogue_store keeps the last good copy of each catalogue (`xcore.plugins.catalogue.read`)."""
+    return runtime.data.root / "catalogues"
 
 
 def wheel_store(runtime: Runtime) -> Path:

@@ -64,6 +64,8 @@ class PluginView:
     # Who signed the bundle shown (the serving one, else the newest): signer, key_id, and whether this host
     # trusts the key (trusted_as: the name it is trusted under); None when unsigned.
     signature: dict[str, Any] | None = None
+    # What the catalogues say about this version (level, message, catalogue): a warning about a known problem, say.
+    notices: list[dict[str, str]] = field(default_factory=list)
     # A stamp of the version serving (its fingerprint), which changes with each swap; None when none serves.
     stamp: str | None = None
 

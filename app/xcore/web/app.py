@@ -11,6 +11,7 @@ from xcore.runtime import Runtime
 from xcore.web.admin_routes import admin_handlers
 from xcore.web.auth_routes import auth_handlers
 from xcore.web.backup_routes import backup_handlers
+from xcore.web.catalogue_routes import catalogue_handlers
 from xcore.web.core_routes import health, version_handler
 from xcore.web.docs_routes import docs_handlers, openapi_config, vendor_assets_router
 from xcore.web.guard import AccessGuard
@@ -69,6 +70,7 @@ def build_app(
             *admin_handlers(runtime),
             *plugin_handlers(),
             *trust_handlers(),
+            *catalogue_handlers(),
             *task_handlers(),
             *log_handlers(),
             *backup_handlers(),

@@ -13,6 +13,7 @@ folder and the one serving (`PluginManager.all_sandboxed`). A rescan of every pl
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -128,15 +129,6 @@ async def upload_plugin(
     actor(request, manage_permission(sandboxed=True))  # superadmins hold it too: the least either may do
     manager = manager_of(request)
 
-    def allowed(bundle: Bundle) -> None:
-        blocked = manager.blocked(bundle.manifest)
-        if blocked:
-            raise BundleError(name, "blocked", blocked.removeprefix("blocked: "))
-        refusal, _must = manager.policy(bundle.signer)
-        if refusal:
-            raise BundleError(name, "policy", refusal.removeprefix("policy: "))
-        actor(request, manage_permission(manager.runs_sandboxed(bundle)))
-
     upload = data.data
     name = Path(upload.filename or "upload.zip").name
     # A hidden name in the plugins folder: the watchers ignore it, and it is on the same disk as the target.
@@ -153,7 +145,7 @@ async def upload_plugin(
         except OSError as exc:
             raise PluginStorageError(f"cannot store the upload in {manager.folder} ({exc.strerror})") from None
         bundle = await anyio.to_thread.run_sync(
-            lambda: install_bundle(manager.runtime, Path(tmp), name=name, allowed=allowed)
+            lambda: install_bundle(manager.runtime, Path(tmp), name=name, allowed=install_check(request, manager, name))
         )
     except BundleError as exc:
         log.warning("plugin upload refused: %s", exc, extra={"context": "plugins"})
@@ -163,11 +155,27 @@ async def upload_plugin(
         Path(tmp).unlink(missing_ok=True)
     manifest = bundle.manifest
     signer = {"name": bundle.signer.name, "key_id": bundle.signer.key_id} if bundle.signer else None
-    await _audit(
+    await audit_change(
         request, "plugin.upload", manifest.id, version=manifest.version, sha256=bundle.sha256, file=name, signer=signer
     )
     await manager.reconcile()
     return view_of(manager, manifest.id)
+
+
+def install_check(request: Request[Any, Any, Any], manager: PluginManager, name: str) -> Callable[[Bundle], None]:
+    """install_check is what refuses a checked bundle before it is installed: a blocklist, the signing policy,
+    and the permission its running in process or sandboxed needs of the user."""
+
+    def allowed(bundle: Bundle) -> None:
+        blocked = manager.blocked(bundle.manifest)
+        if blocked:
+            raise BundleError(name, "blocked", blocked.removeprefix("blocked: "))
+        refusal, _must = manager.policy(bundle.signer)
+        if refusal:
+            raise BundleError(name, "policy", refusal.removeprefix("policy: "))
+        actor(request, manage_permission(manager.runs_sandboxed(bundle)))
+
+    return allowed
 
 
 @post("/api/admin/plugins/reload", tags=TAGS, status_code=200, summary="Rescan the plugins folder")
@@ -178,7 +186,7 @@ async def reload_all(request: Request[Any, Any, Any]) -> list[PluginView]:
     manager = manager_of(request)
     await anyio.to_thread.run_sync(signal_state_change, manager.runtime)
     await manager.reconcile(force=True)
-    await _audit(request, "plugin.rescan", None)
+    await audit_change(request, "plugin.rescan", None)
     return list(manager.views.values())
 
 
@@ -189,7 +197,7 @@ async def reload_plugin(request: Request[Any, Any, Any], plugin_id: PluginId) ->
     actor(request, change_permission(manager, plugin_id))
     view_of(manager, plugin_id)
     await manager.reconcile(force=True, reload=[plugin_id])
-    await _audit(request, "plugin.reload", plugin_id)
+    await audit_change(request, "plugin.reload", plugin_id)
     return view_of(manager, plugin_id)
 
 
@@ -240,7 +248,7 @@ async def remove(
         raise PluginConflict(f"plugin {plugin_id!r} is loaded from a dev folder; delete the folder instead")
     async with manager.paused():  # a reconcile under way would record the plugin's state again after a purge
         removed = await anyio.to_thread.run_sync(lambda: remove_plugin(manager.runtime, plugin_id, purge=purge))
-    await _audit(request, "plugin.remove", plugin_id, purge=purge, removed=[p.name for p in removed])
+    await audit_change(request, "plugin.remove", plugin_id, purge=purge, removed=[p.name for p in removed])
     await manager.reconcile()
     return RemovedOut(plugin_id, [p.name for p in removed], purge)
 
@@ -284,7 +292,7 @@ async def put_config(request: Request[Any, Any, Any], plugin_id: PluginId, data:
     return ConfigOut(defaults, overrides, effective)
 
 
-async def _audit(request: Request[Any, Any, Any], action: str, target: str | None, **detail: Any) -> None:
+async def audit_change(request: Request[Any, Any, Any], action: str, target: str | None, **detail: Any) -> None:
     who = actor(request)
     runtime: Runtime = request.app.state.runtime
 
