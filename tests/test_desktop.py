@@ -48,14 +48,14 @@ def until(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any
 class Desktop:
     """Desktop is a real `xcore desktop` process on `display`, its output captured to a file."""
 
-    def __init__(self, data: Path, display: str, name: str = "desktop") -> None:
+    def __init__(self, data: Path, display: str, name: str = "desktop", extra: tuple[str, ...] = ()) -> None:
         self.data = data
         self.display = display
         self.probe = data.parent / f"{name}.probe.json"
         self.output_path = data.parent / f"{name}.out"
         self._output = self.output_path.open("w")
         self.process = subprocess.Popen(
-            xcore_command("desktop", "--data-dir", str(data)),
+            xcore_command("desktop", "--data-dir", str(data), *extra),
             env={**WINDOW_ENV, "DISPLAY": display, ENV_PROBE: str(self.probe)},
             stdout=self._output,
             stderr=subprocess.STDOUT,
@@ -110,8 +110,8 @@ def launch(display: str) -> Iterator[Callable[..., Desktop]]:
     """launch(data, name) starts `xcore desktop`; whatever still runs at the end of the test is killed."""
     started: list[Desktop] = []
 
-    def start(data: Path, name: str = "desktop") -> Desktop:
-        started.append(Desktop(data, display, name))
+    def start(data: Path, name: str = "desktop", extra: tuple[str, ...] = ()) -> Desktop:
+        started.append(Desktop(data, display, name, extra))
         return started[-1]
 
     yield start
@@ -259,6 +259,21 @@ def test_the_window_signs_the_owner_in_shows_the_page_and_closing_it_stops_the_s
     assert "xcore stopped cleanly" in messages
     assert not any(e["level"] in ("ERROR", "CRITICAL") for e in log_lines(data_dir)), desktop.output
     assert not (data_dir / INSTANCE_FILE).exists()
+
+
+def test_the_desktop_in_safe_mode_opens_with_every_plugin_off(
+    launch: Callable[..., Desktop], runtime: Runtime, data_dir: Path
+) -> None:
+    create_account(runtime, "root", ["superadmin"])
+    runtime.close()
+    drop_plugin(data_dir, "watched", WATCHED_PLUGIN)
+    desktop = launch(data_dir, extra=("--safe",))
+    desktop.page(lambda p: "/admin" in str(p.get("url")), "the admin page")
+    port = desktop.instance()["port"]
+    health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
+    assert health["safe_mode"]["reason"] == "asked for with --safe" and health["plugins"]["active"] == 0
+    assert "SAFE MODE: every plugin is off for this run" in desktop.output
+    assert desktop.close() == 0, desktop.output
 
 
 # --- 2. no display, no extra -----------------------------------------------------------------------------------

@@ -82,9 +82,10 @@ def gui_problem(environ: dict[str, str] | None = None) -> str | None:
     return None
 
 
-def run_desktop(data_dir: str | None) -> int:
+def run_desktop(data_dir: str | None, *, safe: bool = False) -> int:
     """run_desktop opens the desktop window on a server of its own, or brings the running instance's window to
-    the front. Returns the exit code; raises DesktopUnavailable (exit 2) when no window can open here."""
+    the front. Returns the exit code; raises DesktopUnavailable (exit 2) when no window can open here. With
+    `safe`, or after repeated failed starts, every plugin is off for this run (`xcore.plugins.safemode`)."""
     problem = gui_problem()
     if problem is not None:
         raise DesktopUnavailable(
@@ -105,11 +106,16 @@ def run_desktop(data_dir: str | None) -> int:
                 "or end that process"
             )
         time.sleep(0.2)
-    from xcore.server import prepare_database, serving_database
+    from xcore.plugins import safemode
+    from xcore.server import announce_safe_mode, prepare_database, serving_database
 
     try:
         with serving_database(runtime):
             prepare_database(runtime)
+            mode = safemode.begin_start(runtime.data.root, forced=safe)
+            if mode is not None:
+                os.environ.update(safemode.environment(mode))  # read by this process's plugin manager
+                announce_safe_mode(mode)
             return DesktopSession(runtime, instance).run()
     finally:
         instance.release()
