@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from xcore.cli.options import data_dir_option, echo_table, migrated_runtime
 from xcore.cli.output import echo
+
+if TYPE_CHECKING:
+    from xcore.plugins.catalogues import Catalogues
+    from xcore.runtime import Runtime
 
 
 @click.group()
@@ -45,7 +50,7 @@ def build_command(folder: Path, key: Path | None, base_url: str | None, out: Pat
     echo(f"wrote {target} ({len(data):,} bytes)")
 
 
-def _catalogues(data_dir: str | None):  # type: ignore[no-untyped-def]
+def _catalogues(data_dir: str | None) -> tuple[Runtime, Catalogues]:
     from xcore.plugins.catalogues import Catalogues
     from xcore.plugins.store import catalogue_store, trust_store
 
@@ -60,7 +65,7 @@ def _catalogues(data_dir: str | None):  # type: ignore[no-untyped-def]
     return runtime, found
 
 
-def _installed(runtime) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+def _installed(runtime: Runtime) -> dict[str, str | None]:
     from packaging.version import Version
 
     from xcore.plugins.bundle import BundleError
