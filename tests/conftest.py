@@ -49,6 +49,7 @@ TIER_OF_FIXTURE = {
     "chromium": "browser",  # tests/browser.py: a real headless Chromium
     "display": "desktop",  # tests/xwindow.py: an Xvfb display for real windows
     "start_server": "e2e",  # a real `xcore serve` process on a free port
+    "plugin_page": "browser",  # xcore.testing's page fixture: a real server and a headless Chromium
 }
 
 

@@ -164,24 +164,46 @@ def test_the_scaffold_is_a_valid_plugin_that_packs_cleanly(tmp_path: Path) -> No
     folder = create_scaffold(tmp_path, "my_notes")
     assert folder == tmp_path / "my_notes"
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    assert files == ["README.md", "config.yaml", "plugin.json", "pytest.ini", "run.py", "tests/test_plugin.py"]
+    assert files == [
+        "README.md", "config.yaml", "plugin.json", "pytest.ini", "run.py", "static/my_notes.js", "static/my_notes.svg",
+        "tests/test_page.py", "tests/test_plugin.py",
+    ]  # fmt: skip
     manifest, problem = parse_manifest((folder / "plugin.json").read_bytes())
     assert manifest is not None, problem
     major, minor = __version__.split(".")[:2]
     assert (manifest.id, manifest.version, manifest.requires) == ("my_notes", "0.1.0", f">={major}.{minor}")
+    [page] = manifest.pages
+    assert (page.path, page.title, page.module, page.icon, page.permission) == (
+        "my-notes", "My notes", "static/my_notes.js", "static/my_notes.svg", None,
+    )  # fmt: skip
+    page_js = (folder / "static" / "my_notes.js").read_text()
+    for part in ["export function render(", "xcore", "api.get(`${plugin.prefix}/hello`)", "page.title"]:
+        assert part in page_js
+    code = "\n".join(line for line in page_js.splitlines() if not line.lstrip().startswith("//"))
+    for forbidden in ["innerHTML", "eval(", 'setAttribute("on', "<script"]:
+        assert forbidden not in code
     run_py = (folder / "run.py").read_text()
     for part in ['@get("/hello"', "ctx: Ctx", 'ctx.config["greeting"]', "@task()", "def on_load(ctx"]:
         assert part in run_py
     assert "greeting: Hello" in (folder / "config.yaml").read_text()
     test_py = (folder / "tests" / "test_plugin.py").read_text()
     assert "plugin_client" in test_py and "/app/my_notes/hello" in test_py and "401" in test_py
+    page_test = (folder / "tests" / "test_page.py").read_text()
+    assert "plugin_page(PLUGIN)" in page_test and "Hello, from my_notes!" in page_test
     readme = (folder / "README.md").read_text()
-    for command in ["python -m pytest", "xcore plugin pack .", "xcore plugin install", "xcore serve --plugins-dev"]:
+    for command in [
+        "python -m pytest", "xcore plugin pack .", "xcore plugin install", "xcore serve --plugins-dev",
+        "pip install playwright", "apt install\n  chromium", "python -m playwright install chromium",
+        "python -m pytest tests/test_page.py", "/admin/apps/my_notes/my-notes",
+    ]:  # fmt: skip
         assert command in readme
     compile(run_py, "run.py", "exec")
     compile(test_py, "test_plugin.py", "exec")
+    compile(page_test, "test_page.py", "exec")
     bundle = inspect_bundle(pack_folder(folder, tmp_path / "out", __version__), __version__)
-    assert bundle.manifest.id == "my_notes" and "run.py" in bundle.entries
+    assert bundle.manifest.id == "my_notes" and {"run.py", "static/my_notes.js", "static/my_notes.svg"} <= set(
+        bundle.entries
+    )
 
 
 @pytest.mark.parametrize("name", ["My-Notes", "1notes", "n", "notes/x", "../notes", ""])
@@ -208,9 +230,12 @@ def test_the_scaffold_refuses_a_folder_in_use_but_fills_an_empty_one(tmp_path: P
     assert (create_scaffold(tmp_path, "empty") / "run.py").is_file()
 
 
+@pytest.mark.browser
+@pytest.mark.e2e
 def test_the_scaffold_passes_its_own_tests_with_warnings_as_errors(tmp_path: Path) -> None:
-    """Needs xcore.testing (the plugin_client fixture, registered through the pytest11 entry point). No warning
-    either: pytest-asyncio's about its unset loop scope among them, or any other."""
+    """Needs xcore.testing (the plugin_client and plugin_page fixtures, registered through the pytest11 entry
+    point): the page's test starts a real xcore and Chromium. No warning either: pytest-asyncio's about its unset
+    loop scope among them, or any other."""
     folder = create_scaffold(tmp_path, "greeter")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
@@ -222,8 +247,119 @@ def test_the_scaffold_passes_its_own_tests_with_warnings_as_errors(tmp_path: Pat
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 passed" in result.stdout
+    assert "4 passed" in result.stdout
     assert "warning" not in (result.stdout + result.stderr).lower()
+
+
+# xcore.testing's plugin_page: a plugin's pages in a real browser
+
+PROBE = {
+    "id": "probe",
+    "version": "1.0.0",
+    "name": "Probe",
+    "permissions": ["probe.edit"],
+    "pages": [
+        {"path": "who", "title": "Who", "module": "static/who.js"},
+        {"path": "bad", "title": "Bad", "module": "static/bad.js", "permission": "probe.edit"},
+    ],
+}
+PROBE_RUN = """\
+from xcore.sdk import Router, post, requires
+
+
+@post("/edit", guards=[requires("probe.edit")], sync_to_thread=False, status_code=200)
+def edit() -> dict[str, bool]:
+    return {"edited": True}
+
+
+router = Router("/", route_handlers=[edit])
+"""
+WHO_JS = """\
+export function render({ main, xcore }) {
+  const { h, user, can } = xcore;
+  main.append(h("h1", {}, "Who"), h("p", {}, `${user().username} may edit: ${can("probe.edit") ? "yes" : "no"}`));
+}
+"""
+# Breaks the policy twice (an inline handler; a console error) and makes two 404s that are not problems.
+BAD_JS = """\
+export function render({ main, xcore }) {
+  const { h, api } = xcore;
+  main.append(h("h1", {}, "Bad"));
+  api.get("/app/probe/missing").catch(() => main.append(h("p", {}, "answered 404")));
+  const img = document.createElement("img");
+  img.setAttribute("onerror", "document.title = 'inline ran'");
+  img.addEventListener("error", () => main.append(h("p", {}, "image failed")));
+  img.src = "/nowhere.png";
+  main.append(img);
+  console.error("the page is broken");
+}
+"""
+
+
+def probe_plugin(folder: Path) -> Path:
+    files = {"run.py": PROBE_RUN, "static/who.js": WHO_JS, "static/bad.js": BAD_JS}
+    return make_plugin(folder, PROBE, files)
+
+
+@pytest.mark.browser
+@pytest.mark.e2e
+def test_plugin_page_opens_a_page_as_each_user_on_one_server(plugin_page: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    folder = probe_plugin(tmp_path / "probe")
+    page = plugin_page(folder)
+    assert page.url == f"{plugin_page.server.url}/admin/apps/probe/who"
+    expect(page.get_by_role("heading", level=1)).to_have_text("Who")
+    expect(page.get_by_text("user1 may edit: no")).to_be_visible()
+    editor = plugin_page(folder, roles=("user",), permissions=["probe.edit"])
+    expect(editor.get_by_text("user2 may edit: yes")).to_be_visible()
+    assert editor.url.startswith(plugin_page.server.url) and len({page.context, editor.context}) == 2
+
+    refused = plugin_page.request(page, "POST", "/app/probe/edit", json={})
+    assert refused.status == 403 and "probe.edit" in refused.json()["detail"]
+    assert plugin_page.request(editor, "POST", "/app/probe/edit", json={}).json() == {"edited": True}
+    assert plugin_page.server.api.get("/api/admin/users").is_success  # the owner's client
+    with pytest.raises(pytest.fail.Exception, match=r"plugin probe has no page 'nope'; it has \['who', 'bad'\]"):
+        plugin_page(folder, "nope")
+
+
+@pytest.mark.browser
+@pytest.mark.e2e
+def test_plugin_page_fails_the_test_on_a_policy_violation_or_a_console_error(plugin_page: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = plugin_page(probe_plugin(tmp_path / "probe"), "bad", roles=("superadmin",))
+    expect(page.get_by_text("image failed")).to_be_visible()
+    expect(page.get_by_text("answered 404")).to_be_visible()
+    with pytest.raises(pytest.fail.Exception) as failed:
+        plugin_page.check()
+    problems = str(failed.value)
+    assert "Content Security Policy" in problems and "inline event handler" in problems
+    assert "console error: the page is broken" in problems
+    assert "404" not in problems, "a 4xx answer is the page's to handle"
+    assert plugin_page.problems and page.title() != "inline ran"
+    plugin_page.check()  # each problem fails the test once
+
+
+def test_plugin_page_without_playwright_fails_saying_how_to_install_it(tmp_path: Path) -> None:
+    folder = create_scaffold(tmp_path, "greeter")
+    shadow = tmp_path / "shadow" / "playwright"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError('No module named playwright', name='playwright')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"],
+        cwd=folder,
+        env={**CLEAN_ENV, "PYTHONPATH": str(shadow.parent)},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "3 passed, 1 error" in result.stdout and "skipped" not in result.stdout
+    assert "ERROR at setup of test_the_page_shows_the_greeting_of_the_server" in result.stdout
+    assert "plugin_page needs Playwright, which xcore does not install: run `pip install playwright`" in result.stdout
+    assert "`apt install chromium`" in result.stdout and "`python -m playwright install chromium`" in result.stdout
 
 
 # The CLI
@@ -252,6 +388,8 @@ def test_cli_new_then_pack_prints_the_zip_and_its_sha256(tmp_path: Path) -> None
     assert again.stdout.splitlines() == [str(tmp_path / "out" / "greeter-0.1.0.zip"), sha_line]
 
 
+@pytest.mark.browser
+@pytest.mark.e2e
 def test_cli_new_prints_next_commands_that_work_without_the_environment_on_path(tmp_path: Path) -> None:
     """The printed commands run as printed from a shell whose PATH has no xcore, no venv and no pytest."""
     result = run_xcore("plugin", "new", "greeter", "--dir", str(tmp_path))
@@ -273,7 +411,7 @@ def test_cli_new_prints_next_commands_that_work_without_the_environment_on_path(
         timeout=120,
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
-    assert "3 passed" in tested.stdout
+    assert "4 passed" in tested.stdout
     command = pack_line.removeprefix("then: ").removesuffix("  (see its README.md)")
     packed = subprocess.run(
         [*shell, command], cwd=tmp_path / "greeter", env=bare, capture_output=True, text=True, timeout=60
@@ -347,10 +485,10 @@ def test_cli_install_list_and_remove(tmp_path: Path, data_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = [" ".join(line.split()) for line in result.stdout.splitlines()]
     assert rows == [
-        "ID ENABLED SERVING FAILED OTHERS STATE",
-        "broken yes - broken-1.0.zip (not-a-zip) - -",
-        "clipper yes - - 0.3.0 new -",  # installed twice: one zip, one row; no server has loaded it yet
-        f"memo no - 1.2.0 - failed 1.2.0: {error.splitlines()[0]}",  # never "valid" when it failed to load
+        "ID ENABLED SERVING FAILED OTHERS SIGNED STATE",
+        "broken yes - broken-1.0.zip (not-a-zip) - unsigned -",
+        "clipper yes - - 0.3.0 new unsigned -",  # installed twice: one zip, one row; no server has loaded it yet
+        f"memo no - 1.2.0 - unsigned failed 1.2.0: {error.splitlines()[0]}",  # never "valid" when it failed to load
     ]
 
     result = run_xcore("plugin", "remove", "memo", *data)  # no terminal to confirm on
@@ -399,8 +537,9 @@ def test_cli_list_shows_one_row_per_plugin_with_the_version_serving_and_the_fail
     result = run_xcore("plugin", "list", "--data-dir", str(data_dir))
     assert result.returncode == 0, result.stderr
     header, *rows = [" ".join(line.split()) for line in result.stdout.splitlines()]
-    assert header == "ID ENABLED SERVING FAILED OTHERS STATE"
-    assert len(rows) == 1 and rows[0].startswith("memo yes 1.0.0 2.0.0 0.9.0 superseded active 1.0.0: 2.0.0 failed: ")
+    assert header == "ID ENABLED SERVING FAILED OTHERS SIGNED STATE"
+    assert len(rows) == 1
+    assert rows[0].startswith("memo yes 1.0.0 2.0.0 0.9.0 superseded unsigned active 1.0.0: 2.0.0 failed: ")
     assert "boom" in rows[0]
 
 
@@ -452,7 +591,7 @@ def test_tasks_py_pack_packs_every_example_plugin(tmp_path: Path) -> None:
     zips = [Path(line) for line in result.stdout.splitlines()]
     assert [z.parent for z in zips] == [tmp_path] * len(expected)
     assert [inspect_bundle(z, __version__).manifest.id for z in zips] == expected
-    assert "notes.write" in inspect_bundle(tmp_path / "notes-1.0.0.zip", __version__).manifest.permissions
+    assert "notes.write" in inspect_bundle(tmp_path / "notes-1.1.0.zip", __version__).manifest.permissions
 
 
 # The example plugins, loaded as a server would load them (xcore.testing's plugin_client)
@@ -491,10 +630,10 @@ def test_notes_create_read_update_delete(plugin_client: Any) -> None:
         ("put", "/app/notes/7", {"title": "x"}, 404, "there is no note 7"),
         ("delete", "/app/notes/7", None, 404, "there is no note 7"),
         ("post", "/app/notes/", {"body": "no title"}, 400, "title"),
-        ("post", "/app/notes/", {"title": "   "}, 400, "title: must not be blank"),
-        ("post", "/app/notes/", {"title": "x" * 201}, 400, "title: at most 200 characters"),
+        ("post", "/app/notes/", {"title": "   "}, 400, "must not be blank (field 'title')"),
+        ("post", "/app/notes/", {"title": "x" * 201}, 400, "at most 200 characters, got 201 (field 'title')"),
         ("post", "/app/notes/", {"title": 5}, 400, "title"),
-        ("put", "/app/notes/1", {"title": ""}, 400, "title: must not be blank"),
+        ("put", "/app/notes/1", {"title": ""}, 400, "must not be blank (field 'title')"),
         ("get", "/app/notes/abc", None, 404, ""),
     ],
 )
@@ -506,6 +645,14 @@ def test_notes_refuse_bad_requests_with_a_clear_message(
     response = client.request(method.upper(), url, json=body) if body is not None else client.request(method, url)
     assert response.status_code == status, response.text
     assert detail in response.json().get("detail", "")
+
+
+def test_notes_validation_errors_name_the_field_for_the_page_form(plugin_client: Any) -> None:
+    """The page shows each of the problem's `errors` next to its field."""
+    client = plugin_client(NOTES)
+    for title, message in [("  ", "must not be blank"), ("x" * 201, "at most 200 characters, got 201")]:
+        problem = client.post("/app/notes/", json={"title": title, "body": "b"}).json()
+        assert problem["errors"] == [{"field": "title", "message": message, "source": "body"}]
 
 
 @pytest.mark.parametrize(
@@ -523,7 +670,25 @@ def test_notes_writes_need_the_notes_write_permission(
     client = plugin_client(NOTES, roles=roles, permissions=permissions)
     assert client.get("/app/notes/").status_code == read
     assert client.post("/app/notes/", json={"title": "t"}).status_code == write
+    changed, deleted = (200, 204) if write == 201 else (403, 403)
+    assert client.put("/app/notes/1", json={"title": "u"}).status_code == changed
+    refused = client.delete("/app/notes/1")
+    assert refused.status_code == deleted
+    if deleted == 403:
+        assert "notes.write" in refused.json()["detail"]
     assert plugin_client(NOTES, login=False).get("/app/notes/").status_code == 401
+
+
+def test_notes_offers_its_page_to_every_logged_in_user(plugin_client: Any) -> None:
+    client = plugin_client(NOTES, roles=("user",))
+    assert [(p["path"], p["title"], p["permission"]) for p in client.plugin.pages] == [("notes", "Notes", None)]
+    [page] = client.get("/api/me/pages").json()["pages"]
+    assert (page["href"], page["module"], page["icon"]) == (
+        "/admin/apps/notes/notes", "/app/notes/static/notes.js", "/app/notes/static/notes.svg",
+    )  # fmt: skip
+    module = client.get(page["module"])
+    assert module.status_code == 200 and "javascript" in module.headers["content-type"]
+    assert client.get(page["icon"]).headers["content-type"].startswith("image/svg+xml")
 
 
 def test_notes_purge_empty_deletes_the_notes_without_a_body(plugin_client: Any) -> None:
@@ -531,6 +696,6 @@ def test_notes_purge_empty_deletes_the_notes_without_a_body(plugin_client: Any) 
     for title, body in [("a", "kept"), ("b", ""), ("c", "  ")]:
         assert client.post("/app/notes/", json={"title": title, "body": body}).status_code == 201
     run = next(m for n, m in sys.modules.items() if n.startswith("xcore_plugin_notes_") and n.endswith(".run"))
-    ctx = run.PluginContext("notes", "1.0.0", client.runtime.data.root / "plugin-data" / "notes")
+    ctx = run.PluginContext("notes", "1.1.0", client.runtime.data.root / "plugin-data" / "notes")
     assert run.purge_empty(ctx) == 2
     assert [n["title"] for n in client.get("/app/notes/").json()] == ["a"]

@@ -204,14 +204,14 @@ def test_dropped_plugin_upgrades_keeps_its_data_survives_broken_versions_and_unm
     assert host.openapi_paths("/app/notes") == set()
     assert host.get("/app/notes").status_code == 404
 
-    # Drop 1.0.0: its CRUD routes go live.
+    # Drop 1.1.0: its CRUD routes go live.
     first = drop(pack(NOTES, tmp_path / "zips"), host.plugins)
-    host.until(lambda: host.get("/app/notes").status_code == 200, "notes 1.0.0 is served")
+    host.until(lambda: host.get("/app/notes").status_code == 200, "notes 1.1.0 is served")
     assert host.openapi_paths("/app/notes") == base
-    created = host.request("POST", "/app/notes", json={"title": "written by 1.0.0", "body": "keep me"})
+    created = host.request("POST", "/app/notes", json={"title": "written by 1.1.0", "body": "keep me"})
     assert created.status_code == 201, created.text
     note = created.json()
-    assert note["title"] == "written by 1.0.0" and note["body"] == "keep me"
+    assert note["title"] == "written by 1.1.0" and note["body"] == "keep me"
     assert host.get(f"/app/notes/{note['id']}").json() == note
     assert host.request("PUT", f"/app/notes/{note['id']}", json={"title": " "}).status_code == 400
 
@@ -224,46 +224,46 @@ def test_dropped_plugin_upgrades_keeps_its_data_survives_broken_versions_and_unm
     assert refused.status_code == 403 and "notes.write" in refused.text
     assert host.get("/app/notes", headers={}).status_code == 401
 
-    # Replace it with 1.1.0 (new file first, then the old one goes): the new route is live, the notes are kept.
-    upgrade = drop(notes_variant(tmp_path, "1.1.0", with_about_route), host.plugins)
+    # Replace it with 1.2.0 (new file first, then the old one goes): the new route is live, the notes are kept.
+    upgrade = drop(notes_variant(tmp_path, "1.2.0", with_about_route), host.plugins)
     first.unlink()
     about = host.until(
-        lambda: (r := host.get("/app/notes/about")).status_code == 200 and r.json(), "notes 1.1.0 is served"
+        lambda: (r := host.get("/app/notes/about")).status_code == 200 and r.json(), "notes 1.2.0 is served"
     )
-    assert about == {"version": "1.1.0", "notes": "upgraded"}
+    assert about == {"version": "1.2.0", "notes": "upgraded"}
     assert host.get("/app/notes").json() == [note], "ctx.db survives the upgrade"
     assert host.openapi_paths("/app/notes") == base | {"/app/notes/about"}
     view = host.view("notes")
     assert view is not None
-    assert (view["state"], view["version"], view["error"], view["file"]) == ("active", "1.1.0", None, upgrade.name)
+    assert (view["state"], view["version"], view["error"], view["file"]) == ("active", "1.2.0", None, upgrade.name)
 
-    # A version that does not import: recorded as failed; 1.1.0 keeps serving.
-    drop(notes_variant(tmp_path, "1.2.0", lambda code: code + "\ndef broken(:\n    pass\n"), host.plugins)
-    view = host.until(
-        lambda: (v := host.view("notes")) and v["error"] and "1.2.0 failed" in v["error"] and v, "1.2.0 fails"
-    )
-    assert view["state"] == "active" and view["version"] == "1.1.0"
-    assert "SyntaxError in run.py" in view["error"] and view["error"].endswith("serving 1.1.0")
-    states = {v["version"]: v["state"] for v in view["versions"]}
-    assert states == {"1.2.0": "failed", "1.1.0": "active"}
-    assert host.get("/app/notes/about").json()["version"] == "1.1.0"
-    assert host.get("/app/notes").json() == [note]
-    assert host.openapi_paths("/app/notes") == base | {"/app/notes/about"}
-
-    # A version whose on_load raises: failed as well; 1.1.0 still serves, and 1.2.0's failure is still shown.
-    crash = "\n\ndef on_load(ctx):\n    raise RuntimeError('no database today')\n"
-    drop(notes_variant(tmp_path, "1.3.0", lambda code: code + crash), host.plugins)
+    # A version that does not import: recorded as failed; 1.2.0 keeps serving.
+    drop(notes_variant(tmp_path, "1.3.0", lambda code: code + "\ndef broken(:\n    pass\n"), host.plugins)
     view = host.until(
         lambda: (v := host.view("notes")) and v["error"] and "1.3.0 failed" in v["error"] and v, "1.3.0 fails"
     )
-    assert view["state"] == "active" and view["version"] == "1.1.0"
-    assert "on_load raised RuntimeError: no database today" in view["error"]
-    assert "1.2.0 failed" in view["error"] and view["error"].endswith("serving 1.1.0")
+    assert view["state"] == "active" and view["version"] == "1.2.0"
+    assert "SyntaxError in run.py" in view["error"] and view["error"].endswith("serving 1.2.0")
     states = {v["version"]: v["state"] for v in view["versions"]}
-    assert states == {"1.3.0": "failed", "1.2.0": "failed", "1.1.0": "active"}
-    assert host.get("/app/notes/about").json()["version"] == "1.1.0"
-    assert host.request("POST", "/app/notes", json={"title": "written by 1.1.0"}).status_code == 201
-    assert [n["title"] for n in host.get("/app/notes").json()] == ["written by 1.0.0", "written by 1.1.0"]
+    assert states == {"1.3.0": "failed", "1.2.0": "active"}
+    assert host.get("/app/notes/about").json()["version"] == "1.2.0"
+    assert host.get("/app/notes").json() == [note]
+    assert host.openapi_paths("/app/notes") == base | {"/app/notes/about"}
+
+    # A version whose on_load raises: failed as well; 1.2.0 still serves, and 1.3.0's failure is still shown.
+    crash = "\n\ndef on_load(ctx):\n    raise RuntimeError('no database today')\n"
+    drop(notes_variant(tmp_path, "1.4.0", lambda code: code + crash), host.plugins)
+    view = host.until(
+        lambda: (v := host.view("notes")) and v["error"] and "1.4.0 failed" in v["error"] and v, "1.4.0 fails"
+    )
+    assert view["state"] == "active" and view["version"] == "1.2.0"
+    assert "on_load raised RuntimeError: no database today" in view["error"]
+    assert "1.3.0 failed" in view["error"] and view["error"].endswith("serving 1.2.0")
+    states = {v["version"]: v["state"] for v in view["versions"]}
+    assert states == {"1.4.0": "failed", "1.3.0": "failed", "1.2.0": "active"}
+    assert host.get("/app/notes/about").json()["version"] == "1.2.0"
+    assert host.request("POST", "/app/notes", json={"title": "written by 1.2.0"}).status_code == 201
+    assert [n["title"] for n in host.get("/app/notes").json()] == ["written by 1.1.0", "written by 1.2.0"]
     assert host.openapi_paths("/app/notes") == base | {"/app/notes/about"}
 
     # Delete every zip: the routes go, the plugin is forgotten, its data stays on disk.
@@ -423,7 +423,7 @@ def test_the_notes_example_runs_sandboxed_with_its_task_and_a_broken_upgrade_lea
     (broken / "run.py").write_text("raise RuntimeError('this version cannot start')\n")
     drop(pack(broken, tmp_path / "zips"), host.plugins)
     failed = host.until(lambda: (v := host.view("notes")) and "2.0.0" in v["failed_versions"] and v, "2.0.0 fails")
-    assert failed["state"] == "active" and failed["serving"] == "1.0.0", failed
+    assert failed["state"] == "active" and failed["serving"] == "1.1.0", failed
     assert [n["title"] for n in host.get("/app/notes/").json()] == ["boxed"]
     assert host.server.stop() == 0
 

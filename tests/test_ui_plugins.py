@@ -77,16 +77,16 @@ def test_upload_with_the_file_picker(
 
     page.get_by_label("Choose a plugin zip").set_input_files(str(zips["notes"]))
     result = page.locator(".upload-result")
-    expect(result).to_contain_text("notes 1.0.0 is active")
+    expect(result).to_contain_text("notes 1.1.0 is active")
     expect(page.get_by_role("progressbar", name="Upload progress")).to_have_js_property("value", 1)
     expect(page.locator(".progress-text")).to_have_text(f"Uploaded {zips['notes'].name}.")
     # The table was refreshed with the new plugin: id linked to its page, name, version, state and its routes.
     notes = row(page, "notes")
     expect(notes.get_by_role("link", name="notes", exact=True)).to_have_attribute("href", "/admin/plugins/notes")
     expect(notes).to_contain_text("Notes")
-    expect(notes).to_contain_text("1.0.0")
+    expect(notes).to_contain_text("1.1.0")
     expect(notes.locator(".badge")).to_have_text("active")
-    notes.get_by_text("5 routes").click()
+    notes.get_by_text("6 routes").click()
     expect(notes.get_by_text("GET /app/notes", exact=True)).to_be_visible()
     assert ui_server.api.get("/app/notes").status_code == 200
 
@@ -168,7 +168,7 @@ def test_detail_page_tries_a_route_and_lists_tasks(
     page.wait_for_url("**/admin/plugins/notes")
     assert one_h1(page) == "Notes"
     about = page.locator("section", has=page.get_by_role("heading", name="About"))
-    for text in ("1.0.0", "notes-1.0.0.zip", "/app/notes", "a zip in the plugins folder"):
+    for text in ("1.1.0", "notes-1.1.0.zip", "/app/notes", "a zip in the plugins folder"):
         expect(about).to_contain_text(text)
     sha = ui_server.api.get("/api/admin/plugins/notes").json()["sha256"]
     expect(about.locator(".hash")).to_have_text(sha)
@@ -287,7 +287,7 @@ def test_disable_enable_and_reload(ui_server: UiServer, admin_page: Any, zips: d
     notes = row(page, "notes")
     notes.get_by_role("button", name="Disable notes").click()
     expect(notes.locator(".badge")).to_have_text("disabled")
-    expect(page.locator(".action-status")).to_have_text("notes 1.0.0 is disabled: its routes and tasks are off.")
+    expect(page.locator(".action-status")).to_have_text("notes 1.1.0 is disabled: its routes and tasks are off.")
     expect(notes).to_contain_text("not mounted")
     assert ui_server.api.get("/app/notes").status_code == 404
     # The keyboard stays on the row: the Disable button became Enable, and it has the focus.
@@ -298,7 +298,7 @@ def test_disable_enable_and_reload(ui_server: UiServer, admin_page: Any, zips: d
     assert ui_server.api.get("/app/notes").status_code == 200
 
     notes.get_by_role("button", name="Reload notes").click()
-    expect(page.locator(".action-status")).to_have_text("notes 1.0.0 is active.")
+    expect(page.locator(".action-status")).to_have_text("notes 1.1.0 is active.")
 
     # The same actions on the detail page.
     page.goto(ui_server.url + "/admin/plugins/notes")
@@ -344,7 +344,7 @@ def test_delete_with_purge_through_the_dialog(ui_server: UiServer, admin_page: A
     expect(dialog).not_to_contain_text("is kept")
     dialog.get_by_role("button", name="Delete notes").click()
     expect(row(page, "notes")).to_have_count(0)
-    expect(page.locator(".action-status")).to_contain_text("Deleted notes (notes-1.0.0.zip); its data was purged.")
+    expect(page.locator(".action-status")).to_contain_text("Deleted notes (notes-1.1.0.zip); its data was purged.")
     assert ui_server.api.get("/api/admin/plugins/notes").status_code == 404
     assert ui_server.api.get("/app/notes").status_code == 404
     assert not data.exists()
@@ -386,12 +386,12 @@ def test_keyboard_use_of_the_plugins_page(ui_server: UiServer, admin_page: Any, 
         expect(page.locator("input[type=file]")).to_be_focused()
         page.keyboard.press("Space")
     chooser.value.set_files(str(zips["notes"]))
-    expect(page.locator(".upload-result")).to_contain_text("notes 1.0.0 is active")
+    expect(page.locator(".upload-result")).to_contain_text("notes 1.1.0 is active")
 
     # Tab reaches a row's action buttons; Space and Enter press them.
     focus_by_tab(page, 'button[aria-label="Reload notes"]')
     page.keyboard.press("Space")
-    expect(page.locator(".action-status")).to_have_text("notes 1.0.0 is active.")
+    expect(page.locator(".action-status")).to_have_text("notes 1.1.0 is active.")
     focus_by_tab(page, 'button[aria-label="Delete notes"]')
     page.keyboard.press("Enter")
     dialog = page.get_by_role("dialog")

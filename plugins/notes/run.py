@@ -1,6 +1,8 @@
 """notes: notes with a title and a body in the plugin's own database, behind the `notes.write` permission.
 
-Reading needs a login (the host's access rules); writing also needs `notes.write`.
+Reading needs a login (the host's access rules); writing (add, change, delete) also needs `notes.write`, which
+the `requires` guard checks on the server whatever a client shows. The page (static/notes.js) lists the notes
+for every logged-in user and offers the form and the Delete buttons only to users who hold `notes.write`.
 """
 
 from dataclasses import dataclass
@@ -91,13 +93,18 @@ def _find(ctx: PluginContext, note_id: int) -> dict[str, Any]:
 
 
 def _checked(data: NoteIn) -> dict[str, str]:
-    """_checked refuses a blank or too long title with 400, naming the field."""
+    """_checked refuses a blank or too long title with 400; the problem's `errors` names the field, so that a
+    form shows the message next to it."""
     title = data.title.strip()
     if not title:
-        raise ValidationException("title: must not be blank")
+        raise _invalid("title", "must not be blank")
     if len(title) > TITLE_MAX:
-        raise ValidationException(f"title: at most {TITLE_MAX} characters, got {len(title)}")
+        raise _invalid("title", f"at most {TITLE_MAX} characters, got {len(title)}")
     return {"title": title, "body": data.body}
+
+
+def _invalid(field: str, message: str) -> ValidationException:
+    return ValidationException(f"{field}: {message}", extra=[{"key": field, "message": message, "source": "body"}])
 
 
 router = Router("/", route_handlers=[list_notes, read_note, create_note, update_note, delete_note])

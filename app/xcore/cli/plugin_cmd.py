@@ -202,14 +202,17 @@ def _clone(source: str, target: Path) -> Path:
 @data_dir_option
 def list_plugins(data_dir: str | None) -> None:
     """List the installed plugins, one row each: enabled or not, the version serving, the versions that failed
-    (a broken zip by its file name), the other versions, and the state a server last recorded."""
+    (a broken zip by its file name), the other versions, who signed the newest and whether this host trusts
+    them, and the state a server last recorded."""
+    from packaging.version import Version
     from sqlalchemy import select
 
     from xcore.db.models import PluginState
     from xcore.plugins.bundle import Bundle
-    from xcore.plugins.store import installed_bundles, plugins_dir
+    from xcore.plugins.store import installed_bundles, plugins_dir, trust_store
 
     runtime = migrated_runtime(data_dir)
+    trust = trust_store(runtime)
     found = installed_bundles(runtime)
     if not found:
         echo(f"no plugins in {plugins_dir(runtime)}; `xcore plugin install FILE.zip` adds one")
@@ -225,9 +228,14 @@ def list_plugins(data_dir: str | None) -> None:
         state = states.get(plugin_id)
         enabled = "no" if state is not None and not state.enabled else "yes"  # enabled unless disabled
         serving, failed, others = _versions_of(bundles, state)
+        good = [b for _, b in bundles if isinstance(b, Bundle)]
+        newest = max(good, key=lambda b: Version(b.manifest.version)) if good else None
+        signer = newest.signer if newest is not None else None
+        trusted = trust.trusted(signer)
+        signed = "unsigned" if signer is None else f"{signer.name} ({'trusted' if trusted else 'not trusted'})"
         rows.append((plugin_id, enabled, serving or "-", ", ".join(failed) or "-", ", ".join(others) or "-",
-                     _state_text(state)))  # fmt: skip
-    echo_table(("ID", "ENABLED", "SERVING", "FAILED", "OTHERS", "STATE"), rows)
+                     signed, _state_text(state)))  # fmt: skip
+    echo_table(("ID", "ENABLED", "SERVING", "FAILED", "OTHERS", "SIGNED", "STATE"), rows)
 
 
 def _versions_of(

@@ -2,7 +2,8 @@
 
 The templates are string constants here rather than files, so they ship in every build (wheel, PyInstaller)
 without package-data settings. `{id}` and `{title}` are filled in with `str.format`; literal
-braces in the templates are doubled.
+braces in the templates are doubled. The page's module and icon are copied as they are: the module reads what it
+needs (its plugin's prefix, its title) from the `ctx` the app gives it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from xcore import __version__
 from xcore.build import python_command, self_command, shell_line
 from xcore.errors import XcoreError
-from xcore.plugins.contract import CONFIG_FILES, DEFAULT_ENTRY, MANIFEST_FILE, PLUGIN_ID
+from xcore.plugins.contract import CONFIG_FILES, DEFAULT_ENTRY, MANIFEST_FILE, PLUGIN_ID, STATIC_FOLDER
 from xcore.plugins.manifest import RESERVED_IDS
 
 
@@ -25,7 +26,8 @@ class ScaffoldError(XcoreError):
 
 
 RUN_PY = '''\
-"""{title}: an xcore plugin. GET /app/{id}/hello answers with the greeting set in config.yaml."""
+"""{title}: an xcore plugin. GET /app/{id}/hello answers with the greeting set in config.yaml; the plugin's page
+(static/{id}.js, at /admin/apps/{id}/{page} in the app) shows that answer."""
 
 from xcore.sdk import Ctx, PluginContext, Router, get, task
 
@@ -80,6 +82,68 @@ def test_anonymous_visitors_must_log_in(plugin_client):
     assert client.get("/app/{id}/hello").status_code == 401
 '''
 
+PAGE_JS = """\
+// The plugin's page, at /admin/apps/<plugin id>/<page path> in xcore's app: the app imports this module and calls
+// render(ctx). ctx.main is the page's area, ctx.plugin.prefix the address of the plugin's routes, ctx.page.title
+// its title in plugin.json, and ctx.xcore the page SDK: api (get, post, put, patch, delete: the user's session is
+// handled), user(), can(permission), navigate(path), notice(message), and h/text/clear to build the page.
+//
+// It runs under the app's Content-Security-Policy (script-src 'self'): no inline script, no eval, no onclick="..."
+// strings. Build nodes with h(), which sets text, never HTML. The whole contract is in xcore's plugins/README.md
+// ("Pages").
+
+export function render({ main, plugin, page, xcore }) {
+  const { api, h, notice } = xcore;
+  const answer = h("p", { class: "lead" }, "Asking the server…");
+  const again = h("button", { type: "button", onclick: ask }, "Ask again");
+  main.append(h("h1", {}, page.title), h("p", {}, `GET ${plugin.prefix}/hello answers:`), answer, again);
+  ask();
+
+  async function ask() {
+    try {
+      const { message } = await api.get(`${plugin.prefix}/hello`);
+      answer.textContent = message;
+    } catch (err) {
+      answer.textContent = `Error: ${err.message}`;
+      notice(`The server did not answer: ${err.message}`, { kind: "error" });
+    }
+  }
+}
+"""
+
+PAGE_SVG = """\
+<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="24" height="24" fill="none" stroke="#4a5568"
+  stroke-width="1.8" stroke-linecap="round" stroke-linejoin="round">
+  <path d="M4 5h16v11H9l-5 4z"/>
+  <path d="M8 9.5h8M8 12.5h5"/>
+</svg>
+"""
+
+TEST_PAGE_PY = '''\
+"""The page of {id}, in a real browser.
+
+xcore serves this folder on a free port and headless Chromium opens the page, logged in (the plugin_page fixture
+of xcore.testing). It needs Playwright and a Chromium: see README.md. A script error, a console error or a
+Content-Security-Policy violation in the page fails the test.
+"""
+
+from pathlib import Path
+
+PLUGIN = Path(__file__).resolve().parent.parent
+
+
+def test_the_page_shows_the_greeting_of_the_server(plugin_page):
+    # Imported here, not at the top: without Playwright, plugin_page fails this test saying how to install it,
+    # and the other tests of the folder still run.
+    from playwright.sync_api import expect
+
+    page = plugin_page(PLUGIN)  # a plain user, at the first page of plugin.json
+    expect(page.get_by_role("heading", level=1)).to_have_text("{title}")
+    expect(page.get_by_text("Hello, from {id}!")).to_be_visible()
+    page.get_by_role("button", name="Ask again").click()
+    expect(page.get_by_text("Hello, from {id}!")).to_be_visible()
+'''
+
 # The plugin's own pytest settings: they keep pytest from taking those of a folder above (an xcore checkout), and
 # set the loop scope pytest-asyncio (one of xcore's test tools) warns about when it is unset.
 PYTEST_INI = """\
@@ -92,14 +156,18 @@ README_MD = """\
 # {title}
 
 An xcore plugin. Its routes live under `/app/{id}/`; `GET /app/{id}/hello` answers with the greeting set in
-`config.yaml`.
+`config.yaml`. Its page, `/admin/apps/{id}/{page}` in the app (listed on every user's home page), shows that
+answer.
 
 | file | what it is |
 |---|---|
-| `plugin.json` | the manifest: id, version, and the xcore versions it needs (`requires`) |
+| `plugin.json` | the manifest: id, version, the xcore versions it needs (`requires`) and its `pages` |
 | `run.py` | the entry module: `router`, tasks, `on_load` |
 | `config.yaml` | default settings, read through `ctx.config` |
-| `tests/` | tests on a real xcore app, with the `plugin_client` fixture |
+| `static/{id}.js` | the page: an ES module whose `render(ctx)` fills it, with the page SDK (`ctx.xcore`) |
+| `static/{id}.svg` | the page's icon |
+| `tests/test_plugin.py` | tests of the routes on a real xcore app, with the `plugin_client` fixture |
+| `tests/test_page.py` | a test of the page in a real browser, with the `plugin_page` fixture |
 | `pytest.ini` | pytest's settings for these tests |
 
 ## Work on it
@@ -108,8 +176,14 @@ An xcore plugin. Its routes live under `/app/{id}/`; `GET /app/{id}/hello` answe
 checkout (`python3 tasks.py run plugin pack PATH`), or the path `xcore plugin new` printed.
 
 - Test: `python -m pytest` in this folder, with the Python that xcore is installed in (in an xcore checkout:
-  `.venv/bin/python -m pytest`, the command `xcore plugin new` printed). It provides the `plugin_client`
-  fixture; the tools come with `python3 tasks.py test`, or `pip install pytest pytest-asyncio`.
+  `.venv/bin/python -m pytest`, the command `xcore plugin new` printed). It provides the `plugin_client` and
+  `plugin_page` fixtures; the tools come with `python3 tasks.py test`, or `pip install pytest pytest-asyncio`.
+- Test the page: `tests/test_page.py` starts `xcore serve` with this folder and opens the page in headless
+  Chromium, as a plain user (`plugin_page(PLUGIN, roles=..., permissions=...)` for another). It needs
+  Playwright: `pip install playwright` with that same Python, then a Chromium, Debian's (`apt install
+  chromium`) or Playwright's own (`python -m playwright install chromium`); without them the test fails saying
+  so. `python -m pytest tests/test_page.py` runs it alone. A script error, a console error or a
+  Content-Security-Policy violation in the page fails it: no inline script, no eval, no `onclick="..."`.
 - Run it live: `xcore serve --plugins-dev ..` (from this folder) loads every plugin folder beside this one,
   and reloads this one when a file changes.
 - Pack it: `xcore plugin pack .` writes `{id}-<version>.zip` (add `--out DIR` to put it elsewhere). Raise
@@ -163,19 +237,25 @@ def create_scaffold(parent: Path, name: str) -> Path:
 def _files(plugin_id: str) -> dict[str, str]:
     """_files maps each file of the scaffold to its content."""
     title = plugin_id.replace("_", " ").capitalize()
-    fields = {"id": plugin_id, "title": title}
+    page = plugin_id.replace("_", "-")  # a page's path takes dashes, not underscores (contract.PAGE_PATH)
+    fields = {"id": plugin_id, "title": title, "page": page}
+    module, icon = f"{STATIC_FOLDER}/{plugin_id}.js", f"{STATIC_FOLDER}/{plugin_id}.svg"
     manifest = {
         "id": plugin_id,
         "version": "0.1.0",
         "name": title,
         "description": f"{title}: says hello (a starting point made by `xcore plugin new`).",
         "requires": _requires(),
+        "pages": [{"path": page, "title": title, "module": module, "icon": icon}],
     }
     return {
         MANIFEST_FILE: json.dumps(manifest, indent=2) + "\n",
         f"{DEFAULT_ENTRY}.py": RUN_PY.format(**fields),
         CONFIG_FILES[0]: CONFIG_YAML.format(**fields),
+        module: PAGE_JS,
+        icon: PAGE_SVG,
         "tests/test_plugin.py": TEST_PY.format(**fields),
+        "tests/test_page.py": TEST_PAGE_PY.format(**fields),
         "pytest.ini": PYTEST_INI,
         "README.md": README_MD.format(**fields),
     }
