@@ -33,7 +33,7 @@ from xcore.auth.desktop import TOKENS_DIR, DesktopTokens, is_loopback
 from xcore.desktop import ENV_PROBE, INSTANCE_FILE, gui_problem
 from xcore.runtime import Runtime
 from xcore.web.app import build_app
-from xwindow import WINDOW_ENV, close_window, find_window, screenshot
+from xwindow import WINDOW_ENV, close_window, find_window, screenshot, x11
 
 DEADLINE = 60.0  # seconds: the first start of Qt WebEngine on a loaded machine is slow
 
@@ -273,6 +273,39 @@ def test_the_desktop_in_safe_mode_opens_with_every_plugin_off(
     health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).json()
     assert health["safe_mode"]["reason"] == "asked for with --safe" and health["plugins"]["active"] == 0
     assert "SAFE MODE: every plugin is off for this run" in desktop.output
+    assert desktop.close() == 0, desktop.output
+
+
+def test_the_window_menu_restarts_the_desktop_in_safe_mode(
+    launch: Callable[..., Desktop], runtime: Runtime, data_dir: Path
+) -> None:
+    create_account(runtime, "root", ["superadmin"])
+    runtime.close()
+    drop_plugin(data_dir, "watched", WATCHED_PLUGIN)
+    desktop = launch(data_dir)
+    desktop.page(lambda p: "/admin" in str(p.get("url")), "the admin page")
+    first = desktop.instance()
+    assert httpx.get(f"http://127.0.0.1:{first['port']}/health", timeout=10).json()["plugins"]["active"] == 1
+    window, _, _ = find_window(desktop.display)
+    # The menu bar's "xcore" menu, then its first entry, "Restart in safe mode", as a user clicks them.
+    x11(desktop.display, "xdotool", "mousemove", "--window", str(window), "20", "10", "click", "1")
+    time.sleep(0.5)
+    x11(desktop.display, "xdotool", "mousemove", "--window", str(window), "60", "40", "click", "1")
+
+    def restarted() -> dict[str, Any] | None:
+        desktop.alive()  # the same process, replaced by the new one (exec)
+        try:
+            now = desktop.instance()
+        except (OSError, ValueError):
+            return None
+        return now if now["port"] != first["port"] else None
+
+    second = until(restarted, "the desktop to restart")
+    health = until(
+        lambda: httpx.get(f"http://127.0.0.1:{second['port']}/health", timeout=10).json(), "the restarted server"
+    )
+    assert health["safe_mode"]["reason"] == "asked for with --safe" and health["plugins"]["active"] == 0
+    assert desktop.process.pid == second["pid"], "the restart replaced the process, the same pid"
     assert desktop.close() == 0, desktop.output
 
 

@@ -45,6 +45,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from xcore.auth.desktop import DesktopTokens, is_loopback
+from xcore.build import self_command
 from xcore.errors import ServerError, XcoreError
 from xcore.runtime import Runtime, open_runtime
 from xcore.terminal import printable
@@ -116,9 +117,14 @@ def run_desktop(data_dir: str | None, *, safe: bool = False) -> int:
             if mode is not None:
                 os.environ.update(safemode.environment(mode))  # read by this process's plugin manager
                 announce_safe_mode(mode)
-            return DesktopSession(runtime, instance).run()
+            session = DesktopSession(runtime, instance)
+            code = session.run()
     finally:
         instance.release()
+    if session.restart is not None and code == 0:  # the xcore menu's Restart: this process becomes the new one
+        argv = [*self_command(), "desktop", "--data-dir", str(runtime.data.root), *session.restart]
+        os.execv(argv[0], argv)
+    return code
 
 
 class Instance:
@@ -182,6 +188,7 @@ class DesktopSession:
         self.instance = instance
         self.window: Any = None
         self.closing = False
+        self.restart: list[str] | None = None  # the arguments to start again with, once the window closed
 
     def run(self) -> int:
         from xcore.server import announce_setup
@@ -228,8 +235,18 @@ class DesktopSession:
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", ROOT_CHROMIUM_FLAGS)
         import webview
+        from webview.menu import Menu, MenuAction
 
-        window = webview.create_window(WINDOW_TITLE, page, width=WINDOW_SIZE[0], height=WINDOW_SIZE[1])
+        menu = [
+            Menu(
+                "xcore",
+                [
+                    MenuAction("Restart in safe mode", lambda: self.restart_with(["--safe"])),
+                    MenuAction("Restart", lambda: self.restart_with([])),
+                ],
+            )
+        ]
+        window = webview.create_window(WINDOW_TITLE, page, width=WINDOW_SIZE[0], height=WINDOW_SIZE[1], menu=menu)
         if window is None:  # only when an `initialized` handler cancels it; xcore registers none
             raise ServerError("the desktop window could not be created")
         probe = os.environ.get(ENV_PROBE)
@@ -239,6 +256,13 @@ class DesktopSession:
         for sig in (signal.SIGINT, signal.SIGTERM):  # as Ctrl+C and SIGTERM stop `xcore serve`: a clean stop
             signal.signal(sig, lambda *_: self.close_window())
         webview.start(gui="qt" if sys.platform.startswith("linux") else None, private_mode=True)
+
+    def restart_with(self, args: list[str]) -> None:
+        """restart_with closes the window (the server stops cleanly), then starts the desktop again with `args`
+        (["--safe"]: safe mode, every plugin off for that run); the window's xcore menu offers both."""
+        log.info("restarting the desktop window%s", " in safe mode" if "--safe" in args else "")
+        self.restart = args
+        self.close_window()
 
     def bring_to_front(self) -> None:
         """bring_to_front restores the window (from minimized) and raises it; a second launch asks for this."""
