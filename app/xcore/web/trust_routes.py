@@ -1,8 +1,9 @@
 """The trust store's admin API: the public keys whose signed bundles this host trusts (`xcore.plugins.signing`).
 
 Admins read it (`plugins.read`); adding or removing a key is a superadmin's (`plugins.manage`), since a trusted
-key decides what the signing policy lets run. Every change is audited, and the plugins are looked at again at
-once (a bundle the policy refused may load now, or one it let run may be refused), by every worker.
+key decides what the signing policy lets run. Every change is audited, the catalogues are read again (one the
+key signs can be used now, or no longer), and the plugins are looked at again at once (a bundle the policy
+refused may load now, or one it let run may be refused), by every worker.
 """
 
 from typing import Annotated, Any
@@ -83,7 +84,10 @@ async def _changed(request: Request[Any, Any, Any], username: str, action: str, 
 
     await anyio.to_thread.run_sync(write)
     if request.app.state.plugins is not None:
-        await manager_of(request).reconcile()
+        manager = manager_of(request)
+        if manager.catalogues.sources:  # a catalogue this key signs can be used, or no longer: read them again
+            await manager.refresh_catalogues()
+        await manager.reconcile()
 
 
 def trust_handlers() -> list[Any]:

@@ -20,6 +20,9 @@ const ROUTES = [
   ["/admin/home", "home", {}],
   ["/admin/apps/:plugin/:page", "apppage", {}],
   ["/admin/plugins", "plugins", { api: "/api/admin/plugins" }],
+  // Before /admin/plugins/:id; a hyphen is never in a plugin id, so no plugin's page is hidden by these.
+  ["/admin/plugins/browse-catalogues", "browse", { api: "/api/admin/catalogue" }],
+  ["/admin/plugins/trusted-keys", "trust", { api: "/api/admin/trust" }],
   ["/admin/plugins/:id", "plugin", { api: "/api/admin/plugins" }],
   ["/admin/tasks", "tasks", { api: "/api/admin/tasks" }],
   ["/admin/tasks/runs", "runs", { api: "/api/admin/tasks/runs" }],

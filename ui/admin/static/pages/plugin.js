@@ -1,9 +1,14 @@
 // One plugin: what it is (version, state, error, bundle), the packages it requires and what meets them, its routes
 // (each linked to its operation in /docs, GET routes callable from the page), its tasks and permissions, and its
-// settings: the overrides as JSON, checked here for syntax and by the server for keys and types, then saved.
+// settings: the overrides as JSON, checked here for syntax and by the server for keys and types, then saved. Near the
+// top, the catalogues' notices on the version it runs; under About, who signed its bundle and whether this host
+// trusts them.
 import * as api from "../api.js";
 import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, toast } from "../dom.js";
-import { actionButtons, busy, mayChange, outcome, pluginApi, pluginLabel, readOnlyNote, runAction } from "./plugins.js";
+import {
+  TRUST_PAGE, actionButtons, busy, mayChange, noticeList, outcome, pluginApi, pluginLabel, readOnlyNote, runAction,
+  signatureText,
+} from "./plugins.js";
 import { cronText, everyText } from "./tasks.js";
 
 export const title = "Plugin";
@@ -173,6 +178,16 @@ function scheduleText(task) {
 
 const pretty = (value) => JSON.stringify(value ?? {}, null, 2);
 
+function signatureFacts(signature) {
+  const kind = !signature ? "unsigned" : signature.trusted ? "trusted" : "untrusted";
+  return h(
+    "span",
+    { class: `signature signature-${kind}` },
+    signatureText(signature),
+    kind === "untrusted" ? [" To trust its signer, add their key under ", link(TRUST_PAGE, "Trusted keys"), "."] : null,
+  );
+}
+
 /** render shows one plugin's page; `params.id` is the plugin id. */
 export async function render({ main, params, navigate, me }) {
   const id = params.id;
@@ -228,6 +243,7 @@ async function draw(main, view, { navigate, manage, said = "", focusAction = nul
     h("p", { class: "breadcrumb" }, link("/admin/plugins", "Plugins"), " / ", h("code", {}, id)),
     h("div", { class: "page-head" }, h("h1", {}, view.name || id), badge(view.state)),
     view.description ? h("p", { class: "lead" }, view.description) : null,
+    noticeList(view.notices),
     manage ? h("div", { class: "row plugin-toolbar" }, actionButtons(view, perform)) : readOnlyNote(),
     errors,
     status,
@@ -245,6 +261,7 @@ async function draw(main, view, { navigate, manage, said = "", focusAction = nul
       ["Source", view.source === "dev" ? "a --plugins-dev folder" : view.source === "zip" ? "a zip in the plugins folder" : view.source],
       ["File", view.file ? h("code", {}, view.file) : null],
       ["SHA-256", view.sha256 ? h("code", { class: "hash" }, view.sha256) : null],
+      ["Signature", signatureFacts(view.signature)],
       ["Prefix", view.prefix ? h("code", {}, view.prefix) : null],
       ["Dependencies", Object.keys(view.dependencies || {}).length
         ? h("ul", { class: "bare-list" }, Object.entries(view.dependencies).map(([dep, spec]) =>

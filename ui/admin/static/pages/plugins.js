@@ -4,12 +4,21 @@
 // /api/me) include MANAGE gets every control that changes what runs; one with MANAGE_SANDBOXED (an admin) installs
 // bundles that run sandboxed and changes the plugins that run sandboxed; the others see the same page read-only.
 // The server decides either way: these only spare a user the controls it would refuse.
+//
+// The plugin pages share a row of tabs (pluginTabs): Installed (this page), Browse (browse.js: what the catalogues
+// offer) and Trusted keys (trust.js). Once the table is shown, this page asks the catalogues, quietly, which
+// installed plugins have an update, and says so on the Browse tab and in the Version column.
 import * as api from "../api.js";
 import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, uid } from "../dom.js";
 
 export const title = "Plugins";
 
 const API = "/api/admin/plugins";
+const CATALOGUE_API = "/api/admin/catalogue";
+const TRUST_API = "/api/admin/trust";
+export const PLUGINS_PAGE = "/admin/plugins";
+export const BROWSE_PAGE = "/admin/plugins/browse-catalogues"; // a hyphen: never a plugin id, so never a plugin's page
+export const TRUST_PAGE = "/admin/plugins/trusted-keys";
 const PENDING_RECHECK = 2000; // ms: a bundle still being copied settles within a few seconds
 const MANAGE = "plugins.manage";
 const MANAGE_SANDBOXED = "plugins.manage_sandboxed";
@@ -76,6 +85,90 @@ export function outcome(view) {
   }
   if (view.state === "disabled") return `${who} is disabled: its routes and tasks are off.`;
   return `${who} is ${view.state}${view.error ? `: ${view.error}` : "."}`;
+}
+
+/**
+ * pluginTabs are the links between the plugin pages (Installed, Browse, Trusted keys), the one shown marked as the
+ * current page; `opens(api)` (the app's ctx.opens) leaves out those whose API the user may not read. The Browse
+ * tab has a slot for the number of updates (setUpdates).
+ */
+export function pluginTabs(current, opens = () => true) {
+  const count = h("span", { class: "tab-badge", hidden: true });
+  const tabs = [
+    [PLUGINS_PAGE, "Installed", null],
+    [BROWSE_PAGE, "Browse", CATALOGUE_API],
+    [TRUST_PAGE, "Trusted keys", TRUST_API],
+  ].filter(([, , path]) => !path || opens(path));
+  const nav = h(
+    "nav",
+    { class: "tabs", "aria-label": "Plugin pages" },
+    h("ul", {}, tabs.map(([href, label]) => h(
+      "li",
+      {},
+      link(href, [label, href === BROWSE_PAGE ? count : null], {
+        "aria-current": href === current ? "page" : null,
+        dataset: { tab: label.toLowerCase().replace(/ /g, "-") },
+      }),
+    ))),
+  );
+  /** setUpdates shows how many installed plugins the catalogues have a newer version of (none: nothing). */
+  nav.setUpdates = (n) => {
+    count.textContent = n ? ` ${n} update${n === 1 ? "" : "s"}` : "";
+    count.hidden = !n;
+  };
+  return nav;
+}
+
+/**
+ * signatureText says who signed a plugin's bundle and whether this host trusts their key, from the view's
+ * `signature`: "Signed by Team (key 0b75:…), trusted here as Team", "…, not trusted here", or "Unsigned".
+ */
+export function signatureText(signature) {
+  if (!signature) return "Unsigned: nobody signed this bundle.";
+  const who = `Signed by ${signature.signer} (key ${signature.key_id})`;
+  return signature.trusted ? `${who}, trusted here as ${signature.trusted_as}.` : `${who}, not trusted here.`;
+}
+
+/**
+ * trustBadge is a word for a bundle's signature in a list: trusted, not trusted or unsigned (words, not colours
+ * alone). Not a `.badge`: a plugin's row has one badge, its state.
+ */
+export function trustBadge(signature) {
+  if (!signature) return h("span", { class: "trust trust-unsigned" }, "unsigned");
+  return signature.trusted
+    ? h("span", { class: "trust trust-trusted" }, "trusted")
+    : h("span", { class: "trust trust-untrusted" }, "not trusted");
+}
+
+const LEVELS = { info: "Information", warning: "Warning", critical: "Critical" };
+
+/**
+ * noticeList shows the catalogues' notices on a plugin, each with its level in words ("Warning from Team
+ * plugins: …") as well as its colour; null when there is none.
+ */
+export function noticeList(notices, label = "Notices from the catalogues") {
+  if (!notices?.length) return null;
+  return h(
+    "ul",
+    { class: "notices", "aria-label": label },
+    notices.map((n) => h(
+      "li",
+      { class: `notice notice-${LEVELS[n.level] ? n.level : "warning"}`, dataset: { level: n.level } },
+      h("strong", {}, `${LEVELS[n.level] || n.level}`),
+      n.catalogue ? ` from ${n.catalogue}: ` : ": ",
+      n.message,
+    )),
+  );
+}
+
+function signerCell(view) {
+  const sig = view.signature;
+  return h(
+    "span",
+    { class: "signer", title: signatureText(sig) },
+    sig ? [h("span", { class: "signer-name" }, sig.signer), " "] : null,
+    trustBadge(sig),
+  );
 }
 
 /** problemNodes shows a refused request: the server's detail, and the rule and entry a bundle broke. */
@@ -188,11 +281,15 @@ function routesCell(view) {
 }
 
 /** render shows the plugins page. */
-export async function render({ main, me }) {
+export async function render({ main, me, opens }) {
   const manage = canManage(me);
   const sandboxedOnly = !manage && canManageSandboxed(me);
   const rescan = button("Rescan", { class: "primary", title: "Re-read the plugins folder and retry failed versions" });
-  main.append(h("div", { class: "page-head" }, h("h1", {}, "Plugins"), h("span", { class: "spacer" }), manage ? rescan : null));
+  const tabs = pluginTabs(PLUGINS_PAGE, opens);
+  main.append(
+    h("div", { class: "page-head" }, h("h1", {}, "Plugins"), h("span", { class: "spacer" }), manage ? rescan : null),
+    tabs,
+  );
 
   // Installing: a drop zone around a real file input, so the keyboard and screen readers get the same feature.
   const picker = h("input", { type: "file", name: "bundle", accept: ".zip,application/zip" });
@@ -227,6 +324,26 @@ export async function render({ main, me }) {
   let views = [];
   let recheck = null;
   let gone = false;
+  let offers = {}; // plugin id → the newer version a catalogue has of it
+
+  /**
+   * checkUpdates asks the catalogues (after the table is shown, so the page never waits on them) which installed
+   * plugins have a newer release; a failure, or no catalogue configured, shows nothing.
+   */
+  async function checkUpdates() {
+    if (opens && !opens(CATALOGUE_API)) return;
+    let listing;
+    try {
+      listing = await api.get(CATALOGUE_API);
+    } catch {
+      return;
+    }
+    if (gone || !listing?.catalogues?.length) return;
+    const updates = listing.plugins.filter((p) => p.update && p.latest);
+    offers = Object.fromEntries(updates.map((p) => [p.id, p.latest.version]));
+    tabs.setUpdates(updates.length);
+    if (updates.length) show();
+  }
 
   async function load(focus = null) {
     clearTimeout(recheck);
@@ -255,8 +372,22 @@ export async function render({ main, me }) {
       columns: [
         { label: "ID", render: (v) => link(pluginPage(v.id), v.id) },
         { label: "Name", render: (v) => v.name },
-        { label: "Version", render: (v) => h("span", {}, v.version, v.failed_versions?.length ? h("span", { class: "version-summary muted" }, ` (${v.summary})`) : null) },
+        {
+          label: "Version",
+          render: (v) => h(
+            "span",
+            {},
+            v.version,
+            v.failed_versions?.length ? h("span", { class: "version-summary muted" }, ` (${v.summary})`) : null,
+            offers[v.id]
+              ? h("span", { class: "cell-note update-note" }, link(BROWSE_PAGE, `${offers[v.id]} available`, {
+                "aria-label": `${offers[v.id]} available for ${v.id}`,
+              }))
+              : null,
+          ),
+        },
         { label: "State", render: (v) => badge(v.state) },
+        { label: "Signed by", render: signerCell },
         { label: "Errors", class: "error-cell", render: (v) => (v.error ? h("span", { class: "plugin-error" }, v.error) : null) },
         { label: "Routes", render: routesCell },
         manage || sandboxedOnly
@@ -378,6 +509,7 @@ export async function render({ main, me }) {
   window.addEventListener("drop", keepPage);
 
   await load();
+  checkUpdates(); // not awaited: the catalogues may be slow to answer, the page is not
   return () => {
     gone = true;
     clearTimeout(recheck);
