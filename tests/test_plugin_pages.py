@@ -120,3 +120,20 @@ def test_me_pages_lists_the_pages_a_user_may_open_and_names_a_disabled_plugin(ho
 
 def test_me_pages_needs_a_login(host: Host) -> None:
     assert host.client.get("/api/me/pages").status_code == 401
+
+
+def test_a_sandboxed_plugins_pages_are_not_offered_and_its_answers_are_isolated(host: Host) -> None:
+    pages = [{"path": "list", "title": "Memos", "module": "static/list.js"}]
+    host.drop(make_zip(host.staging, "boxed", "1.0.0", route("x"), extra_files=PAGE_FILES, pages=pages, sandbox=True))
+    host.drop(make_zip(host.staging, "inproc", "1.0.0", route("y"), extra_files=PAGE_FILES, pages=pages))
+    assert host.wait_view("boxed", "active")["sandbox"] is not None
+    host.wait_view("inproc", "active")
+    mine = my_pages(host, "bob")
+    assert mine["unavailable"] == {"boxed": "sandboxed"}, "its module would run in the app with bob's rights"
+    assert [p["plugin"] for p in mine["pages"]] == ["inproc"]
+    # Whatever a sandboxed plugin serves, a page of its own included, runs in an opaque origin of its own.
+    for path in ("/app/boxed/hello", "/app/boxed/static/list.js"):
+        policies = host.get(path).headers.get_list("content-security-policy")
+        assert any(p.startswith("sandbox allow-scripts") for p in policies), (path, policies)
+        assert any("default-src 'self'" in p for p in policies), (path, policies)
+    assert not any("sandbox" in p for p in host.get("/app/inproc/hello").headers.get_list("content-security-policy"))

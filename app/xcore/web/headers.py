@@ -20,6 +20,7 @@ import base64
 import hashlib
 import re
 from operator import itemgetter
+from typing import Any
 
 POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -53,6 +54,30 @@ def secure(headers: list[tuple[bytes, bytes]], https: bool) -> None:
     else:  # a page with its own policy
         present = set(map(_name, headers))
         headers.extend(header for header in (_HTTPS if https else _ALWAYS) if header[0] not in present)
+
+
+# What a sandboxed plugin's answers carry besides: xcore's policy, and a second one that puts any page it serves
+# in a unique opaque origin (CSP `sandbox`, without allow-same-origin). Such a page's scripts run, but not as the
+# app: they cannot read its cookies or storage, and their requests to it are cross-origin, carrying no session.
+# Browsers enforce every policy a response has, so the plugin's own cannot loosen either.
+ISOLATION: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-security-policy", POLICY.encode()),
+    (b"content-security-policy", b"sandbox allow-scripts allow-forms allow-popups allow-downloads"),
+)
+
+
+def isolate(enter: Any) -> Any:
+    """isolate wraps the ASGI entry of a sandboxed plugin's routes so that every answer carries ISOLATION."""
+
+    def call(scope: Any, receive: Any, send: Any) -> Any:
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *ISOLATION]
+            await send(message)
+
+        return enter(scope, receive, sending)
+
+    return call
 
 
 _INLINE_SCRIPT = re.compile(r"<script\b(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.IGNORECASE | re.DOTALL)

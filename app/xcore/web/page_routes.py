@@ -1,7 +1,9 @@
 """/api/me/pages: the plugin pages the logged-in user may open, for the app's home page and navigation.
 
-A page is listed when its plugin serves and the user holds the page's permission (a page without one is for
-every logged-in user). The pages of a plugin that does not serve now (disabled, failed, being installed) are
+A page is listed when its plugin serves in the server's process and the user holds the page's permission (a
+page without one is for every logged-in user). A sandboxed plugin's pages are not: a page's module runs in the
+app, with the rights of whoever opens it, which is everything its sandbox denies it; they are named under
+`unavailable` as "sandboxed". The pages of a plugin that does not serve now (disabled, failed, being installed) are
 named under `unavailable` with the plugin's state, so that an open page can say "this plugin is disabled"
 rather than "not found". Opening a page decides nothing on the server: every request it makes is judged by the
 access rules and the handlers, as any other.
@@ -57,6 +59,9 @@ async def my_pages(request: Request[Any, Any, Any]) -> MyPagesOut:
             continue
         if view.state != "active" or view.stamp is None or view.version is None:
             unavailable[view.id] = view.state
+            continue
+        if view.sandbox is not None:  # its module would run in the app, with the user's rights, which it lacks
+            unavailable[view.id] = "sandboxed"
             continue
         for page in mine:
             pages.append(

@@ -35,6 +35,7 @@ from xcore.plugins.manifest import overlaps
 from xcore.runtime import Runtime
 from xcore.web.app import build_app, build_plugin_app
 from xcore.web.dispatch import Dispatch, Mount, document_under
+from xcore.web.headers import isolate
 from xcore.web.switch import AppStartupError, Generation, Switch
 
 log = logging.getLogger("xcore.plugins")
@@ -126,9 +127,11 @@ class PluginApps:
         app = build_plugin_app(self.runtime, [p.mount for p in plugins], self.manager)
         mounts = Mount.each([p.manifest.prefix for p in plugins], app)
         # A sandboxed version's routes are its worker's; here they are one forwarding mount, so its document is
-        # the one the worker made of them.
+        # the one the worker made of them; and its answers are isolated from the app's origin (`isolate`).
         return [
-            replace(mount, openapi=document_under(p.sandbox.openapi, mount.prefix)) if p.sandbox else mount
+            replace(mount, openapi=document_under(p.sandbox.openapi, mount.prefix), entry=isolate(mount.entry))
+            if p.sandbox
+            else mount
             for p, mount in zip(plugins, mounts, strict=True)
         ]
 

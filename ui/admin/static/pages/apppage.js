@@ -15,7 +15,10 @@ import * as xcore from "../xcore.js";
 export const title = "App";
 
 const POLL_MS = 3000;
-const STATE_WORDS = { disabled: "This plugin is disabled" };
+const STATE_WORDS = {
+  disabled: "This plugin is disabled",
+  sandboxed: "This plugin's pages are not shown",
+};
 
 function findPage(answer, pluginId, path) {
   return answer.pages.find((p) => p.plugin === pluginId && p.path === path) || null;
@@ -25,6 +28,19 @@ function findPage(answer, pluginId, path) {
  * available (failed)" for the other states. */
 function unavailableTitle(state) {
   return STATE_WORDS[state] || `This plugin is not available (${state})`;
+}
+
+/** unavailableText says why a plugin's page is not shown, and whether it comes back by itself. */
+function unavailableText(pluginId, state) {
+  if (state === "disabled") {
+    return `The pages of the plugin ${pluginId} are off while it is disabled. `
+      + "This page comes back by itself when it is enabled again.";
+  }
+  if (state === "sandboxed") {
+    return `The plugin ${pluginId} runs sandboxed. A page runs in this app with your rights, which its sandbox `
+      + "denies it, so xcore does not show its pages. Its routes serve as usual.";
+  }
+  return `The plugin ${pluginId} does not serve now (${state}). This page comes back by itself when it does.`;
 }
 
 export async function render(ctx) {
@@ -140,10 +156,7 @@ export async function render(ctx) {
     const admin = ctx.opens("/api/admin/plugins");
     message(
       unavailableTitle(state),
-      h("p", {}, state === "disabled"
-        ? `The pages of the plugin ${pluginId} are off while it is disabled. `
-          + "This page comes back by itself when it is enabled again."
-        : `The plugin ${pluginId} does not serve now (${state}). This page comes back by itself when it does.`),
+      h("p", {}, unavailableText(pluginId, state)),
       h("p", {}, admin
         ? link(`/admin/plugins/${encodeURIComponent(pluginId)}`, `See the plugin ${pluginId}`)
         : "An administrator can tell you more.",
