@@ -301,7 +301,15 @@ def _resolved(location: str, url: str) -> str:
 
 def download(release: Release, target: Path, *, timeout: float = 60.0) -> Path:
     """download writes the release's bundle to `target`, held to the catalogue's sha256; raises CatalogueError."""
-    data = _fetch(release.url, max(release.size, 0) + 1 if release.size > 0 else MAX_DOWNLOAD, timeout)
+    # A byte past the size the catalogue gives, and never more than a bundle may be: a catalogue may not make this
+    # read 10 GB.
+    limit = min(release.size + 1, MAX_DOWNLOAD) if release.size > 0 else MAX_DOWNLOAD
+    data = _fetch(release.url, limit, timeout)
+    if release.size > 0 and len(data) != release.size:
+        detail = (
+            f"it has {len(data):,}{'+' if len(data) == limit else ''} bytes, and the catalogue lists {release.size:,}"
+        )
+        raise CatalogueError(f"{release.url}: {detail}")
     digest = hashlib.sha256(data).hexdigest()
     if digest != release.sha256:
         raise CatalogueError(f"{release.url}: its sha256 is {digest}, and the catalogue lists {release.sha256}")
