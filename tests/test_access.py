@@ -81,6 +81,7 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     # One's own account: any logged-in user.
     ("GET", "/api/me"): LOGIN,
     ("GET", "/api/me/access"): LOGIN,
+    ("GET", "/api/me/pages"): LOGIN,
     ("PATCH", "/api/me"): LOGIN,
     ("POST", "/api/me/password"): LOGIN,
     ("POST", "/api/me/totp/setup"): LOGIN,
@@ -118,6 +119,14 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("DELETE", "/api/admin/plugins/{plugin_id:str}"): ADMIN,
     ("GET", "/api/admin/plugins/{plugin_id:str}/config"): ADMIN,
     ("PUT", "/api/admin/plugins/{plugin_id:str}/config"): ADMIN,
+    # Catalogues: admins browse and install (an in-process plugin's install wants plugins.manage, as an upload).
+    ("GET", "/api/admin/catalogue"): ADMIN,
+    ("POST", "/api/admin/catalogue/refresh"): ADMIN,
+    ("POST", "/api/admin/catalogue/install"): ADMIN,
+    # The trust store: admins read; changing what the signing policy trusts is a superadmin's (plugins.manage).
+    ("GET", "/api/admin/trust"): ADMIN,
+    ("POST", "/api/admin/trust"): SUPERADMIN,
+    ("DELETE", "/api/admin/trust/{name:str}"): SUPERADMIN,
     # Tasks: admins (tasks.read, tasks.manage).
     ("GET", "/api/admin/tasks"): ADMIN,
     ("POST", "/api/admin/tasks/{name:str}/run"): ADMIN,
@@ -157,6 +166,8 @@ QUERIES: dict[tuple[str, str], str] = {
 
 Body = Callable[[str, "Template"], Any]
 BODIES: dict[tuple[str, str], Body] = {
+    ("POST", "/api/admin/trust"): lambda who, t: {"public_key": "xcore-ed25519 AAAA nobody"},
+    ("POST", "/api/admin/catalogue/install"): lambda who, t: {"id": "absent"},
     ("POST", "/api/setup"): lambda who, t: {"token": "not-the-token", "username": "eve", "password": NEW_PASSWORD},
     # Anonymous logs in as cyd; the others as themselves.
     ("POST", "/api/auth/login"): lambda who, t: {

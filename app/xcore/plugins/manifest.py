@@ -39,7 +39,10 @@ CORE_PREFIXES = ("/api", "/admin", "/docs", "/redoc", "/openapi.json", "/schema"
 # `users.manage`). Derived from the core's own permissions and URL prefixes; the admin API's other sections and
 # the plugins' URL root are listed here (tests/test_plugin_manager.py checks them against the core app's routes).
 RESERVED_IDS: dict[str, str] = {
-    **{section: f"xcore's admin API has /api/admin/{section}" for section in ("access", "permissions", "system")},
+    **{
+        section: f"xcore's admin API has /api/admin/{section}"
+        for section in ("access", "permissions", "system", "catalogue", "trust")
+    },
     **{section: f"xcore's own API has /api/{section}" for section in ("auth", "me", "setup", "version")},
     **{prefix.strip("/").split(".")[0]: f"xcore serves {prefix}" for prefix in CORE_PREFIXES},
     "app": "plugins' routes live under /app",
