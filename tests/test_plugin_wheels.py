@@ -506,3 +506,26 @@ def _changed(host: Host, plugin_id: str, before: str) -> str:
     view = host.view(plugin_id)
     assert view is not None and view["state"] == "failed" and view["error"] != before, view
     return str(view["error"])
+
+
+def test_the_downloads_of_bundles_no_longer_installed_are_collected(tmp_path: Path) -> None:
+    from xcore.plugins.requirements import collect_downloads
+
+    store = tmp_path / "plugin-wheels"
+    (store / "pins").mkdir(parents=True)
+    kept, gone = "a" * 64, "b" * 64
+    for sha in (kept, gone, "c" * 64):
+        (store / sha).mkdir()
+        (store / sha / "x-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    installed, removed_bundle = "1" * 64, "2" * 64
+    (store / "pins" / f"memo-{installed[:32]}.json").write_text(json.dumps({"wheels": [{"file": "x", "sha256": kept}]}))
+    (store / "pins" / f"old-{removed_bundle[:32]}.json").write_text(
+        json.dumps({"wheels": [{"file": "x", "sha256": gone}]})
+    )
+    assert collect_downloads(store, {installed}, older_than=3600) == [
+        store / "pins" / f"old-{removed_bundle[:32]}.json"
+    ]
+    assert (store / gone).is_dir(), "a download younger than an hour may be one under way"
+    removed = collect_downloads(store, {installed}, older_than=0)
+    assert sorted(p.name for p in removed) == ["b" * 64, "c" * 64]
+    assert (store / kept).is_dir() and (store / "pins" / f"memo-{installed[:32]}.json").is_file()

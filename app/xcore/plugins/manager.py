@@ -53,7 +53,7 @@ from xcore.plugins.loader import (
 )
 from xcore.plugins.lock import WheelError
 from xcore.plugins.manifest import Manifest
-from xcore.plugins.requirements import Resolved, Unmet, bundle_wheels, folder_wheels, normalized
+from xcore.plugins.requirements import Resolved, Unmet, bundle_wheels, collect_downloads, folder_wheels, normalized
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.signing import SignatureError, Signer, policy_says
@@ -67,6 +67,7 @@ from xcore.plugins.store import (
     plugin_data_dir,
     plugins_dir,
     trust_store,
+    wheel_store,
 )
 from xcore.plugins.views import Notes, PluginView, plugin_views, refresh_sandbox
 from xcore.plugins.watcher import Watcher
@@ -610,8 +611,10 @@ class PluginManager:
         """collect_garbage deletes extracted bundles no worker has touched for CACHE_IDLE seconds (the core task
         xcore.plugin_cache runs it); returns how many."""
         removed = collect_garbage(self.cache, self.touch_in_use(), idle=CACHE_IDLE)
+        installed = {s.fingerprint for s in self._scan.sources if not s.dev}
+        removed += collect_downloads(wheel_store(self.runtime), installed)
         if removed:
-            log.info("plugin cache: removed %d unused folder(s)", len(removed), extra=CONTEXT)
+            log.info("plugin cache: removed %d unused folder(s) and file(s)", len(removed), extra=CONTEXT)
         return len(removed)
 
 

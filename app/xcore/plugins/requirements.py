@@ -24,8 +24,10 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -362,3 +364,30 @@ class Pins:
         with os.fdopen(fd, "w") as out:
             json.dump({"wheels": pinned}, out, indent=2)
         os.replace(tmp, self.path)
+
+
+def collect_downloads(folder: Path, installed: set[str], older_than: float = 3600.0) -> list[Path]:
+    """collect_downloads deletes, in the index's download folder (`Pins`), the pins of bundles no longer
+    installed (`installed`: the sha256 of every zip in the plugins folder), then the downloaded wheels no pin
+    names that are `older_than` seconds old (a download under way is never younger than its pin); returns what
+    it deleted."""
+    removed: list[Path] = []
+    kept: set[str] = set()
+    prefixes = {fingerprint[:32] for fingerprint in installed}
+    for pin in sorted((folder / "pins").glob("*.json")) if (folder / "pins").is_dir() else []:
+        if pin.stem.rsplit("-", 1)[-1] not in prefixes:
+            pin.unlink(missing_ok=True)
+            removed.append(pin)
+            continue
+        try:
+            kept |= {str(w["sha256"]) for w in json.loads(pin.read_text())["wheels"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    now = time.time()
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.name == "pins" or not entry.is_dir() or entry.name in kept:
+            continue
+        if now - entry.stat().st_mtime >= older_than:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
