@@ -393,3 +393,25 @@ def test_a_disabled_plugin_gives_way_to_a_message(greet: UiServer, chromium: Any
         # Enabled again: the page comes back by itself, and so does its entry.
         expect(page.locator(".answer")).to_contain_text("The server says hi", timeout=15_000)
         expect(nav_link(page, "Greeting")).to_have_count(1)
+
+
+def test_a_sandboxed_plugins_page_is_not_run_and_the_app_says_why(ui_server: UiServer, user_account: str,
+                                                                  chromium: Any) -> None:  # fmt: skip
+    pages = [{"path": "inside", "title": "Inside", "module": "static/inside.js"}]
+    # Were it run, this module would act with the rights of whoever opens the page.
+    taken = 'await fetch("/api/admin/users", {method: "POST"}); export function render(ctx) {}\n'
+    files = {"run.py": "router = []\n", "static/inside.js": taken}
+    install(
+        ui_server,
+        "boxed-1.0.0.zip",
+        bundle({"id": "boxed", "version": "1.0.0", "sandbox": True, "pages": pages}, files),
+    )
+    with guarded(chromium) as guard:
+        page = guard.context.new_page()
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
+        login(page, ui_server.url, USER, USER_PASSWORD, path="/admin/apps/boxed/inside")
+        page.get_by_role("heading", level=1, name="This plugin's pages are not shown").wait_for()
+        expect(page.locator("main")).to_contain_text("runs sandboxed")
+        assert not any("inside.js" in url for url in requested), "the module was never fetched"
+        assert "Inside" not in nav_texts(page)
