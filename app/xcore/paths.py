@@ -163,3 +163,17 @@ class DataDir:
 def _chmod(path: Path, mode: int) -> None:
     if sys.platform != "win32":
         os.chmod(path, mode)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """write_atomically writes `data` to `path` through a temporary file beside it, then a rename, so that `path`
+    is always whole (the old content or the new) and a failure leaves no temporary file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -20,8 +20,6 @@ import binascii
 import hashlib
 import http.client
 import json
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -38,6 +36,7 @@ from packaging.version import InvalidVersion, Version
 
 from xcore import __version__
 from xcore.errors import RequestError
+from xcore.paths import write_atomically
 from xcore.plugins.bundle import inspect_bundle
 from xcore.plugins.contract import MANIFEST_FILE, MAX_UNCOMPRESSED
 from xcore.plugins.signing import Signer, TrustStore, read_private_key, sign
@@ -196,7 +195,7 @@ def read(source: str, trust: TrustStore, keep: Path, *, timeout: float = 30.0) -
         catalogue.fetched = kept.stat().st_mtime
         return catalogue
     catalogue = parse(source, location, raw, trust)
-    _write_atomically(kept, raw)
+    write_atomically(kept, raw)
     catalogue.fetched = time.time()
     return catalogue
 
@@ -313,7 +312,7 @@ def download(release: Release, target: Path, *, timeout: float = 60.0) -> Path:
     digest = hashlib.sha256(data).hexdigest()
     if digest != release.sha256:
         raise CatalogueError(f"{release.url}: its sha256 is {digest}, and the catalogue lists {release.sha256}")
-    _write_atomically(target, data)
+    write_atomically(target, data)
     return target
 
 
@@ -344,14 +343,6 @@ def _fetch(location: str, limit: int, timeout: float) -> bytes:
 
 def _canonical(document: dict[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 def as_json(catalogue: Catalogue) -> dict[str, Any]:

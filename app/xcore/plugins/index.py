@@ -19,9 +19,7 @@ import base64
 import hashlib
 import http.client
 import json
-import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,6 +35,7 @@ from typing import IO, Any, NamedTuple
 from packaging.utils import canonicalize_name
 
 from xcore import __version__
+from xcore.paths import write_atomically
 from xcore.plugins.contract import MAX_LIBRARIES
 from xcore.plugins.lock import WheelError, parse_wheel_name
 from xcore.plugins.wheels import SOURCE_INDEX, WheelRef
@@ -145,7 +144,7 @@ class PackageIndex:
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:
             raise IndexUnavailable(url, f"{file} has sha256 {digest}, but the index lists sha256 {sha256}")
-        _write_atomically(path, data)
+        write_atomically(path, data)
         return data
 
     @contextmanager
@@ -247,19 +246,6 @@ def _kept(path: Path, sha256: str) -> bytes | None:
     except OSError:
         return None
     return data if hashlib.sha256(data).hexdigest() == sha256 else None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """_write_atomically writes `data` to `path` through a temporary file, so that `path` is whole or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".download-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _sha256(value: object) -> str | None:

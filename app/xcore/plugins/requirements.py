@@ -22,11 +22,9 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -39,6 +37,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 
+from xcore.paths import write_atomically
 from xcore.plugins.bundle import READ_ERRORS, Bundle, BundleError
 from xcore.plugins.contract import WHEELS_FOLDER
 from xcore.plugins.libraries import in_libraries
@@ -359,11 +358,7 @@ class Pins:
         pinned = [{"file": w.file, "sha256": w.sha256} for w in wheels if w.source == SOURCE_INDEX]
         if not pinned:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".pins-", suffix=".tmp")
-        with os.fdopen(fd, "w") as out:
-            json.dump({"wheels": pinned}, out, indent=2)
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps({"wheels": pinned}, indent=2).encode())
 
 
 def collect_downloads(folder: Path, installed: set[str], older_than: float = 3600.0) -> list[Path]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from xcore.config.loader import ENV_SAFE_MODE
+from xcore.paths import write_atomically
 
 SAFE_AFTER = 3  # failed starts in a row before the next start is in safe mode
 START_FILE = "start-attempts.json"
@@ -104,8 +104,4 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data).encode())

@@ -20,9 +20,7 @@ import binascii
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from xcore.errors import RequestError
+from xcore.paths import write_atomically
 
 SIGNATURE_FORMAT = 1
 KEY_PREFIX = "xcore-ed25519"
@@ -246,12 +245,8 @@ class TrustStore:
         return found
 
     def _write(self, keys: list[TrustedKey]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = {"keys": [{**k.as_json(), "added": k.added} for k in keys]}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".trusted-keys-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2)
-        os.replace(tmp, self.path)
+        write_atomically(self.path, json.dumps(data, indent=2).encode())
         self._cache = None
 
 
