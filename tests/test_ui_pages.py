@@ -288,6 +288,15 @@ def test_a_user_lands_on_home_and_opens_a_page(greet: UiServer, chromium: Any, s
         page.get_by_label("Text to echo").fill("hello there")
         page.get_by_role("button", name="Send").click()  # a POST: the SDK sends the CSRF token
         expect(page.locator(".echoed")).to_have_text("Echo: hello there")
+        # What the page's code may reach is what the user may: the SDK carries the user's session, nothing more.
+        refused = page.evaluate(
+            """() => import("/admin/static/xcore.js").then((x) => Promise.all([
+                x.api.get("/api/admin/users").then(() => 200, (e) => e.status),
+                x.api.post("/api/admin/plugins/greet/disable", {}).then(() => 200, (e) => e.status),
+            ]))"""
+        )
+        assert refused == [403, 403], refused
+        guard.take()  # Chromium logs the two refusals as failed loads: expected
         sweep(page, "Greeting", screenshots, "plugin-page")
 
         # Leaving the page runs its cleanup; the navigation brings it back.
