@@ -6,6 +6,8 @@
                                          set up .venv with the test extras, then run pytest: the whole suite, or
                                          with --fast the unit tier alone (no browser, desktop window, real server
                                          or release build: pytest -m "not (browser or desktop or release or e2e)")
+                                         (both download, once, the real wheels the plugin-requirements tests
+                                         pack into bundles, into .venv/test-wheels)
     python3 tasks.py lint                ruff (lint + format check) and mypy
     python3 tasks.py pack [OUTDIR]       pack every example plugin in plugins/ into OUTDIR (default dist/plugins)
     python3 tasks.py bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]
