@@ -214,6 +214,14 @@ def stderr_tail(log: IO[bytes], lines: int = 8) -> str:
     return " | ".join(line.strip() for line in tail) or "(no stderr output)"
 
 
+def spawn(argv: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """spawn starts a server in a process group of its own (so `stop` reaches its workers), its stderr in `log`."""
+    return subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+        start_new_session=True,
+    )  # fmt: skip
+
+
 def wait_ready(name: str, proc: subprocess.Popen[bytes], port: int, path: str, log: IO[bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -332,15 +340,7 @@ def running(name: str, pin: list[str], tmp: Path) -> Iterator[tuple[int, subproc
         env["XCORE_XCORE__MIDDLEWARE__ACCESS_RULES"] = BENCH_RULES
         install_bench_plugin(data_dir)
     with open(tmp / f"{name}.stderr", "w+b") as log:
-        proc = subprocess.Popen(
-            [*pin, *server_command(name, port, data_dir)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+        proc = spawn([*pin, *server_command(name, port, data_dir)], env, log)
         try:
             wait_ready(name, proc, port, "/health" if name == "xcore" else "/", log)
             yield port, proc, log

@@ -66,7 +66,6 @@ from typing import IO, Any, NamedTuple
 
 from machine import children, cpu_model, describe, yardsticks
 
-ROOT = Path(__file__).resolve().parent.parent
 ROUTES = {"inproc": "/app/inproc", "boxed": "/app/boxed"}
 KINDS = {"inproc": ("procstart", False), "boxed": ("boxstart", True)}  # start/reload plugins: id prefix, sandbox
 HELLO = (
@@ -152,15 +151,7 @@ def serving(tmp: Path, starts: int, pin: list[str]) -> Iterator[Server]:
     port = bench.free_port()
     env = {**os.environ, "XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": access_rules(starts)}
     with open(tmp / "server.stderr", "w+b") as log:
-        proc = subprocess.Popen(
-            [*pin, *bench.server_command("xcore", port, data)],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+        proc = bench.spawn([*pin, *bench.server_command("xcore", port, data)], env, log)
         try:
             for path in ("/health", *ROUTES.values()):
                 bench.wait_ready("xcore", proc, port, path, log)

@@ -345,15 +345,7 @@ def serving(tmp: Path, first: dict[str, Path]) -> Iterator[Server]:
     env = {**os.environ, "XCORE_XCORE__MIDDLEWARE__ACCESS_RULES": json.dumps({"/app/*": {"public": True}})}
     env["XCORE_XCORE__LOGS__CONSOLE"] = "false"
     with open(tmp / "server.stderr", "w+b") as log:
-        proc = subprocess.Popen(
-            bench.server_command("xcore", port, data),
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
+        proc = bench.spawn(bench.server_command("xcore", port, data), env, log)
         try:
             for path in ("/health", *(f"/app/{plugin_id}" for plugin_id in first)):
                 bench.wait_ready("xcore", proc, port, path, log)

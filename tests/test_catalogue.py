@@ -192,7 +192,7 @@ def test_a_download_that_does_not_match_the_catalogues_sha256_is_refused(
     assert not list(host.folder.glob("memo-*.zip"))
 
 
-def test_an_admin_installs_what_runs_sandboxed_only(
+def test_an_admin_cannot_install_a_plugin_that_would_run_in_process(
     catalogue_host: Callable[..., Host], shelf: tuple[Path, str], team_key: tuple[Path, str], tmp_path: Path
 ) -> None:
     folder, _ = shelf

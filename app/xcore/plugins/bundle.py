@@ -144,7 +144,7 @@ def inspect_bundle(
         and Version(host_version) not in SpecifierSet(manifest.requires, prereleases=True)
     ):
         raise BundleError(name, "requires", f"needs xcore {manifest.requires}; this is xcore {host_version}")
-    _check_prefix(name, manifest, taken_prefixes or {})
+    check_prefix(name, manifest, taken_prefixes or {})
     if f"{root}{manifest.entry}.py" not in entries and f"{root}{manifest.entry}/__init__.py" not in entries:
         raise BundleError(name, "entry-missing", f"the entry module {manifest.entry!r} is not in the zip")
     for missing in page_files_missing(manifest, {e[len(root) :] for e in entries}):
@@ -301,7 +301,9 @@ def _root(bundle: str, names: list[str]) -> str:
     raise BundleError(bundle, "manifest-missing", f"no {MANIFEST} at the top of the zip or of its one top folder")
 
 
-def _check_prefix(bundle: str, manifest: Manifest, taken: dict[str, str]) -> None:
+def check_prefix(bundle: str, manifest: Manifest, taken: dict[str, str]) -> None:
+    """check_prefix refuses (rule `api-prefix`) a manifest whose prefix overlaps the core's or one in `taken`
+    (URL prefix -> the id of the plugin that has it)."""
     prefix = manifest.prefix
     for core in CORE_PREFIXES:
         if overlaps(prefix, core):

@@ -18,12 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import http.client
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +31,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from xcore import __version__
 from xcore.errors import RequestError
 from xcore.paths import write_atomically
 from xcore.plugins.bundle import inspect_bundle
 from xcore.plugins.contract import MANIFEST_FILE, MAX_UNCOMPRESSED
+from xcore.plugins.index import IndexUnavailable, fetch
 from xcore.plugins.signing import Signer, TrustStore, read_private_key, sign
 
 CATALOGUE_FORMAT = 1
@@ -318,24 +315,16 @@ def download(release: Release, target: Path, *, timeout: float = 60.0) -> Path:
 
 def _fetch(location: str, limit: int, timeout: float) -> bytes:
     """_fetch reads at most `limit` bytes from an http(s) URL or a path; raises CatalogueError saying why not."""
-    if urllib.parse.urlsplit(location).scheme.lower() not in SCHEMES:
+    if urllib.parse.urlsplit(location).scheme.lower() in SCHEMES:
         try:
-            with open(location, "rb") as source:
-                data = source.read(limit + 1)
-        except OSError as exc:
-            raise CatalogueError(f"{location}: cannot be read ({exc.strerror or exc})") from None
-    else:
-        request = urllib.request.Request(location, headers={"User-Agent": f"xcore/{__version__}"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                data = response.read(limit + 1)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise CatalogueError(f"{location}: HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise CatalogueError(f"{location}: {getattr(exc.reason, 'strerror', None) or exc.reason}") from None
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise CatalogueError(f"{location}: {exc}") from None
+            return fetch(location, limit, timeout)
+        except IndexUnavailable as exc:
+            raise CatalogueError(f"{location}: {exc.reason}") from None
+    try:
+        with open(location, "rb") as source:
+            data = source.read(limit + 1)
+    except OSError as exc:
+        raise CatalogueError(f"{location}: cannot be read ({exc.strerror or exc})") from None
     if len(data) > limit:
         raise CatalogueError(f"{location}: over {limit:,} bytes")
     return data

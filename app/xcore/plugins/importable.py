@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 import xcore
 from xcore.build import frozen
 
@@ -144,7 +146,7 @@ def _describe(modules: list[str]) -> list[Package]:
         for dist in importlib.metadata.distributions():
             name = dist.name
             if name:
-                versions.setdefault(_normalized(name), (name, dist.version))  # the first on sys.path is imported
+                versions.setdefault(canonicalize_name(name), (name, dist.version))  # the first on sys.path is imported
     except (OSError, ValueError, KeyError):  # unreadable metadata: list the modules alone
         owners, versions = {}, {}
     packages = []
@@ -152,16 +154,12 @@ def _describe(modules: list[str]) -> list[Package]:
         if module == "xcore":  # the running xcore, whether or not its metadata is bundled
             packages.append(Package(module, "xcore", xcore.__version__))
             continue
-        candidates = [_normalized(d) for d in owners.get(module, [])]
-        own = _normalized(module)
+        candidates = [canonicalize_name(d) for d in owners.get(module, [])]
+        own = canonicalize_name(module)
         key = own if own in candidates else next(iter(candidates), own)
         known = versions.get(key)
         packages.append(Package(module, *known) if known else Package(module))
     return packages
-
-
-def _normalized(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _sorted(names: Iterable[str]) -> list[str]:

@@ -84,7 +84,6 @@ class PackageIndex:
         self.downloads = downloads
         self.timeout = timeout
         self.max_bytes = max_bytes
-        self._opener = urllib.request.build_opener(_HttpOnlyRedirects)
         self._listings: dict[str, list[WheelRef]] = {}
 
     def __repr__(self) -> str:
@@ -149,27 +148,46 @@ class PackageIndex:
 
     @contextmanager
     def _open(self, url: str, accept: str) -> Iterator[Any]:
-        """_open yields the response to a GET of `url`; raises IndexUnavailable (_NotFound for HTTP 404)."""
+        """_open yields the response to a GET of `url`, with the index's credentials when `url` is on its host;
+        raises IndexUnavailable (_NotFound for HTTP 404)."""
         request = urllib.request.Request(url, headers={"Accept": accept, "User-Agent": USER_AGENT})
         if self._authorization and _origin(url) == _origin(self.url):
             request.add_unredirected_header("Authorization", self._authorization)
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                yield response
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise (_NotFound if exc.code == 404 else IndexUnavailable)(url, f"HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            raise IndexUnavailable(url, self._why(exc.reason)) from None
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise IndexUnavailable(url, self._why(exc)) from None
+        with opened(request, self.timeout) as response:
+            yield response
 
-    def _why(self, reason: object) -> str:
-        if isinstance(reason, TimeoutError):
-            return f"no answer within {self.timeout:g} s"
-        if isinstance(reason, OSError) and reason.strerror:
-            return reason.strerror
-        return str(reason) or type(reason).__name__
+
+@contextmanager
+def opened(request: urllib.request.Request, timeout: float) -> Iterator[Any]:
+    """opened yields the response to `request`, following redirects to http and https URLs only; raises
+    IndexUnavailable naming the URL and what went wrong in one line (_NotFound for HTTP 404)."""
+    url = request.full_url
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            yield response
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise (_NotFound if exc.code == 404 else IndexUnavailable)(url, f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise IndexUnavailable(url, _why(exc.reason, timeout)) from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise IndexUnavailable(url, _why(exc, timeout)) from None
+
+
+def fetch(url: str, limit: int, timeout: float) -> bytes:
+    """fetch is the body of a GET of an http(s) URL, at most `limit` bytes; raises IndexUnavailable saying why
+    not (the package index's downloads and the catalogues use it)."""
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    with opened(request, timeout) as response:
+        return _read_at_most(response, limit, url, "the answer")
+
+
+def _why(reason: object, timeout: float) -> str:
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return str(reason) or type(reason).__name__
 
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -181,6 +199,9 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         if urllib.parse.urlsplit(newurl).scheme.lower() not in SCHEMES:
             raise urllib.error.URLError(f"redirected to {newurl}, which is not an http or https URL")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 def _index_root(url: str) -> tuple[str, str | None]:

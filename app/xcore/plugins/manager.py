@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
+from packaging.utils import canonicalize_name
 from sqlalchemy.exc import IntegrityError
 
 from xcore.auth.builtin import manage_permission
@@ -53,7 +54,7 @@ from xcore.plugins.loader import (
 )
 from xcore.plugins.lock import WheelError
 from xcore.plugins.manifest import Manifest
-from xcore.plugins.requirements import Resolved, Unmet, bundle_wheels, collect_downloads, folder_wheels, normalized
+from xcore.plugins.requirements import Resolved, Unmet, bundle_wheels, collect_downloads, folder_wheels
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.signing import SignatureError, Signer, policy_says
@@ -640,7 +641,7 @@ def _held(
             continue
         for answer in plugin.requirements:
             if answer.wheel and answer.version:
-                held.setdefault(normalized(answer.name), (answer.version, plugin.id))
+                held.setdefault(canonicalize_name(answer.name), (answer.version, plugin.id))
     return held
 
 
@@ -649,7 +650,7 @@ def _check_held(requirements: list[Resolved], held: Held) -> None:
     in-process plugin imports: one process holds one version of a module."""
     clashes = []
     for answer in requirements:
-        other = held.get(normalized(answer.name)) if answer.wheel else None
+        other = held.get(canonicalize_name(answer.name)) if answer.wheel else None
         if other is not None and other[0] != answer.version:
             clashes.append(
                 f"{answer.name} {answer.version} clashes with {answer.name} {other[0]}, which plugin {other[1]!r} "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import re
 import shutil
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Protocol
 from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from xcore.paths import write_atomically
 from xcore.plugins.bundle import READ_ERRORS, Bundle, BundleError
@@ -112,15 +112,10 @@ def host_versions() -> dict[str, tuple[str, str]]:
         for dist in importlib.metadata.distributions():
             name = dist.name
             if name and not in_libraries(str(dist.locate_file(""))):  # a plugin's library is not the host's
-                found.setdefault(normalized(name), (name, dist.version))
+                found.setdefault(canonicalize_name(name), (name, dist.version))
     except (OSError, ValueError):  # unreadable metadata: nothing is known to be there
         return {}
     return found
-
-
-def normalized(name: str) -> str:
-    """normalized is a distribution's name as PEP 503 compares them."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 _Pending = tuple[Requirement, str, str | None, frozenset[str]]  # a requirement, as written, who asks, the extras
@@ -156,7 +151,7 @@ class _Planner:
 
     def answer(self, requirement: Requirement, text: str, parent: str | None) -> list[_Pending]:
         """answer resolves one requirement; returns the requirements of the wheel it picked, to answer next."""
-        key = normalized(requirement.name)
+        key = canonicalize_name(requirement.name)
         if key in self.picked:
             return self.again(requirement, text, parent, key)
         host = host_versions().get(key)
@@ -197,13 +192,13 @@ class _Planner:
     def pick(self, requirement: Requirement, text: str, key: str) -> WheelRef | None:
         """pick is the best wheel for a requirement: the bundle's, else the index's; None (with the problem
         recorded) when none fits."""
-        carried = [w for w in self.wheels if normalized(w.name) == key]
+        carried = [w for w in self.wheels if canonicalize_name(w.name) == key]
         found = self.best(requirement, carried)
         if found is not None:
             return found
         listed: list[WheelRef] = []
         if self.index is not None and self.deep:
-            listed = [w for w in self.index.wheels(requirement.name) if normalized(w.name) == key]
+            listed = [w for w in self.index.wheels(requirement.name) if canonicalize_name(w.name) == key]
             found = self.best(requirement, listed)
             if found is not None:
                 return found
@@ -250,7 +245,7 @@ class _Planner:
         """needs are the requirements of `wheel` (for `extras` not looked at yet), to answer next."""
         if not self.deep:
             return []
-        done = self.extras_done.setdefault(normalized(wheel.name), set())
+        done = self.extras_done.setdefault(canonicalize_name(wheel.name), set())
         wanted = frozenset({"", *extras}) - done
         if not wanted:
             return []

@@ -21,7 +21,7 @@ from packaging.version import Version
 from sqlalchemy import delete, select
 
 from xcore.db.models import Permission, PluginState, SettingOverride
-from xcore.plugins.bundle import Bundle, BundleError, extract_bundle, host_fault, inspect_bundle
+from xcore.plugins.bundle import Bundle, BundleError, check_prefix, extract_bundle, host_fault, inspect_bundle
 from xcore.plugins.contract import PLUGIN_ID
 from xcore.plugins.errors import PluginNotFound, PluginStorageError
 from xcore.plugins.index import IndexUnavailable, PackageIndex
@@ -213,9 +213,9 @@ def settled(path: Path) -> None:
 
 def _inspect_as(runtime: Runtime, source: Path, name: str) -> Bundle:
     try:
-        entry = _entry(runtime)
-        probe = inspect_bundle(source, runtime.version, default_entry=entry)  # all but the prefixes, to learn the id
-        return inspect_bundle(source, runtime.version, taken_prefixes(runtime, probe.manifest.id), entry)
+        checked = inspect_bundle(source, runtime.version, default_entry=_entry(runtime))  # once: hashes every entry
+        check_prefix(name, checked.manifest, taken_prefixes(runtime, checked.manifest.id))  # other plugins' now
+        return checked
     except BundleError as exc:
         raise BundleError(name, exc.rule, exc.reason, exc.entry) from None
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.tags import platform_tags
+from packaging.utils import canonicalize_name
 
 from xcore.build import frozen
 from xcore.plugins.bundle import BundleError
 from xcore.plugins.lock import parse_wheel_name
 from xcore.plugins.manifest import Manifest
-from xcore.plugins.requirements import HOST, host_versions, normalized, plan
+from xcore.plugins.requirements import HOST, host_versions, plan
 
 # Short names for the platforms authors pack for most, each a pip platform tag; pip takes the older tags of the
 # same family too (manylinux_2_28 takes manylinux2014 wheels, macosx_11_0 takes macosx_10_9).
@@ -81,7 +82,7 @@ def download_wheels(folder: Path, manifest: Manifest, options: WheelOptions, des
     wheels = []
     for path in sorted(dest.glob("*.whl")):
         name = parse_wheel_name(path.name)[0]
-        if normalized(name) in host_versions():
+        if canonicalize_name(name) in host_versions():
             path.unlink()  # the host's version meets it (pip was held to it)
         else:
             wheels.append(path)

@@ -126,14 +126,12 @@ def library_folder(cache: Path, plugin_id: str, wheels: Sequence[WheelRef]) -> P
 
 
 def install_libraries(
-    cache: Path, plugin_id: str, wheels: Sequence[WheelRef], data: dict[str, bytes] | None = None,
-    is_host_module: Callable[[str], bool] | None = None,
-) -> Libraries:  # fmt: skip
+    cache: Path, plugin_id: str, wheels: Sequence[WheelRef], data: dict[str, bytes] | None = None
+) -> Libraries:
     """install_libraries checks the wheels and unpacks them into the plugin's library folder (reused when it is
     there already, and then nothing is read); raises WheelError naming the wheel, the rule and the entry.
 
-    `data` holds the bytes of wheels read already, by file name. `is_host_module(name)` says whether a top-level
-    module is one this process has without the plugin (default: `host_module`).
+    `data` holds the bytes of wheels read already, by file name. A module the host has (`host_module`) is refused.
     """
     folder = library_folder(cache, plugin_id, wheels)
     done = _read_marker(folder)
@@ -155,9 +153,8 @@ def install_libraries(
                 raise WheelError(wheel.file, "wheel-hash", said)
             total = _unpack(wheel, raw, tmp, files, total)
         modules = top_level_modules(tmp)
-        check = is_host_module or host_module
         for module in sorted(modules):
-            if check(module):
+            if host_module(module):
                 owner = next((w for k, w in files.items() if _top(k) == module.casefold()), "a wheel")
                 raise WheelError(owner, "wheel-shadows", f"its module {module!r} is one this xcore has already")
         libraries = Libraries(folder, tuple(w.file for w in wheels), frozenset(modules))
