@@ -13,10 +13,12 @@ libraries Qt links against.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -56,7 +58,8 @@ class Desktop:
         self._output = self.output_path.open("w")
         self.process = subprocess.Popen(
             xcore_command("desktop", "--data-dir", str(data), *extra),
-            env={**WINDOW_ENV, "DISPLAY": display, ENV_PROBE: str(self.probe)},
+            # PYTHONFAULTHANDLER: a process that hangs is sent SIGABRT, which prints every thread's stack.
+            env={**WINDOW_ENV, "DISPLAY": display, ENV_PROBE: str(self.probe), "PYTHONFAULTHANDLER": "1"},
             stdout=self._output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -96,6 +99,9 @@ class Desktop:
         try:
             return self.process.wait(timeout=DEADLINE)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)  # the stacks of its threads, into the output
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=10)
             raise AssertionError(f"xcore desktop did not exit after its window closed:\n{self.output}") from None
 
     def kill(self) -> None:
@@ -451,3 +457,25 @@ def test_before_setup_the_token_is_refused_with_a_pointer_to_setup(api: Api) -> 
 )  # fmt: skip
 def test_is_loopback(ip: str | None, loopback: bool) -> None:
     assert is_loopback(ip) is loopback
+
+
+def test_a_thread_the_closed_window_left_waiting_does_not_keep_the_process_alive() -> None:
+    """pywebview's JS bridge threads are not daemons; one waiting on a window closed under it waits for good, and
+    Python would wait for it at exit. The desktop gives such threads a grace period, then exits with its code."""
+    code = (
+        "import threading, xcore.desktop as d\n"
+        "threading.Thread(target=threading.Event().wait, name='generate_js_object').start()\n"
+        "d.leave_stuck_threads(3, grace=0.2)\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=CLEAN_ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "not reached" not in done.stdout, done.stderr
+    # Threads that end within the grace period are waited for, and the process goes on as usual.
+    code = (
+        "import threading, time, xcore.desktop as d\n"
+        "threading.Thread(target=time.sleep, args=(0.1,)).start()\n"
+        "d.leave_stuck_threads(3, grace=5)\n"
+        "print('went on')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=CLEAN_ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout == "went on\n", done.stderr

@@ -124,7 +124,29 @@ def run_desktop(data_dir: str | None, *, safe: bool = False) -> int:
     if session.restart is not None and code == 0:  # the xcore menu's Restart: this process becomes the new one
         argv = [*self_command(), "desktop", "--data-dir", str(runtime.data.root), *session.restart]
         os.execv(argv[0], argv)
+    leave_stuck_threads(code)
     return code
+
+
+def leave_stuck_threads(code: int, grace: float = 5.0) -> None:
+    """leave_stuck_threads ends the process with `code` at once when a thread is still running `grace` seconds
+    after everything stopped: Python would wait for it forever at exit.
+
+    pywebview runs its JS bridge's setup in threads that are not daemons; a window closed while one of them waits
+    for a script's result leaves it waiting for good (its Qt backend never answers a destroyed window)."""
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [
+        t.name for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon and t.is_alive()
+    ]
+    if stuck:
+        log.info("leaving %d thread(s) of the closed window behind: %s", len(stuck), ", ".join(stuck))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 class Instance:
