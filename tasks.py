@@ -2,12 +2,14 @@
 """The developer runner. Standard library only, so it works before anything is installed.
 
     python3 tasks.py run [ARGS]          set up .venv, then run `xcore ARGS` (default: serve)
-    python3 tasks.py test [--fast] [PYTEST ARGS]
-                                         set up .venv with the test extras, then run pytest: the whole suite, or
-                                         with --fast the unit tier alone (no browser, desktop window, real server
-                                         or release build: pytest -m "not (browser or desktop or release or e2e)")
-                                         (both download, once, the real wheels the plugin-requirements tests
-                                         pack into bundles, into .venv/test-wheels)
+    python3 tasks.py test [--fast] [--postgres] [PYTEST ARGS]
+                                         set up .venv with the test extras, then run pytest: the whole suite, then
+                                         the unit tier again with the core database on PostgreSQL (a throwaway
+                                         server, from apt); with --fast the unit tier alone, on SQLite (no browser,
+                                         desktop window, real server or release build: pytest -m "not (browser or
+                                         desktop or release or e2e)"); with --postgres, what PYTEST ARGS choose on
+                                         PostgreSQL (both download, once, the real wheels the plugin-requirements
+                                         tests pack into bundles, into .venv/test-wheels)
     python3 tasks.py lint                ruff (lint + format check) and mypy
     python3 tasks.py pack [OUTDIR]       pack every example plugin in plugins/ into OUTDIR (default dist/plugins)
     python3 tasks.py bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]
@@ -27,6 +29,7 @@ pyproject.toml and compares it with a stamp in .venv.
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -41,10 +44,14 @@ VENV = ROOT / ".venv"
 STAMP = VENV / "xcore-install.json"
 MIN_PYTHON = (3, 11)
 
-# Debian packages each command needs, keyed by what proves the package is there: an executable on PATH, or a
-# shared library (a name holding ".so") in the dynamic linker's cache (`ldconfig -p`).
+# Debian packages each command needs, keyed by what proves the package is there: an executable on PATH, a
+# shared library (a name holding ".so") in the dynamic linker's cache (`ldconfig -p`), or a file matching a glob
+# (a key starting with "/").
 APT_FOR_UNIT_TESTS: dict[str, str] = {
     "redis-server": "redis-server",  # the Redis queue tests run a real one
+    # The PostgreSQL tests run a real server (Debian keeps initdb off PATH); pg_dump, pg_restore and psql come
+    # with it, for the backups.
+    "/usr/lib/postgresql/*/bin/initdb": "postgresql",
 }
 APT_FOR_TEST: dict[str, str] = {
     **APT_FOR_UNIT_TESTS,
@@ -154,9 +161,13 @@ def linked_libraries() -> set[str]:
 def ensure_apt(packages: dict[str, str]) -> None:
     """Install the Debian packages whose executable or library is missing; do nothing when all are present."""
     libraries = linked_libraries() if any(".so" in key for key in packages) else set()
-    missing = sorted(
-        {pkg for key, pkg in packages.items() if (key not in libraries if ".so" in key else shutil.which(key) is None)}
-    )
+
+    def present(key: str) -> bool:
+        if key.startswith("/"):
+            return bool(glob.glob(key))
+        return key in libraries if ".so" in key else shutil.which(key) is not None
+
+    missing = sorted({pkg for key, pkg in packages.items() if not present(key)})
     if not missing:
         return
     if shutil.which("apt-get") is None:
@@ -197,11 +208,12 @@ def ensure_test_wheels() -> None:
     stamp.write_text(wanted)
 
 
-def run_in_venv(argv: list[str]) -> int:
-    """Run a program from .venv. On POSIX the runner replaces itself, so signals reach the program."""
-    env = {**os.environ, "VIRTUAL_ENV": str(VENV)}
+def run_in_venv(argv: list[str], extra_env: dict[str, str] | None = None, replace: bool = True) -> int:
+    """Run a program from .venv. On POSIX, with `replace`, the runner replaces itself, so signals reach the
+    program; without, it waits for the program and returns its exit code (a second program runs after it)."""
+    env = {**os.environ, "VIRTUAL_ENV": str(VENV), **(extra_env or {})}
     env["PATH"] = str(venv_bin("python").parent) + os.pathsep + env.get("PATH", "")
-    if os.name != "nt":
+    if replace and os.name != "nt":
         os.execve(argv[0], argv, env)
     return subprocess.call(argv, env=env)
 
@@ -229,10 +241,12 @@ def pytest_command(args: list[str], fast: bool) -> list[str]:
 
 
 def cmd_test(args: list[str]) -> int:
-    """`test [--fast] [PYTEST ARGS]`: pytest on the whole suite, which CI runs; with --fast, on the unit tier only,
-    which needs neither the desktop and build extras nor the browser's and the desktop's Debian packages."""
-    fast = "--fast" in args
-    args = [arg for arg in args if arg != "--fast"]
+    """`test [--fast] [--postgres] [PYTEST ARGS]`: pytest on the whole suite, which CI runs, then the unit tier
+    again with the core database on PostgreSQL; with --fast, the unit tier only, on SQLite, which needs neither
+    the desktop and build extras nor the browser's and the desktop's Debian packages. --postgres runs what the
+    arguments choose on PostgreSQL (XCORE_TEST_DATABASE=postgresql, tests/conftest.py)."""
+    fast, postgres = "--fast" in args, "--postgres" in args
+    args = [arg for arg in args if arg not in ("--fast", "--postgres")]
     if fast:
         ensure_venv({"test"})
         ensure_apt(APT_FOR_UNIT_TESTS)
@@ -240,7 +254,16 @@ def cmd_test(args: list[str]) -> int:
         ensure_venv({"test", "desktop", "build"})  # build: the release tests make a PyInstaller bundle
         ensure_apt(APT_FOR_TEST)
     ensure_test_wheels()
-    return run_in_venv(pytest_command(args, fast))
+    if postgres:
+        return run_in_venv(pytest_command(args, fast), POSTGRES_ENV)
+    if fast or args:
+        return run_in_venv(pytest_command(args, fast))
+    code = run_in_venv(pytest_command([], fast=False), replace=False)
+    say("the unit tier again, with the core database on PostgreSQL")
+    return run_in_venv(pytest_command([], fast=True), POSTGRES_ENV, replace=False) or code
+
+
+POSTGRES_ENV = {"XCORE_TEST_DATABASE": "postgresql"}
 
 
 LINTED = ("app", "tests", "benchmarks", "migrations", "packaging", "tasks.py")

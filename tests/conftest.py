@@ -4,6 +4,11 @@ What makes the suite fast without changing what it checks: passwords are hashed 
 (`xcore.auth.hashing.cheap_hashing`; a test that needs the production ones asks for `production_hashing`), a
 runtime's core database is a copy of one migrated once per session (`prepare_from_template`; tests/test_migrations.py
 runs the real migrations), and tests that wait for a lock or a TOTP step to pass move a `clock` instead.
+
+With `XCORE_TEST_DATABASE=postgresql` (`python3 tasks.py test` runs the unit tier so, after the whole suite on
+SQLite), every data directory whose settings leave `xcore.data.url` unset gets a PostgreSQL database of its own
+instead of its SQLite file, on a real server (tests/postgres.py), and the `xcore` processes the tests start get it
+as `DATABASE_URL`. Tests marked `sqlite` check the SQLite file itself and run only on SQLite.
 """
 
 from __future__ import annotations
@@ -32,9 +37,14 @@ from xcore.auth.hashing import cheap_hashing
 from xcore.logs.setup import forget_configuration
 from xcore.runtime import Runtime, open_runtime
 
-# The browser fixtures (tests/browser.py: chromium, ui_server, page, admin_page) and the X display for window tests
-# (tests/xwindow.py: display).
-pytest_plugins = ["browser", "xwindow"]
+# The browser fixtures (tests/browser.py: chromium, ui_server, page, admin_page), the X display for window tests
+# (tests/xwindow.py: display) and the PostgreSQL server (tests/postgres.py: postgres, postgres_url).
+pytest_plugins = ["browser", "xwindow", "postgres"]
+
+# "postgresql": the core database of every test's data directory is on PostgreSQL (see above).
+BACKEND = os.environ.get("XCORE_TEST_DATABASE", "sqlite")
+if BACKEND not in ("sqlite", "postgresql"):
+    raise SystemExit(f"XCORE_TEST_DATABASE must be sqlite or postgresql, not {BACKEND!r}")
 
 # Tests never read the developer's own settings or data.
 CLEAN_ENV = {
@@ -53,12 +63,16 @@ TIER_OF_FIXTURE = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for fixture, tier in TIER_OF_FIXTURE.items():
             if fixture in used:
                 item.add_marker(tier)
+    if BACKEND == "postgresql":  # what checks the SQLite file itself is not a test of PostgreSQL: left out, said so
+        kept = [item for item in items if item.get_closest_marker("sqlite") is None]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 @pytest.fixture(autouse=True)
@@ -102,6 +116,102 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+# --- the core database: a SQLite file, or with XCORE_TEST_DATABASE=postgresql a database on the test server ------
+
+_databases: dict[Path, str] = {}  # PostgreSQL: each data directory's database, for the current test
+PG_TEMPLATE = "xcore_template"
+_pg_template_ready = False
+
+
+def core_database_url(data_root: Path) -> str:
+    """core_database_url is the PostgreSQL database standing in for `data_root`'s SQLite file in this test: made
+    (empty) the first time the data directory is asked for."""
+    from postgres import server
+
+    key = data_root.resolve()
+    if key not in _databases:
+        _databases[key] = server().create_database()
+    return _databases[key]
+
+
+def database_env(args: Sequence[str]) -> dict[str, str]:
+    """database_env is the environment that puts an `xcore` process started with `args` on the database its data
+    directory (`--data-dir`) has in this test: nothing on SQLite, its DATABASE_URL on PostgreSQL."""
+    if BACKEND != "postgresql" or "--data-dir" not in args:
+        return {}
+    return {"DATABASE_URL": core_database_url(Path(args[list(args).index("--data-dir") + 1]))}
+
+
+def copy_data_dir(source: Path, target: Path) -> None:
+    """copy_data_dir copies a data directory, its core database included (on PostgreSQL, a copy of the database
+    with `source`'s as the template: nothing may be connected to it)."""
+    shutil.copytree(source, target)
+    if BACKEND == "postgresql" and source.resolve() in _databases:
+        from postgres import server
+
+        original = _databases[source.resolve()].rsplit("/", 1)[1]
+        _databases[target.resolve()] = server().create_database(template=original)
+
+
+def _database_url(self: Runtime) -> str:
+    return self.config.xcore.data.url or core_database_url(self.data.root)
+
+
+def _database_file(self: Runtime) -> Path | None:
+    from xcore.db.engine import sqlite_path
+
+    return sqlite_path(self.database_url)
+
+
+if BACKEND == "postgresql":  # for the whole run: module fixtures open runtimes before any test's fixtures
+    Runtime.database_url = property(_database_url)  # type: ignore[method-assign,assignment]
+    Runtime.database_file = property(_database_file)  # type: ignore[method-assign,assignment]
+
+
+@pytest.fixture(autouse=True)
+def _core_database() -> Iterator[None]:
+    """On PostgreSQL: the databases made during a test are dropped after it (those of module fixtures stay)."""
+    before = set(_databases)
+    yield
+    if BACKEND == "postgresql":
+        from postgres import server
+
+        for key in set(_databases) - before:
+            server().execute(f'DROP DATABASE "{_databases.pop(key).rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def _pg_from_template(runtime: Runtime) -> None:
+    """On PostgreSQL, the runtime's database becomes a copy of the migrated template, unless it holds tables."""
+    global _pg_template_ready
+    from postgres import server
+
+    pg = server()
+    if not _pg_template_ready:
+        from xcore.server import prepare_database
+
+        pg.execute(f'CREATE DATABASE "{PG_TEMPLATE}"')
+        folder = Path(tempfile.mkdtemp(prefix="xcore-template-"))
+        atexit.register(shutil.rmtree, folder, True)
+        rt = open_runtime(folder / "data", environ={"DATABASE_URL": pg.url(PG_TEMPLATE)}, logs=False)
+        prepare_database(rt)
+        rt.close()
+        _pg_template_ready = True
+    if runtime.config.xcore.data.url:
+        return
+    key = runtime.data.root.resolve()
+    if key in _databases:
+        from sqlalchemy import inspect
+
+        if inspect(runtime.engine).get_table_names():
+            return
+        runtime.close()
+        pg.execute(f'DROP DATABASE "{_databases.pop(key).rsplit("/", 1)[1]}" WITH (FORCE)')
+    _databases[key] = pg.create_database(template=PG_TEMPLATE)
+    runtime.__dict__.pop("engine", None)
+    runtime.__dict__.pop("sessions", None)
+    runtime.__dict__.pop("auth", None)
+
+
 _template: Path | None = None
 
 
@@ -132,6 +242,8 @@ def prepare_from_template(runtime: Runtime) -> None:
     as a copy of the migrated template, so only what differs from it (none, usually) is done here."""
     from xcore.server import prepare_database
 
+    if BACKEND == "postgresql":
+        _pg_from_template(runtime)
     target = runtime.database_file
     if target is not None and not target.exists():
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -238,7 +350,7 @@ def run_xcore(*args: str, env: dict[str, str] | None = None, timeout: float = 60
     """Run the real `xcore` CLI to completion and capture its output."""
     return subprocess.run(
         xcore_command(*args),
-        env={**CLEAN_ENV, **(env or {})},
+        env={**CLEAN_ENV, **database_env(args), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -257,7 +369,7 @@ class XcoreServer:
         self._output = self.output_path.open("w")
         self.process = subprocess.Popen(
             xcore_command("serve", "--port", str(port), "--data-dir", str(data_dir), *extra),
-            env={**CLEAN_ENV, **(env or {})},
+            env={**CLEAN_ENV, **database_env(["--data-dir", str(data_dir)]), **(env or {})},
             stdout=self._output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

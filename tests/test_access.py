@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +29,17 @@ import pyotp
 import pytest
 from litestar.testing import TestClient
 
-from conftest import PASSWORDS, Api, Clock, create_account, free_port, plugin_host, prepare_from_template, run_xcore
+from conftest import (
+    PASSWORDS,
+    Api,
+    Clock,
+    copy_data_dir,
+    create_account,
+    free_port,
+    plugin_host,
+    prepare_from_template,
+    run_xcore,
+)
 from xcore.db.models import Role
 from xcore.errors import ConfigError
 from xcore.paths import DataDir
@@ -280,7 +289,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
 @contextmanager
 def copy_of(template: Template, data_dir: Path) -> Iterator[TestClient]:
     """copy_of is a TestClient on a copy of the template's data directory, with the same settings."""
-    shutil.copytree(template.data_dir, data_dir)
+    copy_data_dir(template.data_dir, data_dir)
     runtime = Runtime(template.runtime.loaded, DataDir(data_dir).prepare())
     try:
         with plugin_host(runtime, tasks=True) as client:

@@ -1,7 +1,9 @@
 """The backups admin API on real SQLite files: list, create, download and restore (superadmin only), the safety
-backup, refused backups (newer schema, no account, damaged, unknown names and path tricks), the audit trail,
-PostgreSQL's "not supported", and a restore on a real `xcore serve` with two workers that both serve the
-restored data at once.
+backup, refused backups (newer schema, no account, damaged, unknown names and path tricks), the audit trail, and a
+restore on a real `xcore serve` with two workers that both serve the restored data at once.
+
+All of it is about SQLite files and their live restore; the API on PostgreSQL (pg_dump backups, restore by
+`xcore db restore`) is tested in tests/test_postgres.py.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from xcore.runtime import Runtime
 
 PROBLEM_JSON = "application/problem+json"
 EVE = {"username": "eve", "password": "a-long-enough-secret-6", "roles": ["user"]}
+
+pytestmark = pytest.mark.sqlite  # backups of SQLite files; PostgreSQL's: tests/test_postgres.py
 
 
 def problem(response: Any, status: int) -> str:
@@ -451,18 +455,6 @@ def test_only_superadmins_handle_backups(accounts_api: Api, root: dict[str, str]
         assert "role superadmin" in detail and "/api/admin/backups*" in detail
     listed = accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]
     assert [b["name"] for b in listed] == [name], "a refused request made no backup and restored nothing"
-
-
-def test_on_a_database_other_than_sqlite_restore_is_not_supported(
-    accounts_api: Api, root: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    name = create_backup(accounts_api, root)["name"]
-    monkeypatch.setattr(Runtime, "database_file", property(lambda self: None))  # as with PostgreSQL
-    listing = accounts_api.client.get("/api/admin/backups", headers=root).json()
-    assert listing["restore"]["supported"] is False
-    assert "pg_dump" in listing["restore"]["reason"]
-    assert "pg_restore" in problem(restore(accounts_api, root, name), 409)
-    assert "not a SQLite file" in problem(accounts_api.client.post("/api/admin/backups", headers=root), 409)
 
 
 # A real server with two workers

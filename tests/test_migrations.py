@@ -1,4 +1,9 @@
-"""Migrations: applied at startup after a backup, never half-applied, and the db commands around them."""
+"""Migrations: applied at startup after a backup, never half-applied, and the db commands around them.
+
+On either backend of the suite (tests/conftest.py: XCORE_TEST_DATABASE): on SQLite a migration runs on a working copy
+of the file, which replaces it only when it succeeded; on PostgreSQL it runs in one transaction after a pg_dump
+backup. Tests marked `sqlite` check the SQLite file itself.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,23 @@ import hashlib
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
 
-from conftest import create_account, free_port, fresh_python, run_xcore
+from conftest import core_database_url, create_account, free_port, fresh_python, run_xcore
 from xcore.config.schema import BackupConfig
 from xcore.db import migrate, revisions
-from xcore.db.backup import BACKUP_NAME, list_backups, make_backup, no_server_running, server_lock
-from xcore.db.engine import make_engine
+from xcore.db.backup import BACKUP_NAME, backup_revision, backup_source, list_backups, make_backup
+from xcore.db.engine import make_engine, mask_url
 from xcore.db.models import Base
+from xcore.db.pgdump import dump_tables
+from xcore.db.serving import ServingLock
 from xcore.errors import DatabaseError, MigrationError
 from xcore.resources import resource_path
 from xcore.runtime import Runtime, open_runtime
@@ -69,9 +78,66 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def tables(db: Path) -> set[str]:
-    with sqlite3.connect(db) as conn:
+def sqlite_tables(db: Path) -> set[str]:
+    """sqlite_tables are the tables of a SQLite file (a backup, say), read with sqlite3."""
+    with closing(sqlite3.connect(db)) as conn:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def tables(runtime: Runtime) -> set[str]:
+    """tables are the tables of the runtime's core database, on either backend."""
+    try:
+        return set(inspect(runtime.engine).get_table_names())
+    finally:
+        runtime.engine.dispose()  # SQLite: a migration replaces the file, so the next read must open it anew
+
+
+def revision(runtime: Runtime) -> str | None:
+    """revision is the revision the runtime's core database is at, read anew."""
+    try:
+        return migrate.current_revision(runtime.engine)
+    finally:
+        runtime.engine.dispose()
+
+
+def rows(runtime: Runtime, sql: str) -> list[tuple[Any, ...]]:
+    """rows are the rows `sql` reads from the runtime's core database, sorted."""
+    try:
+        with runtime.engine.connect() as conn:
+            return sorted(tuple(row) for row in conn.execute(text(sql)))
+    finally:
+        runtime.engine.dispose()
+
+
+def execute(runtime: Runtime, sql: str) -> None:
+    """execute runs one statement on the runtime's core database and commits it."""
+    try:
+        with runtime.engine.begin() as conn:
+            conn.execute(text(sql))
+    finally:
+        runtime.engine.dispose()
+
+
+def contents(runtime: Runtime) -> dict[str, tuple[list[str], list[str]]]:
+    """contents is every table of the runtime's core database: its columns, and its rows (as text, sorted). Where
+    the SQLite file is compared byte for byte, a PostgreSQL database is compared by this."""
+    inspector = inspect(runtime.engine)
+    try:
+        with runtime.engine.connect() as conn:
+            return {
+                name: (
+                    [column["name"] for column in inspector.get_columns(name)],
+                    sorted(repr(tuple(row)) for row in conn.execute(text(f'SELECT * FROM "{name}"'))),
+                )
+                for name in inspector.get_table_names()
+            }
+    finally:
+        runtime.engine.dispose()
+
+
+def shown(runtime: Runtime) -> str:
+    """shown is how the db commands name the runtime's core database: its file, or its URL without the password."""
+    return str(runtime.database_file) if runtime.database_file is not None else mask_url(runtime.database_url)
 
 
 @pytest.fixture
@@ -98,17 +164,18 @@ def add_revision(scripts: Path, template: str, name: str) -> None:
 
 
 def test_fresh_database_is_migrated_to_head(runtime: Runtime) -> None:
-    db = runtime.database_file
-    assert db is not None
-    assert {"plugin_state", "setting_override", "audit_event", "alembic_version"} <= tables(db)
-    assert migrate.current_revision(runtime.engine) == migrate.head_revision()
+    assert {"plugin_state", "setting_override", "audit_event", "alembic_version"} <= tables(runtime)
+    assert revision(runtime) == migrate.head_revision()
     assert list_backups(runtime.backups_dir) == [], "an empty new database needs no backup"
+    if runtime.database_file is None:  # the PRAGMAs are SQLite's
+        return
     with runtime.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
 
 
+@pytest.mark.sqlite  # the template file tests copy; PostgreSQL's template database is made by the same first start
 def test_the_tests_template_database_is_what_a_first_start_makes(runtime: Runtime, tmp_path: Path) -> None:
     """Most tests start from a copy of a database migrated once per test process (conftest's
     `prepare_from_template`): it must be the database a real first start makes."""
@@ -121,12 +188,13 @@ def test_the_tests_template_database_is_what_a_first_start_makes(runtime: Runtim
     assert copy.database_file is not None and runtime.database_file is not None
     assert copy.database_file.stat().st_mode & 0o777 == 0o600
 
-    def contents(db: Path) -> tuple[list[Any], dict[str, int]]:
-        with sqlite3.connect(db) as conn:
+    def file_contents(db: Path) -> tuple[list[Any], dict[str, int]]:
+        with closing(sqlite3.connect(db)) as conn:
             schema = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
-            return schema, {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in tables(db)}
+            counts = {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in sqlite_tables(db)}
+            return schema, counts
 
-    assert contents(copy.database_file) == contents(runtime.database_file)
+    assert file_contents(copy.database_file) == file_contents(runtime.database_file)
 
 
 def test_models_and_migrations_agree(runtime: Runtime) -> None:
@@ -138,47 +206,61 @@ def test_models_and_migrations_agree(runtime: Runtime) -> None:
 def test_pending_migration_takes_a_named_backup_first(runtime: Runtime, scripts: Path) -> None:
     add_revision(scripts, EXTRA_REVISION, "0998_extra")
     db = runtime.database_file
-    assert db is not None
     runtime.engine.dispose()
     result = migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), script_location=scripts)
     head = migrate.head_revision()
     assert (result.before, result.after) == (head, "0998")
     assert result.backup is not None
+    assert list_backups(runtime.backups_dir) == [result.backup]
     match = BACKUP_NAME.match(result.backup.name)
-    assert match and match.group(2) == head, result.backup.name
-    assert "extra" not in tables(result.backup), "the backup holds the database as it was before"
-    assert "extra" in tables(db)
-    assert not list(db.parent.glob("*.migrating*"))
-    assert not list(runtime.backups_dir.glob("*-wal")), "a backup is a single self-contained file"
+    assert match and match.group(2) == head and match.group(3) == "migration", result.backup.name
+    assert backup_revision(result.backup) == head
+    if db is None:  # PostgreSQL: a pg_dump archive, taken before the migration changed the database in place
+        assert result.backup.suffix == ".dump"
+        in_backup = dump_tables(result.backup)
+        assert "audit_event" in in_backup
+        assert "extra" not in in_backup, "the backup holds the database as it was before"
+    else:
+        assert result.backup.suffix == ".db"
+        assert "extra" not in sqlite_tables(result.backup), "the backup holds the database as it was before"
+        assert not list(db.parent.glob("*.migrating*"))
+        assert not list(runtime.backups_dir.glob("*-wal")), "a backup is a single self-contained file"
+    assert "extra" in tables(runtime)
+    assert revision(runtime) == "0998"
 
 
 def test_failed_migration_leaves_the_database_byte_for_byte(runtime: Runtime, scripts: Path) -> None:
     add_revision(scripts, FAILING_REVISION, "0999_fails")
     db = runtime.database_file
-    assert db is not None
-    with runtime.engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO audit_event (at, action, detail) VALUES ('2026-01-01', 'before', '{}')")
-    runtime.engine.dispose()
-    before = sha256(db)
+    execute(runtime, "INSERT INTO audit_event (at, action, detail) VALUES ('2026-01-01', 'before', '{}')")
+    before = sha256(db) if db is not None else contents(runtime)  # PostgreSQL: the same tables and rows
     with pytest.raises(MigrationError) as caught:
         migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), script_location=scripts)
     message = str(caught.value)
     assert "boom in the middle" in message
     assert "left exactly as it was" in message
     assert "backup is kept at" in message
-    assert sha256(db) == before
-    assert "half_done" not in tables(db)
-    assert not list(db.parent.glob("*.migrating*"))
-    assert len(list_backups(runtime.backups_dir)) == 1
+    if db is None:
+        assert contents(runtime) == before
+    else:
+        assert sha256(db) == before
+        assert not list(db.parent.glob("*.migrating*"))
+    assert "half_done" not in tables(runtime)
+    assert rows(runtime, "SELECT action FROM audit_event WHERE action = 'half'") == []
+    kept = list_backups(runtime.backups_dir)
+    assert len(kept) == 1
+    assert str(kept[0]) in message
+    assert backup_revision(kept[0]) == migrate.head_revision()
 
 
 def test_only_the_newest_backups_are_kept(runtime: Runtime) -> None:
-    db = runtime.database_file
-    assert db is not None
-    made = [make_backup(db, runtime.backups_dir, f"r{i}", keep=3) for i in range(5)]
+    source = backup_source(runtime.database_url, runtime.database_file)
+    assert source is not None
+    made = [make_backup(source, runtime.backups_dir, f"r{i}", keep=3) for i in range(5)]
     kept = list_backups(runtime.backups_dir)
     assert kept == made[-3:]
     assert all(p.stat().st_size > 0 for p in kept)
+    assert [backup_revision(p) for p in kept] == [migrate.head_revision()] * 3
 
 
 def test_downgrade_and_upgrade_again(runtime: Runtime) -> None:
@@ -186,57 +268,63 @@ def test_downgrade_and_upgrade_again(runtime: Runtime) -> None:
     down = migrate.downgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), "base")
     assert (down.before, down.after) == (migrate.head_revision(), None)
     assert down.backup is not None
-    db = runtime.database_file
-    assert db is not None
-    assert "plugin_state" not in tables(db)
+    assert backup_revision(down.backup) == migrate.head_revision()
+    assert "plugin_state" not in tables(runtime)
+    assert revision(runtime) is None
     up = migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig())
     assert up.after == migrate.head_revision()
-    assert {"plugin_state", "users", "roles"} <= tables(db)
+    assert {"plugin_state", "users", "roles"} <= tables(runtime)
+    assert revision(runtime) == migrate.head_revision()
 
 
 def test_stepping_down_and_up_through_every_revision_loses_no_row_of_another_table(runtime: Runtime) -> None:
     """A batch operation rebuilds its table; with foreign keys on, dropping the old copy cascaded to the rows
     pointing at it (rebuilding `roles` emptied `user_roles`, so an account lost its roles)."""
     create_account(runtime, "root", ["superadmin"])
-    db = runtime.database_file
-    assert db is not None
     runtime.engine.dispose()
     assigned = (
         "SELECT u.username, r.name FROM user_roles ur"
         " JOIN users u ON u.id = ur.user_id JOIN roles r ON r.id = ur.role_id"
     )
-    with sqlite3.connect(db) as conn:
-        before = sorted(conn.execute(assigned).fetchall())
+    before = rows(runtime, assigned)
     assert ("root", "superadmin") in before
     since_accounts = [rev for rev, _down, _doc in migrate.history() if rev >= "0002"]  # newest first
     for target in since_accounts[1:]:  # down one revision at a time, to the one that made the accounts
         migrate.downgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), target)
-        with sqlite3.connect(db) as conn:
-            assert sorted(conn.execute(assigned).fetchall()) == before, f"down to {target}"
+        assert revision(runtime) == target
+        assert rows(runtime, assigned) == before, f"down to {target}"
     migrate.upgrade(runtime.database_url, runtime.backups_dir, BackupConfig())
-    with sqlite3.connect(db) as conn:
-        assert sorted(conn.execute(assigned).fetchall()) == before
+    assert revision(runtime) == migrate.head_revision()
+    assert rows(runtime, assigned) == before
 
 
 def test_unknown_revision_is_a_clear_error(runtime: Runtime) -> None:
     with pytest.raises(MigrationError, match="unknown revision 'nope'"):
         migrate.downgrade(runtime.database_url, runtime.backups_dir, BackupConfig(), "nope")
+    assert list_backups(runtime.backups_dir) == [], "nothing was migrated, so nothing was backed up"
 
 
 def test_a_held_server_lock_refuses_replacing_commands(runtime: Runtime) -> None:
-    db = runtime.database_file
-    assert db is not None
-    lock = server_lock(db)
-    lock.acquire(timeout=0)
+    def lock() -> ServingLock:
+        return ServingLock(runtime.database_url, runtime.database_file)
+
+    server = lock()
+    assert server.serve()
     try:
-        with (
-            pytest.raises(DatabaseError, match="a server is running against"),
-            no_server_running(db, "restore"),
-        ):
+        with pytest.raises(DatabaseError, match="a server is running against") as refused, lock().exclusive("restore"):
             pass
+        assert f"cannot restore: a server is running against {shown(runtime)}" in str(refused.value)
+        other = lock()
+        if runtime.database_file is None:  # PostgreSQL: several nodes serve one database together
+            assert other.serve(), "a second node could not serve beside the first"
+            other.release()
+        else:  # SQLite: one server per file
+            assert not other.serve(), "a second server took the lock of the first"
     finally:
-        lock.release()
-    with no_server_running(db, "restore"):
+        server.release()
+    with lock().exclusive("restore"):
+        assert not lock().serve(), "a server started while a command held the database alone"
+    with lock().exclusive("restore"):  # released at the end of the command: taken again
         pass
 
 
@@ -247,12 +335,14 @@ def test_startup_migration_failure_is_reported_and_harmless(runtime: Runtime, sc
     monkeypatch.setattr(migrate, "resource_path", lambda name: scripts if name == "migrations" else resource_path(name))
     monkeypatch.setattr(revisions, "_shipped_here", lambda: revisions.shipped(scripts))
     db = runtime.database_file
-    assert db is not None
     runtime.engine.dispose()
-    before = sha256(db)
+    before = sha256(db) if db is not None else contents(runtime)  # PostgreSQL: the same tables and rows
     with pytest.raises(MigrationError, match="left exactly as it was"):
         prepare_database(runtime)
-    assert sha256(db) == before
+    if db is None:
+        assert contents(runtime) == before
+    else:
+        assert sha256(db) == before
 
 
 def test_auto_upgrade_off_refuses_to_start_on_an_old_database(data_dir: Path) -> None:
@@ -260,8 +350,12 @@ def test_auto_upgrade_off_refuses_to_start_on_an_old_database(data_dir: Path) ->
     from xcore.server import prepare_database
 
     rt = open_runtime(data_dir, environ={"XCORE_MIGRATION__AUTO_UPGRADE": "false"}, logs=False)
-    with pytest.raises(DatabaseError, match="run `xcore db upgrade`"):
-        prepare_database(rt)
+    try:
+        with pytest.raises(DatabaseError, match="run `xcore db upgrade`"):
+            prepare_database(rt)
+        assert revision(rt) is None, "nothing was migrated"
+    finally:
+        rt.close()
 
 
 def test_db_commands_end_to_end(data_dir: Path) -> None:
@@ -279,28 +373,26 @@ def test_db_commands_end_to_end(data_dir: Path) -> None:
     newest = history.stdout.splitlines()[0]
     assert newest.startswith(f"{head}  (from ") and newest.endswith("<- current"), newest
 
-    db = data_dir / "xcore.db"
-    engine = make_engine(f"sqlite:///{db}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO audit_event (at, action, detail) VALUES ('2026-01-01', 'kept', '{}')")
-    engine.dispose()
+    rt = open_runtime(data_dir, environ={}, logs=False)  # the database the commands use, on either backend
+    execute(rt, "INSERT INTO audit_event (at, action, detail) VALUES ('2026-01-01', 'kept', '{}')")
     backup = run_xcore("db", "backup", *d)
     assert backup.returncode == 0, backup.stderr
     backup_file = Path(backup.stdout.strip().split(": ", 1)[1])
     assert backup_file.is_file() and BACKUP_NAME.match(backup_file.name)
+    assert backup_file.suffix == (".dump" if rt.database_file is None else ".db")  # PostgreSQL: pg_dump's archive
+    assert backup_revision(backup_file) == head
 
-    engine = make_engine(f"sqlite:///{db}")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM audit_event")
-    engine.dispose()
+    execute(rt, "DELETE FROM audit_event")
     restore = run_xcore("db", "restore", str(backup_file), *d)
     assert restore.returncode == 0, restore.stderr
     assert "was backed up first" in restore.stdout
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT action FROM audit_event").fetchall() == [("kept",)]
+    assert f"restored {shown(rt)} from {backup_file}" in restore.stdout
+    assert rows(rt, "SELECT action FROM audit_event") == [("kept",)]
 
     down = run_xcore("db", "downgrade", "base", *d)
     assert down.returncode == 0 and "base" in down.stdout, down.stderr
+    assert revision(rt) is None
+    rt.close()
 
 
 def test_restoring_the_oldest_backup_keeps_it_when_the_safety_backup_prunes(data_dir: Path) -> None:
@@ -316,7 +408,10 @@ def test_restoring_the_oldest_backup_keeps_it_when_the_safety_backup_prunes(data
     restore = run_xcore("db", "restore", str(backup_file), *d, env=env)
     assert restore.returncode == 0, restore.stderr
     assert backup_file.is_file(), "the restored backup was deleted"
-    assert f"restored {data_dir / 'xcore.db'} from {backup_file}" in restore.stdout
+    rt = open_runtime(data_dir, environ={}, logs=False)
+    assert f"restored {shown(rt)} from {backup_file}" in restore.stdout
+    if rt.database_file is not None:
+        assert rt.database_file == data_dir / "xcore.db"
 
 
 def _zip(path: Path, good: Path) -> None:
@@ -361,6 +456,7 @@ NOT_XCORE_DATABASES = [
 ]
 
 
+@pytest.mark.sqlite  # the refusals of bad SQLite backups; PostgreSQL's of bad dumps are tested below
 @pytest.mark.parametrize(("make", "says"), NOT_XCORE_DATABASES)
 def test_restore_refuses_a_file_that_is_not_an_xcore_database_in_one_line(
     data_dir: Path, tmp_path: Path, make: Any, says: str
@@ -383,6 +479,7 @@ def test_restore_refuses_a_file_that_is_not_an_xcore_database_in_one_line(
     assert run_xcore("db", "current", *d).stdout.startswith(f"{migrate.head_revision()} (up to date)")
 
 
+@pytest.mark.sqlite  # the SQLite restore path: a .db file that is not a SQLite database
 def test_restore_rejects_a_file_that_is_not_a_database(data_dir: Path, tmp_path: Path) -> None:
     run_xcore("db", "upgrade", "--data-dir", str(data_dir))
     junk = tmp_path / "junk.db"
@@ -408,8 +505,8 @@ def test_restore_refuses_while_a_server_runs(start_server, tmp_path: Path) -> No
 
 def test_database_from_a_newer_xcore_is_refused_clearly(data_dir: Path) -> None:
     assert run_xcore("db", "upgrade", "--data-dir", str(data_dir)).returncode == 0
-    with sqlite3.connect(data_dir / "xcore.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    rt = open_runtime(data_dir, environ={}, logs=False)
+    execute(rt, "UPDATE alembic_version SET version_num = '9999_future'")
     for command in (["db", "upgrade"], ["serve", "--port", str(free_port())]):
         result = run_xcore(*command, "--data-dir", str(data_dir))
         assert result.returncode == 1, result
@@ -432,6 +529,10 @@ def test_the_revisions_read_without_alembic_match_alembics(runtime: Runtime, scr
     empty = make_engine(f"sqlite:///{runtime.data.root / 'empty.db'}")
     assert revisions.current_revision(empty) is None
     empty.dispose()
+    if runtime.database_file is None:  # and an empty PostgreSQL database
+        empty = make_engine(core_database_url(runtime.data.root.parent / "empty"))
+        assert revisions.current_revision(empty) is None
+        empty.dispose()
 
 
 # Two unusual but valid scripts: the assignments below a function, and a docstring with a line that starts like
@@ -477,6 +578,7 @@ def test_the_revisions_are_read_from_scripts_of_any_layout(scripts: Path) -> Non
     assert revisions.head_revision(scripts) == script.get_current_head() == "0998"
 
 
+@pytest.mark.sqlite  # the start that reads the SQLite file with sqlite3; any other database needs SQLAlchemy
 def test_a_start_with_nothing_to_migrate_imports_neither_alembic_nor_sqlalchemy(runtime: Runtime) -> None:
     """Alembic costs about a third of a second at every start, SQLAlchemy a quarter: the server process imports
     them only when there is work for them; otherwise it reads a few rows with sqlite3 (`xcore.db.peek`)."""

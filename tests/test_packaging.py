@@ -160,6 +160,7 @@ def test_dockerfile_exposes_8000_and_serves_on_it(dockerfile):
 def test_dockerfile_installs_from_the_source_tree_without_cache(dockerfile):
     runs = " ".join(values(dockerfile, "RUN"))
     assert "pip install --no-cache-dir" in runs
+    assert '"/src[postgres]"' in runs and "postgresql-client" in runs, "a node on PostgreSQL backs it up with pg_dump"
     copied = {part for args in values(dockerfile, "COPY") for part in args.split()[:-1]}
     for needed in ("pyproject.toml", "README.md", "config.json", "app", "migrations", "ui"):
         assert needed in copied, f"{needed} is not copied into the image"

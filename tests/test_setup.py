@@ -4,7 +4,6 @@ and no default credentials."""
 from __future__ import annotations
 
 import re
-import sqlite3
 import stat
 import subprocess
 import threading
@@ -16,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import create_engine, text
 
-from conftest import CLEAN_ENV, Api, run_xcore, xcore_command
+from conftest import BACKEND, CLEAN_ENV, Api, core_database_url, database_env, run_xcore, xcore_command
 from xcore.auth.setup import SETUP_TOKEN_FILE, SetupToken
-from xcore.runtime import open_runtime
+from xcore.runtime import Runtime, open_runtime
 from xcore.server import prepare_database
 from xcore.web.app import build_app
 
@@ -30,16 +30,26 @@ SETUP_URL = re.compile(r"/admin/setup\?token=([A-Za-z0-9_\-]+)")
 # Helpers
 
 
-def user_rows(database: Path | None) -> list[tuple[Any, ...]]:
-    assert database is not None
-    with sqlite3.connect(database) as conn:
-        return conn.execute("SELECT username FROM users ORDER BY id").fetchall()
+def query(where: Runtime | Path, sql: str) -> list[tuple[Any, ...]]:
+    """query reads the core database of a runtime, or of a data directory the CLI wrote to (its SQLite file, or
+    its PostgreSQL database with XCORE_TEST_DATABASE=postgresql), past the application's code."""
+    if isinstance(where, Runtime):
+        with where.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    engine = create_engine(core_database_url(where) if BACKEND == "postgresql" else f"sqlite:///{where / 'xcore.db'}")
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
 
 
-def audit_actions(database: Path | None) -> list[str]:
-    assert database is not None
-    with sqlite3.connect(database) as conn:
-        return [a for (a,) in conn.execute("SELECT action FROM audit_event ORDER BY id")]
+def user_rows(where: Runtime | Path) -> list[tuple[Any, ...]]:
+    return query(where, "SELECT username FROM users ORDER BY id")
+
+
+def audit_actions(where: Runtime | Path) -> list[str]:
+    return [a for (a,) in query(where, "SELECT action FROM audit_event ORDER BY id")]
 
 
 def field_errors(response: Any) -> list[str]:
@@ -49,7 +59,12 @@ def field_errors(response: Any) -> list[str]:
 def xcore_stdin(*args: str, input: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """xcore_stdin runs the real CLI with `input` on its standard input (run_xcore gives it none)."""
     return subprocess.run(
-        xcore_command(*args), env=CLEAN_ENV, input=input, capture_output=True, text=True, timeout=timeout
+        xcore_command(*args),
+        env={**CLEAN_ENV, **database_env(args)},
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -146,7 +161,7 @@ def test_setup_flow(api: Api) -> None:
     assert events["total"] == 1
     assert events["items"][0]["target"] == "owner"
     assert "password" not in str(events["items"][0]["detail"])
-    assert user_rows(api.runtime.database_file) == [("owner",)]
+    assert user_rows(api.runtime) == [("owner",)]
 
 
 def test_setup_refuses_unknown_fields(api: Api) -> None:
@@ -176,7 +191,7 @@ def test_concurrent_setups_with_one_token_make_one_account(api: Api, attempt: in
         thread.join(timeout=60)
     assert sorted(statuses.values()) in ([201, 403], [201, 409]), statuses
     winner = next(name for name, status in statuses.items() if status == 201)
-    assert user_rows(api.runtime.database_file) == [(winner,)]
+    assert user_rows(api.runtime) == [(winner,)]
     assert not (api.runtime.data.root / SETUP_TOKEN_FILE).exists()
 
 
@@ -255,7 +270,7 @@ def test_cli_create_superadmin_completes_setup(data_dir: Path) -> None:
     with app_on(data_dir) as client:
         assert client.get("/api/setup").json() == {"required": False}
         assert login_status(client, "root", OWNER["password"]) == 200
-    assert "setup.completed" in audit_actions(data_dir / "xcore.db")
+    assert "setup.completed" in audit_actions(data_dir)
 
 
 def test_cli_first_account_must_be_a_superadmin(data_dir: Path) -> None:
@@ -265,7 +280,7 @@ def test_cli_first_account_must_be_a_superadmin(data_dir: Path) -> None:
     assert result.returncode == 2
     assert "superadmin" in result.stderr
     assert "Traceback" not in result.stderr
-    assert user_rows(data_dir / "xcore.db") == []
+    assert user_rows(data_dir) == []
 
 
 @pytest.mark.parametrize(
@@ -289,7 +304,7 @@ def test_cli_weak_password_is_one_line_and_exit_2(data_dir: Path, password: str,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert message in lines[0]
-    assert user_rows(data_dir / "xcore.db") == []
+    assert user_rows(data_dir) == []
 
 
 def test_cli_empty_stdin_is_a_clear_error(data_dir: Path) -> None:
@@ -318,7 +333,7 @@ def test_cli_passwd_changes_the_password(data_dir: Path) -> None:
     with app_on(data_dir) as client:
         assert login_status(client, "root", OWNER["password"]) == 401
         assert login_status(client, "root", new_password) == 200
-    assert "password.changed" in audit_actions(data_dir / "xcore.db")
+    assert "password.changed" in audit_actions(data_dir)
 
 
 def test_cli_passwd_ends_the_sessions(data_dir: Path) -> None:
@@ -366,12 +381,12 @@ def test_cli_without_password_stdin_and_no_terminal_is_a_clear_error(data_dir: P
             input=OWNER["password"] + "\n",
         )  # fmt: skip
         assert made.returncode == 0, made.stderr
-    before = user_rows(data_dir / "xcore.db") if args[1] == "passwd" else []
+    before = user_rows(data_dir) if args[1] == "passwd" else []
     result = run_xcore(*args, "--data-dir", str(data_dir))
     assert result.returncode == 2
     assert "--password-stdin" in result.stderr
     assert "Traceback" not in result.stderr
-    assert user_rows(data_dir / "xcore.db") == before
+    assert user_rows(data_dir) == before
 
 
 def test_cli_user_list_shows_accounts_and_roles(data_dir: Path) -> None:
@@ -414,7 +429,7 @@ def test_no_default_credentials(api: Api) -> None:
         response = api.client.post("/api/auth/login", json={"username": username, "password": password})
         assert response.status_code == 401, (username, password, response.text)
         assert "access_token" not in response.json()
-    assert user_rows(api.runtime.database_file) == []
+    assert user_rows(api.runtime) == []
     assert api.client.get("/api/setup").json() == {"required": True}
 
 
@@ -425,4 +440,4 @@ def test_no_default_credentials_on_a_real_first_run(start_server: Any, data_dir:
         response = httpx.post(server.url + "/api/auth/login", json={"username": username, "password": password})
         assert response.status_code == 401, (username, password)
     assert server.stop() == 0
-    assert user_rows(data_dir / "xcore.db") == []
+    assert user_rows(data_dir) == []

@@ -1,5 +1,8 @@
 """What `xcore serve`'s process reads before it starts the workers: with sqlite3 when nothing needs doing,
-through SQLAlchemy (migrations, the built-in roles' sync) as soon as anything does."""
+through SQLAlchemy (migrations, the built-in roles' sync) as soon as anything does.
+
+Reading with sqlite3 is for a SQLite file only (tests marked `sqlite`); on PostgreSQL every start takes the full
+path, which the other tests check there too."""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from conftest import CLEAN_ENV, fresh_python
+from conftest import CLEAN_ENV, database_env, fresh_python
 from xcore.auth.builtin import BUILTIN_ROLES, PERMISSIONS, RANKS
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.db import peek
@@ -28,12 +31,28 @@ def execute(db: Path, *statements: str) -> None:
     connection.close()
 
 
+def tamper(runtime: Runtime, statement: str) -> None:
+    """tamper changes the core database past the application's code (SQLite or PostgreSQL; on SQLite the engine's
+    connections enforce foreign keys, so deletes cascade as the schema says)."""
+    with runtime.engine.begin() as connection:
+        connection.execute(text(statement))
+
+
+def permissions_in_db(runtime: Runtime) -> dict[str, str]:
+    with runtime.engine.connect() as connection:
+        return {
+            name: description
+            for name, description in connection.execute(text("SELECT name, description FROM permissions"))
+        }
+
+
 def builtin_roles_in_orm(runtime: Runtime) -> dict[str, tuple[bool, int, str, frozenset[str]]]:
     with runtime.auth.transaction() as session:
         roles = session.scalars(select(Role).where(Role.name.in_(list(BUILTIN_ROLES)))).all()
         return {r.name: (r.builtin, r.rank, r.description, frozenset(p.name for p in r.permissions)) for r in roles}
 
 
+@pytest.mark.sqlite  # peek reads a SQLite file with sqlite3; PostgreSQL is never read so
 def test_a_migrated_database_is_up_to_date_and_reads_as_the_orm_wrote_it(runtime: Runtime) -> None:
     db = runtime.database_file
     assert db is not None
@@ -44,6 +63,7 @@ def test_a_migrated_database_is_up_to_date_and_reads_as_the_orm_wrote_it(runtime
     assert roles["superadmin"] == (True, RANKS["superadmin"], BUILTIN_ROLES["superadmin"][0], frozenset(PERMISSIONS))
 
 
+@pytest.mark.sqlite  # up_to_date is the sqlite3 read of a SQLite file; always False on PostgreSQL
 def test_custom_roles_and_plugin_permissions_leave_it_up_to_date(runtime: Runtime) -> None:
     with runtime.auth.transaction() as session:
         register_plugin_permissions(session, "notes", ["notes.write"])
@@ -69,24 +89,28 @@ TAMPERINGS = {
     "a permission's description": "UPDATE permissions SET description = '' WHERE name = 'logs.read'",
     "a deleted permission": "DELETE FROM permissions WHERE name = 'audit.read'",
     "a built-in role's rank": "UPDATE roles SET rank = 1 WHERE name = 'user'",
-    "a built-in role no longer marked built-in": "UPDATE roles SET builtin = 0 WHERE name = 'user'",
+    "a built-in role no longer marked built-in": "UPDATE roles SET builtin = false WHERE name = 'user'",
     "a deleted built-in role": "DELETE FROM roles WHERE name = 'superadmin'",
 }
 
 
 @pytest.mark.parametrize("change", list(TAMPERINGS), ids=list(TAMPERINGS))
 def test_a_changed_built_in_role_or_permission_is_noticed_and_restored_at_start(runtime: Runtime, change: str) -> None:
-    db = runtime.database_file
-    assert db is not None
+    db = runtime.database_file  # None on PostgreSQL: never read with sqlite3, every start takes the full path
     expected = builtin_roles_in_orm(runtime)
-    execute(db, "PRAGMA foreign_keys = ON", TAMPERINGS[change])
+    assert permissions_in_db(runtime) == PERMISSIONS
+    tamper(runtime, TAMPERINGS[change])
+    assert (builtin_roles_in_orm(runtime), permissions_in_db(runtime)) != (expected, PERMISSIONS)
     assert not up_to_date(runtime)
     prepare_database(runtime)
-    assert up_to_date(runtime)
+    assert up_to_date(runtime) is (db is not None)
     assert builtin_roles_in_orm(runtime) == expected
-    assert peek.permissions_and_roles(db)[0] == PERMISSIONS
+    assert permissions_in_db(runtime) == PERMISSIONS
+    if db is not None:
+        assert peek.permissions_and_roles(db)[0] == PERMISSIONS
 
 
+@pytest.mark.sqlite  # the revision as peek reads it from a SQLite file with sqlite3
 def test_a_database_at_another_revision_is_not_up_to_date(runtime: Runtime) -> None:
     db = runtime.database_file
     assert db is not None
@@ -98,6 +122,7 @@ def test_a_database_at_another_revision_is_not_up_to_date(runtime: Runtime) -> N
     assert not up_to_date(runtime)
 
 
+@pytest.mark.sqlite  # a missing or damaged SQLite file
 def test_a_missing_or_damaged_database_file_takes_the_full_path(data_dir: Path) -> None:
     from xcore.runtime import open_runtime
 
@@ -136,7 +161,7 @@ def test_the_first_run_hint_is_a_command_that_works_without_xcore_on_the_path(
     printed = capsys.readouterr().out
     command = printed.split("or run `", 1)[1].split("`", 1)[0]
     assert shlex.split(command)[0] == sys.executable and f"--data-dir {runtime.data.root}" in command
-    bare = {**CLEAN_ENV, "PATH": "/usr/bin:/bin"}
+    bare = {**CLEAN_ENV, **database_env(shlex.split(command)), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         ["/bin/sh", "-c", command.replace(" NAME ", " owner ") + " --password-stdin"],
         input="Tq7-vL2!pR9z-kW4\n",
@@ -181,6 +206,7 @@ def test_the_web_stack_is_imported_before_the_fork_only_for_several_workers(work
     assert fresh_python(probe).split() == [str(preloaded)] * 3
 
 
+@pytest.mark.sqlite  # the working copies beside the SQLite file, and a backup of that file
 def test_a_start_deletes_what_interrupted_restores_migrations_and_backups_left(runtime: Runtime) -> None:
     from xcore.db.backup import make_backup
     from xcore.server import serving_database

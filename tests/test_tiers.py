@@ -65,7 +65,10 @@ def test_fast_runs_the_unit_tier_in_two_processes_unless_told_otherwise(tasks: M
 
 
 def test_fast_installs_only_what_the_unit_tier_needs(tasks: ModuleType) -> None:
-    assert tasks.APT_FOR_UNIT_TESTS == {"redis-server": "redis-server"}
+    assert tasks.APT_FOR_UNIT_TESTS == {
+        "redis-server": "redis-server",
+        "/usr/lib/postgresql/*/bin/initdb": "postgresql",
+    }
     assert tasks.APT_FOR_UNIT_TESTS.items() <= tasks.APT_FOR_TEST.items()
     assert {"chromium", "Xvfb"} <= tasks.APT_FOR_TEST.keys()
 
@@ -96,3 +99,33 @@ def collected(files: list[str], tiers: str) -> set[str]:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fails(
+    tasks: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tasks.py test` runs the whole suite on SQLite, then the unit tier with XCORE_TEST_DATABASE=postgresql; its
+    exit code is a failure when either failed. With arguments, or --fast, pytest runs once, on SQLite unless
+    --postgres is given."""
+    runs: list[tuple[list[str], dict[str, str], bool]] = []
+    codes: list[int] = []
+
+    def run(argv: list[str], extra_env: dict[str, str] | None = None, replace: bool = True) -> int:
+        runs.append((argv[3:], extra_env or {}, replace))
+        return codes.pop(0)
+
+    for name in ("ensure_venv", "ensure_apt", "ensure_test_wheels"):
+        monkeypatch.setattr(tasks, name, lambda *a: None)
+    monkeypatch.setattr(tasks, "run_in_venv", run)
+    unit = ["-m", f"not ({tasks.SLOW_TIERS})", *tasks.PARALLEL]
+    for first, second in ((0, 0), (1, 0), (0, 1)):
+        runs.clear()
+        codes[:] = [first, second]
+        assert tasks.cmd_test([]) == (first or second)
+        assert runs == [(tasks.PARALLEL, {}, False), (unit, {"XCORE_TEST_DATABASE": "postgresql"}, False)]
+    runs.clear()
+    codes[:] = [0, 0, 0]
+    tasks.cmd_test(["--fast"])
+    tasks.cmd_test(["tests/test_totp.py"])
+    tasks.cmd_test(["--postgres", "tests/test_totp.py"])
+    assert [env for _, env, _ in runs] == [{}, {}, {"XCORE_TEST_DATABASE": "postgresql"}]

@@ -4,7 +4,6 @@ encryption at rest, disabling, admin reset, lockout and audit events."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 import pyotp
 import pytest
 from litestar.testing import TestClient
+from sqlalchemy import text
 
 import xcore.auth.totp
 from conftest import PASSWORDS, Api, Clock, create_account, prepare_from_template
@@ -57,25 +57,24 @@ def field_errors(response: Any) -> list[str]:
     return [e["field"] for e in response.json().get("errors", [])]
 
 
-def db_rows(api: Api, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    assert api.runtime.database_file is not None
-    with sqlite3.connect(api.runtime.database_file) as conn:
-        return conn.execute(sql, params).fetchall()
+def db_rows(api: Api, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """db_rows reads the core database directly (SQLite or PostgreSQL), past the application's code."""
+    with api.runtime.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(sql), params)]
 
 
 def set_last_step(api: Api, username: str, step: int | None) -> None:
     """set_last_step resets the replay guard of a user directly in the database."""
-    assert api.runtime.database_file is not None
-    conn = sqlite3.connect(api.runtime.database_file)
-    try:
-        conn.execute("UPDATE users SET totp_last_step = ? WHERE username = ?", (step, username))
-        conn.commit()
-    finally:
-        conn.close()
+    with api.runtime.engine.begin() as conn:
+        changed = conn.execute(
+            text("UPDATE users SET totp_last_step = :step WHERE username = :username"),
+            {"step": step, "username": username},
+        )
+        assert changed.rowcount == 1
 
 
 def last_step(api: Api, username: str) -> int | None:
-    return db_rows(api, "SELECT totp_last_step FROM users WHERE username = ?", username)[0][0]
+    return db_rows(api, "SELECT totp_last_step FROM users WHERE username = :username", username=username)[0][0]
 
 
 class Enrolled:
@@ -451,7 +450,7 @@ def test_admin_reset_is_refused_to_those_who_may_not(
     users_api: Api, actor: str | None, target: str, status: int
 ) -> None:
     create_account(users_api.runtime, "ada", ["admin"])
-    target_id = db_rows(users_api, "SELECT id FROM users WHERE username = ?", target)[0][0]
+    target_id = db_rows(users_api, "SELECT id FROM users WHERE username = :username", username=target)[0][0]
     headers = users_api.login(actor) if actor else {}
     response = users_api.client.post(f"/api/admin/users/{target_id}/reset-totp", headers=headers)
     assert response.status_code == status, response.text

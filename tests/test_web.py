@@ -15,7 +15,7 @@ from litestar import get
 from litestar.response import Redirect
 from litestar.testing import TestClient
 
-from conftest import prepare_from_template
+from conftest import BACKEND, prepare_from_template
 from xcore.db import migrate
 from xcore.logs import access
 from xcore.runtime import Runtime, open_runtime
@@ -48,7 +48,7 @@ def test_health_reports_database_version_and_uptime(client: TestClient) -> None:
     assert body["version"] == "0.1.0"
     assert body["uptime_seconds"] >= 0
     assert body["database"]["status"] == "ok"
-    assert body["database"]["backend"] == "sqlite"
+    assert body["database"]["backend"] == BACKEND  # "sqlite", or "postgresql" with XCORE_TEST_DATABASE=postgresql
     assert body["database"]["revision"] == body["database"]["head"] == migrate.head_revision()
 
 

@@ -19,7 +19,6 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 
-from filelock import Timeout
 from granian import Granian
 from granian.constants import Interfaces
 
@@ -28,7 +27,8 @@ from xcore.auth import builtin
 from xcore.auth.setup import SetupToken
 from xcore.build import self_command, shell_line
 from xcore.db import peek, revisions
-from xcore.db.backup import remove_partial_backups, remove_working_copies, server_lock
+from xcore.db.backup import remove_partial_backups, remove_working_copies
+from xcore.db.serving import ServingLock, migrating
 from xcore.errors import DatabaseError, ServerError
 from xcore.heap import after_fork_in_child, freeze_startup_heap
 from xcore.plugins import safemode
@@ -74,9 +74,10 @@ def prepare_database(runtime: Runtime) -> None:
     if revisions.current_revision(runtime.engine) != revisions.head_revision():
         from xcore.db import migrate  # Alembic, only when there is something to migrate (or to refuse)
 
-        pending = migrate.pending_revisions(runtime.database_url)
-        if pending:
-            apply_migrations(runtime, pending)
+        with migrating(runtime.database_url):  # PostgreSQL: nodes starting together migrate one at a time
+            pending = migrate.pending_revisions(runtime.database_url)
+            if pending:
+                apply_migrations(runtime, pending)
     from xcore.auth.permissions import sync_builtin
 
     with runtime.auth.transaction() as session:
@@ -177,21 +178,24 @@ def worker_environment(runtime: Runtime) -> dict[str, str]:
 
 @contextlib.contextmanager
 def serving_database(runtime: Runtime) -> Iterator[None]:
-    """serving_database holds the server lock on the SQLite database while this process serves it, so that no
-    second server (and no restore) uses the same database, and first removes the temporary files interrupted
-    plugin uploads left (`remove_leftovers`), and those of interrupted restores, migrations and backups. Raises
-    ServerError when another server holds it."""
+    """serving_database holds the serving lock on the core database while this process serves it
+    (`xcore.db.serving`): on SQLite no second server (and no restore) uses the same file; on PostgreSQL any number
+    of nodes serve together, and none while a restore or migration command runs. It first removes the temporary
+    files interrupted plugin uploads left (`remove_leftovers`), and those of interrupted restores, migrations and
+    backups. Raises ServerError when the lock cannot be taken."""
     runtime.data.signing_key()  # created at first run, mode 0600; never printed
     db_file = runtime.database_file
-    lock = server_lock(db_file) if db_file is not None else None
-    if lock is not None:
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+    lock = ServingLock(runtime.database_url, db_file)
+    if not lock.serve():
+        if db_file is not None:
             raise ServerError(
                 f"another xcore server is already running with the database {db_file}; stop it, or use "
                 "another --data-dir"
-            ) from None
+            )
+        raise ServerError(
+            "an `xcore db restore`, `upgrade` or `downgrade` is running against the database; start again when "
+            "it has finished"
+        )
     try:
         remove_leftovers(runtime)  # no worker runs yet, and no other server: whatever is half-written is orphaned
         if db_file is not None:
@@ -199,8 +203,7 @@ def serving_database(runtime: Runtime) -> Iterator[None]:
         remove_partial_backups(runtime.backups_dir)
         yield
     finally:
-        if lock is not None:
-            lock.release()
+        lock.release()
 
 
 def preload_for_workers(workers: int) -> None:

@@ -14,16 +14,18 @@ from xcore.runtime import Runtime, open_runtime
 # Alembic and SQLAlchemy load when a db command runs, not for every `xcore` invocation.
 
 
-def _sqlite_file(runtime: Runtime, action: str) -> Path:
+def _database(runtime: Runtime, action: str) -> Path | str:
+    """_database is the SQLite file of the core database, or the URL of a PostgreSQL one; DatabaseError else."""
+    from xcore.db.backup import backup_source
     from xcore.db.engine import mask_url
 
-    path = runtime.database_file
-    if path is None:
-        raise DatabaseError(
-            f"{action} works on SQLite only; {mask_url(runtime.database_url)} is another database "
-            "(use its own tools, e.g. pg_dump)"
-        )
-    return path
+    source = backup_source(runtime.database_url, runtime.database_file)
+    if source is not None:
+        return source
+    raise DatabaseError(
+        f"{action} works on SQLite and PostgreSQL; {mask_url(runtime.database_url)} is another database "
+        "(use its own tools)"
+    )
 
 
 @click.group()
@@ -33,14 +35,10 @@ def db() -> None:
 
 def _migrate_command(runtime: Runtime, direction: str, target: str) -> None:
     from xcore.db import migrate
-    from xcore.db.backup import no_server_running
+    from xcore.db.serving import ServingLock
 
     run = migrate.upgrade if direction == "upgrade" else migrate.downgrade
-    db_file = runtime.database_file
-    if db_file is not None:
-        with no_server_running(db_file, f"{direction} the database"):
-            result = run(runtime.database_url, runtime.backups_dir, runtime.config.migration.backup, target)
-    else:
+    with ServingLock(runtime.database_url, runtime.database_file).exclusive(f"{direction} the database"):
         result = run(runtime.database_url, runtime.backups_dir, runtime.config.migration.backup, target)
     if not result.changed:
         echo(f"nothing to do: the database is at {result.before or 'base'}")
@@ -96,17 +94,18 @@ def history(data_dir: str | None) -> None:
 @db.command()
 @data_dir_option
 def backup(data_dir: str | None) -> None:
-    """Back up the SQLite database now (safe while the server runs)."""
+    """Back up the database now, safely while servers run: SQLite with its online backup API, PostgreSQL with
+    pg_dump (from the PostgreSQL client)."""
     from xcore.db import migrate
     from xcore.db.backup import make_backup
 
     runtime = open_runtime(data_dir)
-    db_file = _sqlite_file(runtime, "backup")
-    if not db_file.exists():
-        raise DatabaseError(f"there is no database yet at {db_file}")
+    source = _database(runtime, "backup")
+    if isinstance(source, Path) and not source.exists():
+        raise DatabaseError(f"there is no database yet at {source}")
     revision = migrate.current_revision(runtime.engine)
     keep = runtime.config.migration.backup.max_backup_files
-    path = make_backup(db_file, runtime.backups_dir, revision, keep, kind="manual")
+    path = make_backup(source, runtime.backups_dir, revision, keep, kind="manual")
     echo(f"backup written: {path}")
 
 
@@ -114,24 +113,31 @@ def backup(data_dir: str | None) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @data_dir_option
 def restore(file: Path, data_dir: str | None) -> None:
-    """Replace the database with the backup FILE. Refused while a server runs; the current data is backed up first.
+    """Replace the database with the backup FILE. Refused while a server runs (on PostgreSQL: any node); the
+    current data is backed up first.
 
-    FILE must be an xcore database (a file `xcore db backup` wrote); an older one is migrated. Revocations,
-    lockouts and audit events recorded since it was made are kept (see `xcore.db.restore`)."""
+    FILE must be an xcore database (a file `xcore db backup` wrote: .db for SQLite, .dump for PostgreSQL); an
+    older one is migrated. On SQLite, revocations, lockouts and audit events recorded since it was made are kept;
+    on PostgreSQL every session ends instead (see `xcore.db.restore`)."""
     from xcore.auth.permissions import sync_builtin
-    from xcore.db.backup import no_server_running
-    from xcore.db.restore import restore_live
+    from xcore.db.engine import mask_url
+    from xcore.db.restore import restore_live, restore_postgres
+    from xcore.db.serving import ServingLock
 
     runtime = open_runtime(data_dir)
-    db_file = _sqlite_file(runtime, "restore")
+    target = _database(runtime, "restore")
     if not file.is_file():
         raise DatabaseError(f"backup file {file}: does not exist")
     keep = runtime.config.migration.backup.max_backup_files
-    with no_server_running(db_file, "restore the database"):
-        # No account in FILE is allowed here: the next start then asks for the owner account again.
-        done = restore_live(db_file, file, runtime.backups_dir, keep, prepare=sync_builtin, require_accounts=False)
+    with ServingLock(runtime.database_url, runtime.database_file).exclusive("restore the database"):
+        if isinstance(target, Path):
+            # No account in FILE is allowed here: the next start then asks for the owner account again.
+            done = restore_live(target, file, runtime.backups_dir, keep, prepare=sync_builtin, require_accounts=False)
+        else:
+            done = restore_postgres(target, file, runtime.backups_dir, keep, prepare=sync_builtin)
     if done.safety is not None:
         echo(f"the current database was backed up first: {done.safety}")
     if done.migrated_to:
         echo(f"{file.name} was made by an older xcore: migrated {done.revision} -> {done.migrated_to}")
-    echo(f"restored {db_file} from {file}")
+    shown = target if isinstance(target, Path) else mask_url(target)
+    echo(f"restored {shown} from {file}" + ("" if isinstance(target, Path) else "; every session has ended"))

@@ -358,7 +358,8 @@ class DataConfig(_Section, frozen=True):
         NonEmptyStr | None,
         doc(
             "SQLAlchemy URL of the core database. null means sqlite:///<data>/xcore.db. "
-            "DATABASE_URL overrides it; PostgreSQL works too.",
+            "DATABASE_URL overrides it. PostgreSQL: postgresql+psycopg://user:password@host/db, with the "
+            "xcore[postgres] extra.",
             extra=SECRET,
         ),
     ] = None

@@ -1,22 +1,17 @@
-"""Backups of the SQLite core database, made and restored with SQLite's online backup API.
+"""Backups of the core database: SQLite's with its online backup API, PostgreSQL's with pg_dump (`xcore.db.pgdump`).
 
-Also the lock that tells "a server is using this database": `xcore serve` holds it for its whole life, and
-commands that replace the file (`db restore`, `db upgrade`, `db downgrade`) refuse to run while it is held.
+The lock that tells "a server is using this database" is `xcore.db.serving`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-from filelock import FileLock, Timeout
 
 from xcore.errors import DatabaseError
 
@@ -24,18 +19,38 @@ log = logging.getLogger("xcore.db")
 
 # Why a backup was made: by an admin (CLI or API), on schedule, before a migration, or before a restore.
 KINDS = ("manual", "scheduled", "migration", "safety")
-BACKUP_NAME = re.compile(r"^xcore-(\d{8}T\d{6}Z)-([A-Za-z0-9_.]+?)(?:-(" + "|".join(KINDS) + r"))?(?:-(\d+))?\.db\Z")
+# `.db`: a SQLite file; `.dump`: a pg_dump archive of a PostgreSQL database (`xcore.db.pgdump`).
+BACKUP_NAME = re.compile(
+    r"^xcore-(\d{8}T\d{6}Z)-([A-Za-z0-9_.]+?)(?:-(" + "|".join(KINDS) + r"))?(?:-(\d+))?\.(db|dump)\Z"
+)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".xcore-backup-", ".partial"
 # The working copies `xcore.db.restore` and `xcore.db.migrate` make beside the database.
 WORKING_SUFFIXES = (".restoring", ".restoring.migrating", ".migrating")
 
 
-def backup_name(revision: str | None, when: datetime | None = None, kind: str | None = None) -> str:
-    """backup_name is `xcore-<UTC time>-<revision>[-<kind>].db`; the revision is `base` for an unmigrated
-    database. Names without a kind come from xcore versions that did not record it."""
+def backup_name(
+    revision: str | None, when: datetime | None = None, kind: str | None = None, extension: str = ".db"
+) -> str:
+    """backup_name is `xcore-<UTC time>-<revision>[-<kind>].db` (`.dump` for PostgreSQL); the revision is `base`
+    for an unmigrated database. Names without a kind come from xcore versions that did not record it."""
     stamp = (when or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"xcore-{stamp}-{revision or 'base'}{f'-{kind}' if kind else ''}.db"
+    return f"xcore-{stamp}-{revision or 'base'}{f'-{kind}' if kind else ''}{extension}"
+
+
+def backup_source(url: str, file: Path | None) -> Path | str | None:
+    """backup_source is what `make_backup` backs up for the core database at `url`: its SQLite `file`
+    (`Runtime.database_file`), the URL of a PostgreSQL database, or None for a database xcore cannot back up."""
+    if file is not None:
+        return file
+    from xcore.db.serving import is_postgres
+
+    return url if is_postgres(url) else None
+
+
+def is_dump(path: Path) -> bool:
+    """is_dump tells a PostgreSQL backup (a pg_dump archive) from a SQLite one."""
+    return path.suffix == ".dump"
 
 
 def backup_kind(name: str) -> str:
@@ -78,10 +93,15 @@ def is_empty(db: Path) -> bool:
 
 
 def make_backup(
-    db: Path, directory: Path, revision: str | None, keep: int, kind: str | None = None, spare: Path | None = None
+    db: Path | str,
+    directory: Path,
+    revision: str | None,
+    keep: int,
+    kind: str | None = None,
+    spare: Path | None = None,
 ) -> Path:
-    """make_backup writes a backup of `db` into `directory` and keeps only the newest `keep` backups of its kind,
-    and `spare`.
+    """make_backup writes a backup of `db` (a SQLite file, or the URL of a PostgreSQL database: pg_dump) into
+    `directory` and keeps only the newest `keep` backups of its kind, and `spare`.
 
     `kind` (one of KINDS) goes into the name, so a listing can say why each backup exists, and backups are
     counted per kind: a scheduled backup never prunes an admin's manual one or a safety one. `spare` is the backup
@@ -93,17 +113,29 @@ def make_backup(
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=PARTIAL_PREFIX, suffix=PARTIAL_SUFFIX)
     os.close(fd)
     partial = Path(tmp)
+    if isinstance(db, Path):
+        shown = db.name
+    else:
+        from xcore.db.engine import mask_url  # SQLAlchemy's URL parser: the start of a SQLite server never needs it
+
+        shown = mask_url(db)
     try:
-        copy_database(db, partial)
-        target = _link_new(partial, directory, backup_name(revision, kind=kind))
+        if isinstance(db, Path):
+            copy_database(db, partial)
+            target = _link_new(partial, directory, backup_name(revision, kind=kind))
+        else:
+            from xcore.db import pgdump
+
+            pgdump.dump(db, partial)
+            target = _link_new(partial, directory, backup_name(revision, kind=kind, extension=".dump"))
     except sqlite3.Error as exc:
-        raise DatabaseError(f"backup of {db} into {directory} failed: {exc}") from None
+        raise DatabaseError(f"backup of {shown} into {directory} failed: {exc}") from None
     except OSError as exc:
-        raise DatabaseError(f"backup of {db} into {directory} failed: {exc.strerror}") from None
+        raise DatabaseError(f"backup of {shown} into {directory} failed: {exc.strerror}") from None
     finally:
         for suffix in ("", "-journal"):
             partial.with_name(partial.name + suffix).unlink(missing_ok=True)
-    log.info("backed up %s to %s", db.name, target)
+    log.info("backed up %s to %s", shown, target)
     prune_backups(directory, keep, spare, kind=kind or "unknown")
     return target
 
@@ -112,7 +144,8 @@ def _link_new(source: Path, directory: Path, name: str) -> Path:
     """Links `source` into `directory` as `name`, or `name` with -2, -3... when taken (two backups in a second)."""
     n = 1
     while True:
-        target = directory / (name if n == 1 else name.replace(".db", f"-{n}.db"))
+        stem, dot, extension = name.rpartition(".")
+        target = directory / (name if n == 1 else f"{stem}-{n}{dot}{extension}")
         try:
             os.link(source, target)
             return target
@@ -191,7 +224,11 @@ def find_backup(directory: Path, name: str) -> Path | None:
 
 
 def backup_revision(path: Path) -> str | None:
-    """backup_revision reads the Alembic revision of a SQLite file (None when it has none). Raises DatabaseError."""
+    """backup_revision reads the Alembic revision of a backup (None when it has none). Raises DatabaseError."""
+    if is_dump(path):
+        from xcore.db import pgdump
+
+        return pgdump.dump_revision(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -247,24 +284,3 @@ def checkpoint(db: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-
-
-def server_lock(db: Path) -> FileLock:
-    """server_lock is the lock a running server holds on its SQLite database file."""
-    return FileLock(str(db) + ".lock")
-
-
-@contextlib.contextmanager
-def no_server_running(db: Path, action: str) -> Iterator[None]:
-    """no_server_running holds the server lock while `action` runs, or refuses when a server holds it."""
-    lock = server_lock(db)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise DatabaseError(
-            f"cannot {action}: a server is running against {db}; stop it first (Ctrl+C or SIGTERM)"
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()

@@ -27,6 +27,11 @@ def mask_url(url: str) -> str:
         return "***"
 
 
+def libpq_url(url: str) -> str:
+    """libpq_url is a SQLAlchemy PostgreSQL URL as libpq (psycopg, pg_dump, psql) takes it: postgresql://..."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def make_engine(url: str, echo: bool = False) -> Engine:
     """make_engine creates the engine; for SQLite every connection gets WAL, foreign keys and a busy timeout.
 

@@ -29,10 +29,11 @@ from xcore.db import revisions
 from xcore.db.backup import checkpoint, copy_database, is_empty, make_backup
 from xcore.db.engine import make_engine, mask_url, sqlite_path
 from xcore.db.revisions import current_revision, head_revision
+from xcore.db.serving import is_postgres
+from xcore.errors import DatabaseError, MigrationError
+from xcore.resources import resource_path
 
 __all__ = ["current_revision", "downgrade", "head_revision", "history", "pending_revisions", "upgrade"]
-from xcore.errors import MigrationError
-from xcore.resources import resource_path
 
 log = logging.getLogger("xcore.db")
 
@@ -137,14 +138,31 @@ def _migrate(
 
     db = sqlite_path(url)
     if db is None or is_empty(db):
-        # A new SQLite file has nothing to lose; other databases migrate in one transaction.
-        _run_alembic(url, target, direction, script_location, before)
+        # A new SQLite file has nothing to lose; other databases migrate in one transaction, PostgreSQL's after a
+        # pg_dump backup (a migration that fails changes nothing; the backup is for one that succeeds wrongly).
+        kept: Path | None = None
+        if db is None and before is not None and backup.auto_backup_before_migration and is_postgres(url):
+            try:
+                kept = make_backup(url, backups, before, backup.max_backup_files, kind="migration")
+            except DatabaseError as exc:
+                raise MigrationError(
+                    f"the backup before migrating failed, so the database was not migrated: {exc} (or set "
+                    "migration.backup.auto_backup_before_migration to false to migrate without one)"
+                ) from None
+        try:
+            _run_alembic(url, target, direction, script_location, before)
+        except MigrationError as exc:
+            if db is not None:
+                raise
+            where = f"; the backup is kept at {kept}" if kept else ""
+            # PostgreSQL runs the migrations in one transaction: a failure rolls all of them back.
+            raise MigrationError(f"{exc}. The database {mask_url(url)} was left exactly as it was{where}") from None
         after = _read_revision(url)
         log.info("database %s: %s %s -> %s", mask_url(url), direction, before or "base", after or "base")
-        return MigrationResult(before, after, None)
+        return MigrationResult(before, after, kept)
 
     checkpoint(db)
-    kept: Path | None = None
+    kept = None
     if backup.auto_backup_before_migration:
         kept = make_backup(db, backups, before, backup.max_backup_files, kind="migration")
     working = db.with_name(db.name + ".migrating")

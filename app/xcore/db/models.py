@@ -92,7 +92,7 @@ def first_token_version() -> int:
     account's unexpired access token then carries the new account's id; with every account starting at 1, its
     version would match too, and it would act as the new account until it expires.
     """
-    return secrets.randbelow(2**31) + 1
+    return secrets.randbelow(2**30) + 1  # far below 2**31, PostgreSQL's INTEGER, for the bumps to come
 
 
 class User(Base):

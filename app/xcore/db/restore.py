@@ -21,8 +21,13 @@ The backup never goes in as it is:
    transaction on: SQLite bumps the schema cookie, so none of them keeps a stale schema either.
 
 Caches outside the database (principals, plugin states) are the caller's to refresh. One restore runs at a time
-per database, across processes. `xcore db restore` takes the same path, with the server stopped. Not for
-PostgreSQL: its backups are pg_dump's business.
+per database, across processes. `xcore db restore` takes the same path, with the server stopped.
+
+On PostgreSQL (`restore_postgres`, for `xcore db restore` with every node stopped) the backup is a pg_dump archive:
+it is checked the same way, the live database is backed up (kind `safety`), the backup replaces the database's
+tables in one transaction (`xcore.db.pgdump.restore_dump`), and it is migrated and prepared in place. The security
+state is not carried over there: every account's sessions end instead (its token version is raised), so no
+session from before the restore, revoked since or not, works after it.
 
 The working copy is `<db>.restoring` (and `<db>.restoring.migrating` while it is migrated);
 `xcore.db.backup.remove_working_copies` deletes the ones an interrupted restore left, at the next start.
@@ -155,19 +160,7 @@ def check_backup(backup: Path) -> str:
         raise RestoreRefused(str(exc)) from None
     except sqlite3.Error as exc:  # a header that reads, pages that do not
         raise RestoreRefused(f"backup file {backup}: cannot be read as a database: {exc}") from None
-    missing = sorted(FIRST_TABLES - tables)
-    if revision is None or missing:
-        raise RestoreRefused(
-            f"backup file {backup}: is not an xcore database (it has no {', '.join(missing) or 'schema revision'} "
-            "table); choose a file made by `xcore db backup` or listed by GET /api/admin/backups"
-        )
-    if revision not in revisions.shipped():
-        raise RestoreRefused(
-            f"{backup.name} is at schema revision {revision!r}, which this xcore {__version__} does not know "
-            f"(its newest is {revisions.head_revision()!r}): a newer xcore made it. Restore it with that version, "
-            "or choose an older backup"
-        )
-    return revision
+    return _check_revision(backup, revision, tables)
 
 
 def _tables(path: Path) -> set[str]:
@@ -324,3 +317,70 @@ def _files(path: Path) -> list[Path]:
 def _remove(path: Path) -> None:
     for file in _files(path):
         file.unlink(missing_ok=True)
+
+
+def restore_postgres(
+    url: str, backup: Path, backups: Path, keep: int, *, prepare: Callable[[Session], None]
+) -> Restored:
+    """restore_postgres replaces the content of the PostgreSQL database at `url` with the pg_dump archive `backup`,
+    with no server running on it (the caller holds `xcore.db.serving`'s lock alone). Raises RestoreRefused
+    (nothing changed) or DatabaseError (the restore failed and changed nothing; the safety backup is kept)."""
+    from sqlalchemy import inspect, update
+
+    from xcore.db import pgdump
+    from xcore.db.backup import is_dump
+    from xcore.db.engine import make_engine
+    from xcore.db.models import User
+
+    if not is_dump(backup):
+        raise RestoreRefused(
+            f"backup file {backup}: is not a PostgreSQL backup; the core database is on PostgreSQL, which restores "
+            "the .dump files `xcore db backup` writes there (a .db file is a SQLite database's backup)"
+        )
+    try:
+        revision, tables = pgdump.dump_revision(backup), pgdump.dump_tables(backup)
+    except DatabaseError as exc:
+        raise RestoreRefused(str(exc)) from None
+    revision = _check_revision(backup, revision, tables)
+    engine = make_engine(url)
+    try:
+        live_tables = sorted(inspect(engine).get_table_names())
+        safety = None
+        if live_tables:
+            safety = make_backup(url, backups, revisions.current_revision(engine), keep, kind="safety", spare=backup)
+        engine.dispose()  # no connection of ours holds a table the restore drops
+        pgdump.restore_dump(url, backup, live_tables)
+        migrated = None
+        if revision != revisions.head_revision():
+            from xcore.db import migrate
+
+            no_backup = BackupConfig(auto_backup_before_migration=False)  # the safety backup is the one to go back to
+            try:
+                migrated = migrate.upgrade(url, backups, no_backup).after
+            except MigrationError as exc:
+                kept = f"; the database as it was is in {safety.name}" if safety else ""
+                raise DatabaseError(f"{backup.name} was restored but could not be migrated: {exc}{kept}") from None
+        with Session(engine) as session, session.begin():
+            prepare(session)
+            session.execute(update(User).values(token_version=User.token_version + 1))
+    finally:
+        engine.dispose()
+    log.info("restored the database from %s%s", backup.name, f" (migrated {revision} -> {migrated})" * bool(migrated))
+    return Restored(backup, safety, revision, migrated)
+
+
+def _check_revision(backup: Path, revision: str | None, tables: set[str]) -> str:
+    """Returns the backup's revision; refuses a backup that is not an xcore database, or one a newer xcore made."""
+    missing = sorted(FIRST_TABLES - tables)
+    if revision is None or missing:
+        raise RestoreRefused(
+            f"backup file {backup}: is not an xcore database (it has no {', '.join(missing) or 'schema revision'} "
+            "table); choose a file made by `xcore db backup` or listed by GET /api/admin/backups"
+        )
+    if revision not in revisions.shipped():
+        raise RestoreRefused(
+            f"{backup.name} is at schema revision {revision!r}, which this xcore {__version__} does not know "
+            f"(its newest is {revisions.head_revision()!r}): a newer xcore made it. Restore it with that version, "
+            "or choose an older backup"
+        )
+    return revision

@@ -67,7 +67,9 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
 
     host.register("xcore.prune_sessions", prune_sessions)
     host.register("xcore.prune_history", prune_history)
-    db = runtime.database_file
+    from xcore.db.backup import backup_source
+
+    db = backup_source(runtime.database_url, runtime.database_file)
     if settings.backup_every and db is not None:
 
         @periodic(every=settings.backup_every, retries=1, requires="backups.manage")

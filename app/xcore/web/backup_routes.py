@@ -1,4 +1,8 @@
-"""The backups admin API: list, make, download and restore backups of the SQLite core database.
+"""The backups admin API: list, make, download and restore backups of the core database.
+
+On SQLite every action is here. On PostgreSQL backups are made (pg_dump), listed and downloaded here, but a
+restore replaces the database under every node: it is `xcore db restore FILE` with every node stopped, and the
+listing says so (`restore.supported` false, with the reason).
 
 Superadmins only: the default ACCESS_RULES rule `/api/admin/backups*` requires the role, and each handler also
 wants the permission `backups.manage`, which only superadmins hold (a restore replaces every account, theirs
@@ -20,9 +24,19 @@ from msgspec import Struct
 from xcore.auth import audit
 from xcore.auth.errors import Conflict, NotFound
 from xcore.auth.permissions import sync_builtin
-from xcore.db.backup import backup_kind, backup_revision, backup_time, find_backup, list_backups, make_backup
+from xcore.db.backup import (
+    backup_kind,
+    backup_revision,
+    backup_source,
+    backup_time,
+    find_backup,
+    is_dump,
+    list_backups,
+    make_backup,
+)
 from xcore.db.engine import mask_url
 from xcore.db.restore import Restored, RestoreRefused, restore_live
+from xcore.db.revisions import current_revision
 from xcore.plugins.store import signal_state_change
 from xcore.runtime import Runtime
 from xcore.web.context import actor, client_of
@@ -64,20 +78,32 @@ def backup_out(path: Path) -> BackupOut:
     return BackupOut(path.name, info.st_size, created, backup_kind(path.name))
 
 
+def database(runtime: Runtime, action: str) -> Path | str:
+    """database is what a backup copies: the SQLite file, or the PostgreSQL URL; a 409 says why `action` cannot be
+    done on another database, or before the SQLite file exists."""
+    source = backup_source(runtime.database_url, runtime.database_file)
+    if source is None:
+        raise Conflict(
+            f"cannot {action}: the core database ({mask_url(runtime.database_url)}) is neither SQLite nor "
+            "PostgreSQL; back it up and restore it with the database's own tools"
+        )
+    if isinstance(source, Path) and not source.exists():
+        raise Conflict(f"cannot {action}: there is no database file at {source} yet")
+    return source
+
+
 def sqlite_file(runtime: Runtime, action: str) -> Path:
     """sqlite_file is the core database file; a 409 says why `action` cannot be done on another database."""
-    db = runtime.database_file
-    if db is None:
+    source = database(runtime, action)
+    if not isinstance(source, Path):
         raise Conflict(f"cannot {action}: {_not_sqlite(runtime)}")
-    if not db.exists():
-        raise Conflict(f"cannot {action}: there is no database file at {db} yet")
-    return db
+    return source
 
 
 def _not_sqlite(runtime: Runtime) -> str:
     return (
-        f"the core database is not a SQLite file ({mask_url(runtime.database_url)}); back it up and restore it "
-        "with the database's own tools (pg_dump and pg_restore for PostgreSQL)"
+        f"the core database is not a SQLite file ({mask_url(runtime.database_url)}): a restore replaces it under "
+        "every node, so stop every node and run `xcore db restore FILE` with one of the .dump backups listed here"
     )
 
 
@@ -85,7 +111,8 @@ def _not_sqlite(runtime: Runtime) -> str:
 def list_all(request: Request[Any, Any, Any]) -> BackupList:
     """The backups in `migration.backup.backup_directory`, newest first. `kind` says why each was made: by an
     admin, on schedule (task xcore.backup), before a migration, or as the safety copy taken before a restore.
-    `restore.supported` is false, with the reason, when the core database is not SQLite."""
+    `restore.supported` is false, with the reason, when the core database is not SQLite (on PostgreSQL a restore
+    is `xcore db restore`, every node stopped)."""
     actor(request, PERMISSION)
     runtime: Runtime = request.app.state.runtime
     items = []
@@ -101,26 +128,28 @@ def list_all(request: Request[Any, Any, Any]) -> BackupList:
 
 @post("/api/admin/backups", sync_to_thread=True, tags=TAGS, status_code=HTTP_201_CREATED, summary="Back up now")
 def create(request: Request[Any, Any, Any]) -> BackupOut:
-    """Backs up the SQLite database now (SQLite's online backup API: safe while the server runs), as kind
-    `manual`. The newest `migration.backup.max_backup_files` manual backups are kept; older manual ones are
-    deleted (other kinds are counted apart)."""
+    """Backs up the database now, as kind `manual`, safely while servers run: SQLite with its online backup API,
+    PostgreSQL with pg_dump (a .dump archive; a 503 says what to install, and the command to run meanwhile, when
+    this machine has no pg_dump). The newest `migration.backup.max_backup_files` manual backups are kept; older
+    manual ones are deleted (other kinds are counted apart)."""
     actor(request, PERMISSION)
     runtime: Runtime = request.app.state.runtime
-    db = sqlite_file(runtime, "back up the database")
+    db = database(runtime, "back up the database")
     keep = runtime.config.migration.backup.max_backup_files
-    path = make_backup(db, runtime.backups_dir, backup_revision(db), keep, kind="manual")
+    revision = backup_revision(db) if isinstance(db, Path) else current_revision(runtime.engine)
+    path = make_backup(db, runtime.backups_dir, revision, keep, kind="manual")
     _audit(request, "backup.create", path.name)
     return backup_out(path)
 
 
 @get("/api/admin/backups/{name:str}", sync_to_thread=True, tags=TAGS, summary="Download a backup")
 def download(request: Request[Any, Any, Any], name: BackupName) -> Stream:
-    """The backup file (a SQLite database) as an attachment. Only names of backups in the backup directory are
-    served; anything else is a 404."""
+    """The backup file (a SQLite database, or a pg_dump archive for PostgreSQL) as an attachment. Only names of
+    backups in the backup directory are served; anything else is a 404."""
     actor(request, PERMISSION)
     runtime: Runtime = request.app.state.runtime
     path = _find(runtime, name)
-    response = attachment(path, path.name, "application/vnd.sqlite3")
+    response = attachment(path, path.name, "application/octet-stream" if is_dump(path) else "application/vnd.sqlite3")
     _audit(request, "backup.download", path.name)
     return response
 

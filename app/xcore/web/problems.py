@@ -15,9 +15,19 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from sqlalchemy.exc import DataError
 
 from xcore.errors import DatabaseError, FieldProblem, RequestError
-from xcore.web.schemas import ROW_ID_MAX
+
+SQLITE_INTEGER_MAX = 2**63 - 1
+# What PostgreSQL refuses in a value that SQLite stores as it comes (its SQLSTATE), said as the client's mistake.
+POSTGRES_DATA_ERRORS = {
+    "22003": "a number in the request is out of range for the database",
+    "22001": "a text in the request is longer than the database takes",
+    "22P05": "a text in the request holds a character the database cannot store",
+    "22021": "a text in the request holds a character the database cannot store",
+}
+NUL_IN_TEXT = "a text in the request holds a NUL character (\\u0000), which the database cannot store"
 
 log = logging.getLogger("xcore.api")
 
@@ -102,8 +112,19 @@ def client_mistake(exc: Exception) -> RequestError | None:
     if isinstance(exc, OverflowError) and "SQLite INTEGER" in str(exc):
         # sqlite3 cannot even bind an integer past 64 bits: a number the client sent (a plugin's `{id:int}` path
         # parameter, a JSON field) that no row can have. The core's own id parameters are bounded already.
-        return RequestError(f"a number in the request is out of range (the largest is {ROW_ID_MAX})")
-    return None
+        return RequestError(f"a number in the request is out of range (the largest is {SQLITE_INTEGER_MAX})")
+    return _refused_value(exc)
+
+
+def _refused_value(exc: Exception) -> RequestError | None:
+    """_refused_value is the RequestError for a value PostgreSQL refused (a number past a column's range, a NUL
+    character in a text) where SQLite would have stored it: the client's value, not the server's fault."""
+    if not isinstance(exc, DataError):
+        return None
+    if "NUL (0x00)" in str(exc.orig):  # psycopg's own check, before the value is sent
+        return RequestError(NUL_IN_TEXT)
+    detail = POSTGRES_DATA_ERRORS.get(getattr(exc.orig, "sqlstate", None) or "")
+    return RequestError(detail) if detail else None
 
 
 # msgspec names the failing field as "... - at `$.roles[0]`", or "unknown field `rolez`".

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-ROW_ID_MAX = 2**63 - 1
-"""ROW_ID_MAX is the largest row id a database stores (SQLite's INTEGER is 64 bits): an id path parameter above
-it is refused with 400 rather than reaching the database, which cannot even compare it."""
+ROW_ID_MAX = 2**31 - 1
+"""ROW_ID_MAX is the largest row id the core's tables hold on every database (PostgreSQL's INTEGER is 32 bits):
+an id path parameter above it is refused with 400 rather than reaching the database, which cannot compare it."""
 
 ROLE_DESCRIPTION_MAX = 500
 USERNAME_MAX = ROLE_NAME_MAX = 64

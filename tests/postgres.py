@@ -1,0 +1,112 @@
+"""A real PostgreSQL server on 127.0.0.1 for the tests: a throwaway cluster made with initdb, one per test process.
+
+`python3 tasks.py test` installs PostgreSQL from apt. The cluster lives in a temporary folder, runs without fsync
+(nothing in it must outlive the tests) and is stopped and removed when the process ends. Each test gets a
+database of its own, copied from a template (`CREATE DATABASE ... TEMPLATE`, some 25 ms).
+
+Tests reach it through the `postgres` fixture, or through `server()` where no fixture can be asked for. With
+`XCORE_TEST_DATABASE=postgresql` the `runtime` fixture (conftest.py) puts every test's core database on it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+
+ENV_BACKEND = "XCORE_TEST_DATABASE"  # "postgresql": the runtime fixture's core database is on PostgreSQL
+BACKEND = os.environ.get(ENV_BACKEND, "sqlite")
+SUPERUSER = "postgres"
+
+
+def binaries() -> Path:
+    """binaries is the folder of initdb and pg_ctl: Debian keeps them off PATH, in /usr/lib/postgresql/<major>/bin."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    initdb = found[-1] if found else shutil.which("initdb")
+    assert initdb, "PostgreSQL is missing: `python3 tasks.py test` installs it (apt postgresql)"
+    return Path(initdb).parent
+
+
+class PostgresServer:
+    """PostgresServer is one throwaway PostgreSQL cluster, listening on 127.0.0.1 at `port`."""
+
+    def __init__(self) -> None:
+        self.bin = binaries()
+        self.root = Path(tempfile.mkdtemp(prefix="xcore-pg-"))
+        self.port = free_port()
+        self._names = itertools.count(1)
+        # PostgreSQL refuses to run as root: as root (CI), the cluster is the postgres user's.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.root / "data"), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8",
+                  "--no-locale", "--no-sync")  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c max_connections=200"
+        )
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w", "-o", options, "start")
+        atexit.register(self.stop)
+
+    def _run(self, tool: str, *args: str) -> None:
+        result = subprocess.run(
+            [*self.as_user, str(self.bin / tool), *args], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+        assert result.returncode == 0, f"{tool} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def execute(self, sql: str, database: str = "postgres") -> None:
+        """execute runs one statement outside a transaction (CREATE DATABASE cannot run in one)."""
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={database}") as db:
+            db.autocommit = True
+            db.execute(sql)
+
+    def create_database(self, template: str | None = None) -> str:
+        """create_database makes a new empty database (or a copy of `template`) and returns its URL."""
+        name = f"t{os.getpid()}_{next(self._names)}"
+        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.root.exists():
+            subprocess.run(
+                [*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"],
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+            )
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+_server: PostgresServer | None = None
+
+
+def server() -> PostgresServer:
+    """server is this test process's PostgreSQL cluster, started the first time it is asked for."""
+    global _server
+    if _server is None:
+        _server = PostgresServer()
+    return _server
+
+
+@pytest.fixture
+def postgres() -> PostgresServer:
+    return server()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """postgres_url is a new empty database on the test PostgreSQL server."""
+    return server().create_database()
