@@ -21,6 +21,7 @@ from xcore.auth.throttle import Throttle
 from xcore.auth.tokens import TokenSigner
 from xcore.auth.totp import SecretBox
 from xcore.config.schema import AccessRule, SecureConfig
+from xcore.db import notify
 from xcore.db.models import User
 
 
@@ -75,5 +76,7 @@ class AuthService:
         return not self.setup_done
 
     def accounts_changed(self) -> None:
-        """accounts_changed makes every process drop its cached principals (call after the commit)."""
+        """accounts_changed makes every process drop its cached principals (call after the commit): this node's
+        through the epoch file, the other nodes' on a shared PostgreSQL database through a notification."""
         self.epoch.bump()
+        notify.publish(self.sessions.kw["bind"], notify.ACCOUNTS)

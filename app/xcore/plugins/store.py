@@ -20,6 +20,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from sqlalchemy import delete, select
 
+from xcore.db import notify
 from xcore.db.models import Permission, PluginState, SettingOverride
 from xcore.plugins.bundle import Bundle, BundleError, check_prefix, extract_bundle, host_fault, inspect_bundle
 from xcore.plugins.contract import PLUGIN_ID
@@ -281,7 +282,14 @@ def _id_of(path: Path, bundle: Bundle | BundleError) -> str:
 
 
 def signal_state_change(runtime: Runtime) -> None:
-    """signal_state_change touches the state marker, so every worker re-reads enabled flags and overrides."""
+    """signal_state_change touches the state marker, so every worker re-reads enabled flags and overrides; on a
+    shared PostgreSQL database the other nodes' workers too, through a notification (`xcore.db.notify`)."""
+    touch_state_marker(runtime)
+    notify.publish(runtime.engine, notify.PLUGINS)
+
+
+def touch_state_marker(runtime: Runtime) -> None:
+    """touch_state_marker is this node's half of `signal_state_change`: its workers' watchers see the marker."""
     marker = plugins_dir(runtime) / STATE_MARKER
     marker.touch()
     os.utime(marker)

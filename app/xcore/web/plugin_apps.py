@@ -22,16 +22,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 
+from xcore.db import notify
 from xcore.heap import freeze_startup_heap
 from xcore.plugins.loader import LoadedPlugin
 from xcore.plugins.manager import PluginManager
 from xcore.plugins.manifest import overlaps
+from xcore.plugins.store import touch_state_marker
 from xcore.runtime import Runtime
 from xcore.web.app import build_app, build_plugin_app
 from xcore.web.dispatch import Dispatch, Mount, document_under
@@ -70,6 +73,7 @@ class PluginApps:
         self._switch: Switch | None = None
         self._apps: dict[str, PluginApp] = {}  # by the version's package name: prepared, serving or retiring
         self._lives = 0
+        self._listener: notify.Listener | None = None
 
     @property
     def openapi(self) -> dict[str, Any] | None:
@@ -92,9 +96,22 @@ class PluginApps:
         self._core_life = Generation(self.core, 0)
         await self._core_life.start()
         await self.manager.start(self)
+        self._listener = await anyio.to_thread.run_sync(self._listen)
+
+    def _listen(self) -> notify.Listener | None:
+        """On a shared PostgreSQL database: the other nodes' changes raise this node's signals (`xcore.db.notify`):
+        accounts drop their cached principals, plugin states reconcile."""
+        runtime = self.runtime
+        handlers: dict[str, Callable[[], None]] = {
+            notify.ACCOUNTS: runtime.auth.epoch.bump,
+            notify.PLUGINS: partial(touch_state_marker, runtime),
+        }
+        return notify.listen(runtime.database_url, handlers)
 
     async def stop(self) -> None:
         """stop stops the manager (which closes the plugin apps and unloads the plugins), then the core app."""
+        if self._listener is not None:
+            await anyio.to_thread.run_sync(self._listener.stop)
         await self.manager.stop()
         if self._core_life is not None:
             await self._core_life.stop()
