@@ -2,7 +2,8 @@
 its plugin manager and its listener of the database's notifications (`xcore.db.notify`), as two machines run them.
 
 What one node changes reaches the other through PostgreSQL's LISTEN/NOTIFY: a logout or a revoke is in force there
-within 1 s, a plugin disabled or enabled there within 2 s.
+within 1 s; a plugin uploaded, disabled, enabled or removed there within 2 s, its bundle fetched from the database
+(`xcore.plugins.shared`).
 """
 
 from __future__ import annotations
@@ -37,18 +38,18 @@ router = [hello]
 """
 
 
-def bundle(folder: Path) -> Path:
-    path = folder / "hello-1.0.0.zip"
+def bundle(folder: Path, plugin_id: str = "hello") -> Path:
+    path = folder / f"{plugin_id}-1.0.0.zip"
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("plugin.json", json.dumps({"id": "hello", "version": "1.0.0"}))
+        archive.writestr("plugin.json", json.dumps({"id": plugin_id, "version": "1.0.0"}))
         archive.writestr("run.py", PLUGIN)
     return path
 
 
 @pytest.fixture
 def nodes(tmp_path: Path, postgres_url: str) -> Iterator[list[Any]]:
-    """nodes: two hosts on one PostgreSQL database, the same plugin bundle in each one's plugins folder."""
+    """nodes: two hosts on one PostgreSQL database; a plugin bundle was dropped into the first one's folder."""
     source = bundle(tmp_path / "source")
     runtimes: list[Runtime] = []
     with ExitStack() as stack:
@@ -58,10 +59,10 @@ def nodes(tmp_path: Path, postgres_url: str) -> Iterator[list[Any]]:
             runtime = open_runtime(tmp_path / name, environ=environ)
             stack.callback(runtime.close)
             prepare_database(runtime)
-            target = plugins_dir(runtime) / source.name
-            target.write_bytes(source.read_bytes())
-            settled(target)
             runtimes.append(runtime)
+        target = plugins_dir(runtimes[0]) / source.name
+        target.write_bytes(source.read_bytes())
+        settled(target)
         create_account(runtimes[0], "root", ["superadmin"])
         yield [stack.enter_context(plugin_host(runtime)) for runtime in runtimes]
 
@@ -85,7 +86,7 @@ def test_a_logout_on_one_node_refuses_the_token_on_the_other_within_a_second(nod
 def test_a_plugin_disabled_on_one_node_is_gone_from_the_other_within_two_seconds(nodes: list[Any]) -> None:
     a, b = nodes
     token = bearer(a)
-    for client in nodes:
+    for client in nodes:  # the second node fetched the bundle the first one had
         until(lambda c=client: c.get("/app/hello/hello", headers=token).status_code == 200, "the plugin to serve")
     assert a.post("/api/admin/plugins/hello/disable", headers=token).status_code == 200
     started = time.monotonic()
@@ -129,3 +130,24 @@ def test_the_safety_net_raises_every_signal_without_any_notification(postgres_ur
     finally:
         listener.stop()
     assert notify.listen("sqlite:///nowhere.db", handlers) is None, "one machine: nothing to listen to"
+
+
+def test_a_plugin_uploaded_through_one_node_serves_on_the_other_and_its_removal_too(
+    nodes: list[Any], tmp_path: Path
+) -> None:
+    a, b = nodes
+    token = bearer(a)
+    second = bundle(tmp_path / "second", plugin_id="greet")
+    with second.open("rb") as data:
+        uploaded = a.post("/api/admin/plugins", files={"data": (second.name, data)}, headers=token)
+    assert uploaded.status_code in (200, 201), uploaded.text
+    started = time.monotonic()
+    until(lambda: b.get("/app/greet/hello", headers=token).status_code == 200, "node b to serve the upload", timeout=2)
+    assert time.monotonic() - started < 2.0
+    folder_b = plugins_dir(b.manager.runtime)
+    assert (folder_b / second.name).read_bytes() == second.read_bytes(), "node b holds the very bundle"
+
+    assert a.delete("/api/admin/plugins/greet", headers=token).status_code in (200, 204)
+    until(lambda: b.get("/app/greet/hello", headers=token).status_code == 404, "node b to drop it", timeout=2)
+    until(lambda: not (folder_b / second.name).exists(), "node b to delete its copy", timeout=2)
+    assert b.get("/app/hello/hello", headers=token).status_code == 200, "the other plugin stays"

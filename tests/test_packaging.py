@@ -8,6 +8,7 @@ a healthcheck on /health, and a hardened systemd service.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -241,3 +242,34 @@ def test_systemd_unit_outlasts_the_drain(unit):
     service = unit["Service"]
     assert service["KillSignal"][-1] == "SIGTERM"
     assert int(service["TimeoutStopSec"][-1]) > 60  # xcore drains for up to 60 s
+
+
+def test_the_cluster_compose_file_runs_three_nodes_on_postgresql_and_redis_behind_nginx(dockerfile):
+    """packaging/cluster.compose.yaml: PostgreSQL, Redis, three nodes of the image with what each node needs
+    (the shared database, queue and secret key, a data volume of its own), and nginx with the shipped site, which
+    lists exactly those nodes (tests/test_cluster_e2e.py runs that site in front of three real nodes)."""
+    cluster = yaml.safe_load((PACKAGING / "cluster.compose.yaml").read_text(encoding="utf-8"))
+    services = cluster["services"]
+    nodes = sorted(name for name in services if name.startswith("xcore"))
+    assert nodes == ["xcore1", "xcore2", "xcore3"] and {"postgres", "redis", "nginx"} <= services.keys()
+    volumes = set()
+    for name in nodes:
+        node = services[name]
+        assert node["build"] == {"context": "..", "dockerfile": "packaging/Dockerfile"}
+        env = node["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql+psycopg://xcore:") and env["DATABASE_URL"].endswith(
+            "@postgres:5432/xcore"
+        )
+        assert env["REDIS_URL"] == "redis://redis:6379/0"
+        assert env["XCORE_SECURE__SECRET_KEY"].startswith("${XCORE_SECRET_KEY:?"), "required, never a default"
+        volume, _, target = node["volumes"][0].partition(":")
+        assert target == dockerfile_env(dockerfile)["XCORE_DATA_DIR"] and volume in cluster["volumes"]
+        volumes.add(volume)
+    assert len(volumes) == 3, "each node has a data directory of its own"
+    assert "${POSTGRES_PASSWORD:?" in services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert services["nginx"]["ports"] == ["127.0.0.1:8000:80"]
+    mount, _, target = services["nginx"]["volumes"][0].partition(":")
+    assert (PACKAGING / mount).resolve() == PACKAGING / "nginx-cluster.conf"
+    site = (PACKAGING / "nginx-cluster.conf").read_text(encoding="utf-8")
+    assert re.findall(r"server (xcore\d):8000", site) == nodes
+    assert "proxy_next_upstream error timeout http_502;" in site

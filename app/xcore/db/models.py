@@ -43,6 +43,20 @@ class PluginState(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
+class PluginBundle(Base):
+    """PluginBundle is one zip of the plugins folder, stored where every node fetches it: used when several nodes
+    share a PostgreSQL database (`xcore.plugins.shared`); empty on SQLite."""
+
+    __tablename__ = "plugin_bundles"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # its file name in the plugins folder
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stored_by: Mapped[str | None] = mapped_column(String(255))  # the node (its data directory) that stored it
+
+
 class SettingOverride(Base):
     """SettingOverride is a setting changed by an admin: for the core (scope "core") or for a plugin (its id)."""
 

@@ -14,6 +14,7 @@ to do: one machine, one data directory.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -55,6 +56,7 @@ class Listener:
         self.every = every
         self.listening = threading.Event()  # set while LISTEN is in force
         self._stop = threading.Event()
+        self._wake = f"xcore_wake_{os.getpid()}_{id(self)}"  # this listener's own channel, for `stop`
         self._thread = threading.Thread(target=self._run, name="xcore-notify", daemon=True)
 
     def start(self) -> Listener:
@@ -62,7 +64,19 @@ class Listener:
         return self
 
     def stop(self) -> None:
+        """stop ends the listener: a notification on its own channel wakes it at once, rather than at its next
+        look (up to WAIT later), so a worker's shutdown does not wait for it."""
         self._stop.set()
+        if self.listening.is_set():
+            import psycopg
+
+            from xcore.db.engine import libpq_url
+
+            try:
+                with psycopg.connect(libpq_url(self.url), autocommit=True, connect_timeout=2) as conn:
+                    conn.execute(f"NOTIFY {self._wake}")
+            except Exception:  # it stops at its next look anyway
+                pass
         self._thread.join(WAIT * 3)
 
     def _run(self) -> None:
@@ -84,8 +98,8 @@ class Listener:
         from xcore.db.engine import libpq_url
 
         with psycopg.connect(libpq_url(self.url), autocommit=True) as conn:
-            for channel in self.handlers:
-                conn.execute(f"LISTEN {channel}")  # channel names are xcore's own constants
+            for channel in [*self.handlers, self._wake]:
+                conn.execute(f"LISTEN {channel}")  # channel names are xcore's own
             self.listening.set()
             if missed:  # what was sent while this listener was away is lost: act as if it all changed
                 log.info("receiving the database's notifications again")
@@ -93,6 +107,8 @@ class Listener:
             next_net = time.monotonic() + self.every
             while not self._stop.is_set():
                 for notification in conn.notifies(timeout=WAIT):
+                    if self._stop.is_set():
+                        return
                     if notification.channel in self.handlers:
                         self._call(self.handlers[notification.channel])
                 if time.monotonic() >= next_net:

@@ -57,6 +57,7 @@ from xcore.plugins.manifest import Manifest
 from xcore.plugins.requirements import Resolved, Unmet, bundle_wheels, collect_downloads, folder_wheels
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
+from xcore.plugins.shared import shared_bundles
 from xcore.plugins.signing import SignatureError, Signer, policy_says
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.states import StateStore, Stored
@@ -139,6 +140,7 @@ class PluginManager:
         self._views: dict[str, PluginView] = {}
         self.reloads = 0  # sets of plugins swapped in since start
         self.states = StateStore(runtime, self.folder)
+        self.shared = shared_bundles(runtime)
         self.trust = trust_store(runtime)
         self.catalogues = Catalogues(settings.catalogues, self.trust, catalogue_store(runtime), runtime.version)
         self.catalogues.load_kept()  # no network: a version a kept blocklist names never loads, even for a moment
@@ -282,6 +284,14 @@ class PluginManager:
 
     # --- the one operation -----------------------------------------------------------------------------------
 
+    def _sync_shared(self) -> None:
+        """_sync_shared syncs the folder with the shared database; on failure this node serves what it has."""
+        try:
+            if self.shared is not None:
+                self.shared.sync()
+        except Exception as exc:
+            log.warning("could not sync the plugins folder with the shared database: %s; serving what is here", exc)
+
     async def reconcile(self, *, force: bool = False, reload: Iterable[str] = (), initial: bool = False) -> None:
         """reconcile brings the served plugins in line with the folder and the database.
 
@@ -293,6 +303,8 @@ class PluginManager:
                 self.scanner.forget()
                 self._failed.clear()
                 self.states.forget()
+            if self.shared is not None:  # several nodes on PostgreSQL: this node's folder as the database says
+                await anyio.to_thread.run_sync(self._sync_shared)
             scan = self._scan = await anyio.to_thread.run_sync(self.scanner.scan)
             stored = await anyio.to_thread.run_sync(self.states.read)
             if self.safe_mode is not None:  # for this run only: the stored flags stay as they are

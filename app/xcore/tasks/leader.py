@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xcore.tasks")
 REDIS_KEY = "xcore:tasks:leader"
-LEASE = 15.0  # seconds a Redis lease lasts without renewal
+LEASE = 10.0  # seconds a Redis lease lasts without renewal: a successor takes over within about 12 s
 
 
 class Leadership(Protocol):

@@ -1,0 +1,162 @@
+"""The plugins folder of several nodes kept alike through their shared PostgreSQL database.
+
+Each node keeps its own `plugins/` folder, which its watcher and plugin manager serve as on one machine. When
+the core database is PostgreSQL, the bundles are also stored in it (table `plugin_bundles`), and before each
+reconcile a worker brings its node's folder and the database in line (`SharedBundles.sync`, one worker of the
+node at a time):
+
+1. a zip that is new or changed in this folder since the last sync (an upload through this node, `xcore plugin
+   install`, a file dropped here) goes up into the database;
+2. a zip removed from this folder since the last sync (`xcore plugin remove`, a file deleted here) is removed from
+   the database;
+3. what the database holds comes down: a zip missing here, or different, is written (atomically); a zip the
+   database no longer holds, which came from it, is deleted.
+
+The node remembers what it last synced in `<data>/plugins-synced.json`, which tells "removed here" from "never
+seen here". Whenever the database changed, the other nodes are notified (`xcore.db.notify`), reconcile at once
+and fetch it; the periodic safety net catches up with a missed notification. Enabled flags and settings are in
+the database already, so they need only the notification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from filelock import FileLock
+from sqlalchemy import delete, select
+
+from xcore.db import notify
+from xcore.db.models import PluginBundle
+from xcore.plugins.leftovers import TEMP_PREFIX
+from xcore.plugins.sources import SETTLE
+from xcore.plugins.store import bundle_files, plugins_dir, settled
+from xcore.runtime import Runtime
+
+log = logging.getLogger("xcore.plugins")
+
+RECORD = "plugins-synced.json"  # in the data directory, beside plugins/, which holds only what the watcher serves
+LOCK = "plugins-sync.lock"
+LOCK_TIMEOUT = 60.0  # seconds: a sync that writes a large bundle takes a while
+
+
+class SharedBundles:
+    """SharedBundles syncs one node's plugins folder with the bundles in the shared database."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.folder = plugins_dir(runtime)
+        self.record_path = runtime.data.root / RECORD
+        self.lock = FileLock(str(runtime.data.root / LOCK))
+        self.node = f"{socket.gethostname()}:{runtime.data.root}"
+
+    def sync(self) -> bool:
+        """sync brings this folder and the database in line; true when the folder changed."""
+        with self.lock.acquire(timeout=LOCK_TIMEOUT):
+            local = self._local()
+            record = self._record()
+            pushed = self._push(local, record)
+            changed = self._pull(local, record)
+            if pushed:
+                notify.publish(self.runtime.engine, notify.PLUGINS)
+            return changed
+
+    def _push(self, local: dict[str, tuple[str, Path]], record: dict[str, str]) -> bool:
+        """Puts this folder's changes since the last sync into the database; true when it changed it."""
+        stored = self._stored()
+        changed = False
+        with self.runtime.sessions.begin() as session:
+            for name, (sha, path) in local.items():
+                if record.get(name) != sha and stored.get(name) != sha:
+                    content = path.read_bytes()
+                    if hashlib.sha256(content).hexdigest() != sha:
+                        continue  # replaced while this ran: the next sync takes it
+                    session.merge(
+                        PluginBundle(name=name, sha256=sha, size=len(content), content=content, stored_by=self.node)
+                    )
+                    log.info("plugin bundle %s stored for every node", name)
+                    changed = True
+            for name, sha in record.items():
+                if name not in local and stored.get(name) == sha:
+                    session.execute(delete(PluginBundle).where(PluginBundle.name == name))
+                    log.info("plugin bundle %s removed for every node", name)
+                    changed = True
+        return changed
+
+    def _pull(self, local: dict[str, tuple[str, Path]], record: dict[str, str]) -> bool:
+        """Writes what the database holds into this folder, deletes what it dropped; true when the folder changed."""
+        stored = self._stored()
+        changed = False
+        for name, sha in stored.items():
+            if local.get(name, ("", None))[0] != sha:
+                changed |= self._fetch(name, sha)
+        for name, (sha, path) in local.items():
+            if name not in stored and record.get(name) == sha:  # it came from the database, which dropped it
+                path.unlink(missing_ok=True)
+                log.info("plugin bundle %s deleted here: it was removed on another node", name)
+                changed = True
+        if stored != record:
+            self._write_record(stored)
+        return changed
+
+    def _fetch(self, name: str, sha: str) -> bool:
+        with self.runtime.sessions() as session:
+            content = session.scalar(select(PluginBundle.content).where(PluginBundle.name == name))
+        if content is None or hashlib.sha256(content).hexdigest() != sha:
+            return False  # changed or removed meanwhile: the next sync takes it
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=TEMP_PREFIX, suffix=".tmp")  # a leftover is removed
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+            os.chmod(tmp, 0o600)
+            settled(Path(tmp))
+            os.replace(tmp, self.folder / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        log.info("plugin bundle %s fetched from the shared database", name)
+        return True
+
+    def _stored(self) -> dict[str, str]:
+        with self.runtime.sessions() as session:
+            return {name: sha for name, sha in session.execute(select(PluginBundle.name, PluginBundle.sha256))}
+
+    def _local(self) -> dict[str, tuple[str, Path]]:
+        """The zips of this folder that are completely written: name -> (sha256, path)."""
+        found = {}
+        now = time.time()
+        for path in bundle_files(self.runtime):
+            try:
+                if now - path.stat().st_mtime < SETTLE:
+                    continue  # still being written: the next sync takes it
+                found[path.name] = (hashlib.sha256(path.read_bytes()).hexdigest(), path)
+            except FileNotFoundError:
+                continue
+        return found
+
+    def _record(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _write_record(self, stored: dict[str, str]) -> None:
+        tmp = self.record_path.with_name(self.record_path.name + ".tmp")
+        tmp.write_text(json.dumps(stored, sort_keys=True))
+        os.replace(tmp, self.record_path)
+
+
+def shared_bundles(runtime: Runtime) -> SharedBundles | None:
+    """shared_bundles is the sync of this node's plugins folder when the core database is PostgreSQL, else None."""
+    from xcore.db.serving import is_postgres
+
+    if runtime.database_file is not None or not is_postgres(runtime.database_url):
+        return None
+    return SharedBundles(runtime)
