@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from machine import cpu_model, describe, process_tree, yardsticks
+from machine import cpu_model, describe, tree_cpu_seconds, yardsticks
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ("xcore", "litestar", "fastapi")
@@ -397,20 +397,6 @@ def measure_all(
                     raise BenchError(f"{name} died mid-run (code {proc.returncode}): {stderr_tail(log)}")
             rounds.append(results)
     return rounds, failures, logins
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """tree_cpu_seconds is the CPU time (user and system) used so far by process `pid` and its descendants, from
-    /proc (0.0 where there is no /proc). Unlike requests/s it does not depend on how much of the core the server
-    got meanwhile, so it is the steadier measure on a shared machine."""
-    total, tick = 0, os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for current in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / tick
 
 
 def pinning() -> tuple[list[str], list[str], str]:
