@@ -255,7 +255,7 @@ def sdk_problems(body: str) -> list[str]:
         if name not in sdk.__all__
     ]
     context = next((b for b in bullets(body) if heads(b) == ["PluginContext"]), "")
-    attributes = [f.name for f in sdk.PluginContext.__dataclass_fields__.values()]
+    attributes = [f.name for f in sdk.PluginContext.__dataclass_fields__.values() if not f.name.startswith("_")]
     attributes += [n for n, v in vars(sdk.PluginContext).items() if isinstance(v, property) and not n.startswith("_")]
     problems += [f"PluginContext.{a} is not named in its bullet" for a in attributes if f"`{a}`" not in context]
     return problems

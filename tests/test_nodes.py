@@ -151,3 +151,19 @@ def test_a_plugin_uploaded_through_one_node_serves_on_the_other_and_its_removal_
     until(lambda: b.get("/app/greet/hello", headers=token).status_code == 404, "node b to drop it", timeout=2)
     until(lambda: not (folder_b / second.name).exists(), "node b to delete its copy", timeout=2)
     assert b.get("/app/hello/hello", headers=token).status_code == 200, "the other plugin stays"
+
+
+def test_what_a_plugin_keeps_in_ctx_kv_on_one_node_the_other_reads(nodes: list[Any], tmp_path: Path) -> None:
+    from test_kv import KV_PLUGIN
+
+    a, b = nodes
+    token = bearer(a)
+    path = tmp_path / "kvp-1.0.0.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("plugin.json", json.dumps({"id": "kvp", "version": "1.0.0"}))
+        archive.writestr("run.py", KV_PLUGIN)
+    with path.open("rb") as data:
+        assert a.post("/api/admin/plugins", files={"data": (path.name, data)}, headers=token).is_success
+    until(lambda: b.get("/app/kvp/kv/x", headers=token).status_code == 200, "node b to serve kvp")
+    assert a.post("/app/kvp/kv/counter", json={"value": 41}, headers=token).json() == {"stored": "counter"}
+    assert b.get("/app/kvp/kv/counter", headers=token).json() == {"value": 41, "keys": ["counter"]}

@@ -279,6 +279,17 @@ def test_a_request_body_reaches_the_worker_and_a_bad_one_gets_the_plugins_own_an
     assert broken.headers["content-type"].startswith("application/problem+json")
 
 
+def test_a_large_body_and_answer_go_through_and_the_worker_lives_on(probed: Host) -> None:
+    """A body of some 100 KB or more made the worker's libuv use its io_uring ring, which the seccomp filter
+    refused, and libuv aborted (signal 6): the worker runs on asyncio's own loop, which has no ring."""
+    pid = probed.get("/app/probe/who").json()["pid"]
+    sent = {"text": "x" * 3_000_000}
+    response = probed.client.post("/app/probe/echo", json=sent, headers=probed.root)
+    assert response.status_code == 201, response.text
+    assert response.json() == {"got": sent}
+    assert probed.get("/app/probe/who").json()["pid"] == pid, "the same worker: it did not die on the way"
+
+
 def test_the_plugin_has_its_own_data_folder_and_no_host_settings(probed: Host) -> None:
     assert outcome(probed, "write-own")["outcome"] == "done"
     assert outcome(probed, "read-own") == {"outcome": "done", "detail": "mine"}

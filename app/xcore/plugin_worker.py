@@ -96,12 +96,12 @@ NETWORK_PATHS = (
 
 
 def run(main: Any) -> int:
-    """run runs the coroutine `main` to its end on uvloop, Granian's loop (asyncio's own where it is missing)."""
-    try:
-        import uvloop
-    except ImportError:  # Windows
-        return asyncio.run(main)  # type: ignore[no-any-return]
-    return uvloop.run(main)  # type: ignore[no-any-return]
+    """run runs the coroutine `main` to its end on asyncio's own loop.
+
+    Not on uvloop: its libuv sets up an io_uring ring for epoll batching when the loop starts, which is before the
+    confinement, whose seccomp filter then refuses io_uring_enter (a ring the plugin could also use to get past
+    the filter), and libuv aborts on that refusal: a request body of some 100 KB killed the worker."""
+    return asyncio.run(main)  # type: ignore[no-any-return]
 
 
 def runtime_paths(network: bool = False) -> list[Path]:
@@ -143,6 +143,32 @@ def principal(user: dict[str, Any] | None) -> Principal | None:
         totp_enabled=bool(user.get("totp_enabled")),
         totp_required=False,
     )
+
+
+class RemoteKeyValue:
+    """RemoteKeyValue is `ctx.kv` in the worker, which has no database: each operation is a call to the host,
+    which runs it on the plugin's own store (`xcore.plugins.kv`) and answers; a refusal raises ValueError."""
+
+    def __init__(self, caller: wire.Caller) -> None:
+        self._caller = caller
+
+    def _call(self, *operation: Any) -> Any:
+        answer = self._caller.call("kv", *operation)
+        if answer[0] == "kv" and len(answer) == 2:
+            return answer[1]
+        raise ValueError(answer[1] if len(answer) > 1 else "ctx.kv: the host refused")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._call("get", key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self._call("set", key, value)
+
+    def delete(self, key: str) -> bool:
+        return bool(self._call("delete", key))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return list(self._call("keys", prefix))
 
 
 class Worker:
@@ -216,6 +242,7 @@ class Worker:
             fingerprint=str(params.get("fingerprint", "")),
             data_dir=data_dir,
             config=params.get("config") or {},
+            kv=RemoteKeyValue(self.caller),
         )
         for name, fn in self.plugin.tasks.items():
             fn.enqueue = self.enqueuer(name)  # type: ignore[attr-defined]

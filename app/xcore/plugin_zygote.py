@@ -39,7 +39,7 @@ from xcore.heap import freeze_startup_heap
 PR_SET_PDEATHSIG = 1
 MAX_MESSAGE = 64 * 1024
 # Imported here so that a child does not import them itself (what plugin_worker imports, it already has).
-PRELOADED = ("sqlite3", "sqlite_utils", "uvloop", "hashlib", "zlib", "uuid", "decimal", "email.message")
+PRELOADED = ("sqlite3", "sqlite_utils", "hashlib", "zlib", "uuid", "decimal", "email.message")
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         return 2
     die_with_parent()
     for name in PRELOADED:
-        with contextlib.suppress(ImportError):  # uvloop on Windows, say: the child imports what it can
+        with contextlib.suppress(ImportError):  # a module missing from a build: the child imports what it can
             __import__(name)
     freeze_startup_heap()
     return Zygote(socket.socket(fileno=int(argv[1]))).serve()

@@ -48,7 +48,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class PluginContext:
-    """PluginContext is what the host gives a plugin: its id, version, merged config, data folder, db and logger.
+    """PluginContext is what the host gives a plugin: its id, version, merged config, data folder, db (this node's
+    SQLite file), kv (keys and values shared by every node) and logger.
 
     Handlers get it by declaring a `ctx: PluginContext` parameter; `on_load(ctx)`, `on_unload(ctx)` and tasks
     that declare `ctx` get it too.
@@ -58,6 +59,20 @@ class PluginContext:
     version: str
     data_dir: Path
     config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    _kv: Any = field(default=None, repr=False, compare=False)  # the host's store of this plugin (`kv`)
+
+    @property
+    def kv(self) -> Any:
+        """kv is the plugin's own key-value store in the core database, which every node of several shares:
+        `get(key, default=None)`, `set(key, value)`, `delete(key) -> bool`, `keys(prefix="") -> list[str]`.
+
+        Keys are text (1 to 255 characters), values anything JSON holds (at most 1 MiB encoded), at most 10,000
+        keys; a wrong one raises ValueError, storing nothing. Each call is a database round trip: keep what a
+        request reads often in memory, and large or many rows in `db`. Sandboxed plugins have it too.
+        """
+        if self._kv is None:
+            raise RuntimeError("ctx.kv is there once the plugin is loaded by a server")
+        return self._kv
 
     @property
     def db(self) -> Any:

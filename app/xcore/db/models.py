@@ -57,6 +57,18 @@ class PluginBundle(Base):
     stored_by: Mapped[str | None] = mapped_column(String(255))  # the node (its data directory) that stored it
 
 
+class PluginValue(Base):
+    """PluginValue is one key of a plugin's key-value store (`ctx.kv`, `xcore.plugins.kv`): in the core database,
+    so every node of several sees the same values."""
+
+    __tablename__ = "plugin_kv"
+
+    plugin_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=False)  # JSON null is stored as "null"
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
 class SettingOverride(Base):
     """SettingOverride is a setting changed by an admin: for the core (scope "core") or for a plugin (its id)."""
 

@@ -114,10 +114,11 @@ def read_defaults(folder: Path) -> dict[str, Any]:
 
 def import_plugin(
     manifest: Manifest, folder: Path, *, source: Path, fingerprint: str, data_dir: Path, config: Mapping[str, Any],
-    dev: bool = False,
+    dev: bool = False, kv: Any = None,
 ) -> LoadedPlugin:  # fmt: skip
     """import_plugin imports the entry module of `folder` under a new package name and collects its parts.
 
+    `kv` is the plugin's `ctx.kv` (`xcore.plugins.kv.KeyValue` in the host, the host's answer in a sandbox).
     Raises PluginLoadError naming the file and line at fault. Runs in a worker thread: imports may be slow. A dev
     folder's sources are checked first, as `inspect_bundle` checks a zip's: they import only xcore.sdk from xcore.
     """
@@ -140,7 +141,7 @@ def import_plugin(
         unload_modules(package)
         raise PluginLoadError(_import_failure(exc, folder)) from None
     try:
-        context = PluginContext(manifest.id, manifest.version, data_dir, MappingProxyType(dict(config)))
+        context = PluginContext(manifest.id, manifest.version, data_dir, MappingProxyType(dict(config)), kv)
         return LoadedPlugin(
             manifest=manifest,
             source=source,

@@ -42,6 +42,7 @@ from xcore.plugins.choice import differs, load_order, static_problem
 from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.errors import PluginConflict
 from xcore.plugins.index import IndexUnavailable
+from xcore.plugins.kv import KeyValue
 from xcore.plugins.libraries import borrowed, keep, provide
 from xcore.plugins.loader import (
     LoadedPlugin,
@@ -469,6 +470,7 @@ class PluginManager:
             settings=self.runtime.config.manager.plugins,
             task_host=self.tasks,
             libraries=ready.libraries,
+            kv=KeyValue(self.runtime.sessions, source.id),
         )
         plugin.defaults, plugin.libraries, plugin.requirements = ready.defaults, ready.libraries, ready.requirements
         return plugin
@@ -492,6 +494,7 @@ class PluginManager:
                 data_dir=ready.data_dir,
                 config=ready.config,
                 dev=source.dev,
+                kv=KeyValue(self.runtime.sessions, source.id),
             )
             plugin.defaults, plugin.libraries, plugin.requirements = ready.defaults, ready.libraries, ready.requirements
             return plugin

@@ -208,10 +208,17 @@ class SandboxedPlugin:
     ASGI app (`forward`) that serves its prefix."""
 
     def __init__(
-        self, manifest: Manifest, params: dict[str, Any], data_dir: Path, timeout: float, task_host: Any = None
+        self,
+        manifest: Manifest,
+        params: dict[str, Any],
+        data_dir: Path,
+        timeout: float,
+        task_host: Any = None,
+        kv: Any = None,
     ) -> None:
         self.manifest = manifest
         self.task_host = task_host  # the process's `xcore.tasks.host.TaskHost`, which queues the plugin's runs
+        self.kv = kv  # the plugin's `xcore.plugins.kv.KeyValue`, which the worker's `ctx.kv` calls reach
         self.params = params
         self.data_dir = data_dir
         self.timeout = timeout
@@ -372,7 +379,14 @@ class SandboxedPlugin:
                     return
 
     def _answer(self, message: list[Any]) -> list[Any]:
-        """_answer is the answer to one call of the worker: a run of one of this plugin's own tasks queued."""
+        """_answer is the answer to one call of the worker: a run of one of this plugin's own tasks queued, or an
+        operation on its own `ctx.kv`."""
+        if message and message[0] == "kv":
+            if self.kv is None:
+                return ["refused", "ctx.kv: this host gives the plugin no store"]
+            from xcore.plugins.kv import answer  # SQLAlchemy's: never in the worker, which imports this module
+
+            return answer(self.kv, message)
         if message[0] != "enqueue" or len(message) != 6:
             return ["refused", f"the host does not answer {message[0]!r} calls"]
         _, name, args, kwargs, delay, eta = message
@@ -627,7 +641,7 @@ async def _answer(send: Any, status: int, detail: str, retry: float | None = Non
 
 async def load_sandboxed(
     manifest: Manifest, folder: Path, *, source: Path, fingerprint: str, data_dir: Path, config: dict[str, Any],
-    settings: PluginsConfig, task_host: Any = None, libraries: Libraries | None = None,
+    settings: PluginsConfig, task_host: Any = None, libraries: Libraries | None = None, kv: Any = None,
 ) -> LoadedPlugin:  # fmt: skip
     """load_sandboxed starts the worker of a sandboxed plugin version and returns it as a LoadedPlugin: its
     Router forwards the prefix to the worker, its hooks run there, and `close` stops the worker. Raises
@@ -643,7 +657,7 @@ async def load_sandboxed(
         "limits": msgspec.to_builtins(limits),
         "libraries": None if libraries is None else {"folder": str(libraries.folder), **libraries.as_json()},
     }
-    sandboxed = SandboxedPlugin(manifest, params, data_dir, timeout, task_host)
+    sandboxed = SandboxedPlugin(manifest, params, data_dir, timeout, task_host, kv)
     await sandboxed.start()
 
     @asgi("/", is_mount=True, copy_scope=False)

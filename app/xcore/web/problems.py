@@ -15,7 +15,6 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DataError
 
 from xcore.errors import DatabaseError, FieldProblem, RequestError
 
@@ -119,6 +118,10 @@ def client_mistake(exc: Exception) -> RequestError | None:
 def _refused_value(exc: Exception) -> RequestError | None:
     """_refused_value is the RequestError for a value PostgreSQL refused (a number past a column's range, a NUL
     character in a text) where SQLite would have stored it: the client's value, not the server's fault."""
+    if not type(exc).__module__.startswith("sqlalchemy"):
+        return None  # and SQLAlchemy stays out of a sandbox worker, which answers its errors with this module
+    from sqlalchemy.exc import DataError
+
     if not isinstance(exc, DataError):
         return None
     if "NUL (0x00)" in str(exc.orig):  # psycopg's own check, before the value is sent
