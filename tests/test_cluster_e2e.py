@@ -216,6 +216,15 @@ def test_three_nodes_behind_nginx_converge_and_revoke(cluster: dict[str, Any], t
         worker.join()
     assert count > 50 and failures == [], f"{len(failures)} of {count} requests failed: {failures[:5]}"
 
+    # The restarted node is a full member again: a disable through it reaches the others, an enable through
+    # another reaches it.
+    assert httpx.post(f"{nodes[1].url}/api/admin/plugins/hello/disable", headers=token).status_code == 200
+    for node in nodes:
+        within(2, lambda n=node: serving(n, None), f"node {node.port} to stop serving it after the restart")
+    assert httpx.post(f"{nodes[0].url}/api/admin/plugins/hello/enable", headers=token).status_code == 200
+    for node in nodes:
+        within(2, lambda n=node: serving(n, "2.0.0"), f"node {node.port} to serve it again after the restart")
+
     # A logout on one node: the token is refused on the other two within 1 s.
     session = login(nodes[0].url)
     for node in nodes[1:]:

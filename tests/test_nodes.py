@@ -167,3 +167,40 @@ def test_what_a_plugin_keeps_in_ctx_kv_on_one_node_the_other_reads(nodes: list[A
     until(lambda: b.get("/app/kvp/kv/x", headers=token).status_code == 200, "node b to serve kvp")
     assert a.post("/app/kvp/kv/counter", json={"value": 41}, headers=token).json() == {"stored": "counter"}
     assert b.get("/app/kvp/kv/counter", headers=token).json() == {"value": 41, "keys": ["counter"]}
+
+
+CONFIGURED = """\
+from xcore.sdk import Ctx, get
+
+
+@get("/greeting", sync_to_thread=False)
+def greeting(ctx: Ctx) -> dict:
+    return {"greeting": ctx.config["greeting"]}
+
+
+router = [greeting]
+"""
+
+
+def test_a_plugin_reconfigured_on_one_node_answers_with_its_new_settings_on_the_other(
+    nodes: list[Any], tmp_path: Path
+) -> None:
+    a, b = nodes
+    token = bearer(a)
+    path = tmp_path / "cfg-1.0.0.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("plugin.json", json.dumps({"id": "cfg", "version": "1.0.0"}))
+        archive.writestr("run.py", CONFIGURED)
+        archive.writestr("config.json", json.dumps({"greeting": "hello"}))
+    with path.open("rb") as data:
+        assert a.post("/api/admin/plugins", files={"data": (path.name, data)}, headers=token).is_success
+    until(lambda: b.get("/app/cfg/greeting", headers=token).json() == {"greeting": "hello"}, "node b to serve cfg")
+    changed = a.put("/api/admin/plugins/cfg/config", json={"overrides": {"greeting": "bonjour"}}, headers=token)
+    assert changed.status_code == 200, changed.text
+    started = time.monotonic()
+    until(
+        lambda: b.get("/app/cfg/greeting", headers=token).json() == {"greeting": "bonjour"},
+        "node b to answer with the new setting",
+        timeout=2,
+    )
+    assert time.monotonic() - started < 2.0
