@@ -1,7 +1,8 @@
 """A real PostgreSQL server on 127.0.0.1 for the tests: a throwaway cluster made with initdb, one per test process.
 
 `python3 tasks.py test` installs PostgreSQL from apt. The cluster lives in a temporary folder, runs without fsync
-(nothing in it must outlive the tests) and is stopped and removed when the process ends. Each test gets a
+(nothing in it must outlive the tests) and is stopped and removed when the process ends, a SIGTERM included; the
+next test process stops and removes those of processes killed outright (`reap_orphans`). Each test gets a
 database of its own, copied from a template (`CREATE DATABASE ... TEMPLATE`, some 25 ms).
 
 Tests reach it through the `postgres` fixture, or through `server()` where no fixture can be asked for. With
@@ -15,7 +16,9 @@ import glob
 import itertools
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +29,8 @@ from conftest import free_port
 ENV_BACKEND = "XCORE_TEST_DATABASE"  # "postgresql": the runtime fixture's core database is on PostgreSQL
 BACKEND = os.environ.get(ENV_BACKEND, "sqlite")
 SUPERUSER = "postgres"
+PREFIX = "xcore-pg-"  # the clusters' folders, in the temporary directory
+OWNER = "owner.pid"  # in each: the test process that made it
 
 
 def binaries() -> Path:
@@ -41,7 +46,9 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.bin = binaries()
-        self.root = Path(tempfile.mkdtemp(prefix="xcore-pg-"))
+        reap_orphans(self.bin)
+        self.root = Path(tempfile.mkdtemp(prefix=PREFIX))
+        (self.root / OWNER).write_text(str(os.getpid()))
         self.port = free_port()
         self._names = itertools.count(1)
         # PostgreSQL refuses to run as root: as root (CI), the cluster is the postgres user's.
@@ -56,6 +63,8 @@ class PostgresServer:
         )
         self._run("pg_ctl", "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w", "-o", options, "start")
         atexit.register(self.stop)
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a terminated run stops its server too
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     def _run(self, tool: str, *args: str) -> None:
         result = subprocess.run(
@@ -88,6 +97,27 @@ class PostgresServer:
                 stdin=subprocess.DEVNULL,
             )
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def reap_orphans(folder: Path) -> None:
+    """reap_orphans stops and removes the clusters of test processes that are gone (killed before their exit
+    handlers ran), so that servers do not pile up on a developer's machine."""
+    for root in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        try:
+            owner = int((root / OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # still being made, or not ours
+        try:
+            os.kill(owner, 0)
+            continue  # its process lives
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*as_user, str(folder / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
+                       capture_output=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
 
 
 _server: PostgresServer | None = None
