@@ -163,21 +163,23 @@ def test_three_nodes_behind_nginx_converge_and_revoke(cluster: dict[str, Any], t
             return response.status_code == 404
         return response.status_code == 200 and response.json() == {"version": version}
 
+    def everywhere(version: str | None, what: str, among: list[XcoreServer] | None = None, seconds: float = 2) -> None:
+        """everywhere waits for every node (of `among`) to serve `version` of hello (None: not at all)."""
+        for node in among or nodes:
+            within(seconds, lambda n=node: serving(n, version), f"node {node.port} {what}")
+
     # Uploaded through one node: every node serves it within 2 s.
     first = bundle(tmp_path / "bundles", "1.0.0")
     with first.open("rb") as data:
         uploaded = httpx.post(f"{nodes[0].url}/api/admin/plugins", files={"data": (first.name, data)}, headers=token)
     assert uploaded.status_code in (200, 201), uploaded.text
-    for node in nodes:
-        within(2, lambda n=node: serving(n, "1.0.0"), f"node {node.port} to serve the upload")
+    everywhere("1.0.0", "to serve the upload")
 
     # Disabled through another: gone from every node within 2 s; enabled again, back.
     assert httpx.post(f"{nodes[1].url}/api/admin/plugins/hello/disable", headers=token).status_code == 200
-    for node in nodes:
-        within(2, lambda n=node: serving(n, None), f"node {node.port} to stop serving it")
+    everywhere(None, "to stop serving it")
     assert httpx.post(f"{nodes[2].url}/api/admin/plugins/hello/enable", headers=token).status_code == 200
-    for node in nodes:
-        within(2, lambda n=node: serving(n, "1.0.0"), f"node {node.port} to serve it again")
+    everywhere("1.0.0", "to serve it again")
 
     # A new version uploaded while requests go through nginx: none of them fails.
     failures: list[str] = []
@@ -204,8 +206,7 @@ def test_three_nodes_behind_nginx_converge_and_revoke(cluster: dict[str, Any], t
     with second.open("rb") as data:
         uploaded = httpx.post(f"{nodes[2].url}/api/admin/plugins", files={"data": (second.name, data)}, headers=token)
     assert uploaded.status_code in (200, 201), uploaded.text
-    for node in (nodes[0], nodes[2]):
-        within(5, lambda n=node: serving(n, "2.0.0"), f"node {node.port} to serve 2.0.0")
+    everywhere("2.0.0", "to serve 2.0.0", among=[nodes[0], nodes[2]], seconds=5)
     nodes[1] = XcoreServer(nodes[1].data_dir, nodes[1].port, env=cluster["env"])
     cluster["nodes"][1] = nodes[1]
     nodes[1].wait_ready(timeout=60)
@@ -219,11 +220,9 @@ def test_three_nodes_behind_nginx_converge_and_revoke(cluster: dict[str, Any], t
     # The restarted node is a full member again: a disable through it reaches the others, an enable through
     # another reaches it.
     assert httpx.post(f"{nodes[1].url}/api/admin/plugins/hello/disable", headers=token).status_code == 200
-    for node in nodes:
-        within(2, lambda n=node: serving(n, None), f"node {node.port} to stop serving it after the restart")
+    everywhere(None, "to stop serving it after the restart")
     assert httpx.post(f"{nodes[0].url}/api/admin/plugins/hello/enable", headers=token).status_code == 200
-    for node in nodes:
-        within(2, lambda n=node: serving(n, "2.0.0"), f"node {node.port} to serve it again after the restart")
+    everywhere("2.0.0", "to serve it again after the restart")
 
     # A logout on one node: the token is refused on the other two within 1 s.
     session = login(nodes[0].url)

@@ -38,13 +38,23 @@ router = [hello]
 """
 
 
-def bundle(folder: Path, plugin_id: str = "hello") -> Path:
+def bundle(folder: Path, plugin_id: str = "hello", run_py: str = PLUGIN, **files: str) -> Path:
+    """bundle writes `<folder>/<id>-1.0.0.zip` with its plugin.json, `run_py` as run.py, and `files`."""
     path = folder / f"{plugin_id}-1.0.0.zip"
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("plugin.json", json.dumps({"id": plugin_id, "version": "1.0.0"}))
-        archive.writestr("run.py", PLUGIN)
+        archive.writestr("run.py", run_py)
+        for name, content in files.items():
+            archive.writestr(name, content)
     return path
+
+
+def upload(client: Any, path: Path, headers: dict[str, str]) -> None:
+    """upload installs the bundle at `path` through the node of `client`'s admin API."""
+    with path.open("rb") as data:
+        response = client.post("/api/admin/plugins", files={"data": (path.name, data)}, headers=headers)
+    assert response.status_code in (200, 201), response.text
 
 
 @pytest.fixture
@@ -138,9 +148,7 @@ def test_a_plugin_uploaded_through_one_node_serves_on_the_other_and_its_removal_
     a, b = nodes
     token = bearer(a)
     second = bundle(tmp_path / "second", plugin_id="greet")
-    with second.open("rb") as data:
-        uploaded = a.post("/api/admin/plugins", files={"data": (second.name, data)}, headers=token)
-    assert uploaded.status_code in (200, 201), uploaded.text
+    upload(a, second, token)
     started = time.monotonic()
     until(lambda: b.get("/app/greet/hello", headers=token).status_code == 200, "node b to serve the upload", timeout=2)
     assert time.monotonic() - started < 2.0
@@ -158,12 +166,7 @@ def test_what_a_plugin_keeps_in_ctx_kv_on_one_node_the_other_reads(nodes: list[A
 
     a, b = nodes
     token = bearer(a)
-    path = tmp_path / "kvp-1.0.0.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("plugin.json", json.dumps({"id": "kvp", "version": "1.0.0"}))
-        archive.writestr("run.py", KV_PLUGIN)
-    with path.open("rb") as data:
-        assert a.post("/api/admin/plugins", files={"data": (path.name, data)}, headers=token).is_success
+    upload(a, bundle(tmp_path, "kvp", KV_PLUGIN), token)
     until(lambda: b.get("/app/kvp/kv/x", headers=token).status_code == 200, "node b to serve kvp")
     assert a.post("/app/kvp/kv/counter", json={"value": 41}, headers=token).json() == {"stored": "counter"}
     assert b.get("/app/kvp/kv/counter", headers=token).json() == {"value": 41, "keys": ["counter"]}
@@ -187,13 +190,7 @@ def test_a_plugin_reconfigured_on_one_node_answers_with_its_new_settings_on_the_
 ) -> None:
     a, b = nodes
     token = bearer(a)
-    path = tmp_path / "cfg-1.0.0.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("plugin.json", json.dumps({"id": "cfg", "version": "1.0.0"}))
-        archive.writestr("run.py", CONFIGURED)
-        archive.writestr("config.json", json.dumps({"greeting": "hello"}))
-    with path.open("rb") as data:
-        assert a.post("/api/admin/plugins", files={"data": (path.name, data)}, headers=token).is_success
+    upload(a, bundle(tmp_path, "cfg", CONFIGURED, **{"config.json": json.dumps({"greeting": "hello"})}), token)
     until(lambda: b.get("/app/cfg/greeting", headers=token).json() == {"greeting": "hello"}, "node b to serve cfg")
     changed = a.put("/api/admin/plugins/cfg/config", json={"overrides": {"greeting": "bonjour"}}, headers=token)
     assert changed.status_code == 200, changed.text

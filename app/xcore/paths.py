@@ -165,11 +165,12 @@ def _chmod(path: Path, mode: int) -> None:
         os.chmod(path, mode)
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """write_atomically writes `data` to `path` through a temporary file beside it, then a rename, so that `path`
-    is always whole (the old content or the new) and a failure leaves no temporary file behind."""
+def write_atomically(path: Path, data: bytes, prefix: str | None = None) -> None:
+    """write_atomically writes `data` to `path` through a temporary file beside it (mode 0600, named `prefix`...
+    `.tmp`; `.<name>.` by default), then a rename, so that `path` is always whole (the old content or the new) and
+    a failure leaves no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

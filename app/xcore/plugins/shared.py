@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from sqlalchemy import delete, select
 
 from xcore.db import notify
 from xcore.db.models import PluginBundle
+from xcore.paths import write_atomically
 from xcore.plugins.leftovers import TEMP_PREFIX
 from xcore.plugins.sources import SETTLE
 from xcore.plugins.store import bundle_files, plugins_dir, settled
@@ -55,17 +54,16 @@ class SharedBundles:
         self.record_path = runtime.data.root / RECORD
         self.lock = FileLock(str(runtime.data.root / LOCK))
         self.node = f"{socket.gethostname()}:{runtime.data.root}"
+        self._hashes: dict[str, tuple[tuple[int, int], str]] = {}  # name -> ((size, mtime), sha256) of local zips
 
-    def sync(self) -> bool:
-        """sync brings this folder and the database in line; true when the folder changed."""
+    def sync(self) -> None:
+        """sync brings this folder and the database in line (the scan that follows sees what changed here)."""
         with self.lock.acquire(timeout=LOCK_TIMEOUT):
             local = self._local()
             record = self._record()
-            pushed = self._push(local, record)
-            changed = self._pull(local, record)
-            if pushed:
+            if self._push(local, record):
                 notify.publish(self.runtime.engine, notify.PLUGINS)
-            return changed
+            self._pull(local, record)
 
     def _push(self, local: dict[str, tuple[str, Path]], record: dict[str, str]) -> bool:
         """Puts this folder's changes since the last sync into the database; true when it changed it."""
@@ -89,39 +87,28 @@ class SharedBundles:
                     changed = True
         return changed
 
-    def _pull(self, local: dict[str, tuple[str, Path]], record: dict[str, str]) -> bool:
-        """Writes what the database holds into this folder, deletes what it dropped; true when the folder changed."""
+    def _pull(self, local: dict[str, tuple[str, Path]], record: dict[str, str]) -> None:
+        """Writes what the database holds into this folder, and deletes what it dropped."""
         stored = self._stored()
-        changed = False
         for name, sha in stored.items():
             if local.get(name, ("", None))[0] != sha:
-                changed |= self._fetch(name, sha)
+                self._fetch(name, sha)
         for name, (sha, path) in local.items():
             if name not in stored and record.get(name) == sha:  # it came from the database, which dropped it
                 path.unlink(missing_ok=True)
                 log.info("plugin bundle %s deleted here: it was removed on another node", name)
-                changed = True
         if stored != record:
-            self._write_record(stored)
-        return changed
+            write_atomically(self.record_path, json.dumps(stored, sort_keys=True).encode())
 
-    def _fetch(self, name: str, sha: str) -> bool:
+    def _fetch(self, name: str, sha: str) -> None:
         with self.runtime.sessions() as session:
             content = session.scalar(select(PluginBundle.content).where(PluginBundle.name == name))
         if content is None or hashlib.sha256(content).hexdigest() != sha:
-            return False  # changed or removed meanwhile: the next sync takes it
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=TEMP_PREFIX, suffix=".tmp")  # a leftover is removed
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-            os.chmod(tmp, 0o600)
-            settled(Path(tmp))
-            os.replace(tmp, self.folder / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            return  # changed or removed meanwhile: the next sync takes it
+        target = self.folder / name
+        write_atomically(target, content, prefix=TEMP_PREFIX)  # an interrupted write's leftover is removed at start
+        settled(target)
         log.info("plugin bundle %s fetched from the shared database", name)
-        return True
 
     def _stored(self) -> dict[str, str]:
         with self.runtime.sessions() as session:
@@ -133,9 +120,14 @@ class SharedBundles:
         now = time.time()
         for path in bundle_files(self.runtime):
             try:
-                if now - path.stat().st_mtime < SETTLE:
+                info = path.stat()
+                if now - info.st_mtime < SETTLE:
                     continue  # still being written: the next sync takes it
-                found[path.name] = (hashlib.sha256(path.read_bytes()).hexdigest(), path)
+                stamp = (info.st_size, info.st_mtime_ns)
+                known = self._hashes.get(path.name)
+                if known is None or known[0] != stamp:  # each zip is read once, not at every reconcile
+                    known = self._hashes[path.name] = (stamp, hashlib.sha256(path.read_bytes()).hexdigest())
+                found[path.name] = (known[1], path)
             except FileNotFoundError:
                 continue
         return found
@@ -146,11 +138,6 @@ class SharedBundles:
         except (OSError, ValueError):
             return {}
         return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-    def _write_record(self, stored: dict[str, str]) -> None:
-        tmp = self.record_path.with_name(self.record_path.name + ".tmp")
-        tmp.write_text(json.dumps(stored, sort_keys=True))
-        os.replace(tmp, self.record_path)
 
 
 def shared_bundles(runtime: Runtime) -> SharedBundles | None:
