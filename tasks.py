@@ -9,7 +9,9 @@
                                          desktop window, real server or release build: pytest -m "not (browser or
                                          desktop or release or e2e)"); with --postgres, what PYTEST ARGS choose on
                                          PostgreSQL (both download, once, the real wheels the plugin-requirements
-                                         tests pack into bundles, into .venv/test-wheels)
+                                         tests pack into bundles, into .venv/test-wheels); last, it says where the
+                                         test artefacts are (the browser tests' screenshots: build/test-artefacts,
+                                         or XCORE_TEST_ARTEFACTS)
     python3 tasks.py lint                ruff (lint + format check) and mypy
     python3 tasks.py pack [OUTDIR]       pack every example plugin in plugins/ into OUTDIR (default dist/plugins)
     python3 tasks.py bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]
@@ -34,8 +36,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -211,12 +215,22 @@ def ensure_test_wheels() -> None:
 
 def run_in_venv(argv: list[str], extra_env: dict[str, str] | None = None, replace: bool = True) -> int:
     """Run a program from .venv. On POSIX, with `replace`, the runner replaces itself, so signals reach the
-    program; without, it waits for the program and returns its exit code (a second program runs after it)."""
+    program; without, it waits for the program and returns its exit code (something runs after it). While it
+    waits, a SIGTERM is passed on to the program, and Ctrl+C, which the terminal sends to the program as well, is
+    left to the program: it stops (and cleans up) on its own."""
     env = {**os.environ, "VIRTUAL_ENV": str(VENV), **(extra_env or {})}
     env["PATH"] = str(venv_bin("python").parent) + os.pathsep + env.get("PATH", "")
     if replace and os.name != "nt":
         os.execve(argv[0], argv, env)
-    return subprocess.call(argv, env=env)
+    with subprocess.Popen(argv, env=env) as program:
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: program.terminate())
+        try:
+            return program.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def cmd_run(args: list[str]) -> int:
@@ -255,16 +269,35 @@ def cmd_test(args: list[str]) -> int:
         ensure_venv({"test", "desktop", "build"})  # build: the release tests make a PyInstaller bundle
         ensure_apt(APT_FOR_TEST)
     ensure_test_wheels()
+    started = time.time()
     if postgres:
-        return run_in_venv(pytest_command(args, fast), POSTGRES_ENV)
-    if fast or args:
-        return run_in_venv(pytest_command(args, fast))
-    code = run_in_venv(pytest_command([], fast=False), replace=False)
-    say("the unit tier again, with the core database on PostgreSQL")
-    return run_in_venv(pytest_command([], fast=True), POSTGRES_ENV, replace=False) or code
+        code = run_in_venv(pytest_command(args, fast), POSTGRES_ENV, replace=False)
+    elif fast or args:
+        code = run_in_venv(pytest_command(args, fast), replace=False)
+    else:
+        code = run_in_venv(pytest_command([], fast=False), replace=False)
+        say("the unit tier again, with the core database on PostgreSQL")
+        code = run_in_venv(pytest_command([], fast=True), POSTGRES_ENV, replace=False) or code
+    report_artefacts(started)
+    return code
 
 
 POSTGRES_ENV = {"XCORE_TEST_DATABASE": "postgresql"}
+
+
+def artefacts_dir() -> Path:
+    """The folder the tests leave their artefacts in, kept after the run (the UI tests' screenshots, under
+    screenshots/): XCORE_TEST_ARTEFACTS, or build/test-artefacts (git-ignored). tests/browser.py's artefacts_dir
+    is the same folder."""
+    chosen = os.environ.get("XCORE_TEST_ARTEFACTS")
+    return Path(chosen) if chosen else ROOT / "build" / "test-artefacts"
+
+
+def report_artefacts(since: float) -> None:
+    """Say, last, where the run's artefacts are and how many screenshots it saved (those written since `since`)."""
+    screenshots = artefacts_dir() / "screenshots"
+    saved = [p for p in screenshots.glob("*.png") if p.stat().st_mtime >= since] if screenshots.is_dir() else []
+    say(f"test artefacts: {artefacts_dir()} ({len(saved)} screenshots saved by this run in screenshots/)")
 
 
 LINTED = ("app", "tests", "benchmarks", "migrations", "packaging", "tasks.py")

@@ -4,7 +4,9 @@ Test modules use it with `pytest_plugins`-free imports: `from browser import ...
 conftest.py registers. Every page a test opens is watched:
 - a request to any host but 127.0.0.1 fails the test (the UI must work offline, with no CDN);
 - an uncaught script error (`pageerror`) fails the test;
-- `shot(page, name)` saves a screenshot under the session's pytest temporary directory (`screenshots/`).
+- `shot(page, screenshots, name)` saves a screenshot in the test artefacts, `screenshots/` under XCORE_TEST_ARTEFACTS
+  or else build/test-artefacts/ (git-ignored; kept after the run, `python3 tasks.py test` says where), under a
+  stable name: a later run replaces an image, never piles up beside it.
 """
 
 from __future__ import annotations
@@ -163,10 +165,19 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
+def artefacts_dir() -> Path:
+    """artefacts_dir is where the tests leave what a person looks at after a run: XCORE_TEST_ARTEFACTS, or else
+    build/test-artefacts in the repository (tasks.py prints the same folder at the end of `test`)."""
+    chosen = os.environ.get("XCORE_TEST_ARTEFACTS")
+    return Path(chosen) if chosen else Path(__file__).resolve().parent.parent / "build" / "test-artefacts"
+
+
 @pytest.fixture(scope="session")
-def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """screenshots: the folder where `shot` saves page images (under the session's pytest temporary dir)."""
-    return tmp_path_factory.mktemp("screenshots", numbered=False)
+def screenshots() -> Path:
+    """screenshots: the folder where `shot` saves page images, <artefacts_dir>/screenshots, kept after the run."""
+    folder = artefacts_dir() / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -234,12 +245,58 @@ def nav_link(page: Any, name: str) -> Any:
     return page.locator("nav[aria-label='Main']").get_by_role("link", name=name, exact=True)
 
 
-def shot(page: Any, screenshots: Path, name: str) -> Path:
-    """shot saves a full-page screenshot as <screenshots>/<name>.png and returns its path."""
-    path = screenshots / f"{re.sub(r'[^a-z0-9_-]+', '-', name.lower())}.png"
-    page.screenshot(path=str(path), full_page=True)
+def png_size(path: Path) -> tuple[int, int]:
+    """png_size is a PNG file's width and height in pixels, read from its header (the IHDR chunk comes first)."""
+    with path.open("rb") as image:
+        head = image.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", f"{path} is not a PNG image"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def shot(page: Any, screenshots: Path, name: str, size: str | None = None) -> Path:
+    """shot saves a screenshot as <screenshots>/<name>.png and returns its path: the whole page, or, given a `size`
+    of SIZES, the window at that size, saved as <name>-<width>x<height>.png and checked to be exactly that many
+    pixels, and the window then goes back to the size it had. The file is removed first, so the check never passes
+    on an image of an earlier run."""
+    stem = re.sub(r"[^a-z0-9_-]+", "-", name.lower())
+    window = page.viewport_size
+    if size is not None:
+        page.set_viewport_size(SIZES[size])
+        stem = f"{stem}-{SIZES[size]['width']}x{SIZES[size]['height']}"
+    path = screenshots / f"{stem}.png"
+    path.unlink(missing_ok=True)
+    page.screenshot(path=str(path), full_page=size is None)
     assert path.stat().st_size > 1000
+    width, height = png_size(path)
+    if size is not None:
+        page.set_viewport_size(window)
+        assert (width, height) == (SIZES[size]["width"], SIZES[size]["height"]), f"{path} is {width}x{height}"
     return path
+
+
+def assert_window_shots(screenshots: Path, name: str) -> None:
+    """assert_window_shots asserts the artefacts hold <name>-<width>x<height>.png for each of SIZES, each exactly
+    that many pixels (what `sweep` and `shot` with a size leave)."""
+    for size in SIZES.values():
+        path = screenshots / f"{name}-{size['width']}x{size['height']}.png"
+        assert path.is_file(), f"no screenshot {path}"
+        assert png_size(path) == (size["width"], size["height"]), f"{path} is {png_size(path)}"
+
+
+def sweep(page: Any, heading: str, screenshots: Path, name: str) -> None:
+    """sweep is the accessibility sweep of the UI tests on the page shown: one h1 saying `heading`, every control
+    labelled, every clickable element reached with Tab, nothing wider than the window at either size; with a
+    screenshot at each size (shot's <name>-<width>x<height>.png). It leaves the window at the desktop size."""
+    assert one_h1(page) == heading
+    assert unlabelled_controls(page) == [], f"{page.url} has unlabelled controls"
+    assert keyboard_unreachable(page) == [], f"{page.url} has elements only a mouse reaches"
+    page.evaluate("() => document.activeElement?.blur()")  # the screenshots show the page, not where Tab stopped
+    for size in ("desktop", "large"):
+        page.set_viewport_size(SIZES[size])
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{page.url} is {overflow}px wider than a {size} window"
+        shot(page, screenshots, name, size)
+    page.set_viewport_size(SIZES["desktop"])
 
 
 def one_h1(page: Any) -> str:

@@ -3,7 +3,9 @@ it; and a bundle's code imports only xcore.sdk from xcore.
 
 `contract_problems` reads the README as a reader would: its `##` sections, the plugin.json table, the bullets of
 the `xcore.sdk` and entry-module sections (the back-ticked names at the head of each, with the signature where
-one is written) and the sentences stating the limits. Each difference is one line naming what and where.
+one is written), the sentences stating the limits, the Pages table of a page's keys (contract.PAGE_KEYS) and the
+page SDK's table of exports, against the `export` statements of ui/admin/static/xcore.js. Each difference is one
+line naming what and where.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ MB = 1024 * 1024
 SDK_SECTION, MANIFEST_SECTION, ENTRY_SECTION, IMPORT_SECTION = (
     "xcore.sdk", "plugin.json", "The entry module", "What a plugin may import",
 )  # fmt: skip
+# The pages a plugin adds: their keys' table in '## Pages', and the client SDK's exports in its '### The page SDK'.
+PAGES_SECTION, PAGE_SDK_SUBSECTION = "Pages", "The page SDK"
+PAGE_SDK = ROOT / "ui" / "admin" / "static" / "xcore.js"
+JS_EXPORT = re.compile(r"^export\s+(?:async\s+)?(?:function\*?|const|let|var|class)\s+([A-Za-z_$][\w$]*)", re.M)
+JS_EXPORT_LIST = re.compile(r"^export\s*\{([^}]*)\}", re.M)
 # How the README states each of contract.BUNDLE_LIMITS, in the plugin.json section: (pattern, unit).
 LIMIT_SENTENCES = {
     "MAX_ENTRIES": (r"more than ([\d,]+) entries", 1),
@@ -175,11 +182,15 @@ def backticked(text: str) -> list[str]:
 # --- the checker -----------------------------------------------------------------------------------------------
 
 
-def contract_problems(text: str) -> list[str]:
-    """contract_problems lists every difference between the README `text` and the contract, both ways."""
+def contract_problems(text: str, page_sdk: str | None = None) -> list[str]:
+    """contract_problems lists every difference between the README `text` and the contract, both ways; the page
+    SDK's exports are read from `page_sdk`, the source of xcore.js (the file's, by default)."""
     found = sections(text)
-    headings = (MANIFEST_SECTION, SDK_SECTION, ENTRY_SECTION, IMPORT_SECTION)
+    headings = (MANIFEST_SECTION, SDK_SECTION, ENTRY_SECTION, IMPORT_SECTION, PAGES_SECTION)
     problems = [f"no section '## {heading}'" for heading in headings if heading not in found]
+    problems += page_key_problems(found.get(PAGES_SECTION, ""))
+    source = PAGE_SDK.read_text(encoding="utf-8") if page_sdk is None else page_sdk
+    problems += page_sdk_problems(subsection(found.get(PAGES_SECTION, ""), PAGE_SDK_SUBSECTION), source)
     problems += manifest_problems(found.get(MANIFEST_SECTION, ""))
     problems += limit_problems(found.get(MANIFEST_SECTION, ""))
     problems += sdk_problems(found.get(SDK_SECTION, ""))
@@ -217,6 +228,98 @@ def manifest_problems(body: str) -> list[str]:
     current = re.search(r"a manifest without it means contract `(\d+)`", text)
     if not current or int(current[1]) != contract.CONTRACT:
         problems.append(f"'Contract version' does not say a manifest without it means contract `{contract.CONTRACT}`")
+    return problems
+
+
+def tables(body: str) -> list[list[dict[str, str]]]:
+    """tables are the rows of every markdown table in `body`, in order (see `table`)."""
+    found: list[list[str]] = []
+    previous = False
+    for line in body.splitlines():
+        row = line.strip().startswith("|")
+        if row and not previous:
+            found.append([])
+        if row:
+            found[-1].append(line)
+        previous = row
+    return [table("\n".join(lines)) for lines in found]
+
+
+def subsection(body: str, heading: str) -> str:
+    """subsection is the text of the `### heading` subsection of a section's `body` (empty when there is none)."""
+    lines = body.splitlines()
+    if f"### {heading}" not in lines:
+        return ""
+    rest = lines[lines.index(f"### {heading}") + 1 :]
+    end = next((i for i, line in enumerate(rest) if line.startswith("### ")), len(rest))
+    return "\n".join(rest[:end])
+
+
+def page_key_problems(body: str) -> list[str]:
+    """page_key_problems compares the Pages section's table of a page's keys (key, type, required) with
+    contract.PAGE_KEYS, both ways."""
+    documented: dict[str, tuple[str, str]] = {}
+    for row in next((rows for rows in tables(body) if rows and "required" in rows[0]), []):
+        for key in backticked(row.get("key", "")):
+            documented[key] = (row.get("type", ""), row.get("required", ""))
+    problems = []
+    for key in contract.PAGE_KEYS:
+        if key.name not in documented:
+            problems.append(f"page key {key.name} (contract.PAGE_KEYS) is not in the README's Pages table")
+            continue
+        kind, required = documented.pop(key.name)
+        if required != ("yes" if key.required else "no"):
+            problems.append(f"page key {key.name}: the Pages table says required {required!r}; it is {key.required}")
+        if kind != key.type:
+            problems.append(f"page key {key.name}: the Pages table says type {kind!r}; it is {key.type}")
+    problems += [f"the Pages table documents {key}, which is not a page key (contract.PAGE_KEYS)" for key in documented]
+    return problems
+
+
+def js_exports(source: str) -> set[str]:
+    """js_exports are the names an ES module's `export` statements give it: `export function/const/class name`
+    and `export { a, b as c } [from ...]`."""
+    names = set(JS_EXPORT.findall(source))
+    for listed in JS_EXPORT_LIST.findall(source):
+        names |= {item.split(" as ")[-1].strip() for item in listed.split(",") if item.strip()}
+    return names
+
+
+def js_api_methods(source: str) -> set[str]:
+    """js_api_methods are the keys of the object xcore.js exports as `api` (`export const api = ...({ get: ...`)."""
+    block = re.search(r"^export const api = [\w.]*\(?\{(.*?)^\}", source, re.M | re.S)
+    return set(re.findall(r"^\s+(\w+):", block[1], re.M)) if block else set()
+
+
+def page_sdk_problems(body: str, source: str) -> list[str]:
+    """page_sdk_problems compares the page SDK's table of exports (its `export` column: `name`, `name(...)` or
+    `api.method(...)`) with what xcore.js's `source` exports, both ways, and the `api.` methods with the keys of
+    its `api` object."""
+    table_rows = next((rows for rows in tables(body) if rows and "export" in rows[0]), [])
+    if not table_rows:
+        return [f"'### {PAGE_SDK_SUBSECTION}' has no table of exports (a column `export`)"]
+    documented: set[str] = set()
+    methods: set[str] = set()
+    for row in table_rows:
+        for item in backticked(row["export"]):
+            name = re.split(r"[.(]", item, maxsplit=1)[0]
+            documented.add(name)
+            if item.startswith(f"{name}."):
+                methods.add(re.split(r"[.(]", item)[1])
+    exported = js_exports(source)
+    problems = [
+        f"xcore.js exports {name}, which '### {PAGE_SDK_SUBSECTION}' does not document"
+        for name in sorted(exported - documented)
+    ]
+    problems += [
+        f"'### {PAGE_SDK_SUBSECTION}' documents {name}, which xcore.js does not export"
+        for name in sorted(documented - exported)
+    ]
+    has = js_api_methods(source)
+    problems += [f"xcore.js's api has {m}, which '### {PAGE_SDK_SUBSECTION}' does not document" for m in has - methods]
+    problems += [f"'### {PAGE_SDK_SUBSECTION}' documents api.{m}, which xcore.js's api lacks" for m in methods - has]
+    if not has:
+        problems.append("xcore.js: no `export const api = ...({ method: ... })` object was found")
     return problems
 
 
@@ -452,6 +555,49 @@ def _insert_after(anchor: str, line: str) -> Callable[[str], str]:
             ["no section '## What a plugin may import'", "does not state the rule"],
             id="import-rule-deleted",
         ),
+        pytest.param(
+            _replace("| `icon` | string | no |", "| `icn` | string | no |"),
+            ["page key icon (contract.PAGE_KEYS) is not in the README's Pages table", "documents icn, which is not"],
+            id="page-key-misspelt",
+        ),
+        pytest.param(
+            _replace("| `title` | string | yes |", "| `title` | string | no |"),
+            ["page key title: the Pages table says required 'no'; it is True"],
+            id="page-key-required-wrong",
+        ),
+        pytest.param(
+            _replace("| `permission` | string | no |", "| `permission` | array | no |"),
+            ["page key permission: the Pages table says type 'array'; it is string"],
+            id="page-key-type-wrong",
+        ),
+        pytest.param(
+            _insert_after(
+                "| `icon` | string | no | an `.svg` or `.png` in `static/`, shown beside the title |",
+                "| `colour` | string | no | a colour |",
+            ),
+            ["the Pages table documents colour, which is not a page key"],
+            id="page-key-that-does-not-exist",
+        ),
+        pytest.param(
+            _replace("| `clear(el)` | empties `el` and returns it |\n", ""),
+            ["xcore.js exports clear, which '### The page SDK' does not document"],
+            id="page-sdk-export-undocumented",
+        ),
+        pytest.param(
+            _insert_after("| `text(value)` | a text node holding `value` |", "| `shout(text)` | shouts |"),
+            ["'### The page SDK' documents shout, which xcore.js does not export"],
+            id="page-sdk-name-that-does-not-exist",
+        ),
+        pytest.param(
+            _replace(", `api.patch(path, json)`", ""),
+            ["xcore.js's api has patch, which '### The page SDK' does not document"],
+            id="page-sdk-api-method-undocumented",
+        ),
+        pytest.param(
+            _replace("### The page SDK\n", "### The client\n"),
+            ["'### The page SDK' has no table of exports"],
+            id="page-sdk-subsection-renamed",
+        ),
     ],
 )
 def test_the_checker_reports_each_difference(change: Callable[[str], str], reported: list[str]) -> None:
@@ -459,6 +605,67 @@ def test_the_checker_reports_each_difference(change: Callable[[str], str], repor
     problems = contract_problems(change(README.read_text(encoding="utf-8")))
     for fragment in reported:
         assert any(fragment in problem for problem in problems), f"{fragment!r} not reported in {problems}"
+
+
+def _js_replace(old: str, new: str) -> Callable[[str], str]:
+    def change(source: str) -> str:
+        assert old in source, f"xcore.js no longer holds {old!r}: update this test's change"
+        return source.replace(old, new, 1)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "reported"),
+    [
+        pytest.param(
+            _js_replace(
+                "export const clear = dom.clear;", "export const clear = dom.clear;\nexport function shout() {}"
+            ),
+            ["xcore.js exports shout, which '### The page SDK' does not document"],
+            id="export-added",
+        ),
+        pytest.param(
+            _js_replace("export const text = dom.text;", "const text = dom.text;"),
+            ["'### The page SDK' documents text, which xcore.js does not export"],
+            id="export-removed",
+        ),
+        pytest.param(
+            _js_replace("export { ApiError } from", "export { ApiError as Failure } from"),
+            ["xcore.js exports Failure, which", "documents ApiError, which xcore.js does not export"],
+            id="export-renamed",
+        ),
+        pytest.param(
+            _js_replace("  patch: (path, json) => http.patch(path, json),\n", ""),
+            ["'### The page SDK' documents api.patch, which xcore.js's api lacks"],
+            id="api-method-removed",
+        ),
+        pytest.param(
+            _js_replace(
+                "  delete: (path) => http.del(path),", "  delete: (path) => http.del(path),\n  head: (p) => p,"
+            ),
+            ["xcore.js's api has head, which '### The page SDK' does not document"],
+            id="api-method-added",
+        ),
+    ],
+)
+def test_the_checker_reports_each_page_sdk_difference(change: Callable[[str], str], reported: list[str]) -> None:
+    problems = contract_problems(README.read_text(encoding="utf-8"), change(PAGE_SDK.read_text(encoding="utf-8")))
+    for fragment in reported:
+        assert any(fragment in problem for problem in problems), f"{fragment!r} not reported in {problems}"
+
+
+def test_the_checker_reports_a_page_key_the_readme_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    added = contract.ManifestKey("colour", False, "string", None, "a colour")
+    monkeypatch.setattr(contract, "PAGE_KEYS", (*contract.PAGE_KEYS, added))
+    problems = contract_problems(README.read_text(encoding="utf-8"))
+    assert "page key colour (contract.PAGE_KEYS) is not in the README's Pages table" in problems, problems
+
+
+def test_the_page_sdk_exports_are_read_from_its_export_statements() -> None:
+    source = PAGE_SDK.read_text(encoding="utf-8")
+    assert js_exports(source) == {"ApiError", "api", "user", "can", "navigate", "notice", "h", "text", "clear"}
+    assert js_api_methods(source) == {"get", "post", "put", "patch", "delete"}
 
 
 # --- the contract against the code ----------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 
 The end-to-end tests run the real `xcore desktop` (Qt WebEngine through pywebview) on an Xvfb display that the
 tests start. The desktop process reports what its window shows through its test hook (XCORE_DESKTOP_PROBE: the
-page's title, read through pywebview's evaluate_js, and its URL); the tests find the window with xdotool, take a
-screenshot of the screen with xwd, and close the window as a window manager does when the user clicks its close
-button: a WM_DELETE_WINDOW message (there is no window manager under Xvfb to send it, so the test sends it
-through libX11).
+page's title, read through pywebview's evaluate_js, and its URL, after each load and then a few times a second); the
+tests find the window with xdotool, take a screenshot of the screen with xwd, and close the window as a window
+manager does when the user clicks its close button: a WM_DELETE_WINDOW message (there is no window manager under
+Xvfb to send it, so the test sends it through libX11).
 
 `python3 tasks.py test` installs what these need: the `desktop` extra, and apt's xvfb, xdotool, x11-apps and the
 libraries Qt links against.
@@ -239,6 +239,12 @@ def test_the_window_signs_the_owner_in_shows_the_page_and_closing_it_stops_the_s
     )
     assert [(e["actor"], e["ip"]) for e in signed_in] == [("root", "127.0.0.1")]
     assert list((data_dir / TOKENS_DIR).iterdir()) == []  # used up
+    # Signed in, the window ends on the home page: the token gone from the address, the page's title shown.
+    home = desktop.page(
+        lambda p: p.get("url") == f"http://127.0.0.1:{port}/admin/home" and p.get("title") == "Home · xcore",
+        "the home page, signed in",
+    )
+    assert home == {"url": f"http://127.0.0.1:{port}/admin/home", "title": "Home · xcore"}, home
 
     shot = tmp_path / "desktop.png"
     colours = until(lambda: len(screenshot(desktop.display, shot)) >= 8, "a painted screen") and screenshot(

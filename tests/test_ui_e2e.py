@@ -4,9 +4,10 @@ setup → two-factor login with a real TOTP code → upload the notes plugin →
 disable it → run a task and see its history row → filter the logs → a `user` account cannot see the admin pages.
 
 Then the accessibility sweep over every main page: exactly one h1, every control labelled, and (on the login and
-plugins pages) every interactive element reachable with the Tab key. Screenshots of each main page go under the
-pytest temporary directory (`screenshots/`); the watched browser context fails the run on any request to a host
-other than 127.0.0.1, any script error and any Content-Security-Policy violation.
+plugins pages) every interactive element reachable with the Tab key. Screenshots of each main page go to the test
+artefacts (browser.shot: build/test-artefacts/screenshots/ unless XCORE_TEST_ARTEFACTS says); the watched browser
+context fails the run on any request to a host other than 127.0.0.1, any script error and any Content-Security-Policy
+violation.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from browser import (
 pytestmark = pytest.mark.e2e
 
 MAIN_PAGES = {
+    "home": ("/admin/home", "Home"),
     "dashboard": ("/admin", "Dashboard"),
     "plugins": ("/admin/plugins", "Plugins"),
     "plugin": ("/admin/plugins/notes", "Notes"),

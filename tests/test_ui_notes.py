@@ -1,7 +1,9 @@
 """The notes plugin's page in the app (/admin/apps/notes/notes), against a real xcore with the packed plugin
 installed: a reader (a plain user) sees every note but neither the form nor a Delete button, and the server refuses
 their delete; a writer (a role with notes.write) adds notes, sees the server's validation messages by the fields,
-and deletes notes, with the focus kept where the work is. No script error, console error or policy violation."""
+and deletes notes, with the focus kept where the work is. Both views get the accessibility sweep (browser.sweep),
+with their screenshots at both window sizes in the test artefacts. No script error, console error or policy
+violation."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from browser import SIZES, UiServer, Watch, login, one_h1, pack_example, shot, unlabelled_controls
+from browser import UiServer, Watch, assert_window_shots, login, one_h1, pack_example, sweep
 
 pytestmark = pytest.mark.e2e
 
@@ -106,8 +108,8 @@ def test_a_reader_sees_every_note_but_no_form_nor_delete_and_the_server_refuses_
     expect(page.get_by_role("button", name="Add note")).to_have_count(0)
     expect(page.get_by_label("Title")).to_have_count(0)
     expect(page.get_by_text("Adding and deleting notes needs the permission notes.write")).to_be_visible()
-    assert unlabelled_controls(page) == []
-    shot(page, screenshots, "notes-reader")
+    sweep(page, "Notes", screenshots, "notes-reader")
+    assert_window_shots(screenshots, "notes-reader")  # notes-reader-1024x700.png, notes-reader-1920x1080.png
 
     # The server judges the request, not the page: the reader's own session (cookie and CSRF token) is refused.
     refused = page.request.delete(f"{ui_server.url}/app/notes/{note['id']}", headers=csrf_headers(page))
@@ -154,11 +156,8 @@ def test_a_writer_adds_and_deletes_notes_through_the_page(
     expect(page.locator("li.note h3")).to_have_text(["Groceries", "Call Ada"])
     assert [n["title"] for n in notes["writer"].get("/app/notes/").json()] == ["Groceries", "Call Ada"]
     expect(page.get_by_text("2 notes.")).to_be_visible()
-    assert unlabelled_controls(page) == []
-    shot(page, screenshots, "notes-writer")
-    page.set_viewport_size(SIZES["large"])
-    shot(page, screenshots, "notes-writer-large")
-    page.set_viewport_size(SIZES["desktop"])
+    sweep(page, "Notes", screenshots, "notes-writer")
+    assert_window_shots(screenshots, "notes-writer")  # notes-writer-1024x700.png, notes-writer-1920x1080.png
 
     # Deleted: the focus goes to the note that took its place, then, with none left, to the list's heading.
     page.get_by_role("button", name="Delete note “Groceries”").click()

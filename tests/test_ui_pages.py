@@ -1,8 +1,10 @@
 """Plugin pages in the app (issue 25), against a real xcore and Chromium: the home page's launcher and the
 navigation, a page's module loaded by the shell and calling its plugin through the SDK (xcore.js), the policy
-refusing a page's inline script and eval, a page that fails, a swapped plugin offering a reload, and a disabled one
-giving way to a message. Keyboard reach and the accessibility sweep run on home and on a plugin page, with
-screenshots of both. The server's side (plugin.json's `pages`, GET /api/me/pages) is tests/test_plugin_pages.py.
+refusing a page's inline script and eval, a page reaching another plugin's routes only as far as the user's
+permissions allow, a page that fails, a swapped plugin offering a reload, and a disabled one giving way to a
+message. Keyboard reach and the accessibility sweep run on home and on a plugin page, with screenshots of both (the
+test artefacts: home-1024x700.png, home-1920x1080.png, ...). The server's side (plugin.json's `pages`,
+GET /api/me/pages) is tests/test_plugin_pages.py.
 
 Every browser context here fails its test on a Content-Security-Policy violation or a console error, except the
 ones a test takes as expected (`Guard.take`); the test plugins are built here, as zips.
@@ -25,15 +27,14 @@ import pytest
 from playwright.sync_api import expect
 
 from browser import (
-    SIZES,
     UiServer,
     Watch,
-    keyboard_unreachable,
+    assert_window_shots,
     login,
     nav_link,
     one_h1,
     shot,
-    unlabelled_controls,
+    sweep,
     watched_context,
 )
 
@@ -148,6 +149,30 @@ def greet_bundle(version: str) -> bytes:
     return bundle(manifest, files)
 
 
+# Another plugin, with no page of its own: reading its entries needs ledger.read, adding one ledger.write.
+LEDGER_RUN = """
+from xcore.sdk import JSONBody, get, post, requires
+
+
+@get("/entries", guards=[requires("ledger.read")], sync_to_thread=False)
+def entries() -> list[str]:
+    return ["opening balance"]
+
+
+@post("/entries", guards=[requires("ledger.write")], sync_to_thread=False)
+def add(data: JSONBody[dict[str, str]]) -> dict[str, str]:
+    return {"added": data.get("text", "")}
+
+
+router = [entries, add]
+"""
+
+
+def ledger_bundle() -> bytes:
+    manifest = {"id": "ledger", "version": "1.0.0", "name": "Ledger", "permissions": ["ledger.read", "ledger.write"]}
+    return bundle(manifest, {"run.py": LEDGER_RUN})
+
+
 def tricks_bundle() -> bytes:
     pages = [
         {"path": "inline", "title": "Inline tricks", "module": "static/inline.js"},
@@ -231,20 +256,6 @@ def nav_texts(page: Any) -> list[str]:
     return [text.strip() for text in page.locator("nav[aria-label='Main'] li").all_inner_texts()]
 
 
-def sweep(page: Any, heading: str, screenshots: Path, name: str) -> None:
-    """sweep is the accessibility sweep of the UI tests on the page shown: one h1, every control labelled, every
-    clickable element reached with Tab, nothing wider than the window; and a screenshot at both sizes."""
-    assert one_h1(page) == heading
-    assert unlabelled_controls(page) == []
-    assert keyboard_unreachable(page) == []
-    for size in ("desktop", "large"):
-        page.set_viewport_size(SIZES[size])
-        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
-        assert overflow <= 0, f"{page.url} is {overflow}px wider than a {size} window"
-        shot(page, screenshots, f"{name}-{size}")
-    page.set_viewport_size(SIZES["desktop"])
-
-
 def test_home_without_pages_says_how_they_come(ui_server: UiServer, user_account: str, chromium: Any) -> None:
     with guarded(chromium) as guard:
         owner = guard.context.new_page()
@@ -278,6 +289,7 @@ def test_a_user_lands_on_home_and_opens_a_page(greet: UiServer, chromium: Any, s
         expect(launcher.get_by_role("link")).to_have_count(1)  # not the page that needs greet.manage
         assert nav_texts(page) == ["Home", "Greeting"]
         sweep(page, "Home", screenshots, "home")
+        assert_window_shots(screenshots, "home")  # home-1024x700.png, home-1920x1080.png in the test artefacts
 
         tile.click()
         page.wait_for_url("**/admin/apps/greet/hello")
@@ -308,6 +320,44 @@ def test_a_user_lands_on_home_and_opens_a_page(greet: UiServer, chromium: Any, s
         # The page that needs a permission the user lacks is not found for them, not shown.
         page.goto(greet.url + "/admin/apps/greet/settings")
         assert one_h1(page) == "Page not found"
+
+
+def test_a_page_reaches_another_plugin_only_as_far_as_the_users_permissions(greet: UiServer, chromium: Any) -> None:
+    # A user who holds ledger.read but not ledger.write, on greet's page: what its code sends through the SDK to
+    # the ledger plugin's routes is judged by the server, request by request, on the user's permissions.
+    install(greet, "ledger-1.0.0.zip", ledger_bundle())
+    role = greet.api.post("/api/admin/roles", json={"name": "ledger-readers", "permissions": ["ledger.read"]})
+    assert role.is_success, role.text
+    body = {"username": "lou", "password": USER_PASSWORD, "roles": ["user", "ledger-readers"]}
+    assert greet.api.post("/api/admin/users", json=body).status_code == 201
+    try:
+        with guarded(chromium) as guard:
+            page = guard.context.new_page()
+            login(page, greet.url, "lou", USER_PASSWORD, path="/admin/apps/greet/hello")
+            expect(page.locator(".answer")).to_have_text("The server says hi (greet 1.0.0)")
+            assert page.evaluate("() => window.location.pathname") == "/admin/apps/greet/hello"
+            answers = page.evaluate(
+                """() => import("/admin/static/xcore.js").then(async ({ api }) => {
+                    const status = (call) => call.then(() => 200, (e) => e.status);
+                    return {
+                        read: await api.get("/app/ledger/entries"),
+                        readStatus: await status(api.get("/app/ledger/entries")),
+                        write: await status(api.post("/app/ledger/entries", { text: "from greet" })),
+                        detail: await api.post("/app/ledger/entries", {}).catch((e) => e.message),
+                    };
+                })"""
+            )
+            assert answers["read"] == ["opening balance"], answers
+            assert (answers["readStatus"], answers["write"]) == (200, 403), answers
+            assert "ledger.write" in answers["detail"], answers
+            guard.take()  # Chromium logs the refusals as failed loads: expected
+        # The same user's own API client gets the same answers: the page adds no right and loses none.
+        lou = greet.login_api("lou", USER_PASSWORD)
+        assert lou.get("/app/ledger/entries").status_code == 200
+        assert lou.post("/app/ledger/entries", json={"text": "direct"}).status_code == 403
+        lou.close()
+    finally:
+        assert greet.api.delete("/api/admin/plugins/ledger", params={"purge": "true"}).status_code == 200
 
 
 def test_a_page_cannot_run_inline_script_and_a_failing_page_stays_in_its_area(greet: UiServer, chromium: Any) -> None:

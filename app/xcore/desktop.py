@@ -15,9 +15,10 @@
   `POST /.xcore-desktop/focus` with the key from 127.0.0.1, which brings the window to the front, and exits 0;
   it never starts a second server on the same database.
 
-Test hook: with `XCORE_DESKTOP_PROBE=<file>` set, each time a page has loaded the process writes
-`{"title": <document.title, read through pywebview's evaluate_js>, "url": <the page's URL>}` to that file.
-Unset, it does nothing.
+Test hook: with `XCORE_DESKTOP_PROBE=<file>` set, each time a page has loaded, and then every PROBE_INTERVAL
+seconds while the window is open, the process writes `{"title": <document.title, read through pywebview's
+evaluate_js>, "url": <the page's URL>}` to that file, so the file follows what a page does after it loaded (the
+desktop sign-in, which changes the address and the title). Unset, it does nothing.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ INSTANCE_FILE = "desktop.json"
 FOCUS_PATH = "/.xcore-desktop/focus"
 KEY_HEADER = b"x-xcore-desktop-key"
 ENV_PROBE = "XCORE_DESKTOP_PROBE"
+PROBE_INTERVAL = 0.25  # seconds between two writes of the test hook's file
 START_TIMEOUT = 120.0  # the first start migrates the database and loads every plugin
 STOP_TIMEOUT = 90.0  # the task consumer's grace period and the plugins' on_unload
 FIND_TIMEOUT = 30.0  # how long a second launch waits for a first one that is still starting
@@ -273,7 +275,7 @@ class DesktopSession:
             raise ServerError("the desktop window could not be created")
         probe = os.environ.get(ENV_PROBE)
         if probe:
-            window.events.loaded += lambda: write_probe(window, Path(probe))
+            watch_probe(window, Path(probe))
         self.window = window
         for sig in (signal.SIGINT, signal.SIGTERM):  # as Ctrl+C and SIGTERM stop `xcore serve`: a clean stop
             signal.signal(sig, lambda *_: self.close_window())
@@ -299,6 +301,32 @@ class DesktopSession:
         if not self.closing:
             log.error("the server stopped on its own; closing the window")
             self.close_window()
+
+
+def watch_probe(window: Any, path: Path) -> None:
+    """watch_probe writes the test hook's file (write_probe) each time a page has loaded and, from the first load
+    until the window closes, every PROBE_INTERVAL seconds, in a daemon thread (a script that never answers once
+    the window is gone cannot hold the process)."""
+    closing = threading.Event()
+    window.events.closing += closing.set
+
+    def follow() -> None:
+        while not closing.wait(PROBE_INTERVAL):
+            try:
+                write_probe(window, path)
+            except Exception:  # the window went away between the check and the script: the next turn ends
+                log.debug("the desktop probe could not read the page", exc_info=True)
+
+    follower = threading.Thread(target=follow, name="desktop-probe", daemon=True)
+    starting = threading.Lock()
+
+    def loaded() -> None:
+        write_probe(window, path)
+        with starting:
+            if not follower.is_alive() and not closing.is_set():
+                follower.start()
+
+    window.events.loaded += loaded
 
 
 def write_probe(window: Any, path: Path) -> None:
