@@ -136,6 +136,7 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("GET", "/api/admin/trust"): ADMIN,
     ("POST", "/api/admin/trust"): SUPERADMIN,
     ("DELETE", "/api/admin/trust/{name:str}"): SUPERADMIN,
+    ("GET", "/api/admin/plugin-policy"): ADMIN,
     # Tasks: admins (tasks.read, tasks.manage).
     ("GET", "/api/admin/tasks"): ADMIN,
     ("POST", "/api/admin/tasks/{name:str}/run"): ADMIN,

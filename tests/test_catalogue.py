@@ -139,6 +139,8 @@ def test_browse_install_update_notice_and_blocklist_from_a_catalogue(
     assert [(a["target"], a["detail"]["version"], a["detail"]["catalogue"]) for a in audit] == [
         ("memo", "1.1.0", "Team plugins"), ("memo", "1.0.0", "Team plugins")
     ]  # fmt: skip
+    (team,) = host.get("/api/admin/trust").json()
+    assert audit[0]["detail"]["signer"] == {"name": "Team", "key_id": team["key_id"], "trusted": True}
 
     # The team blocks 1.1.0: at the next fetch it stops serving, the older version serves again, and says why.
     publish(folder, key, name="Team plugins", blocklist=[{"id": "memo", "versions": "==1.1.0", "reason": "bad"}])
@@ -232,3 +234,74 @@ def test_the_cli_builds_searches_and_updates(
     assert sorted(p.name for p in (tmp_path / "data" / "plugins").glob("*.zip")) == ["memo-1.0.0.zip", "memo-1.1.0.zip"]
     none = run_xcore("plugin", "search", *data)
     assert none.returncode == 2 and "no catalogue is configured" in none.stderr
+
+
+@pytest.mark.parametrize(("where", "policy"), [("file", "unsigned"), ("folder", "signed-only")])
+def test_a_catalogue_on_the_disk_is_searched_and_installed_from_offline(
+    tmp_path: Path, team_key: tuple[Path, str], where: str, policy: str
+) -> None:
+    folder = tmp_path / "offline"  # no server: a file, or a folder holding index.json (a share, a USB stick)
+    folder.mkdir()
+    key, line = team_key
+    release(folder, tmp_path, "1.0.0", "one", key)
+    release(folder, tmp_path, "1.1.0", "unsigned")  # listed, but no key signed the bundle
+    built = run_xcore("catalogue", "build", str(folder), "--sign", str(key))
+    assert built.returncode == 0, built.stderr
+    source = str(folder / "index.json") if where == "file" else str(folder)
+    catalogues = json.dumps([source])
+    with (
+        configured_runtime(
+            tmp_path / "data", XCORE_MANAGER__PLUGINS__CATALOGUES=catalogues, XCORE_MANAGER__PLUGINS__POLICY=policy
+        ) as runtime,
+        open_host(runtime, tmp_path / "staging") as host,
+    ):
+        response = host.client.post("/api/admin/trust", json={"public_key": line}, headers=host.root)
+        assert response.status_code == 201, response.text
+        listing = browse(host, q="notes")
+        (catalogue,) = listing["catalogues"]
+        assert catalogue["source"] == source and catalogue["error"] is None and catalogue["name"] == "offline"
+        (memo,) = listing["plugins"]
+        assert memo["versions"] == ["1.1.0", "1.0.0"] and memo["latest"]["signer"] is None
+
+        first = install(host, id="memo", version="1.0.0")
+        assert first.status_code == 201, first.text
+        assert first.json()["state"] == "active" and first.json()["signature"]["trusted"] is True
+        assert host.get("/app/memo/hello").json()["says"] == "one"
+        unsigned = install(host, id="memo", version="1.1.0")
+        if policy == "signed-only":  # the catalogue's signature does not stand for the bundle's
+            assert unsigned.status_code == 422 and unsigned.json()["rule"] == "policy", unsigned.text
+            assert "the bundle is unsigned" in unsigned.json()["detail"]
+            assert sorted(p.name for p in host.folder.glob("*.zip")) == ["memo-1.0.0.zip"]
+        else:
+            assert unsigned.status_code == 201 and unsigned.json()["serving"] == "1.1.0", unsigned.text
+            assert host.get("/app/memo/hello").json()["says"] == "unsigned"
+
+
+def test_a_bundle_not_signed_by_the_signer_the_catalogue_lists_is_refused_naming_both(
+    catalogue_host: Callable[..., Host], shelf: tuple[Path, str], team_key: tuple[Path, str], tmp_path: Path
+) -> None:
+    from xcore.plugins.signing import read_private_key, sign
+
+    folder, _ = shelf
+    key, _ = team_key
+    release(folder, tmp_path, "1.0.0", "one", key)
+    publish(folder, key)
+    # The index, edited to say another signer, then signed again with the team's key: the index holds, the bundle
+    # is not what it says.
+    body = json.loads((folder / "index.json").read_text())
+    del body["signature"]
+    body["plugins"][0]["releases"][0]["signer"] = "Mallory"
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    signature = json.loads(sign(*read_private_key(key), canonical))
+    (folder / "index.json").write_text(json.dumps({**body, "signature": signature}))
+    host = catalogue_host()
+    assert browse(host)["plugins"][0]["latest"]["signer"] == "Mallory"
+
+    refused = install(host, id="memo")
+    assert refused.status_code == 422 and refused.json()["rule"] == "signer", refused.text
+    (team,) = host.get("/api/admin/trust").json()
+    assert refused.json()["detail"] == (
+        "bundle memo-1.0.0.zip: signer: catalogue 'shelf' lists it as signed by 'Mallory', but the bundle is signed "
+        f"by 'Team' ({team['key_id']})"
+    )
+    assert not list(host.folder.glob("*.zip"))

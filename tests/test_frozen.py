@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from conftest import CLEAN_ENV, free_port, run_xcore, until
 from test_plugin_wheels import (
@@ -35,7 +36,7 @@ from test_plugin_wheels import (
     zip_with_wheels,
 )
 from test_plugin_wheels_e2e import MMH3_FOO, MMH3_HERE, OFFLINE, WHEELS, packed
-from test_plugins_e2e import write_plugin
+from test_plugins_e2e import drop, write_plugin
 from xcore import codecache
 from xcore.desktop import ENV_PROBE
 from xwindow import WINDOW_ENV, close_window, find_window
@@ -379,7 +380,9 @@ def test_the_binary_serves_pure_and_compiled_wheels_in_process_and_sandboxed_and
     frozen: Any, tmp_path: Path
 ) -> None:
     """The bundles are packed from source, as an author would, and dropped into the binary's plugins folder; the
-    binary has no index to ask (the default), so it loads them offline from the wheels they carry."""
+    binary has no index to ask (the default), so it loads them offline from the wheels they carry. A requirement
+    that clashes with a package the binary ships, and a second in-process plugin that needs another version of a
+    package the first imports, are refused naming both versions."""
     assert (WHEELS / MMH3_HERE).is_file(), f"{WHEELS} lacks the test wheels: run `python3 tasks.py test` once"
     data = tmp_path / "data"
     (data / "plugins").mkdir(parents=True)
@@ -396,6 +399,8 @@ def test_the_binary_serves_pure_and_compiled_wheels_in_process_and_sandboxed_and
     ]  # fmt: skip
     for path in zips:
         shutil.copyfile(path, data / "plugins" / path.name)
+    old_yaml = packed(tmp_path, "old", HUMANIZE_ROUTE, ["pyyaml<5"])  # without wheels: the pack step refuses it
+    second = packed(tmp_path, "second", HUMANIZE_ROUTE, ["humanize==4.10.0"], *OFFLINE)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = frozen("serve", "--port", str(port), "--data-dir", str(data))
@@ -436,6 +441,20 @@ def test_the_binary_serves_pure_and_compiled_wheels_in_process_and_sandboxed_and
     assert f"{MMH3_WINDOWS} is for cp311-cp311-win_amd64" in win["error"], win
     # the tags of the frozen interpreter: this platform's, glibc's manylinux ones included
     assert "this xcore takes cp311-cp311-linux_x86_64, cp311-cp311-manylinux_2_" in win["error"], win
+
+    # PyYAML: the binary ships its own, and a plugin may not need another version of it
+    drop(old_yaml, data / "plugins")
+    old = until(lambda: (v := view("old")).get("state") == "failed" and v, "old is refused", alive=server.alive)
+    assert f"pyyaml<5 clashes with PyYAML {yaml.__version__}, which xcore ships" in old["error"], old
+    # humanize 4.9.0 is imported in process by nice: a second in-process plugin cannot have 4.10.0
+    drop(second, data / "plugins")
+    refused = until(
+        lambda: (v := view("second")).get("state") == "failed" and v, "second is refused", alive=server.alive
+    )
+    clash = "humanize 4.10.0 clashes with humanize 4.9.0, which plugin 'nice' imports in this process"
+    assert clash in refused["error"], refused
+    assert httpx.get(f"{base}/app/second/hello", headers=headers).status_code == 404
+    assert answer("/app/nice/hello")["version"] == "4.9.0", "the first keeps its version"
     assert server.stop() == 0
 
 

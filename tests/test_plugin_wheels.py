@@ -10,8 +10,14 @@ a worker serves (conftest's `plugin_host`), packs with the real `pip download` a
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
 import io
 import json
+import os
+import stat
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +28,11 @@ from conftest import create_account
 from test_plugin_manager import Host, configured_runtime, eventually, open_host, upload
 from xcore import __version__
 from xcore.plugins.bundle import BundleError, inspect_bundle
+from xcore.plugins.libraries import LibraryFinder
+from xcore.plugins.lock import WheelError
 from xcore.plugins.pack import folder_manifest, pack_folder
 from xcore.plugins.wheelhouse import WheelOptions, download_wheels
+from xcore.plugins.wheels import SOURCE_BUNDLE, install_libraries, wheel_ref
 from xcore.runtime import Runtime, open_runtime
 
 WHEELS = Path(__file__).resolve().parent.parent / ".venv" / "test-wheels"
@@ -141,6 +150,20 @@ def test_pack_wheels_for_another_platform_takes_that_platforms_wheel(tmp_path: P
     assert [w.name for w in wheels] == [MMH3_WINDOWS]
 
 
+def test_pack_wheels_for_several_platforms_at_once_packs_the_pure_wheel_once(tmp_path: Path) -> None:
+    folder = plugin_folder(tmp_path, "both", "1.0.0", MMH3_ROUTE, requirements=["mmh3==4.1.0", "humanize==4.10.0"])
+    options = WheelOptions(platforms=("linux", "windows"), find_links=(WHEELS,), no_index=True, python_version="3.11")
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    wheels = download_wheels(folder, folder_manifest(folder), options, downloads)
+    linux = next(WHEELS.glob("mmh3-4.1.0-cp311-cp311-manylinux*.whl")).name
+    assert [w.name for w in wheels] == [HUMANIZE_NEW, linux, MMH3_WINDOWS]
+    with zipfile.ZipFile(pack_folder(folder, tmp_path / "dist", __version__, wheels)) as archive:
+        listed = [w["file"] for w in json.loads(archive.read("wheels/lock.json"))["wheels"]]
+        carried = [n for n in archive.namelist() if n.endswith(".whl")]
+    assert listed == [HUMANIZE_NEW, linux, MMH3_WINDOWS] and len(carried) == 3
+
+
 def test_pack_wheels_refuses_a_requirement_that_clashes_with_xcore_before_pip_runs(tmp_path: Path) -> None:
     folder = plugin_folder(tmp_path, "old", "1.0.0", HUMANIZE_ROUTE, requirements=["pyyaml<5"])
     with pytest.raises(BundleError) as caught:
@@ -215,9 +238,10 @@ def test_a_pure_python_wheel_is_imported_from_the_plugins_own_folder_and_shown(h
         "wheel": HUMANIZE_OLD, "needed_by": None,
     }  # fmt: skip
     assert shown["pyyaml"]["source"] == "xcore"
-    import importlib.util
-
-    assert importlib.util.find_spec("humanize") is not None, "imported in process, the plugin's library is found"
+    # on the plugin's import path only: the finder does not answer the host, nor tell it the library's metadata
+    assert LibraryFinder.installed().find_spec("humanize", None) is None
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version("humanize")
 
 
 def test_a_compiled_wheel_for_this_platform_loads_and_serves(host: Host, tmp_path: Path) -> None:
@@ -278,6 +302,83 @@ def test_a_wheel_that_breaks_a_rule_is_refused_naming_it(
     import json as stdlib_json
 
     assert not hasattr(stdlib_json, "HIJACKED")
+
+
+def _install(cache: Path, *wheels: tuple[str, bytes]) -> object:
+    """_install checks and unpacks the wheels as the host does for plugin `rules`."""
+    refs = [
+        wheel_ref(name, hashlib.sha256(data).hexdigest(), len(data), SOURCE_BUNDLE, lambda data=data: data)
+        for name, data in wheels
+    ]
+    return install_libraries(cache, "rules", refs)
+
+
+def _declaring(wheel: tuple[str, bytes], entry: str, size: int) -> tuple[str, bytes]:
+    """_declaring is the wheel with the uncompressed size its central directory declares for `entry` set to
+    `size`, as a crafted zip could: the limits are checked on the declared sizes, before a byte is written."""
+    name, data = wheel
+    raw = bytearray(data)
+    at = raw.find(b"PK\x01\x02")
+    while at != -1:
+        length = int.from_bytes(raw[at + 28 : at + 30], "little")
+        if raw[at + 46 : at + 46 + length].decode() == entry:
+            raw[at + 24 : at + 28] = size.to_bytes(4, "little")
+            return name, bytes(raw)
+        at = raw.find(b"PK\x01\x02", at + 4)
+    raise AssertionError(f"{entry} is not in {name}")
+
+
+def _symlinked() -> tuple[str, bytes]:
+    name, data = wheel_of("linked", "1.0", {"linked/__init__.py": ""})
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        link = zipfile.ZipInfo("linked/secrets.py")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        target.writestr(link, "/etc/passwd")
+    return name, out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("case", "rule", "said"),
+    [
+        ("many", "too-many-entries", "20003 entries; at most 20000"),
+        ("bomb", "compression-ratio", "; at most 100:1"),
+        ("total", "too-large", "the plugin's wheels hold over 1,073,741,824 bytes unpacked"),
+        ("symlink", "symlink", "symbolic links are not allowed"),
+        ("overlap", "wheel-overlap", "first-1.0-py3-none-any.whl brings this file too"),
+    ],
+)
+def test_a_wheel_past_a_limit_is_refused_before_anything_is_written(
+    tmp_path: Path, case: str, rule: str, said: str
+) -> None:
+    if case == "many":
+        wheels = [wheel_of("many", "1.0", {f"many/m{i}.py": "" for i in range(20_000)})]
+    elif case == "bomb":
+        wheels = [wheel_of("bomb", "1.0", {"bomb/__init__.py": "0" * (2 << 20)})]
+    elif case == "total":  # 12 MiB that do not compress, declared as 1 GiB + 1 MiB: a ratio under 100:1
+        big = wheel_of("big", "1.0", {"big/__init__.py": "", "big/blob.bin": ""})
+        name, data = big
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+            for info in source.infolist():
+                content = source.read(info) if info.filename != "big/blob.bin" else os.urandom(12 << 20)
+                target.writestr(info, content)
+        wheels = [_declaring((name, out.getvalue()), "big/blob.bin", (1 << 30) + (1 << 20))]
+    elif case == "symlink":
+        wheels = [_symlinked()]
+    else:
+        wheels = [
+            wheel_of("first", "1.0", {"shared/util.py": "A = 1\n"}),
+            wheel_of("second", "1.0", {"shared/util.py": "A = 2\n"}),
+        ]
+    cache = tmp_path / "cache"
+    with pytest.raises(WheelError) as caught:
+        _install(cache, *wheels)
+    assert caught.value.rule == rule and said in caught.value.reason, caught.value
+    assert caught.value.wheel == wheels[-1][0]
+    assert not list(cache.iterdir()), "nothing is left in the cache"
 
 
 def test_a_requirement_the_bundle_has_no_wheel_for_is_refused_naming_it(host: Host, tmp_path: Path) -> None:
@@ -368,6 +469,73 @@ def test_an_upgrade_with_new_requirements_imports_its_new_folder_and_a_code_chan
 
     removed = collect_garbage(host.manager.cache, host.manager.touch_in_use(), idle=0.0)
     assert old in removed and folder not in removed and folder.is_dir()
+
+
+BY_NAME_ROUTE = """
+import humanize as imported
+from litestar import get
+
+@get("/hello", sync_to_thread=False)
+def hello() -> dict:
+    import humanize  # by name, at request time
+    from humanize import number
+
+    return {
+        "imported": imported.__version__, "version": humanize.__version__, "file": humanize.__file__,
+        "number": number.__file__,
+    }
+
+router = [hello]
+"""
+WAITS_IN_ON_LOAD = """
+import time
+from pathlib import Path
+
+def on_load(ctx) -> None:
+    Path(GATE + ".started").touch()
+    deadline = time.monotonic() + 20
+    while not Path(GATE).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+"""
+FAILS_IN_ON_LOAD = """
+def on_load(ctx) -> None:
+    raise RuntimeError("not today")
+"""
+
+
+def test_the_old_version_serves_with_its_own_library_until_a_version_with_new_requirements_is_swapped_in(
+    host: Host, tmp_path: Path
+) -> None:
+    host.drop(packed(tmp_path / "a", "up", "1.0.0", BY_NAME_ROUTE, ["humanize==4.9.0"]), "up.zip")
+    old = host.wait_answer("/app/up/hello", imported="4.9.0", version="4.9.0")
+    gate = tmp_path / "gate"
+    waits = BY_NAME_ROUTE + WAITS_IN_ON_LOAD.replace("GATE", repr(str(gate)))
+    host.drop(packed(tmp_path / "b", "up", "1.1.0", waits, ["humanize==4.10.0"]), "up.zip")
+    eventually(lambda: _exists(tmp_path / "gate.started"))
+    # The new version has imported humanize 4.10.0 and waits in on_load: the old one serves, and an import by
+    # name at request time finds its own humanize, submodules too.
+    for _ in range(5):
+        response = host.get("/app/up/hello")
+        assert response.status_code == 200 and response.json() == old, response.text
+    gate.touch()
+    new = host.wait_answer("/app/up/hello", imported="4.10.0", version="4.10.0")
+    assert Path(new["file"]).parents[1] != Path(old["file"]).parents[1]
+    assert Path(new["number"]).parent == Path(new["file"]).parent
+    # A version that fails to load leaves the one serving with its own library.
+    fails = BY_NAME_ROUTE + FAILS_IN_ON_LOAD
+    host.drop(packed(tmp_path / "c", "up", "1.2.0", fails, ["humanize==4.9.0"]), "up.zip")
+
+    def refused() -> str:
+        view = host.view("up")
+        assert view is not None and (view["error"] or "").startswith("1.2.0 failed: "), view
+        return str(view["error"])
+
+    assert "on_load raised RuntimeError: not today" in eventually(refused)
+    assert host.wait_answer("/app/up/hello") == new
+
+
+def _exists(path: Path) -> None:
+    assert path.exists(), path
 
 
 # --- the online mode ---------------------------------------------------------------------------------------------
@@ -500,6 +668,88 @@ def test_an_in_process_plugin_that_imports_another_plugins_library_without_listi
     (host.folder / "first-1.0.0.zip").unlink()
     error = eventually(lambda: _changed(host, "freeloader", error))
     assert "cannot import 'humanize'" in error and "plugin.json's requirements" in error, error
+
+
+LAZY_ROUTE = """
+from litestar import get
+
+@get("/hello", sync_to_thread=True)
+def hello() -> dict:
+    import humanize  # at request time, in a worker thread
+    from humanize import number
+
+    return {"version": humanize.__version__, "file": humanize.__file__, "number": number.__file__}
+
+router = [hello]
+"""
+SNOOP_ROUTE = """
+import importlib
+from litestar import Request, get
+
+@get("/try", sync_to_thread=False)
+def attempt(request: Request) -> dict:
+    try:
+        return {"file": importlib.import_module(request.query_params["name"]).__file__}
+    except ImportError as exc:
+        return {"error": str(exc)}
+
+router = [attempt]
+"""
+# A library that imports its dependency in a thread of its own, at request time: no frame of the plugin is there.
+THREADED_LIB = """
+import threading
+
+def value() -> int:
+    found = []
+    worker = threading.Thread(target=lambda: found.append(__import__("sublib").VALUE))
+    worker.start()
+    worker.join()
+    return found[0] + 1
+"""
+THREADED_ROUTE = """
+import toplib
+from litestar import get
+
+@get("/v", sync_to_thread=False)
+def v() -> dict:
+    return {"v": toplib.value()}
+
+router = [v]
+"""
+
+
+def test_a_plugins_library_answers_the_imports_of_that_plugin_and_its_libraries_only(
+    host: Host, tmp_path: Path
+) -> None:
+    host.drop(packed(tmp_path, "lazy", "1.0.0", LAZY_ROUTE, ["humanize==4.9.0"]))
+    host.drop(pack_folder(plugin_folder(tmp_path, "snoop", "1.0.0", SNOOP_ROUTE), tmp_path / "dist", __version__))
+    host.wait_view("lazy", "active")
+    host.wait_view("snoop", "active")
+    assert "humanize" not in sys.modules, "lazy imports it at request time only"
+    # another plugin's import by name is refused, naming the plugin that has it
+    said = host.wait_answer("/app/snoop/try?name=humanize")["error"]
+    assert "No module named 'humanize' for plugin 'snoop': the wheels of plugin 'lazy' bring it" in said, said
+    # and so is the host's
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("humanize")
+    assert importlib.util.find_spec("humanize") is None
+    # the plugin's own import at request time, in a worker thread, finds it, and the library its own submodules
+    body = host.wait_answer("/app/lazy/hello")
+    assert body["version"] == "4.9.0" and "lazy-libs-" in body["file"] and "lazy-libs-" in body["number"], body
+    # a literal import by name of another plugin's library is refused at load, as an import statement is
+    literal = SNOOP_ROUTE.replace('request.query_params["name"]', '"humanize.time"')
+    host.drop(pack_folder(plugin_folder(tmp_path, "literal", "1.0.0", literal), tmp_path / "dist", __version__))
+    error = host.wait_view("literal", "failed")["error"]
+    assert "imports humanize, which its plugin.json's requirements do not list" in error, error
+    # a library importing its dependency from the plugin's folder, in a thread of its own at request time
+    top = _with_requires(wheel_of("toplib", "1.0", {"toplib.py": THREADED_LIB}), ["sublib"])
+    sub = wheel_of("sublib", "2.1", {"sublib.py": "VALUE = 41\n"})
+    host.drop(
+        zip_with_wheels(tmp_path / "t.zip", "threaded", THREADED_ROUTE, dict([top, sub]), requirements=["toplib"])
+    )
+    host.wait_view("threaded", "active")
+    assert "error" in host.wait_answer("/app/snoop/try?name=sublib"), "another plugin does not find the dependency"
+    assert host.wait_answer("/app/threaded/v")["v"] == 42
 
 
 def _changed(host: Host, plugin_id: str, before: str) -> str:

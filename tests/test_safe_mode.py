@@ -64,6 +64,92 @@ def test_a_serving_version_the_blocklist_names_is_unloaded_at_the_next_start(tmp
         rt.close()
 
 
+def test_the_local_blocklist_is_read_again_when_the_settings_file_changes(tmp_path: Path) -> None:
+    from xcore.plugins.blocklist import LocalBlocklist
+    from xcore.plugins.manifest import Manifest
+
+    memo = Manifest(id="memo", version="1.1.0")
+    settings = tmp_path / "data" / "config.json"
+    with configured_runtime(tmp_path / "data") as runtime:
+        held = LocalBlocklist(runtime)
+        assert held.from_file and not held.changed() and held.blocked(memo) is None
+        settings.write_text(json.dumps({"manager": {"plugins": {"blocklist": json.loads(BLOCKLIST)}}}))
+        assert held.changed() and held.reread() and not held.changed()
+        assert held.blocked(memo) == (
+            "blocked: it deletes every note (CVE-0) (manager.plugins.blocklist: memo >=1.1,<1.2)"
+        )
+        assert held.blocked(Manifest(id="memo", version="1.2.0")) is None
+        settings.write_text('{"manager": {"plugins": {"blocklist": [{"id": "Memo"}]}}}  ')
+        assert held.changed() and not held.reread(), "a file that does not validate keeps the list held"
+        assert held.blocked(memo) is not None
+        settings.unlink()
+        assert held.changed() and held.reread() and held.blocked(memo) is None
+    with configured_runtime(tmp_path / "env", XCORE_MANAGER__PLUGINS__BLOCKLIST=BLOCKLIST) as runtime:
+        held = LocalBlocklist(runtime)  # the environment sets it, as at a start: the file does not
+        (tmp_path / "env" / "config.json").write_text(json.dumps({"manager": {"plugins": {"blocklist": []}}}))
+        assert held.changed() and not held.reread() and held.blocked(memo) is not None
+
+
+def test_a_blocklist_entry_in_the_settings_file_unloads_a_serving_version_and_its_removal_loads_it(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    with configured_runtime(data) as runtime, open_host(runtime, tmp_path / "staging") as host:
+        host.drop(make_zip(host.staging, "memo", "1.1.0", route("new")), "memo.zip")
+        host.wait_view("memo", "active")
+        (data / "config.json").write_text(json.dumps({"manager": {"plugins": {"blocklist": json.loads(BLOCKLIST)}}}))
+        view = host.wait_view("memo", "failed")
+        assert view["error"].startswith("1.1.0 failed: blocked: it deletes every note"), view
+        assert host.get("/app/memo/hello").status_code == 404
+        (data / "config.json").write_text("{}")
+        host.wait_view("memo", "active")
+        assert host.get("/app/memo/hello").json()["says"] == "new"
+
+
+def test_a_blocklist_entry_written_to_the_settings_file_unloads_a_serving_version_in_every_worker(
+    tmp_path: Path,
+) -> None:
+    from conftest import PASSWORDS, free_port, until
+
+    data = tmp_path / "data"
+    with configured_runtime(data) as runtime:  # set up (root): /app answers 503 before
+        preinstall(runtime, make_zip(tmp_path / "z", "calm", "1.0.0", route("here")))
+    settings = data / "config.json"
+    server = XcoreServer(data, free_port(), ("--workers", "2"))
+
+    def answers(status: int) -> bool:  # several requests in a row: each of the two workers answers some of them
+        return all(client.get("/app/calm/hello").status_code == status for _ in range(12))
+
+    def listed() -> str:
+        return run_xcore("plugin", "list", "--data-dir", str(data)).stdout
+
+    try:
+        server.wait_ready(60)
+        client = httpx.Client(base_url=server.url, timeout=5)
+        login = client.post("/api/auth/login", json={"username": "root", "password": PASSWORDS["root"]})
+        client.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+        assert until(lambda: answers(200), "calm serves", context=lambda: server.output)
+        entry = {"id": "calm", "versions": "==1.0.0", "reason": "it leaks notes"}
+        settings.write_text(json.dumps({"manager": {"plugins": {"blocklist": [entry]}}}))
+        assert until(lambda: answers(404), "calm is unloaded by every worker", context=lambda: server.output)
+        assert until(lambda: "blocked: it leaks notes (manager.plugins.blocklist: calm ==1.0.0)" in listed(), "why")
+        assert server.output.count("manager.plugins.blocklist changed") >= 2, "each worker re-reads the file"
+
+        # A file that no longer validates: a warning naming the key, and the list held stays.
+        settings.write_text(json.dumps({"manager": {"plugins": {"blocklist": [{"id": "calm", "versions": "soon"}]}}}))
+        assert until(lambda: "does not validate" in server.output, "the warning", context=lambda: server.output)
+        warning = next(line for line in server.output.splitlines() if "does not validate" in line)
+        assert "manager.plugins.blocklist[0]: versions: 'soon' is not a PEP 440 specifier" in warning, warning
+        assert "stays as it was" in warning, warning
+        assert answers(404)
+
+        settings.write_text(json.dumps({"manager": {"plugins": {"blocklist": []}}}))  # the entry removed
+        assert until(lambda: answers(200), "calm serves again", context=lambda: server.output)
+        assert server.stop() == 0
+    finally:
+        server.kill()
+
+
 def test_the_journal_counts_failed_starts_and_names_the_plugin_whose_load_was_cut_short(tmp_path: Path) -> None:
     assert safemode.begin_start(tmp_path, forced=False) is None
     safemode.mark_up(tmp_path)
@@ -77,6 +163,26 @@ def test_the_journal_counts_failed_starts_and_names_the_plugin_whose_load_was_cu
     assert safemode.begin_start(tmp_path, forced=False) is None, "a start that came up resets the count"
     forced = safemode.begin_start(tmp_path, forced=True)
     assert forced is not None and forced.reason == "asked for with --safe"
+
+
+def test_a_failed_start_counts_only_when_it_had_plugins_to_load_and_names_the_last_one_loaded(
+    tmp_path: Path,
+) -> None:
+    for _ in range(safemode.SAFE_AFTER + 2):  # starts that failed with no plugin to load: the port taken, say
+        assert safemode.begin_start(tmp_path, forced=False) is None
+    for n in range(safemode.SAFE_AFTER):  # starts that loaded every plugin, then died before they came up
+        assert safemode.begin_start(tmp_path, forced=False) is None
+        safemode.loading(tmp_path, "quiet", "1.0.0")
+        safemode.loaded(tmp_path)
+        safemode.loading(tmp_path, "greedy", f"3.0.{n}")
+        safemode.loaded(tmp_path)
+        assert not (tmp_path / safemode.LOADING_FILE).exists()
+    mode = safemode.begin_start(tmp_path, forced=False)
+    assert mode == safemode.SafeMode("the last 3 starts failed before the server came up", "greedy 3.0.2")
+    mode = safemode.begin_start(tmp_path, forced=False)  # the safe start failed too, loading nothing
+    assert mode == safemode.SafeMode("the last 3 starts failed before the server came up", "greedy 3.0.2")
+    safemode.mark_up(tmp_path)
+    assert safemode.begin_start(tmp_path, forced=False) is None
 
 
 CRASHER = """\

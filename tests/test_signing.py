@@ -149,6 +149,9 @@ def test_signed_only_refuses_unsigned_and_untrusted_bundles_until_the_signer_is_
 ) -> None:
     host = policy_host("signed-only")
     private, line = keys("Ada")
+    policy = host.client.get("/api/admin/plugin-policy", headers=login(host.client, "ada")).json()
+    assert policy["policy"] == "signed-only" and policy["unsigned_runs"] is False and policy["trusted_keys"] == 0
+    assert policy["advice"] == "Only bundles a trusted key signed run here; any other bundle is refused."
     host.drop(pack_folder(plugin(tmp_path, "plain"), tmp_path / "dist", __version__))
     host.drop(pack_folder(plugin(tmp_path, "inked"), tmp_path / "dist", __version__, sign=private))
     assert (
@@ -200,12 +203,26 @@ def test_the_default_policy_runs_unsigned_and_untrusted_bundles_and_shows_who_si
     policy_host: Callable[[str], Host], tmp_path: Path, keys
 ) -> None:
     host = policy_host("unsigned")
-    private, _ = keys("Ada")
+    private, line = keys("Ada")
     host.drop(pack_folder(plugin(tmp_path, "plain"), tmp_path / "dist", __version__))
     host.drop(pack_folder(plugin(tmp_path, "inked"), tmp_path / "dist", __version__, sign=private))
     assert host.wait_view("plain", "active")["signature"] is None
     signature = host.wait_view("inked", "active")["signature"]
     assert signature["signer"] == "Ada" and signature["trusted"] is False
+
+    # The audit log says who signed an upload, and whether this host trusted the key then.
+    assert upload(host, pack_folder(plugin(tmp_path, "later"), tmp_path / "dist", __version__)).status_code == 201
+    signed = pack_folder(plugin(tmp_path, "inked", "1.1.0"), tmp_path / "dist", __version__, sign=private)
+    assert upload(host, signed).status_code == 201
+    trust(host, line)
+    signed = pack_folder(plugin(tmp_path, "inked", "1.2.0"), tmp_path / "dist", __version__, sign=private)
+    assert upload(host, signed).status_code == 201
+    audit = host.get("/api/admin/audit?action=plugin.upload").json()["items"]
+    key = {"name": "Ada", "key_id": signature["key_id"]}
+    assert [(a["target"], a["detail"]["version"], a["detail"]["signer"]) for a in audit] == [
+        ("inked", "1.2.0", {**key, "trusted": True}), ("inked", "1.1.0", {**key, "trusted": False}),
+        ("later", "1.0.0", None),
+    ]  # fmt: skip
 
 
 def test_the_trust_api_is_read_by_admins_and_changed_by_superadmins_with_clear_errors(
@@ -224,6 +241,20 @@ def test_the_trust_api_is_read_by_admins_and_changed_by_superadmins_with_clear_e
     assert bad.status_code == 422 and "xcore-ed25519" in bad.json()["detail"]
     gone = host.client.delete("/api/admin/trust/nobody", headers=host.root)
     assert gone.status_code == 422 and "no trusted key is named 'nobody'" in gone.json()["detail"]
+
+
+def test_the_policy_api_says_unsigned_bundles_run_under_the_default_policy(
+    policy_host: Callable[[str], Host], keys
+) -> None:
+    host = policy_host("unsigned")
+    ada = login(host.client, "ada")
+    policy = host.client.get("/api/admin/plugin-policy", headers=ada).json()
+    assert policy["policy"] == "unsigned" and policy["unsigned_runs"] is True and policy["trusted_keys"] == 0
+    assert policy["setting"] == "manager.plugins.policy"
+    assert "signed-only" in policy["advice"] and "XCORE_MANAGER__PLUGINS__POLICY" in policy["advice"]
+    trust(host, keys("Bob")[1])
+    assert host.client.get("/api/admin/plugin-policy", headers=ada).json()["trusted_keys"] == 1
+    assert host.client.get("/api/admin/plugin-policy").status_code == 401
 
 
 # --- the CLI -------------------------------------------------------------------------------------------------------
@@ -255,3 +286,50 @@ def test_the_cli_makes_keys_signs_trusts_and_verifies(tmp_path: Path) -> None:
     )
     broken = xcore("plugin", "verify", str(tampered), *data)
     assert broken.returncode == 2 and "signature: the signature does not match" in broken.stderr
+
+
+def test_the_cli_install_applies_the_policy_and_the_blocklist_and_the_list_shows_the_signer(tmp_path: Path) -> None:
+    def xcore(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*xcore_command(), *args, "--data-dir", str(tmp_path / "data")], capture_output=True, text=True,
+            env={**CLEAN_ENV, **env}, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+
+    private, line = new_key("Ada")
+    (tmp_path / "ada.key").write_bytes(private)
+    (tmp_path / "ada.pub").write_text(line + "\n")
+    plain = pack_folder(plugin(tmp_path, "plain"), tmp_path / "dist", __version__)
+    inked = pack_folder(plugin(tmp_path, "inked"), tmp_path / "dist", __version__, sign=tmp_path / "ada.key")
+    plugins = tmp_path / "data" / "plugins"
+    strict = {"XCORE_MANAGER__PLUGINS__POLICY": "signed-only"}
+
+    refused = xcore("plugin", "install", str(plain), **strict)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "plain-1.0.0.zip: policy: the bundle is unsigned; manager.plugins.policy signed-only" in refused.stderr
+    untrusted = xcore("plugin", "install", str(inked), **strict)
+    assert untrusted.returncode != 0 and "signed by 'Ada'" in untrusted.stderr, untrusted.stderr
+    assert not list(plugins.glob("*.zip")), "nothing is written before the checks"
+
+    assert xcore("trust", "add", str(tmp_path / "ada.pub")).returncode == 0
+    installed = xcore("plugin", "install", str(inked), **strict)
+    assert installed.returncode == 0, installed.stderr
+    blocklist = json.dumps([{"id": "plain", "versions": "", "reason": "never here"}])
+    blocked = xcore("plugin", "install", str(plain), XCORE_MANAGER__PLUGINS__BLOCKLIST=blocklist)
+    assert blocked.returncode != 0 and "blocked: never here (manager.plugins.blocklist: plain)" in blocked.stderr
+    assert xcore("plugin", "install", str(plain)).returncode == 0, "the default policy installs it"
+
+    def signed_column() -> dict[str, str]:
+        listed = xcore("plugin", "list")
+        assert listed.returncode == 0, listed.stderr
+        header, *rows = listed.stdout.splitlines()
+        start = header.index("SIGNED")
+        end = header.index("STATE")
+        return {row.split()[0]: row[start:end].strip() for row in rows}
+
+    assert signed_column() == {"inked": "Ada (trusted)", "plain": "unsigned"}
+    removed = xcore("trust", "remove", "Ada")
+    assert removed.returncode == 0 and removed.stdout.startswith("no longer trusted: Ada ("), removed.stdout
+    assert "Ada" not in xcore("trust", "list").stdout
+    assert signed_column() == {"inked": "Ada (not trusted)", "plain": "unsigned"}
+    again = xcore("trust", "remove", "Ada")
+    assert again.returncode != 0 and "no trusted key is named 'Ada'" in again.stderr and "Traceback" not in again.stderr

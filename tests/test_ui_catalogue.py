@@ -187,12 +187,19 @@ def test_trust_browse_install_and_update_from_a_catalogue(
     page.goto(ui.url + "/admin/plugins")
     tabs = page.get_by_role("navigation", name="Plugin pages")
     expect(tabs.get_by_role("link", name="Installed")).to_have_attribute("aria-current", "page")
+    # The default signing policy runs unsigned bundles: both pages warn of it, and say how to change it.
+    warning = page.locator(".policy-warning")
+    expect(warning).to_contain_text("Unsigned plugins run here.")
+    expect(warning).to_contain_text('The signing policy (manager.plugins.policy) is "unsigned"')
+    expect(warning).to_contain_text("No key is trusted.")
+    expect(warning).to_contain_text("signed-only (only bundles a trusted key signed run)")
     (untrusted,) = ui.api.post("/api/admin/catalogue/refresh").json()["catalogues"]
     assert "a key this host does not trust" in untrusted["error"], untrusted
     tabs.get_by_role("link", name="Trusted keys").click()
     page.wait_for_url(f"**{TRUST}")
     assert one_h1(page) == "Trusted keys"
     expect(page.get_by_role("table", name="Trusted keys")).to_contain_text("No key is trusted")
+    expect(page.locator(".policy-warning")).to_contain_text("Unsigned plugins run here.")
 
     # A line that is not a public key: the server's reason, next to the field.
     key_field = page.get_by_label("Public key")
@@ -212,6 +219,8 @@ def test_trust_browse_install_and_update_from_a_catalogue(
     row = page.locator('tr[data-key="Team"]')
     (trusted,) = ui.api.get("/api/admin/trust").json()
     expect(row.locator("td")).to_have_text(["Team", trusted["key_id"], shelf.public_line, "Remove"])
+    page.reload()  # a trusted key stops nothing under this policy: the warning says so
+    expect(page.locator(".policy-warning")).to_contain_text("1 key is trusted, but that stops nothing.")
     # The same key again: refused, saying under which name it is trusted.
     key_field.fill(shelf.public_line)
     page.get_by_role("button", name="Trust this key").click()

@@ -8,6 +8,7 @@ signing policy. A running server's workers see the new zip and hot reload it.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,23 +111,29 @@ def update(plugin_ids: tuple[str, ...], data_dir: str | None) -> None:
     from packaging.version import Version
 
     from xcore.errors import XcoreError
-    from xcore.plugins.bundle import Bundle, BundleError
-    from xcore.plugins.catalogue import download
-    from xcore.plugins.signing import policy_says
-    from xcore.plugins.store import blocked_here, install_bundle, trust_store
+    from xcore.plugins.bundle import Bundle
+    from xcore.plugins.catalogue import Release, check_signer, download
+    from xcore.plugins.manifest import Manifest
+    from xcore.plugins.signing import Signer
+    from xcore.plugins.store import blocked_here, install_bundle, policy_here, refuse_install, trust_store
 
     runtime, found = _catalogues(data_dir)
     have = _installed(runtime)
     wanted = list(plugin_ids) or sorted(have)
     trust = trust_store(runtime)
 
-    def allowed(bundle: Bundle) -> None:
-        blocked = blocked_here(runtime, bundle.manifest) or found.blocked(bundle.manifest.id, bundle.manifest.version)
-        if blocked:
-            raise BundleError(bundle.path.name, "blocked", blocked.removeprefix("blocked: "))
-        refusal, _ = policy_says(runtime.config.manager.plugins.policy, bundle.signer, trust.trusted(bundle.signer))
-        if refusal:
-            raise BundleError(bundle.path.name, "policy", refusal.removeprefix("policy: "))
+    def blocked(manifest: Manifest) -> str | None:
+        return blocked_here(runtime, manifest) or found.blocked(manifest.id, manifest.version)
+
+    def policy(signer: Signer | None) -> tuple[str | None, str | None]:
+        return policy_here(runtime, signer, trust)
+
+    def allowed(release: Release, catalogue: str) -> Callable[[Bundle], None]:
+        def check(bundle: Bundle) -> None:  # signed as the catalogue says, then as the server checks an upload
+            check_signer(bundle.path.name, release, catalogue, bundle.signer)
+            refuse_install(bundle.path.name, bundle, blocked, policy)
+
+        return check
 
     failed = 0
     for plugin_id in wanted:
@@ -144,7 +151,7 @@ def update(plugin_ids: tuple[str, ...], data_dir: str | None) -> None:
             name = f"{plugin_id}-{offer.release.version}.zip"
             try:
                 path = download(offer.release, Path(tmp) / name)
-                bundle = install_bundle(runtime, path, name=name, allowed=allowed)
+                bundle = install_bundle(runtime, path, name=name, allowed=allowed(offer.release, offer.catalogue.name))
             except XcoreError as exc:
                 echo(f"{plugin_id}: {exc}")
                 failed += 1

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import textwrap
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from xcore.db.models import PluginState
     from xcore.plugins.bundle import Bundle, BundleError
     from xcore.plugins.importable import PluginRuntime
+    from xcore.runtime import Runtime
 
 GIT_TIMEOUT = 300.0
 # scp-like git addresses: git@github.com:owner/repo.git
@@ -151,7 +153,9 @@ def verify(bundle: Path, data_dir: str | None) -> None:
 @click.argument("source")
 @data_dir_option
 def install(source: str, data_dir: str | None) -> None:
-    """Install SOURCE: a bundle .zip, a plugin folder, or a git repository (URL, file:// URL or local path)."""
+    """Install SOURCE: a bundle .zip, a plugin folder, or a git repository (URL, file:// URL or local path).
+    It is refused, before anything is written, as an upload is: by a blocklist (manager.plugins.blocklist, or a
+    catalogue's as last fetched) and by the signing policy (manager.plugins.policy)."""
     from xcore.plugins.pack import pack_folder
     from xcore.plugins.store import install_bundle
 
@@ -167,9 +171,30 @@ def install(source: str, data_dir: str | None) -> None:
             zip_path, name = pack_folder(_clone(source, work / "src"), work / "out", runtime.version), source
         else:
             raise click.UsageError(f"{source}: no such file or folder, and not a git URL")
-        bundle = install_bundle(runtime, zip_path, name=name)
+        bundle = install_bundle(runtime, zip_path, name=name, allowed=_install_check(runtime, name))
     echo(f"installed {bundle.manifest.id} {bundle.manifest.version} as {bundle.path}")
     echo(f"sha256 {bundle.sha256}")
+
+
+def _install_check(runtime: Runtime, name: str) -> Callable[[Bundle], None]:
+    """_install_check refuses a checked bundle as the server refuses an upload (`store.refuse_install`): the local
+    blocklist, the catalogues' blocklists as last fetched (no network), and the signing policy."""
+    from xcore.plugins.catalogues import Catalogues
+    from xcore.plugins.manifest import Manifest
+    from xcore.plugins.signing import Signer
+    from xcore.plugins.store import blocked_here, catalogue_store, policy_here, refuse_install, trust_store
+
+    trust = trust_store(runtime)
+    kept = Catalogues(runtime.config.manager.plugins.catalogues, trust, catalogue_store(runtime), runtime.version)
+    kept.load_kept()
+
+    def blocked(manifest: Manifest) -> str | None:
+        return blocked_here(runtime, manifest) or kept.blocked(manifest.id, manifest.version)
+
+    def policy(signer: Signer | None) -> tuple[str | None, str | None]:
+        return policy_here(runtime, signer, trust)
+
+    return lambda bundle: refuse_install(name, bundle, blocked, policy)
 
 
 def _clone(source: str, target: Path) -> Path:

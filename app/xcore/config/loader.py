@@ -91,6 +91,11 @@ def defaults_layer() -> Layer:
     return Layer("default", read_json_file(path))
 
 
+def settings_file(data_dir: Path) -> Path:
+    """settings_file is the user's settings file of a data directory, `<data>/config.json` (layer 2)."""
+    return data_dir / "config.json"
+
+
 def file_layer(path: Path) -> Layer | None:
     """file_layer reads a user config file, or returns None when there is none."""
     if not path.exists():
@@ -380,7 +385,7 @@ def load_config(
 ) -> LoadedConfig:
     """load_config merges and validates all layers. Raises ConfigError, naming key, layer and expectation."""
     layers = [defaults_layer()]
-    user = file_layer(data_dir / "config.json")
+    user = file_layer(settings_file(data_dir))
     if user is not None:
         layers.append(user)
     layers.append(env_layer(os.environ if environ is None else environ))

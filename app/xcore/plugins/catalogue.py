@@ -33,7 +33,7 @@ from packaging.version import InvalidVersion, Version
 
 from xcore.errors import RequestError
 from xcore.paths import write_atomically
-from xcore.plugins.bundle import inspect_bundle
+from xcore.plugins.bundle import BundleError, inspect_bundle
 from xcore.plugins.contract import MANIFEST_FILE, MAX_UNCOMPRESSED
 from xcore.plugins.index import IndexUnavailable, fetch
 from xcore.plugins.signing import Signer, TrustStore, read_private_key, sign
@@ -311,6 +311,16 @@ def download(release: Release, target: Path, *, timeout: float = 60.0) -> Path:
         raise CatalogueError(f"{release.url}: its sha256 is {digest}, and the catalogue lists {release.sha256}")
     write_atomically(target, data)
     return target
+
+
+def check_signer(name: str, release: Release, catalogue: str, signer: Signer | None) -> None:
+    """check_signer raises BundleError (rule `signer`, naming the bundle `name`) when the bundle's own signer is
+    not the one the catalogue lists for the release: it says both."""
+    if (signer.name if signer else None) == release.signer:
+        return
+    listed = f"signed by {release.signer!r}" if release.signer else "unsigned"
+    found = f"signed by {signer.name!r} ({signer.key_id})" if signer else "unsigned"
+    raise BundleError(name, "signer", f"catalogue {catalogue!r} lists it as {listed}, but the bundle is {found}")
 
 
 def _fetch(location: str, limit: int, timeout: float) -> bytes:

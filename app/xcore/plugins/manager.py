@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from xcore.auth.builtin import manage_permission
 from xcore.auth.permissions import register_plugin_permissions
 from xcore.plugins import contract, safemode
+from xcore.plugins.blocklist import LocalBlocklist
 from xcore.plugins.bundle import Bundle, BundleError, collect_garbage
 from xcore.plugins.catalogues import Catalogues
 from xcore.plugins.choice import differs, load_order, static_problem
@@ -43,7 +44,7 @@ from xcore.plugins.contract import HOOK_TIMEOUT
 from xcore.plugins.errors import PluginConflict
 from xcore.plugins.index import IndexUnavailable
 from xcore.plugins.kv import KeyValue
-from xcore.plugins.libraries import borrowed, keep, provide
+from xcore.plugins.libraries import borrowed, importing, keep
 from xcore.plugins.loader import (
     LoadedPlugin,
     PluginLoadError,
@@ -59,16 +60,16 @@ from xcore.plugins.requirements import Resolved, Unmet, bundle_wheels, collect_d
 from xcore.plugins.sandbox import closer, load_sandboxed, sandbox_reason
 from xcore.plugins.settings import merged, override_problems
 from xcore.plugins.shared import shared_bundles
-from xcore.plugins.signing import SignatureError, Signer, policy_says
+from xcore.plugins.signing import SignatureError, Signer
 from xcore.plugins.sources import SETTLE, STILL_WRITTEN, Scan, Scanner, Source
 from xcore.plugins.states import StateStore, Stored
 from xcore.plugins.store import (
-    blocked_here,
     cache_dir,
     catalogue_store,
     install_requirements,
     plugin_data_dir,
     plugins_dir,
+    policy_here,
     trust_store,
     wheel_store,
 )
@@ -144,6 +145,7 @@ class PluginManager:
         self.shared = shared_bundles(runtime)
         self.trust = trust_store(runtime)
         self.catalogues = Catalogues(settings.catalogues, self.trust, catalogue_store(runtime), runtime.version)
+        self.blocklist = LocalBlocklist(runtime)  # manager.plugins.blocklist, read again when the settings file changes
         self.catalogues.load_kept()  # no network: a version a kept blocklist names never loads, even for a moment
         self._catalogue_task: asyncio.Task[None] | None = None
         self.safe_mode = safemode.current()  # every plugin off for this run (`xcore serve --safe`, or by itself)
@@ -186,18 +188,13 @@ class PluginManager:
 
     def blocked(self, manifest: Manifest) -> str | None:
         """blocked says why a version is on a blocklist (`manager.plugins.blocklist`, or a catalogue's), or None."""
-        return blocked_here(self.runtime, manifest) or self.catalogues.blocked(manifest.id, manifest.version)
+        return self.blocklist.blocked(manifest) or self.catalogues.blocked(manifest.id, manifest.version)
 
     def policy(self, signer: Signer | None) -> tuple[str | None, str | None]:
         """policy is what `manager.plugins.policy` makes of a bundle with this signer: (why it is refused, why it
         must run sandboxed) (`xcore.plugins.signing.policy_says`). A trust store that cannot be read trusts
-        nobody, and says so."""
-        try:
-            trusted = self.trust.trusted(signer)
-        except SignatureError as exc:
-            log.error("%s", exc, extra=CONTEXT)
-            trusted = None
-        return policy_says(self.runtime.config.manager.plugins.policy, signer, trusted)
+        nobody, and says so (`store.policy_here`)."""
+        return policy_here(self.runtime, signer, self.trust)
 
     def _annotate(self, views: dict[str, PluginView]) -> None:
         """_annotate adds to the views what is not the plugins' own: trust in their signers, the catalogues'
@@ -235,7 +232,7 @@ class PluginManager:
         """start loads the plugins, serves them through `mounts`, starts the task host and the watcher."""
         self._mounts = mounts
         self._watcher = Watcher(
-            self.folder, self.dev_dirs, self.interval, self.reconcile,
+            self.folder, self.dev_dirs, self.interval, self._look,
             idle=partial(anyio.to_thread.run_sync, self.touch_in_use), idle_every=CACHE_IDLE / 4,
         )  # fmt: skip
         await self.reconcile(initial=True)
@@ -251,6 +248,13 @@ class PluginManager:
         if self.catalogues.sources:
             self._catalogue_task = asyncio.create_task(self.refresh_catalogues())
         await anyio.to_thread.run_sync(self.collect_garbage)
+
+    async def _look(self) -> None:
+        """_look is the watcher's reconcile: first, when the settings file changed, its blocklist is read again (a
+        version it now blocks is unloaded by the reconcile, one it no longer blocks loads)."""
+        if self.blocklist.changed():
+            await anyio.to_thread.run_sync(self.blocklist.reread)
+        await self.reconcile()
 
     async def refresh_catalogues(self) -> None:
         """refresh_catalogues fetches the catalogues afresh; a change of their blocklists is applied at once."""
@@ -484,18 +488,18 @@ class PluginManager:
             problem = borrowed(ready.folder, ready.libraries.modules if ready.libraries else ())
             if problem:
                 raise PluginNotYet(problem)
-            if ready.libraries is not None:
-                provide(ready.libraries.folder, ready.libraries.modules)
-            plugin = import_plugin(
-                source.manifest,
-                ready.folder,
-                source=source.path,
-                fingerprint=source.fingerprint,
-                data_dir=ready.data_dir,
-                config=ready.config,
-                dev=source.dev,
-                kv=KeyValue(self.runtime.sessions, source.id),
-            )
+            libraries = ready.libraries
+            with importing(libraries.folder if libraries else None, libraries.modules if libraries else ()):
+                plugin = import_plugin(
+                    source.manifest,
+                    ready.folder,
+                    source=source.path,
+                    fingerprint=source.fingerprint,
+                    data_dir=ready.data_dir,
+                    config=ready.config,
+                    dev=source.dev,
+                    kv=KeyValue(self.runtime.sessions, source.id),
+                )
             plugin.defaults, plugin.libraries, plugin.requirements = ready.defaults, ready.libraries, ready.requirements
             return plugin
 

@@ -2,10 +2,13 @@
 
 `xcore serve --safe` asks for it. It also comes by itself: every start is journalled in
 `<data>/start-attempts.json` (`begin_start`), and a start that never came up (the server stopped, or a worker
-died, before `mark_up`) counts as failed. After SAFE_AFTER failed starts in a row the next one is in safe mode, and
-names the suspect: the plugin whose load was under way when the process died (`<data>/plugin-loading.json`,
-written before each load and removed after it), else the plugins that loaded last. A start that comes up resets
-the count, safe or not, so the next one tries the plugins again.
+died, before `mark_up`) counts as failed when it had plugins to load: it began loading one in the server's
+process (a sandboxed plugin cannot take the server down). A start that failed before any plugin loaded says
+nothing about plugins: it is not counted, and the count stays as it was. After SAFE_AFTER failed starts in a row
+the next one is in safe mode, and names the suspect: the plugin whose load was under way when the process died
+(`<data>/plugin-loading.json`, written before each load), else the plugin whose load finished last in that start
+(`<data>/plugin-loaded.json`, which `loaded` moves it to), else the suspect of the start before. A start that comes
+up resets the count, safe or not, so the next one tries the plugins again.
 
 The mode travels to the server's workers in the environment (ENV_SAFE_MODE); the plugin manager then loads no
 plugin, touches no enabled flag, and says why in every plugin's state; `/health` and the app's banner say so.
@@ -26,6 +29,7 @@ from xcore.paths import write_atomically
 SAFE_AFTER = 3  # failed starts in a row before the next start is in safe mode
 START_FILE = "start-attempts.json"
 LOADING_FILE = "plugin-loading.json"
+LOADED_FILE = "plugin-loaded.json"  # the plugin whose load finished last in this start
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,14 @@ def begin_start(root: Path, *, forced: bool) -> SafeMode | None:
     """begin_start journals a start in the data directory `root` and says whether it is in safe mode: `forced`
     (--safe), or after SAFE_AFTER failed starts in a row."""
     journal = _read(root / START_FILE)
-    failures = int(journal.get("failures", 0)) + (0 if journal.get("up", True) else 1)
-    suspect = _suspect(root, journal)
+    interrupted, last = _read(root / LOADING_FILE), _read(root / LOADED_FILE)
+    had_plugins = bool(interrupted.get("id") or last.get("id"))
+    failed = not journal.get("up", True) and had_plugins  # one that failed with no plugin loading says nothing
+    failures = int(journal.get("failures", 0)) + (1 if failed else 0)
+    suspect = (_named(interrupted) or _named(last)) if failed else None
+    suspect = suspect or (str(journal["suspect"]) if journal.get("suspect") else None)
+    for stale in (LOADING_FILE, LOADED_FILE):  # what this start loads is its own
+        (root / stale).unlink(missing_ok=True)
     _write(root / START_FILE, {"up": False, "failures": failures, "started": time.time(), "suspect": suspect})
     if forced:
         return SafeMode("asked for with --safe", suspect if failures else None)
@@ -67,6 +77,11 @@ def loading(root: Path, plugin_id: str, version: str) -> None:
 
 
 def loaded(root: Path) -> None:
+    """loaded records that the load `loading` announced finished (loaded or failed): that plugin becomes the one
+    whose load finished last, the suspect should the start still fail."""
+    finished = _read(root / LOADING_FILE)
+    if finished.get("id"):
+        _write(root / LOADED_FILE, finished)
     (root / LOADING_FILE).unlink(missing_ok=True)
 
 
@@ -87,12 +102,9 @@ def environment(mode: SafeMode) -> dict[str, str]:
     return {ENV_SAFE_MODE: json.dumps(asdict(mode))}
 
 
-def _suspect(root: Path, journal: dict[str, Any]) -> str | None:
-    interrupted = _read(root / LOADING_FILE)
-    if interrupted.get("id"):
-        return f"{interrupted['id']} {interrupted.get('version', '')}".strip()
-    previous = journal.get("suspect")
-    return str(previous) if previous else None
+def _named(load: dict[str, Any]) -> str | None:
+    """_named is "<id> <version>" of a journalled load, or None."""
+    return f"{load['id']} {load.get('version', '')}".strip() if load.get("id") else None
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -8,18 +8,20 @@ kept across upgrades, disabling and removal unless purged.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from sqlalchemy import delete, select
 
+from xcore.config.schema import BlockedVersions
 from xcore.db import notify
 from xcore.db.models import Permission, PluginState, SettingOverride
 from xcore.plugins.bundle import Bundle, BundleError, check_prefix, extract_bundle, host_fault, inspect_bundle
@@ -30,10 +32,11 @@ from xcore.plugins.leftovers import CACHE_FOLDER, TEMP_PREFIX
 from xcore.plugins.lock import WheelError
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.requirements import Pins, Resolved, Unmet, bundle_wheels, plan
-from xcore.plugins.signing import TrustStore
+from xcore.plugins.signing import SignatureError, Signer, TrustStore, policy_says
 from xcore.plugins.wheels import Libraries, WheelRef, install_libraries
 from xcore.runtime import Runtime
 
+log = logging.getLogger("xcore.plugins")
 # A change to this file tells every worker to re-read the plugins' enabled flags and config overrides.
 STATE_MARKER = ".xcore-state"
 
@@ -58,14 +61,48 @@ def trust_store(runtime: Runtime) -> TrustStore:
     return TrustStore(runtime.data.root / "trusted-keys.json")
 
 
-def blocked_here(runtime: Runtime, manifest: Manifest) -> str | None:
-    """blocked_here says why `manager.plugins.blocklist` blocks this version, or None."""
+def blocked_here(
+    runtime: Runtime, manifest: Manifest, blocklist: Sequence[BlockedVersions] | None = None
+) -> str | None:
+    """blocked_here says why `manager.plugins.blocklist` blocks this version, or None: the `blocklist` given (the
+    plugin manager's current one, `xcore.plugins.blocklist`), else the one the runtime started with."""
     version = Version(manifest.version)
-    for entry in runtime.config.manager.plugins.blocklist:
+    entries = runtime.config.manager.plugins.blocklist if blocklist is None else blocklist
+    for entry in entries:
         if entry.id == manifest.id and version in SpecifierSet(entry.versions, prereleases=True):
             which = f"{entry.id} {entry.versions}".strip()
             return f"blocked: {entry.reason} (manager.plugins.blocklist: {which})"
     return None
+
+
+def policy_here(runtime: Runtime, signer: Signer | None, trust: TrustStore) -> tuple[str | None, str | None]:
+    """policy_here is what `manager.plugins.policy` makes of a bundle with this signer: (why it is refused, why it
+    must run sandboxed) (`xcore.plugins.signing.policy_says`). A trust store that cannot be read trusts nobody,
+    and says so in the log."""
+    try:
+        trusted = trust.trusted(signer)
+    except SignatureError as exc:
+        log.error("%s", exc, extra={"context": "plugins"})
+        trusted = None
+    return policy_says(runtime.config.manager.plugins.policy, signer, trusted)
+
+
+def refuse_install(
+    name: str,
+    bundle: Bundle,
+    blocked: Callable[[Manifest], str | None],
+    policy: Callable[[Signer | None], tuple[str | None, str | None]],
+) -> None:
+    """refuse_install raises BundleError (rule `blocked` or `policy`, naming the bundle `name`) when a blocklist
+    (`blocked`: why it blocks a version) or the signing policy (`policy`, as `policy_here` answers) refuses a
+    checked bundle: what an upload, an install from a catalogue, `xcore plugin install` and `xcore plugin update`
+    check before anything is written."""
+    why = blocked(bundle.manifest)
+    if why:
+        raise BundleError(name, "blocked", why.removeprefix("blocked: "))
+    refusal, _must = policy(bundle.signer)
+    if refusal:
+        raise BundleError(name, "policy", refusal.removeprefix("policy: "))
 
 
 def catalogue_store(runtime: Runtime) -> Path:

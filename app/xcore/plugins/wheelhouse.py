@@ -32,14 +32,30 @@ from xcore.plugins.lock import parse_wheel_name
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.requirements import HOST, host_versions, plan
 
-# Short names for the platforms authors pack for most, each a pip platform tag; pip takes the older tags of the
-# same family too (manylinux_2_28 takes manylinux2014 wheels, macosx_11_0 takes macosx_10_9).
+GLIBC_MINOR = 28  # `linux` and `linux-arm` are glibc 2.28 and newer (manylinux_2_28 and every older manylinux tag)
+
+
+def _manylinux(arch: str) -> tuple[str, ...]:
+    """_manylinux is every manylinux tag a glibc 2.GLIBC_MINOR machine takes, newest first: pip expands a macOS
+    tag to the older macOS versions itself, but `manylinux_2_28` to nothing older (a manylinux2014 wheel is
+    `manylinux_2_17`)."""
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags = []
+    for minor in range(GLIBC_MINOR, 4, -1):
+        tags.append(f"manylinux_2_{minor}_{arch}")
+        if minor in legacy:
+            tags.append(f"{legacy[minor]}_{arch}")
+    return tuple(tags)
+
+
+# Short names for the platforms authors pack for most, each the pip platform tags its wheels may have (pip takes
+# the older macOS versions of a macosx tag by itself: macosx_11_0 takes macosx_10_9).
 PLATFORMS = {
-    "linux": "manylinux_2_28_x86_64",
-    "linux-arm": "manylinux_2_28_aarch64",
-    "macos": "macosx_11_0_arm64",
-    "macos-intel": "macosx_10_12_x86_64",
-    "windows": "win_amd64",
+    "linux": _manylinux("x86_64"),
+    "linux-arm": _manylinux("aarch64"),
+    "macos": ("macosx_11_0_arm64",),
+    "macos-intel": ("macosx_10_12_x86_64",),
+    "windows": ("win_amd64",),
 }
 PIP_TIMEOUT = 600.0  # seconds one pip run may take
 SHOWN_PIP_LINES = 6  # the last lines of pip's messages a failure quotes
@@ -76,7 +92,7 @@ def download_wheels(folder: Path, manifest: Manifest, options: WheelOptions, des
     with tempfile.TemporaryDirectory(prefix="xcore-pack-") as tmp:
         constraints = Path(tmp) / "constraints.txt"
         constraints.write_text("".join(f"{name}=={version}\n" for name, version in host_versions().values()))
-        targets = [[PLATFORMS.get(p, p)] for p in options.platforms] or [list(platform_tags())]
+        targets = [list(PLATFORMS.get(p, (p,))) for p in options.platforms] or [list(platform_tags())]
         for tags in targets:
             _pip_download(where, python, wanted, tags, options, constraints, dest)
     wheels = []

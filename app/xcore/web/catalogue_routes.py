@@ -2,8 +2,8 @@
 plugin from them (`xcore.plugins.catalogues`).
 
 Admins browse (`plugins.read`). Installing is an upload in all but the source: the bundle is downloaded, held to
-the catalogue's sha256, then checked and installed as an upload is (every bundle rule, its own signature, the
-policy, the blocklists, and the permission its running in process or sandboxed needs), audited as
+the catalogue's sha256 and to the signer it lists, then checked and installed as an upload is (every bundle rule,
+its own signature, the policy, the blocklists, and the permission its running in process or sandboxed needs), audited as
 `plugin.install`, and hot reloaded. An update is an install of a newer version.
 """
 
@@ -18,13 +18,14 @@ from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
 from xcore.auth.builtin import manage_permission
-from xcore.plugins.catalogue import download
+from xcore.plugins.bundle import Bundle
+from xcore.plugins.catalogue import check_signer, download
 from xcore.plugins.leftovers import TEMP_PREFIX
 from xcore.plugins.manager import PluginManager
 from xcore.plugins.store import install_bundle
 from xcore.plugins.views import PluginView
 from xcore.web.context import actor
-from xcore.web.plugin_routes import audit_change, install_check, manager_of, view_of
+from xcore.web.plugin_routes import audit_change, audited_signer, install_check, manager_of, view_of
 
 TAGS = ["plugins"]
 
@@ -78,12 +79,17 @@ async def install(request: Request[Any, Any, Any], data: JSONBody[InstallIn]) ->
     try:
         await anyio.to_thread.run_sync(lambda: download(offer.release, Path(tmp)))
         check = install_check(request, manager, name)
+
+        def allowed(bundle: Bundle) -> None:  # signed as the catalogue says, then as an upload is checked
+            check_signer(name, offer.release, offer.catalogue.name, bundle.signer)
+            check(bundle)
+
         bundle = await anyio.to_thread.run_sync(
-            lambda: install_bundle(manager.runtime, Path(tmp), name=name, allowed=check)
+            lambda: install_bundle(manager.runtime, Path(tmp), name=name, allowed=allowed)
         )
     finally:
         Path(tmp).unlink(missing_ok=True)
-    signer = {"name": bundle.signer.name, "key_id": bundle.signer.key_id} if bundle.signer else None
+    signer = await anyio.to_thread.run_sync(audited_signer, manager, bundle)
     await audit_change(
         request, "plugin.install", data.id, version=bundle.manifest.version, sha256=bundle.sha256,
         catalogue=offer.catalogue.name, signer=signer,

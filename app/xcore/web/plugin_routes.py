@@ -34,7 +34,8 @@ from xcore.plugins.errors import PluginConflict, PluginError, PluginNotFound, Pl
 from xcore.plugins.leftovers import TEMP_PREFIX
 from xcore.plugins.manager import PluginManager
 from xcore.plugins.settings import override_problems, replace_overrides
-from xcore.plugins.store import install_bundle, remove_plugin, signal_state_change
+from xcore.plugins.signing import SignatureError
+from xcore.plugins.store import install_bundle, refuse_install, remove_plugin, signal_state_change
 from xcore.plugins.views import PluginView
 from xcore.runtime import Runtime
 from xcore.web.context import actor, client_of
@@ -154,7 +155,7 @@ async def upload_plugin(
         await upload.close()
         Path(tmp).unlink(missing_ok=True)
     manifest = bundle.manifest
-    signer = {"name": bundle.signer.name, "key_id": bundle.signer.key_id} if bundle.signer else None
+    signer = await anyio.to_thread.run_sync(audited_signer, manager, bundle)
     await audit_change(
         request, "plugin.upload", manifest.id, version=manifest.version, sha256=bundle.sha256, file=name, signer=signer
     )
@@ -162,17 +163,25 @@ async def upload_plugin(
     return view_of(manager, manifest.id)
 
 
+def audited_signer(manager: PluginManager, bundle: Bundle) -> dict[str, Any] | None:
+    """audited_signer is what the audit log keeps of who signed an installed bundle: the signer's name, the key id
+    and whether this host trusts that key (`trusted`); None for an unsigned bundle. A trust store that cannot be
+    read trusts nobody."""
+    if bundle.signer is None:
+        return None
+    try:
+        trusted = manager.trust.trusted(bundle.signer) is not None
+    except SignatureError:
+        trusted = False
+    return {"name": bundle.signer.name, "key_id": bundle.signer.key_id, "trusted": trusted}
+
+
 def install_check(request: Request[Any, Any, Any], manager: PluginManager, name: str) -> Callable[[Bundle], None]:
     """install_check is what refuses a checked bundle before it is installed: a blocklist, the signing policy,
     and the permission its running in process or sandboxed needs of the user."""
 
     def allowed(bundle: Bundle) -> None:
-        blocked = manager.blocked(bundle.manifest)
-        if blocked:
-            raise BundleError(name, "blocked", blocked.removeprefix("blocked: "))
-        refusal, _must = manager.policy(bundle.signer)
-        if refusal:
-            raise BundleError(name, "policy", refusal.removeprefix("policy: "))
+        refuse_install(name, bundle, manager.blocked, manager.policy)
         actor(request, manage_permission(manager.runs_sandboxed(bundle)))
 
     return allowed

@@ -4,6 +4,10 @@ Admins read it (`plugins.read`); adding or removing a key is a superadmin's (`pl
 key decides what the signing policy lets run. Every change is audited, the catalogues are read again (one the
 key signs can be used now, or no longer), and the plugins are looked at again at once (a bundle the policy
 refused may load now, or one it let run may be refused), by every worker.
+
+`GET /api/admin/plugin-policy` shows that policy (`manager.plugins.policy`) and the number of trusted keys, so the
+UI can warn that unsigned bundles run here (the default). It is not under /api/admin/trust/, where a key could be
+named "policy", nor under /api/admin/plugins/, where a plugin could.
 """
 
 from typing import Annotated, Any
@@ -14,6 +18,7 @@ from litestar.params import JSONBody, Parameter
 from msgspec import Meta, Struct
 
 from xcore.auth import audit
+from xcore.plugins.signing import SignatureError
 from xcore.plugins.store import signal_state_change, trust_store
 from xcore.runtime import Runtime
 from xcore.web.context import actor, client_of
@@ -26,6 +31,26 @@ class TrustedKeyOut(Struct):
     name: str
     key_id: str
     public_key: str  # the line of its .pub file
+
+
+class PolicyOut(Struct):
+    policy: str  # manager.plugins.policy: unsigned, sandbox-unsigned or signed-only
+    unsigned_runs: bool  # a bundle no trusted key signed runs here (in the server's process, unless sandboxed)
+    trusted_keys: int  # how many keys the trust store holds
+    setting: str  # where the policy is set
+    advice: str  # what the policy means here, and how to change it
+
+
+POLICY_SETTING = "manager.plugins.policy"
+POLICY_ADVICE = {
+    "unsigned": (
+        "Any bundle runs here, signed or not: a bundle no trusted key signed is only flagged. Set "
+        f"{POLICY_SETTING} to sandbox-unsigned (such bundles run sandboxed only) or signed-only (only bundles a "
+        "trusted key signed run) in the settings file, or with XCORE_MANAGER__PLUGINS__POLICY, then restart."
+    ),
+    "sandbox-unsigned": "A bundle no trusted key signed runs sandboxed only, in a confined process of its own.",
+    "signed-only": "Only bundles a trusted key signed run here; any other bundle is refused.",
+}
 
 
 class TrustIn(Struct, forbid_unknown_fields=True):
@@ -51,6 +76,21 @@ def list_trusted(request: Request[Any, Any, Any]) -> list[TrustedKeyOut]:
     actor(request, "plugins.read")
     runtime: Runtime = request.app.state.runtime
     return [_out(k) for k in trust_store(runtime).listed()]
+
+
+@get("/api/admin/plugin-policy", tags=TAGS, summary="Show the signing policy", sync_to_thread=True)
+def show_policy(request: Request[Any, Any, Any]) -> PolicyOut:
+    """show_policy says which bundles may run here by their signature (`manager.plugins.policy`), whether one no
+    trusted key signed runs (`unsigned_runs`: the default policy, `unsigned`, which the UI warns of), and how many
+    keys are trusted. A trust store that cannot be read counts no key."""
+    actor(request, "plugins.read")
+    runtime: Runtime = request.app.state.runtime
+    policy = runtime.config.manager.plugins.policy
+    try:
+        count = len(trust_store(runtime).listed())
+    except SignatureError:
+        count = 0
+    return PolicyOut(policy, policy == "unsigned", count, POLICY_SETTING, POLICY_ADVICE[policy])
 
 
 @post("/api/admin/trust", tags=TAGS, summary="Trust a signing key", status_code=201)
@@ -91,4 +131,4 @@ async def _changed(request: Request[Any, Any, Any], username: str, action: str, 
 
 
 def trust_handlers() -> list[Any]:
-    return [list_trusted, add_trusted, remove_trusted]
+    return [list_trusted, add_trusted, remove_trusted, show_policy]

@@ -16,6 +16,7 @@ export const title = "Plugins";
 const API = "/api/admin/plugins";
 const CATALOGUE_API = "/api/admin/catalogue";
 const TRUST_API = "/api/admin/trust";
+const POLICY_API = "/api/admin/plugin-policy";
 export const PLUGINS_PAGE = "/admin/plugins";
 export const BROWSE_PAGE = "/admin/plugins/browse-catalogues"; // a hyphen: never a plugin id, so never a plugin's page
 export const TRUST_PAGE = "/admin/plugins/trusted-keys";
@@ -138,6 +139,31 @@ export function trustBadge(signature) {
   return signature.trusted
     ? h("span", { class: "trust trust-trusted" }, "trusted")
     : h("span", { class: "trust trust-untrusted" }, "not trusted");
+}
+
+/**
+ * policyWarning is a warning, shown once the server has answered, that the signing policy (manager.plugins.policy)
+ * is `unsigned`: any bundle runs here, signed or not, and how to change that. Empty under another policy, when the
+ * user may not read the policy, or when the server does not answer (the page works without it).
+ */
+export function policyWarning(opens = () => true) {
+  const box = h("div", { class: "alert alert-warn policy-warning", role: "note", hidden: true });
+  if (opens(TRUST_API)) { // the policy is read as the trusted keys are (plugins.read)
+    api.get(POLICY_API).then((policy) => {
+      if (!policy.unsigned_runs) return;
+      const keys = policy.trusted_keys
+        ? `${policy.trusted_keys} key${policy.trusted_keys === 1 ? " is" : "s are"} trusted, but that stops nothing.`
+        : "No key is trusted.";
+      box.replaceChildren(
+        h("strong", {}, "Unsigned plugins run here. "),
+        `The signing policy (${policy.setting}) is "${policy.policy}": any bundle is installed and runs, whoever ` +
+          `signed it or if nobody did. ${keys} `,
+        policy.advice,
+      );
+      box.hidden = false;
+    }, () => {});
+  }
+  return box;
 }
 
 const LEVELS = { info: "Information", warning: "Warning", critical: "Critical" };
@@ -289,6 +315,7 @@ export async function render({ main, me, opens }) {
   main.append(
     h("div", { class: "page-head" }, h("h1", {}, "Plugins"), h("span", { class: "spacer" }), manage ? rescan : null),
     tabs,
+    policyWarning(opens),
   );
 
   // Installing: a drop zone around a real file input, so the keyboard and screen readers get the same feature.

@@ -1,10 +1,11 @@
 // Trusted keys: the public keys whose signed bundles and catalogues this host trusts (GET /api/admin/trust), a form
 // that adds one (the line of its .pub file, as `xcore keys new` writes it) and a button per key that removes it,
 // after a confirmation. Adding and removing is a superadmin's (plugins.manage): a trusted key decides what the
-// signing policy lets run. Others see the list only; the server refuses them either way.
+// signing policy lets run. Others see the list only; the server refuses them either way. Under the policy
+// `unsigned` (the default) a warning says that unsigned bundles run here, and how to change it (policyWarning).
 import * as api from "../api.js";
 import { button, confirmDialog, errorBox, errorMessage, field, h, input, link, section, showFieldErrors, table } from "../dom.js";
-import { BROWSE_PAGE, TRUST_PAGE, busy, canManage, pluginTabs } from "./plugins.js";
+import { BROWSE_PAGE, TRUST_PAGE, busy, canManage, pluginTabs, policyWarning } from "./plugins.js";
 
 export const title = "Trusted keys";
 
@@ -25,6 +26,7 @@ export async function render({ main, me, opens }) {
       "A bundle signed by one of these keys counts as trusted, and the signing policy (manager.plugins.policy) " +
       "decides what runs that is not. A catalogue is used only when one of these keys signed it: see ",
       link(BROWSE_PAGE, "Browse"), "."),
+    policyWarning(opens),
   );
 
   const listError = errorBox();
