@@ -44,6 +44,7 @@ from xcore.auth.rules import Principal
 from xcore.heap import freeze_startup_heap
 from xcore.plugins import wire
 from xcore.plugins.confine import Confinement, Limits, confine
+from xcore.plugins.health import check
 from xcore.plugins.libraries import provide
 from xcore.plugins.loader import LoadedPlugin, PluginLoadError, import_plugin, run_hook
 from xcore.plugins.manifest import Manifest
@@ -171,6 +172,70 @@ class RemoteKeyValue:
         return list(self._call("keys", prefix))
 
 
+class RemoteCache:
+    """RemoteCache is `ctx.cache` in the worker, which has no store: `get`, `set` and `delete` are calls to the
+    host, which runs them on the plugin's own cache (`xcore.plugins.cache`), checks included; a refusal raises
+    ValueError. `get_or_set` is built on them here, so `make` runs in the worker; the async twins run the same
+    calls in a thread, so the worker's loop goes on meanwhile."""
+
+    def __init__(self, caller: wire.Caller) -> None:
+        self._caller = caller
+
+    def _call(self, *operation: Any) -> Any:
+        answer = self._caller.call("cache", *operation)
+        if answer[0] == "cache" and len(answer) == 2:
+            return answer[1]
+        raise ValueError(answer[1] if len(answer) > 1 else "ctx.cache: the host refused")
+
+    def _lookup(self, key: str) -> tuple[bool, Any]:
+        found = self._call("get", key)
+        return bool(found[0]), found[1]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found, value = self._lookup(key)
+        return value if found else default
+
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        self._call("set", key, value, ttl)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key)
+
+    def get_or_set(self, key: str, make: Any, ttl: int | None = None) -> Any:
+        found, value = self._lookup(key)
+        if found:
+            return value
+        value = make()
+        self.set(key, value, ttl)
+        return _as_stored(value)
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        return await asyncio.to_thread(self.get, key, default)
+
+    async def aset(self, key: str, value: Any, ttl: int | None = None) -> None:
+        await asyncio.to_thread(self.set, key, value, ttl)
+
+    async def adelete(self, key: str) -> None:
+        await asyncio.to_thread(self.delete, key)
+
+    async def aget_or_set(self, key: str, make: Any, ttl: int | None = None) -> Any:
+        found, value = await asyncio.to_thread(self._lookup, key)
+        if found:
+            return value
+        value = make()
+        if inspect.isawaitable(value):
+            value = await value
+        await self.aset(key, value, ttl)
+        return _as_stored(value)
+
+
+def _as_stored(value: Any) -> Any:
+    """_as_stored is `value` as the cache gives it back: bytes as bytes, anything else as JSON reads it."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return json.loads(json.dumps(value))
+
+
 class Worker:
     """Worker is one sandboxed plugin version's process: it loads the plugin, then serves the host's frames."""
 
@@ -214,7 +279,10 @@ class Worker:
             self.flush()
             await self.writer.drain()
             return 1
-        self.send("ready", {"openapi": openapi, "layers": confinement.layers, "tasks": self.task_declarations()})
+        declared: dict[str, Any] = {"openapi": openapi, "layers": confinement.layers}
+        declared["tasks"] = self.task_declarations()
+        declared["health"] = self.plugin is not None and self.plugin.health is not None
+        self.send("ready", declared)
         try:
             await self.serve(reader)
         finally:
@@ -243,6 +311,7 @@ class Worker:
             data_dir=data_dir,
             config=params.get("config") or {},
             kv=RemoteKeyValue(self.caller),
+            cache=RemoteCache(self.caller),
         )
         for name, fn in self.plugin.tasks.items():
             fn.enqueue = self.enqueuer(name)  # type: ignore[attr-defined]
@@ -313,6 +382,8 @@ class Worker:
                 self.spawn(self.hook(message[1], message[2]))
             elif kind == "task" and len(message) == 5:
                 self.spawn(self.task(message[1], message[2], message[3], message[4]))
+            elif kind == "health" and len(message) == 2:
+                self.spawn(self.health(message[1]))
             else:
                 log.warning("unknown frame from the host: %s", kind)
         disconnected.set()
@@ -335,6 +406,14 @@ class Worker:
             self.send("hooked", number, str(exc))
         else:
             self.send("hooked", number, None)
+        await self.drain()
+
+    async def health(self, number: int) -> None:
+        """health runs the plugin's health check (`xcore.plugins.health.check`, its time limit included) and
+        answers `healthy` with its status and detail."""
+        assert self.plugin is not None
+        found = await check(self.plugin)
+        self.send("healthy", number, found.status, found.detail)
         await self.drain()
 
     async def task(self, number: int, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:

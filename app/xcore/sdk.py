@@ -49,7 +49,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 @dataclass(frozen=True)
 class PluginContext:
     """PluginContext is what the host gives a plugin: its id, version, merged config, data folder, db (this node's
-    SQLite file), kv (keys and values shared by every node) and logger.
+    SQLite file), kv (keys and values shared by every node), cache (entries with a lifetime) and logger.
 
     Handlers get it by declaring a `ctx: PluginContext` parameter; `on_load(ctx)`, `on_unload(ctx)` and tasks
     that declare `ctx` get it too.
@@ -60,6 +60,7 @@ class PluginContext:
     data_dir: Path
     config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     _kv: Any = field(default=None, repr=False, compare=False)  # the host's store of this plugin (`kv`)
+    _cache: Any = field(default=None, repr=False, compare=False)  # the host's cache of this plugin (`cache`)
 
     @property
     def kv(self) -> Any:
@@ -73,6 +74,23 @@ class PluginContext:
         if self._kv is None:
             raise RuntimeError("ctx.kv is there once the plugin is loaded by a server")
         return self._kv
+
+    @property
+    def cache(self) -> Any:
+        """cache is the plugin's own cache, entries that expire: `get(key, default=None)`, `set(key, value,
+        ttl=None)`, `delete(key)`, `get_or_set(key, make, ttl=None)` (calls `make()` on a miss and stores what it
+        returns), and their async twins `aget`, `aset`, `adelete`, `aget_or_set` (`make` may be async there).
+
+        Keys are text (1 to 255 characters); values are bytes (kept as they are) or anything JSON holds, at most
+        1 MiB; `ttl` is whole seconds, 1 to 30 days, 1 hour when None. A wrong one raises ValueError. What is
+        stored may go early (a restart of a memory cache, its size limit): a cache, not a store. Where it lives is
+        the operator's `manager.plugins.cache`: this process's memory, files shared by this machine's workers, or
+        Redis shared by every node. A cache that cannot be reached answers misses and stores nothing (logged).
+        Sandboxed plugins have it too.
+        """
+        if self._cache is None:
+            raise RuntimeError("ctx.cache is there once the plugin is loaded by a server")
+        return self._cache
 
     @property
     def db(self) -> Any:

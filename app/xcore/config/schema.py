@@ -197,6 +197,16 @@ class PluginsConfig(_Section, frozen=True):
             pattern=r"^(https?://[^\s]+)?$",
         ),
     ] = ""
+    cache: Annotated[
+        Literal["auto", "memory", "file", "redis"],
+        doc(
+            'Where plugins\' `ctx.cache` entries live (plugins/README.md, "ctx.cache"). memory: each server '
+            "process's own memory (with several workers, each worker has its own cache); file: files under "
+            "<data>/cache/store, shared by this machine's processes and kept across restarts; redis: the Redis "
+            "of the `redis` settings, shared by every node. auto: redis when Redis is on, file for `xcore "
+            "desktop`, else memory."
+        ),
+    ] = "auto"
 
 
 class TasksConfig(_Section, frozen=True):

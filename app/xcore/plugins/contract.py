@@ -171,7 +171,15 @@ def on_unload(ctx: Any) -> None:
     or the host stopping); `ctx` is its PluginContext. Sync or async, within HOOK_TIMEOUT; a failure is logged."""
 
 
-HOOKS = (on_load, on_unload)
+def health(ctx: Any) -> Any:
+    """health(ctx), in the entry module, says whether the serving version works: the host calls it every
+    HEALTH_EVERY seconds and right after a load, off the request path; `ctx` is its PluginContext. Sync (run in a
+    worker thread) or async. True or None: ok; False: failing; a str: ok, with that text as its detail; a dict:
+    its `ok` (true or false) says which, and the rest is its detail; an exception, another answer or a run
+    longer than HEALTH_TIMEOUT: failing, with the reason. A failing plugin is flagged, never unloaded."""
+
+
+HOOKS = (on_load, on_unload, health)
 """HOOKS are the functions the host calls in the entry module when it defines them; each above is their spec."""
 
 HOOK_NAMES = tuple(hook.__name__ for hook in HOOKS)
@@ -186,6 +194,30 @@ CTX = "ctx"
 HOOK_TIMEOUT = 30.0
 """HOOK_TIMEOUT is how many seconds the import of the entry module and each hook may take; the version fails then
 (a sync hook's thread is abandoned)."""
+
+HEALTH_EVERY = 30.0
+"""HEALTH_EVERY is how many seconds apart the host calls a serving version's `health`, in each server process."""
+
+HEALTH_TIMEOUT = 10.0
+"""HEALTH_TIMEOUT is how many seconds one call of `health` may take; past it, the plugin is failing (a sync
+health's thread is abandoned)."""
+
+HEALTH_DETAIL = 200
+"""HEALTH_DETAIL is the most characters of a health answer's detail that are kept (on one line)."""
+
+# --- ctx.cache --------------------------------------------------------------------------------------------------
+
+CACHE_KEY_MAX = 255
+"""CACHE_KEY_MAX is the most characters of a `ctx.cache` key (text, at least one character, no NUL)."""
+
+CACHE_VALUE_MAX = 1024 * 1024
+"""CACHE_VALUE_MAX is the most bytes of a `ctx.cache` value: bytes as they are, anything else as JSON."""
+
+CACHE_TTL = 3600
+"""CACHE_TTL is how many seconds a `ctx.cache` entry lives when `set` is given no `ttl`."""
+
+CACHE_TTL_MAX = 30 * 24 * 3600
+"""CACHE_TTL_MAX is the longest `ttl` of a `ctx.cache` entry, in seconds (30 days)."""
 
 # --- what a bundle's code imports -----------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from xcore.build import frozen
 from xcore.errors import XcoreError
 from xcore.plugins import contract
 from xcore.plugins.bundle import page_files_missing
-from xcore.plugins.contract import CONFIG_FILES, CTX, HOOK_NAMES, HOOK_TIMEOUT, ROUTER, STATIC_FOLDER, xcore_import
+from xcore.plugins.contract import CONFIG_FILES, CTX, HOOK_TIMEOUT, ROUTER, STATIC_FOLDER, xcore_import
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.pack import python_sources
 from xcore.plugins.requirements import Resolved
@@ -47,6 +47,7 @@ from xcore.sdk import PluginContext, TaskSpec
 from xcore.tasks.schedule import cron_check
 
 _numbers = itertools.count(1)
+LIFECYCLE = (contract.on_load.__name__, contract.on_unload.__name__)  # the hooks `run_hook` runs
 
 
 class PluginLoadError(XcoreError):
@@ -73,6 +74,9 @@ class LoadedPlugin:
     tasks: dict[str, Callable[..., Any]] = field(default_factory=dict)
     on_load: Callable[..., Any] | None = None
     on_unload: Callable[..., Any] | None = None
+    health: Callable[..., Any] | None = None  # the entry module's `health`, which `xcore.plugins.health` runs
+    last_health: Any = None  # its last `xcore.plugins.health.PluginHealth`; None until it is checked
+    health_running: bool = False  # a check of it is under way (a stuck sync one: its thread still runs)
     dev: bool = False
     defaults: dict[str, Any] = field(default_factory=dict)
     config_stamp: str = ""  # the admin overrides this load runs with, as sorted JSON
@@ -114,11 +118,12 @@ def read_defaults(folder: Path) -> dict[str, Any]:
 
 def import_plugin(
     manifest: Manifest, folder: Path, *, source: Path, fingerprint: str, data_dir: Path, config: Mapping[str, Any],
-    dev: bool = False, kv: Any = None,
+    dev: bool = False, kv: Any = None, cache: Any = None,
 ) -> LoadedPlugin:  # fmt: skip
     """import_plugin imports the entry module of `folder` under a new package name and collects its parts.
 
-    `kv` is the plugin's `ctx.kv` (`xcore.plugins.kv.KeyValue` in the host, the host's answer in a sandbox).
+    `kv` is the plugin's `ctx.kv` (`xcore.plugins.kv.KeyValue` in the host, the host's answer in a sandbox), and
+    `cache` its `ctx.cache` (`xcore.plugins.cache.PluginCache` in the host, `RemoteCache` in a sandbox).
     Raises PluginLoadError naming the file and line at fault. Runs in a worker thread: imports may be slow. A dev
     folder's sources are checked first, as `inspect_bundle` checks a zip's: they import only xcore.sdk from xcore.
     """
@@ -141,7 +146,7 @@ def import_plugin(
         unload_modules(package)
         raise PluginLoadError(_import_failure(exc, folder)) from None
     try:
-        context = PluginContext(manifest.id, manifest.version, data_dir, MappingProxyType(dict(config)), kv)
+        context = PluginContext(manifest.id, manifest.version, data_dir, MappingProxyType(dict(config)), kv, cache)
         return LoadedPlugin(
             manifest=manifest,
             source=source,
@@ -153,6 +158,7 @@ def import_plugin(
             tasks=_tasks(manifest, package),
             on_load=_hook(module, contract.on_load.__name__),
             on_unload=_hook(module, contract.on_unload.__name__),
+            health=_hook(module, contract.health.__name__),
             dev=dev,
         )
     except BaseException:
@@ -272,10 +278,12 @@ def _hook(module: ModuleType, name: str) -> Callable[..., Any] | None:
 async def run_hook(plugin: LoadedPlugin, spec: Callable[..., Any] | str) -> None:
     """run_hook calls the plugin's hook `spec` (a hook of the contract, `contract.on_load` or `contract.on_unload`,
     or its name) with its context, a sync one in a worker thread; raises PluginLoadError on a failure or past
-    HOOK_TIMEOUT, and ValueError for a name that is not a hook of the contract."""
+    HOOK_TIMEOUT, and ValueError for a name that is not one of those hooks (`health` is run by
+    `xcore.plugins.health.check`, which judges its answer)."""
     name = spec if isinstance(spec, str) else spec.__name__
-    if name not in HOOK_NAMES:
-        raise ValueError(f"{name!r} is not a hook of the plugin contract ({', '.join(HOOK_NAMES)})")
+    if name not in LIFECYCLE:
+        run = ", ".join(LIFECYCLE)
+        raise ValueError(f"{name!r} is not a hook of the plugin contract run at a load or an unload ({run})")
     hook = plugin.on_load if name == contract.on_load.__name__ else plugin.on_unload
     if hook is None:
         return

@@ -38,10 +38,12 @@ from xcore.auth.permissions import register_plugin_permissions
 from xcore.plugins import contract, safemode
 from xcore.plugins.blocklist import LocalBlocklist
 from xcore.plugins.bundle import Bundle, BundleError, collect_garbage
+from xcore.plugins.cache import CacheStores
 from xcore.plugins.catalogues import Catalogues
 from xcore.plugins.choice import differs, load_order, static_problem
-from xcore.plugins.contract import HOOK_TIMEOUT
+from xcore.plugins.contract import HEALTH_EVERY, HOOK_TIMEOUT
 from xcore.plugins.errors import PluginConflict
+from xcore.plugins.health import FAILING, NOT_CHECKED, NOT_DECLARED, OK, PluginHealth, check
 from xcore.plugins.index import IndexUnavailable
 from xcore.plugins.kv import KeyValue
 from xcore.plugins.libraries import borrowed, importing, keep
@@ -155,6 +157,8 @@ class PluginManager:
         self._lock = asyncio.Lock()
         self._watcher: Watcher | None = None
         self._scan = Scan([], [])
+        self.stores = CacheStores.for_runtime(runtime)  # the plugins' `ctx.cache` (`xcore.plugins.cache`)
+        self._checks: set[asyncio.Task[None]] = set()  # health checks under way, and their periodic loop
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
@@ -166,6 +170,8 @@ class PluginManager:
             view = self._views.get(pid)
             if view is not None and plugin.sandbox is not None:
                 refresh_sandbox(view, plugin)
+            if view is not None:
+                view.health = plugin.last_health or _unchecked(plugin)
         return self._views
 
     def runs_sandboxed(self, bundle: Bundle) -> bool:
@@ -247,6 +253,7 @@ class PluginManager:
         self._watcher.start()
         if self.catalogues.sources:
             self._catalogue_task = asyncio.create_task(self.refresh_catalogues())
+        self._background(self._check_health_forever())
         await anyio.to_thread.run_sync(self.collect_garbage)
 
     async def _look(self) -> None:
@@ -270,6 +277,8 @@ class PluginManager:
             self._catalogue_task.cancel()
         if self._watcher is not None:
             await self._watcher.stop()
+        for running in list(self._checks):
+            running.cancel()
         if self.tasks is not None:  # running tasks finish (within the grace period) while their plugins are loaded
             await anyio.to_thread.run_sync(self.tasks.stop)
         async with self._lock:
@@ -278,6 +287,7 @@ class PluginManager:
             plugins, self.loaded = list(self.loaded.values()), {}
             await self._retire(reversed(plugins))
             keep([])  # no library of a plugin of this manager stays importable
+        await anyio.to_thread.run_sync(self.stores.close)
 
     @asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -412,6 +422,42 @@ class PluginManager:
             )
         for plugin in fresh:
             log.info("plugin %s %s is active at %s", plugin.id, plugin.version, plugin.manifest.prefix, extra=CONTEXT)
+        if fresh:  # a new version's health is known at once, not HEALTH_EVERY later
+            self._background(self.check_health(list(fresh)))
+
+    # --- health ----------------------------------------------------------------------------------------------
+
+    async def check_health(self, plugins: Sequence[LoadedPlugin] | None = None) -> None:
+        """check_health runs the health check of every serving version (or of `plugins`) at once, each within
+        HEALTH_TIMEOUT, and keeps what it says on the version (`LoadedPlugin.last_health`), which the views
+        show. A failing plugin is flagged and logged once, never unloaded."""
+        targets = list(self.loaded.values()) if plugins is None else list(plugins)
+        async with anyio.create_task_group() as group:
+            for plugin in targets:
+                group.start_soon(self._check_one, plugin)
+
+    async def _check_one(self, plugin: LoadedPlugin) -> None:
+        found = await check(plugin)
+        before, plugin.last_health = plugin.last_health, found
+        was = before.status if before is not None else None
+        if found.status == FAILING and was != FAILING:
+            log.warning("plugin %s %s: health failing: %s", plugin.id, plugin.version, found.detail, extra=CONTEXT)
+        elif found.status == OK and was == FAILING:
+            log.info("plugin %s %s: health ok again", plugin.id, plugin.version, extra=CONTEXT)
+
+    async def _check_health_forever(self) -> None:
+        """_check_health_forever checks the serving versions' health every HEALTH_EVERY seconds."""
+        while True:
+            await asyncio.sleep(HEALTH_EVERY)
+            try:
+                await self.check_health()
+            except Exception as exc:  # a check never raises; the loop must outlive whatever does
+                log.error("the plugins' health checks failed: %s", exc, exc_info=exc, extra=CONTEXT)
+
+    def _background(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
 
     async def _reject(
         self, failures: dict[str, str], chosen: dict[str, LoadedPlugin], fresh: list[LoadedPlugin]
@@ -475,6 +521,7 @@ class PluginManager:
             task_host=self.tasks,
             libraries=ready.libraries,
             kv=KeyValue(self.runtime.sessions, source.id),
+            cache=self.stores.plugin(source.id),
         )
         plugin.defaults, plugin.libraries, plugin.requirements = ready.defaults, ready.libraries, ready.requirements
         return plugin
@@ -499,6 +546,7 @@ class PluginManager:
                     config=ready.config,
                     dev=source.dev,
                     kv=KeyValue(self.runtime.sessions, source.id),
+                    cache=self.stores.plugin(source.id),
                 )
             plugin.defaults, plugin.libraries, plugin.requirements = ready.defaults, ready.libraries, ready.requirements
             return plugin
@@ -682,6 +730,12 @@ def _check_held(requirements: list[Resolved], held: Held) -> None:
 
 def _no_routes(plugin: LoadedPlugin) -> list[str]:
     return []
+
+
+def _unchecked(plugin: LoadedPlugin) -> PluginHealth:
+    """_unchecked is the health of a serving version not checked yet: unknown, and whether it has a health()."""
+    declared = plugin.health is not None or bool(getattr(plugin.sandbox, "has_health", False))
+    return PluginHealth(detail=NOT_CHECKED if declared else NOT_DECLARED)
 
 
 async def _close(plugin: LoadedPlugin) -> None:

@@ -45,7 +45,7 @@ from litestar.types import Receive, Scope, Send
 from xcore.config.schema import PluginsConfig, SandboxLimits
 from xcore.plugins import wire
 from xcore.plugins.confine import Limits, available
-from xcore.plugins.contract import HOOK_TIMEOUT
+from xcore.plugins.contract import HEALTH_DETAIL, HEALTH_TIMEOUT, HOOK_TIMEOUT
 from xcore.plugins.loader import LoadedPlugin, PluginLoadError
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.wheels import Libraries
@@ -215,10 +215,13 @@ class SandboxedPlugin:
         timeout: float,
         task_host: Any = None,
         kv: Any = None,
+        cache: Any = None,
     ) -> None:
         self.manifest = manifest
         self.task_host = task_host  # the process's `xcore.tasks.host.TaskHost`, which queues the plugin's runs
         self.kv = kv  # the plugin's `xcore.plugins.kv.KeyValue`, which the worker's `ctx.kv` calls reach
+        self.cache = cache  # the plugin's `xcore.plugins.cache.PluginCache`, which the worker's `ctx.cache` reaches
+        self.has_health = False  # whether the plugin defines `health` (the worker says so when it is ready)
         self.params = params
         self.data_dir = data_dir
         self.timeout = timeout
@@ -258,6 +261,7 @@ class SandboxedPlugin:
         self.openapi = answer[1].get("openapi") or {}
         self.layers = answer[1].get("layers") or {}
         self.tasks = answer[1].get("tasks") or {}
+        self.has_health = bool(answer[1].get("health"))
         self.process = process
         self.state = "running"
         self._keep(self._watch(process))
@@ -365,6 +369,24 @@ class SandboxedPlugin:
         if answer[0] == "hooked" and len(answer) == 3 and answer[2]:
             raise PluginLoadError(str(answer[2]))
 
+    async def health(self) -> tuple[str, str | None]:
+        """health runs the plugin's health check in its worker: its status and detail (`xcore.plugins.health`);
+        failing when the worker is not running or does not answer in time. Never raises."""
+        process = self.process
+        if process is None:
+            return "failing", f"its sandbox worker is not running ({self.state})"
+        try:
+            _, exchange = process.exchange("health")
+            answer = await asyncio.wait_for(exchange.get(), HEALTH_TIMEOUT + 5)
+        except (WorkerGone, TimeoutError):
+            return "failing", f"its sandbox worker did not answer the health check within {HEALTH_TIMEOUT + 5:g} s"
+        if answer[0] == "gone":
+            return "failing", f"its sandbox worker ended ({process.reason})"
+        if answer[0] != "healthy" or len(answer) != 4 or answer[2] not in ("ok", "failing", "unknown"):
+            return "failing", "its sandbox worker answered the health check with something else"
+        detail = answer[3] if isinstance(answer[3], str) else None
+        return answer[2], (detail[:HEALTH_DETAIL] if detail else None)
+
     def _answer_calls(self, sock: socket.socket) -> None:
         """_answer_calls answers the worker's calls (`wire.Caller`), in a thread of its own, until it ends."""
         with sock:
@@ -380,13 +402,19 @@ class SandboxedPlugin:
 
     def _answer(self, message: list[Any]) -> list[Any]:
         """_answer is the answer to one call of the worker: a run of one of this plugin's own tasks queued, or an
-        operation on its own `ctx.kv`."""
+        operation on its own `ctx.kv` or `ctx.cache`."""
         if message and message[0] == "kv":
             if self.kv is None:
                 return ["refused", "ctx.kv: this host gives the plugin no store"]
             from xcore.plugins.kv import answer  # SQLAlchemy's: never in the worker, which imports this module
 
             return answer(self.kv, message)
+        if message and message[0] == "cache":
+            if self.cache is None:
+                return ["refused", "ctx.cache: this host gives the plugin no cache"]
+            from xcore.plugins.cache import answer as cache_answer  # Litestar's stores: never in the worker
+
+            return cache_answer(self.cache, message)
         if message[0] != "enqueue" or len(message) != 6:
             return ["refused", f"the host does not answer {message[0]!r} calls"]
         _, name, args, kwargs, delay, eta = message
@@ -642,6 +670,7 @@ async def _answer(send: Any, status: int, detail: str, retry: float | None = Non
 async def load_sandboxed(
     manifest: Manifest, folder: Path, *, source: Path, fingerprint: str, data_dir: Path, config: dict[str, Any],
     settings: PluginsConfig, task_host: Any = None, libraries: Libraries | None = None, kv: Any = None,
+    cache: Any = None,
 ) -> LoadedPlugin:  # fmt: skip
     """load_sandboxed starts the worker of a sandboxed plugin version and returns it as a LoadedPlugin: its
     Router forwards the prefix to the worker, its hooks run there, and `close` stops the worker. Raises
@@ -657,7 +686,7 @@ async def load_sandboxed(
         "limits": msgspec.to_builtins(limits),
         "libraries": None if libraries is None else {"folder": str(libraries.folder), **libraries.as_json()},
     }
-    sandboxed = SandboxedPlugin(manifest, params, data_dir, timeout, task_host, kv)
+    sandboxed = SandboxedPlugin(manifest, params, data_dir, timeout, task_host, kv, cache)
     await sandboxed.start()
 
     @asgi("/", is_mount=True, copy_scope=False)

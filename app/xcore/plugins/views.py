@@ -13,6 +13,7 @@ from typing import Any
 
 from packaging.version import Version
 
+from xcore.plugins.health import PluginHealth
 from xcore.plugins.loader import LoadedPlugin
 from xcore.plugins.manifest import Manifest
 from xcore.plugins.requirements import bundle_wheels, plan
@@ -68,6 +69,9 @@ class PluginView:
     notices: list[dict[str, str]] = field(default_factory=list)
     # A stamp of the version serving (its fingerprint), which changes with each swap; None when none serves.
     stamp: str | None = None
+    # Its last health check (`xcore.plugins.health`): status ok | failing | unknown, a short detail, checked_at.
+    # Unknown for a plugin not serving, not checked yet, or without a health(). Failing flags it; it still serves.
+    health: PluginHealth = field(default_factory=PluginHealth)
 
 
 def page_views(manifest: Manifest) -> list[dict[str, str | None]]:

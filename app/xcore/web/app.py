@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from litestar import Litestar, Router
 from litestar.datastructures import State
+from litestar.stores.registry import StoreRegistry
 
 from xcore.runtime import Runtime
 from xcore.web.admin_routes import admin_handlers
@@ -87,14 +88,19 @@ def build_plugin_app(runtime: Runtime, mounts: list[Router], manager: PluginMana
     at its prefix.
 
     The worker serves it beside the core app (see `web.dispatch`), so a change of a plugin rebuilds only its
-    small app; it has the same access guard, error handling and OpenAPI settings as the core's.
+    small app; it has the same access guard, error handling and OpenAPI settings as the core's. What Litestar keeps
+    in a store (a route's response cache, `cache=`) goes to the stores of `ctx.cache` (`manager.plugins.cache`).
     """
-    return _litestar(runtime, list(mounts), State({"runtime": runtime, "plugins": manager, "apps": None}))
+    state = State({"runtime": runtime, "plugins": manager, "apps": None})
+    return _litestar(runtime, list(mounts), state, manager.stores.registry() if manager is not None else None)
 
 
-def _litestar(runtime: Runtime, route_handlers: list[Any], state: State) -> Litestar:
+def _litestar(
+    runtime: Runtime, route_handlers: list[Any], state: State, stores: StoreRegistry | None = None
+) -> Litestar:
     app = Litestar(
         route_handlers=route_handlers,
+        stores=stores,
         openapi_config=openapi_config(),
         state=state,
         logging_config=None,

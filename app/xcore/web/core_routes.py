@@ -45,6 +45,9 @@ class Health(msgspec.Struct):
     # Plugins by state, and `failed_versions`: versions that failed (a plugin may serve an older version meanwhile,
     # so `failed` alone would hide a failed upgrade). None in a process without a plugin manager.
     plugins: dict[str, int] | None = None
+    # The active plugins by their last health check (ok, failing, unknown: not checked yet or no health()).
+    # Counts only: which plugin fails is in the admin API (`GET /api/admin/plugins`, `health`).
+    plugin_health: dict[str, int] | None = None
     # Set when this run has every plugin off (`xcore serve --safe`, or after repeated failed starts): why, and the
     # plugin suspected of breaking the start.
     safe_mode: dict[str, str | None] | None = None
@@ -80,16 +83,19 @@ def check_database(runtime: Runtime) -> DatabaseHealth:
 @get("/health", sync_to_thread=True, tags=["system"], summary="Health of this xcore process")
 def health(state: State) -> Response[Health]:
     """Reports the database, the task scheduler, the plugins by state (active, disabled, failed, pending) and the
-    number of failed versions (`failed_versions`, a failed upgrade included), version and uptime. 200 when the
-    database answers and is up to date, else 503. A stopped task consumer or a failed plugin is reported, not a
-    failure of this process."""
+    number of failed versions (`failed_versions`, a failed upgrade included), the active plugins by health
+    (`plugin_health`: ok, failing, unknown), version and uptime. 200 when the database answers and is up to date,
+    else 503. A stopped task consumer, a failed plugin or a failing health() is reported, not a failure of this
+    process."""
     runtime: Runtime = state.runtime
     database = check_database(runtime)
     ok = database.status == "ok"
     body = Health("ok" if ok else "unavailable", runtime.version, round(runtime.uptime(), 3), database)
     manager = state.get("plugins")
     if manager is not None:
-        body.plugins = plugin_counts(list(manager.views.values()))  # a snapshot: the manager runs on the loop
+        views = list(manager.views.values())  # a snapshot: the manager runs on the loop
+        body.plugins = plugin_counts(views)
+        body.plugin_health = health_counts(views)
         if manager.safe_mode is not None:
             body.safe_mode = {"reason": manager.safe_mode.reason, "suspect": manager.safe_mode.suspect}
     if ok and manager is not None and manager.tasks is not None:
@@ -113,6 +119,17 @@ def plugin_counts(views: Iterable[Any]) -> dict[str, int]:
     for view in views:
         counts[view.state] = counts.get(view.state, 0) + 1
         counts["failed_versions"] += len(view.failed_versions)
+    return counts
+
+
+def health_counts(views: Iterable[Any]) -> dict[str, int]:
+    """health_counts counts the active plugins by the status of their last health check: ok, failing and
+    unknown (not checked yet, or no health() defined), each always there. A failing plugin still serves."""
+    counts = {"ok": 0, "failing": 0, "unknown": 0}
+    for view in views:
+        if view.state == "active":
+            status = getattr(view.health, "status", "unknown")
+            counts[status] = counts.get(status, 0) + 1
     return counts
 
 

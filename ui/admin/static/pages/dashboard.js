@@ -71,6 +71,8 @@ export async function render({ main }) {
     const states = Object.keys(counts).filter((state) => counts[state] > 0).sort();
     // A failed upgrade leaves the plugin active on its old version: name it, as the server words it.
     const upgrades = plugins.value.filter((p) => p.failed_versions?.length);
+    // A plugin whose health() fails still serves: name it with what its check said.
+    const failing = plugins.value.filter((p) => p.health?.status === "failing");
     grid.append(section(
       "Plugins",
       states.length
@@ -82,6 +84,12 @@ export async function render({ main }) {
       upgrades.length
         ? h("ul", { class: "plain failed-versions" }, upgrades.map((p) => h(
           "li", {}, link(`/admin/plugins/${encodeURIComponent(p.id)}`, p.id), `: ${p.summary}`,
+        )))
+        : null,
+      failing.length
+        ? h("ul", { class: "plain health-failing" }, failing.map((p) => h(
+          "li", {}, link(`/admin/plugins/${encodeURIComponent(p.id)}`, p.id),
+          `: health failing${p.health.detail ? `: ${p.health.detail}` : ""}`,
         )))
         : null,
       h("p", {}, link("/admin/plugins", "Manage plugins")),

@@ -6,8 +6,8 @@
 import * as api from "../api.js";
 import { badge, button, confirmDialog, errorBox, errorMessage, field, h, link, section, table, toast } from "../dom.js";
 import {
-  TRUST_PAGE, actionButtons, busy, mayChange, noticeList, outcome, pluginApi, pluginLabel, readOnlyNote, runAction,
-  signatureText,
+  TRUST_PAGE, actionButtons, busy, healthFlag, mayChange, noticeList, outcome, pluginApi, pluginLabel, readOnlyNote,
+  runAction, signatureText,
 } from "./plugins.js";
 import { cronText, everyText } from "./tasks.js";
 
@@ -257,6 +257,7 @@ async function draw(main, view, { navigate, manage, said = "", focusAction = nul
       ["Version", view.failed_versions?.length ? `${view.version} (${view.summary})` : view.version],
       ["State", h("span", {}, badge(view.state), view.enabled ? "" : " (switched off by an admin)")],
       ["Error", view.error ? h("span", { class: "plugin-error" }, view.error) : "none"],
+      ["Health", healthFacts(view)],
       view.author ? ["Author", view.author] : null,
       ["Source", view.source === "dev" ? "a --plugins-dev folder" : view.source === "zip" ? "a zip in the plugins folder" : view.source],
       ["File", view.file ? h("code", {}, view.file) : null],
@@ -548,4 +549,18 @@ async function configSection(view, manage) {
     form,
   );
   return box;
+}
+
+/**
+ * healthFacts says what the plugin's last health check found: "health failing: <detail>" (flagged), "ok" with its
+ * detail, or why it is unknown (not serving, not checked yet, no health()); with when it was checked.
+ */
+function healthFacts(view) {
+  const health = view.health || { status: "unknown" };
+  const when = health.checked_at ? h("span", { class: "muted" }, ` (checked ${health.checked_at})`) : null;
+  if (health.status === "failing") return h("span", {}, healthFlag(view), when);
+  const said = health.status === "ok"
+    ? `ok${health.detail ? `: ${health.detail}` : ""}`
+    : `unknown (${health.detail || "not serving"})`;
+  return h("span", { class: `health health-${health.status}` }, said, when);
 }

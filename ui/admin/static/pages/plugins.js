@@ -166,6 +166,20 @@ export function policyWarning(opens = () => true) {
   return box;
 }
 
+/**
+ * healthFlag flags a plugin whose health check fails (the view's `health`, from its health()): "health failing:
+ * <detail>". Nothing for a healthy plugin or one without a health check; a failing plugin still serves.
+ */
+export function healthFlag(view) {
+  const health = view.health;
+  if (health?.status !== "failing") return null;
+  return h(
+    "span",
+    { class: "plugin-error health-failing", title: health.checked_at ? `checked ${health.checked_at}` : null },
+    `health failing${health.detail ? `: ${health.detail}` : ""}`,
+  );
+}
+
 const LEVELS = { info: "Information", warning: "Warning", critical: "Critical" };
 
 /**
@@ -415,7 +429,14 @@ export async function render({ main, me, opens }) {
         },
         { label: "State", render: (v) => badge(v.state) },
         { label: "Signed by", render: signerCell },
-        { label: "Errors", class: "error-cell", render: (v) => (v.error ? h("span", { class: "plugin-error" }, v.error) : null) },
+        {
+          label: "Errors",
+          class: "error-cell",
+          render: (v) => {
+            const parts = [v.error ? h("span", { class: "plugin-error" }, v.error) : null, healthFlag(v)].filter(Boolean);
+            return parts.length ? parts.flatMap((part, i) => (i ? [h("br"), part] : [part])) : null;
+          },
+        },
         { label: "Routes", render: routesCell },
         manage || sandboxedOnly
           ? { label: "Actions", render: (v) => (mayChange(me, v) ? actionButtons(v, (kind, el) => act(kind, v, el)) : null) }
