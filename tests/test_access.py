@@ -152,6 +152,7 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("POST", "/api/admin/backups"): SUPERADMIN_RULE,
     ("GET", "/api/admin/backups/{name:str}"): SUPERADMIN_RULE,
     ("POST", "/api/admin/backups/{name:str}/restore"): SUPERADMIN_RULE,
+    ("POST", "/api/admin/backups/restore-upload"): SUPERADMIN_RULE,
 }
 
 # What to send: plausible path parameters, query strings and bodies (a body may depend on the persona).

@@ -60,6 +60,23 @@ def create_backup(api: Api, headers: dict[str, str]) -> dict[str, Any]:
     return dict(response.json())
 
 
+def database_backup(runtime: Runtime) -> dict[str, Any]:
+    """database_backup makes a backup of the database alone (a .db file, as a migration or an older xcore made)."""
+    from xcore.db.backup import make_backup
+
+    assert runtime.database_file is not None
+    path = make_backup(runtime.database_file, runtime.backups_dir, migrate.head_revision(), 10, kind="manual")
+    return {"name": path.name}
+
+
+def archived_rows(archive: Path, sql: str) -> list[tuple[Any, ...]]:
+    """archived_rows runs `sql` on the core database inside a complete backup."""
+    from xcore.db.archive import open_archive
+
+    with archive.open("rb") as source, open_archive(source, archive.name, archive.parent, None) as staged:
+        return rows(staged.database, sql)
+
+
 def restore(api: Api, headers: dict[str, str], name: str) -> Any:
     return api.client.post(f"/api/admin/backups/{name}/restore", headers=headers)
 
@@ -87,15 +104,19 @@ def root(accounts_api: Api) -> dict[str, str]:
 def test_create_list_and_download(accounts_api: Api, root: dict[str, str]) -> None:
     runtime = accounts_api.runtime
     item = create_backup(accounts_api, root)
-    assert BACKUP_NAME.fullmatch(item["name"]) and item["name"].endswith(f"-{migrate.head_revision()}-manual.db")
-    assert item["kind"] == "manual"
+    name = item["name"]
+    assert BACKUP_NAME.fullmatch(name) and name.endswith(f"-{migrate.head_revision()}-manual.xcbackup")
+    assert item["kind"] == "manual" and item["complete"] is True and item["encrypted"] is False
+    assert item["emergency_kit"] is None and item["secret"] is None
     assert item["size"] == (runtime.backups_dir / item["name"]).stat().st_size > 0
     assert item["created"].endswith("Z")
 
     listing = accounts_api.client.get("/api/admin/backups", headers=root).json()
-    assert listing["items"][0] == item
+    listed = {k: v for k, v in item.items() if not k.startswith("emergency_kit")}
+    assert listing["items"][0] == listed
     assert listing["directory"] == str(runtime.backups_dir)
     assert listing["restore"] == {"supported": True, "reason": None}
+    assert listing["encryption"] == {"mode": "off", "problem": None}
 
     second = create_backup(accounts_api, root)
     names = [b["name"] for b in accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]]
@@ -104,13 +125,21 @@ def test_create_list_and_download(accounts_api: Api, root: dict[str, str]) -> No
     response = accounts_api.client.get(f"/api/admin/backups/{item['name']}", headers=root)
     assert response.status_code == 200
     assert response.headers["content-disposition"] == f'attachment; filename="{item["name"]}"'
-    assert response.content.startswith(SQLITE_MAGIC)
+    assert response.content.startswith(b"\x1f\x8b"), "a gzip-compressed tar"
     assert response.content == (runtime.backups_dir / item["name"]).read_bytes()
 
     assert [e["target"] for e in audit_actions(accounts_api, root, "backup.create")] == [second["name"], item["name"]]
     assert [(e["actor"], e["target"]) for e in audit_actions(accounts_api, root, "backup.download")] == [
         ("root", item["name"])
     ]
+
+    # A backup of the database alone (a migration's, or one an older xcore made) is a SQLite file.
+    alone = database_backup(runtime)["name"]
+    response = accounts_api.client.get(f"/api/admin/backups/{alone}", headers=root)
+    assert response.content.startswith(SQLITE_MAGIC) and response.headers["content-type"] == "application/vnd.sqlite3"
+    listed_alone = next(b for b in accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]
+                        if b["name"] == alone)  # fmt: skip
+    assert listed_alone["complete"] is False and listed_alone["encrypted"] is False
 
 
 def test_the_listing_says_why_each_backup_was_made(accounts_api: Api, root: dict[str, str]) -> None:
@@ -158,13 +187,13 @@ def test_restore_round_trip(accounts_api: Api, root: dict[str, str]) -> None:
     assert body["restart_required"] is False
     assert "sign in again" in body["message"] and body["safety_backup"] in body["message"]
     safety = runtime.backups_dir / body["safety_backup"]
-    assert BACKUP_NAME.fullmatch(safety.name) and safety.name.endswith("-safety.db")
+    assert BACKUP_NAME.fullmatch(safety.name) and safety.name.endswith("-safety.xcbackup"), "a complete one"
 
     # The old data is back, in the live database.
     assert usernames(accounts_api, root) == ["ada", "bob", "cyd", "root"]
     assert rows(db, "SELECT email FROM users WHERE username = 'cyd'") == [(None,)]
     # The safety backup holds the data as it was just before.
-    assert ("eve",) in rows(safety, "SELECT username FROM users")
+    assert ("eve",) in archived_rows(safety, "SELECT username FROM users")
     listed = accounts_api.client.get("/api/admin/backups", headers=root).json()["items"]
     assert {"name": safety.name, "kind": "safety"}.items() <= listed[0].items()
 
@@ -226,7 +255,7 @@ def test_restoring_the_oldest_of_a_full_set_of_backups_keeps_it(accounts_api: Ap
 
 def test_an_older_backup_is_migrated_before_it_goes_in(accounts_api: Api, root: dict[str, str], tmp_path: Path) -> None:
     runtime = accounts_api.runtime
-    made = create_backup(accounts_api, root)
+    made = database_backup(runtime)
     old = tmp_path / "old.db"
     shutil.copyfile(runtime.backups_dir / made["name"], old)
     migrate.downgrade(f"sqlite:///{old}", tmp_path, BackupConfig(auto_backup_before_migration=False), "0003")
@@ -249,7 +278,7 @@ def test_a_backup_from_a_newer_xcore_is_refused_and_nothing_changes(
     accounts_api: Api, root: dict[str, str], tmp_path: Path
 ) -> None:
     runtime = accounts_api.runtime
-    made = create_backup(accounts_api, root)
+    made = database_backup(runtime)
     newer = tmp_path / "newer.db"
     shutil.copyfile(runtime.backups_dir / made["name"], newer)
     with sqlite3.connect(newer) as conn:
@@ -272,7 +301,7 @@ def test_a_backup_without_accounts_or_a_damaged_one_is_refused(
     accounts_api: Api, root: dict[str, str], tmp_path: Path
 ) -> None:
     runtime = accounts_api.runtime
-    made = create_backup(accounts_api, root)
+    made = database_backup(runtime)
     empty = tmp_path / "empty.db"
     shutil.copyfile(runtime.backups_dir / made["name"], empty)
     migrate.downgrade(f"sqlite:///{empty}", tmp_path, BackupConfig(auto_backup_before_migration=False), "0001")
@@ -359,7 +388,7 @@ def test_a_file_that_is_not_an_intact_xcore_database_is_refused_and_nothing_chan
     accounts_api: Api, root: dict[str, str], make: Any, says: str
 ) -> None:
     runtime = accounts_api.runtime
-    good = runtime.backups_dir / create_backup(accounts_api, root)["name"]
+    good = runtime.backups_dir / database_backup(runtime)["name"]
     name = "xcore-20200101T000000Z-0005-manual.db"
     make(runtime.backups_dir / name, good)
     before = sorted(p.name for p in runtime.backups_dir.iterdir())
@@ -444,6 +473,7 @@ def test_a_link_named_like_a_backup_is_not_followed_out_of_the_directory(
         ("POST", "/api/admin/backups"),
         ("GET", "/api/admin/backups/{name}"),
         ("POST", "/api/admin/backups/{name}/restore"),
+        ("POST", "/api/admin/backups/restore-upload"),
     ],
 )
 def test_only_superadmins_handle_backups(accounts_api: Api, root: dict[str, str], method: str, path: str) -> None:

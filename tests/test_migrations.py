@@ -379,15 +379,21 @@ def test_db_commands_end_to_end(data_dir: Path) -> None:
     assert backup.returncode == 0, backup.stderr
     backup_file = Path(backup.stdout.strip().split(": ", 1)[1])
     assert backup_file.is_file() and BACKUP_NAME.match(backup_file.name)
-    assert backup_file.suffix == (".dump" if rt.database_file is None else ".db")  # PostgreSQL: pg_dump's archive
+    assert backup_file.suffix == ".xcbackup"  # a complete backup (tests/test_archive.py)
     assert backup_revision(backup_file) == head
+    alone = run_xcore("db", "backup", "--database-only", *d)
+    assert alone.returncode == 0, alone.stderr
+    alone_file = Path(alone.stdout.strip().split(": ", 1)[1])
+    assert alone_file.suffix == (".dump" if rt.database_file is None else ".db")  # PostgreSQL: pg_dump's archive
+    assert backup_revision(alone_file) == head
 
-    execute(rt, "DELETE FROM audit_event")
-    restore = run_xcore("db", "restore", str(backup_file), *d)
-    assert restore.returncode == 0, restore.stderr
-    assert "was backed up first" in restore.stdout
-    assert f"restored {shown(rt)} from {backup_file}" in restore.stdout
-    assert rows(rt, "SELECT action FROM audit_event") == [("kept",)]
+    for restored in (backup_file, alone_file):
+        execute(rt, "DELETE FROM audit_event")
+        restore = run_xcore("db", "restore", str(restored), *d)
+        assert restore.returncode == 0, restore.stderr
+        assert "was backed up first" in restore.stdout
+        assert f"restored {shown(rt)} from {restored}" in restore.stdout
+        assert rows(rt, "SELECT action FROM audit_event") == [("kept",)]
 
     down = run_xcore("db", "downgrade", "base", *d)
     assert down.returncode == 0 and "base" in down.stdout, down.stderr
@@ -463,7 +469,7 @@ def test_restore_refuses_a_file_that_is_not_an_xcore_database_in_one_line(
 ) -> None:
     d = ("--data-dir", str(data_dir))
     assert run_xcore("db", "upgrade", *d).returncode == 0
-    backup = run_xcore("db", "backup", *d)
+    backup = run_xcore("db", "backup", "--database-only", *d)
     good = Path(backup.stdout.strip().split(": ", 1)[1])
     db = data_dir / "xcore.db"
     before = sha256(db)

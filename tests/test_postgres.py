@@ -24,6 +24,7 @@ from conftest import CLEAN_ENV, Api, create_account, run_xcore, until
 from postgres import PostgresServer
 from xcore.config.schema import BackupConfig
 from xcore.db import migrate, revisions
+from xcore.db.archive import open_archive
 from xcore.db.backup import list_backups
 from xcore.db.models import User
 from xcore.db.serving import ServingLock
@@ -145,8 +146,14 @@ def test_backup_and_restore_with_the_cli(pg_runtime: Runtime) -> None:
     made = xcore_on(pg_runtime, "db", "backup")
     assert made.returncode == 0, made.stderr
     (backup,) = list_backups(pg_runtime.backups_dir)
-    assert backup.suffix == ".dump" and backup.read_bytes().startswith(b"PGDMP"), backup.name
-    assert f"-{revisions.head_revision()}-manual.dump" in backup.name
+    assert f"-{revisions.head_revision()}-manual.xcbackup" in backup.name, "a complete backup (test_archive.py)"
+    with backup.open("rb") as source, open_archive(source, backup.name, pg_runtime.backups_dir, None) as staged:
+        assert staged.database.name == "database.dump" and staged.database.read_bytes().startswith(b"PGDMP")
+    alone = xcore_on(pg_runtime, "db", "backup", "--database-only")
+    assert alone.returncode == 0, alone.stderr
+    dump_file = Path(alone.stdout.strip().split(": ", 1)[1])
+    assert dump_file.suffix == ".dump" and dump_file.read_bytes().startswith(b"PGDMP"), dump_file.name
+    dump_file.unlink()
     create_account(pg_runtime, "ada", ["admin"])
     with pg_runtime.sessions() as session:
         versions = {name: version for name, version in session.execute(select(User.username, User.token_version))}
@@ -159,7 +166,7 @@ def test_backup_and_restore_with_the_cli(pg_runtime: Runtime) -> None:
     with pg_runtime.sessions() as session:
         assert session.scalar(select(User.token_version).where(User.username == "root")) > versions["root"]
     safety = [path for path in list_backups(pg_runtime.backups_dir) if "-safety" in path.name]
-    assert len(safety) == 1 and safety[0].suffix == ".dump"
+    assert len(safety) == 1 and safety[0].suffix == ".xcbackup"
 
     undone = xcore_on(pg_runtime, "db", "restore", str(safety[0]))
     assert undone.returncode == 0, undone.stderr
@@ -270,13 +277,13 @@ def test_the_backups_api_on_postgresql(pg_api: Api) -> None:
     made = pg_api.client.post("/api/admin/backups", headers=root)
     assert made.status_code == 201, made.text
     name = made.json()["name"]
-    assert name.endswith("-manual.dump") and made.json()["kind"] == "manual"
+    assert name.endswith("-manual.xcbackup") and made.json()["kind"] == "manual" and made.json()["complete"]
     listing = pg_api.client.get("/api/admin/backups", headers=root).json()
     assert [item["name"] for item in listing["items"]] == [name]
     assert listing["restore"]["supported"] is False
     assert "xcore db restore" in listing["restore"]["reason"] and "every node" in listing["restore"]["reason"]
     download = pg_api.client.get(f"/api/admin/backups/{name}", headers=root)
-    assert download.status_code == 200 and download.content.startswith(b"PGDMP")
+    assert download.status_code == 200 and download.content.startswith(b"\x1f\x8b")
     assert download.headers["content-type"] == "application/octet-stream"
     refused = pg_api.client.post(f"/api/admin/backups/{name}/restore", headers=root)
     assert refused.status_code == 409 and "xcore db restore" in refused.json()["detail"]

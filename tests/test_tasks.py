@@ -469,8 +469,7 @@ def test_the_core_tasks_prune_what_is_past_its_retention_and_back_up_the_databas
     for name in ("xcore.prune_sessions", "xcore.prune_history", "xcore.backup", "xcore.plugin_cache"):
         assert listed[name]["kind"] == "periodic" and listed[name]["plugin"] is None, name
     backups = host.runtime.backups_dir
-    kind = "dump" if host.runtime.database_file is None else "db"  # PostgreSQL's are pg_dump archives
-    until(lambda: list(backups.glob(f"xcore-*-scheduled.{kind}")), "the first scheduled backup")
+    until(lambda: list(backups.glob("xcore-*-scheduled.xcbackup")), "the first scheduled backup, a complete one")
 
     now = datetime.now(UTC)
     with host.runtime.sessions.begin() as session:

@@ -7,7 +7,7 @@ itself, so what earlier tests created stays.
 
 from __future__ import annotations
 
-import sqlite3
+import tarfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -421,7 +421,7 @@ def test_backups_page_restores_a_backup(
     name = made.inner_text().split("Backed up as ", 1)[1].split(" (", 1)[0]
     row = page.get_by_role("row").filter(has_text=name)
     row.wait_for()
-    assert "manual" in row.inner_text()
+    assert "manual" in row.inner_text() and "everything" in row.inner_text()
     check_page(page, screenshots, "backups", "Backups")
 
     with page.expect_download() as download:
@@ -429,14 +429,14 @@ def test_backups_page_restores_a_backup(
     assert download.value.suggested_filename == name
     copy = tmp_path / name
     download.value.save_as(copy)
-    with sqlite3.connect(copy) as db:  # a real SQLite database, with the accounts in it
-        assert db.execute("select count(*) from users where username = ?", (OWNER,)).fetchone() == (1,)
+    with tarfile.open(copy, "r:gz") as archive:  # a complete backup: the database and the rest, with a manifest
+        assert {"database.db", "manifest.json"} <= set(archive.getnames())
 
     create_user(ui_server, "ivan")  # after the backup: the restore takes it away
     page.get_by_role("button", name=f"Restore {name}").click()
     dialog = page.get_by_role("dialog", name=f"Restore {name}?")
     text = dialog.inner_text()
-    assert "safety backup of the current database is taken" in text
+    assert "safety backup of everything as it is now is taken" in text
     assert "All data changes since that backup are lost" in text
     assert "sign in again" in text
     shot(page, screenshots, "backups-restore-dialog")
@@ -448,6 +448,41 @@ def test_backups_page_restores_a_backup(
     assert find_user(ui_server, "ivan") is None
     assert find_user(ui_server, "hana") is not None  # made before the backup
     shot(page, screenshots, "backups-restored")
+
+    # Encrypted with a new key: its emergency kit is shown once, to download; the backup is then restored from a
+    # file uploaded with that key, after a wrong key was refused.
+    page.get_by_label("Encryption").select_option("key")
+    page.get_by_role("button", name="Back up now").click()
+    kit_text = page.get_by_label("Emergency kit")
+    kit_text.wait_for()
+    with page.expect_download() as kit_download:
+        page.get_by_role("link", name="Download the emergency kit").click()
+    kit = tmp_path / kit_download.value.suggested_filename
+    kit_download.value.save_as(kit)
+    sealed = page.locator("main").get_by_role("status").filter(has_text="Backed up as ").inner_text()
+    sealed_name = sealed.split("Backed up as ", 1)[1].split(" (", 1)[0]
+    assert kit.name == sealed_name.removesuffix(".xcbackup") + "-emergency-kit.txt"
+    assert "XCK1-" in kit.read_text() and sealed_name in kit.read_text() and "XCK1-" in kit_text.inner_text()
+    shot(page, screenshots, "backups-emergency-kit")
+    with page.expect_download() as archive_download:
+        page.get_by_role("link", name=f"Download {sealed_name}").click()
+    sealed_copy = tmp_path / sealed_name
+    archive_download.value.save_as(sealed_copy)
+    create_user(ui_server, "jules")
+
+    page.get_by_label("Backup file (.xcbackup)").set_input_files(str(sealed_copy))
+    key = page.get_by_label("Backup key")
+    key.fill("XCK1-" + "A" * 55)
+    page.get_by_role("button", name="Restore from this file").click()
+    page.get_by_role("dialog", name=f"Restore {sealed_name}?").get_by_role("button", name="Restore this backup").click()
+    page.get_by_role("alert").filter(has_text="mistyped").wait_for()
+    key.fill(kit.read_text())
+    page.get_by_role("button", name="Restore from this file").click()
+    page.get_by_role("dialog", name=f"Restore {sealed_name}?").get_by_role("button", name="Restore this backup").click()
+    page.locator("main").get_by_role("status").filter(has_text=f"Restored {sealed_name}.").wait_for(timeout=60_000)
+    assert find_user(ui_server, "jules") is None
+    assert find_user(ui_server, "ivan") is None and find_user(ui_server, "hana") is not None
+    shot(page, screenshots, "backups-restored-from-file")
 
 
 def test_backups_page_without_restore_support(admin_page: Any, ui_server: UiServer) -> None:

@@ -53,7 +53,9 @@ ENV_ALIASES: dict[str, Path_] = {
 ENV_PLUGINS_DEV = "XCORE_PLUGINS_DEV"  # `xcore serve --plugins-dev` folders, for the workers
 ENV_DEBUG = "XCORE_DEBUG"  # set: an internal error of the CLI shows its traceback
 ENV_SAFE_MODE = "XCORE_SAFE_MODE"  # this run's safe mode, for the workers (xcore.plugins.safemode)
+ENV_BACKUP_SECRET = "XCORE_BACKUP_SECRET"  # the passphrase or key of encrypted backups (`xcore.db.archive`)
 ENV_NOT_SETTINGS = {"XCORE_DATA_DIR", ENV_PLUGINS_DEV, "XCORE_DESKTOP_PROBE", ENV_DEBUG, ENV_SAFE_MODE}
+ENV_NOT_SETTINGS.add(ENV_BACKUP_SECRET)
 
 
 @dataclass(frozen=True)

@@ -241,8 +241,8 @@ class TasksConfig(_Section, frozen=True):
     backup_every: Annotated[
         float,
         doc(
-            "Seconds between scheduled backups of the SQLite database (kept: migration.backup.max_backup_files); "
-            "0 turns them off.",
+            "Seconds between scheduled complete backups (the database, plugins, their data and the settings; "
+            "kept: migration.backup.max_backup_files) into migration.backup.backup_directory; 0 turns them off.",
             ge=0,
             le=365 * 86400,
         ),
@@ -350,6 +350,23 @@ class BackupConfig(_Section, frozen=True):
         ),
     ] = 10
     backup_directory: Annotated[str, doc("Folder the backups are written to.", min_length=1)] = "backups"
+    encryption: Annotated[
+        Literal["off", "passphrase", "key"],
+        doc(
+            "How complete backups made without one being chosen (scheduled ones, `xcore db backup`, the admin API's "
+            "default) are encrypted: off; passphrase; key (a generated backup key, from `xcore db backup-key`). The "
+            "passphrase or key is read from the environment variable XCORE_BACKUP_SECRET, else from "
+            "`secret_file`; when neither holds one, such a backup is refused, never written unencrypted."
+        ),
+    ] = "off"
+    secret_file: Annotated[
+        str,
+        doc(
+            "File (in the data directory unless absolute; mode 0600) holding the passphrase or the backup key of "
+            "`encryption`. Never put either in a settings file.",
+            min_length=1,
+        ),
+    ] = "backup-secret"
 
 
 class MigrationConfig(_Section, frozen=True):

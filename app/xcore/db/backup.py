@@ -1,5 +1,8 @@
 """Backups of the core database: SQLite's with its online backup API, PostgreSQL's with pg_dump (`xcore.db.pgdump`).
 
+Complete backups (the database, the plugins, their data and the settings in one archive) are `xcore.db.archive`'s;
+they are named, listed, counted and pruned here like the database's own.
+
 The lock that tells "a server is using this database" is `xcore.db.serving`'s.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import tempfile
 from datetime import UTC, datetime
@@ -19,10 +23,12 @@ log = logging.getLogger("xcore.db")
 
 # Why a backup was made: by an admin (CLI or API), on schedule, before a migration, or before a restore.
 KINDS = ("manual", "scheduled", "migration", "safety")
-# `.db`: a SQLite file; `.dump`: a pg_dump archive of a PostgreSQL database (`xcore.db.pgdump`).
+# `.db`: a SQLite file; `.dump`: a pg_dump archive of a PostgreSQL database (`xcore.db.pgdump`); `.xcbackup`: a
+# complete backup (`xcore.db.archive`).
 BACKUP_NAME = re.compile(
-    r"^xcore-(\d{8}T\d{6}Z)-([A-Za-z0-9_.]+?)(?:-(" + "|".join(KINDS) + r"))?(?:-(\d+))?\.(db|dump)\Z"
+    r"^xcore-(\d{8}T\d{6}Z)-([A-Za-z0-9_.]+?)(?:-(" + "|".join(KINDS) + r"))?(?:-(\d+))?\.(db|dump|xcbackup)\Z"
 )
+ARCHIVE_EXTENSION = ".xcbackup"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PARTIAL_PREFIX, PARTIAL_SUFFIX = ".xcore-backup-", ".partial"
 # The working copies `xcore.db.restore` and `xcore.db.migrate` make beside the database.
@@ -51,6 +57,11 @@ def backup_source(url: str, file: Path | None) -> Path | str | None:
 def is_dump(path: Path) -> bool:
     """is_dump tells a PostgreSQL backup (a pg_dump archive) from a SQLite one."""
     return path.suffix == ".dump"
+
+
+def is_archive(path: Path) -> bool:
+    """is_archive tells a complete backup (`xcore.db.archive`) from a backup of the database alone, by its name."""
+    return path.suffix == ARCHIVE_EXTENSION
 
 
 def backup_kind(name: str) -> str:
@@ -122,12 +133,12 @@ def make_backup(
     try:
         if isinstance(db, Path):
             copy_database(db, partial)
-            target = _link_new(partial, directory, backup_name(revision, kind=kind))
+            target = link_new(partial, directory, backup_name(revision, kind=kind))
         else:
             from xcore.db import pgdump
 
             pgdump.dump(db, partial)
-            target = _link_new(partial, directory, backup_name(revision, kind=kind, extension=".dump"))
+            target = link_new(partial, directory, backup_name(revision, kind=kind, extension=".dump"))
     except sqlite3.Error as exc:
         raise DatabaseError(f"backup of {shown} into {directory} failed: {exc}") from None
     except OSError as exc:
@@ -140,8 +151,9 @@ def make_backup(
     return target
 
 
-def _link_new(source: Path, directory: Path, name: str) -> Path:
-    """Links `source` into `directory` as `name`, or `name` with -2, -3... when taken (two backups in a second)."""
+def link_new(source: Path, directory: Path, name: str) -> Path:
+    """link_new links `source` into `directory` as `name`, or `name` with -2, -3... when taken (two backups in
+    a second)."""
     n = 1
     while True:
         stem, dot, extension = name.rpartition(".")
@@ -159,14 +171,18 @@ def _link_new(source: Path, directory: Path, name: str) -> Path:
 
 
 def remove_partial_backups(directory: Path) -> list[Path]:
-    """remove_partial_backups deletes the unfinished backups an interrupted `make_backup` left in `directory`
-    and returns them. Call it only while holding the database's server lock (no backup is being written)."""
+    """remove_partial_backups deletes the unfinished backups an interrupted `make_backup` or `xcore.db.archive`
+    left in `directory` (and the folders an interrupted restore of an archive unpacked it into) and returns them.
+    Call it only while holding the database's server lock (no backup is being written)."""
     if not directory.is_dir():
         return []
     removed = []
     for path in directory.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}*"):
         try:
-            path.unlink()
+            if path.is_dir() and not path.is_symlink():  # a complete backup's files, or a restore's, being read
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         except OSError:
             continue
         removed.append(path)
@@ -224,7 +240,11 @@ def find_backup(directory: Path, name: str) -> Path | None:
 
 
 def backup_revision(path: Path) -> str | None:
-    """backup_revision reads the Alembic revision of a backup (None when it has none). Raises DatabaseError."""
+    """backup_revision reads the Alembic revision of a backup (None when it has none; a complete backup's is in
+    its name). Raises DatabaseError."""
+    if is_archive(path):
+        match = BACKUP_NAME.match(path.name)
+        return match.group(2) if match and match.group(2) != "base" else None
     if is_dump(path):
         from xcore.db import pgdump
 

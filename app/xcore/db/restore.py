@@ -63,6 +63,10 @@ class RestoreRefused(DatabaseError):
     no account), or a restore already running. Nothing was changed."""
 
 
+class RestoreBusy(RestoreRefused):
+    """RestoreBusy is a restore refused because another one is running. Nothing was changed."""
+
+
 @dataclass(frozen=True)
 class Restored:
     """Restored tells what restore_live did."""
@@ -81,13 +85,16 @@ def restore_live(
     *,
     prepare: Callable[[Session], None],
     require_accounts: bool = True,
+    safety_backup: Callable[[], Path | None] | None = None,
 ) -> Restored:
     """restore_live replaces the content of the live SQLite database `db` with `backup`, safely while it is in use.
 
     `prepare` runs in one transaction on the working copy, once it is at this xcore's schema: callers pass
     `xcore.auth.permissions.sync_builtin`. `db` may be missing or empty (`xcore db restore` into a new data
     directory): there is then no safety backup and nothing to carry over. `require_accounts` refuses a backup
-    without any account. Raises RestoreRefused
+    without any account. `safety_backup`, when given, makes the safety backup instead of a backup of the database
+    alone (`xcore.db.archive` takes a complete one), once the backup is checked, migrated and prepared. Raises
+    RestoreRefused
     (nothing changed) or DatabaseError (the copy failed; the database is as it was, and the safety backup is
     kept).
     """
@@ -95,7 +102,7 @@ def restore_live(
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise RestoreRefused(f"another restore of {db.name} is running; try again when it has finished") from None
+        raise RestoreBusy(f"another restore of {db.name} is running; try again when it has finished") from None
     working = db.with_name(db.name + ".restoring")
     try:
         revision = check_backup(backup)
@@ -116,7 +123,10 @@ def restore_live(
         _prepare(working, backup.name, prepare, require_accounts)
         safety = None
         if not _is_empty_live(db):
-            safety = make_backup(db, backups, backup_revision(db), keep, kind="safety", spare=backup)
+            if safety_backup is not None:
+                safety = safety_backup()
+            else:
+                safety = make_backup(db, backups, backup_revision(db), keep, kind="safety", spare=backup)
         try:
             if safety is not None:
                 # Read last: a revocation made while the safety backup was written is carried over too.
@@ -320,11 +330,18 @@ def _remove(path: Path) -> None:
 
 
 def restore_postgres(
-    url: str, backup: Path, backups: Path, keep: int, *, prepare: Callable[[Session], None]
+    url: str,
+    backup: Path,
+    backups: Path,
+    keep: int,
+    *,
+    prepare: Callable[[Session], None],
+    safety_backup: Callable[[], Path | None] | None = None,
 ) -> Restored:
     """restore_postgres replaces the content of the PostgreSQL database at `url` with the pg_dump archive `backup`,
-    with no server running on it (the caller holds `xcore.db.serving`'s lock alone). Raises RestoreRefused
-    (nothing changed) or DatabaseError (the restore failed and changed nothing; the safety backup is kept)."""
+    with no server running on it (the caller holds `xcore.db.serving`'s lock alone). `safety_backup` is as for
+    `restore_live`. Raises RestoreRefused (nothing changed) or DatabaseError (the restore failed and changed
+    nothing; the safety backup is kept)."""
     from sqlalchemy import inspect, update
 
     from xcore.db import pgdump
@@ -346,7 +363,9 @@ def restore_postgres(
     try:
         live_tables = sorted(inspect(engine).get_table_names())
         safety = None
-        if live_tables:
+        if live_tables and safety_backup is not None:
+            safety = safety_backup()
+        elif live_tables:
             safety = make_backup(url, backups, revisions.current_revision(engine), keep, kind="safety", spare=backup)
         engine.dispose()  # no connection of ours holds a table the restore drops
         pgdump.restore_dump(url, backup, live_tables)

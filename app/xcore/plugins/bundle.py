@@ -411,6 +411,16 @@ def extract_entry(
         raise BundleError(bundle, "corrupt-entry", f"cannot be extracted: {detail}; pack the bundle again", entry)
 
 
+def bundle_problem(path: Path, default_entry: str) -> str | None:
+    """bundle_problem is why the bundle at `path` fails the bundle check (its rule, the reason, the entry), or None.
+    Its `requires` is left out: the plugin manager says when this xcore is not one the bundle takes."""
+    try:
+        inspect_bundle(path, None, default_entry=default_entry)
+    except BundleError as exc:
+        return f"{exc.rule}: {exc.reason}" + (f" (entry {exc.entry!r})" if exc.entry else "")
+    return None
+
+
 def host_fault(error: BundleError) -> bool:
     """host_fault is true when `error` is this host's disk failing (full, read-only, no permission), not the
     bundle's fault: the same bundle may extract once the disk is fixed."""

@@ -5,9 +5,12 @@ They are periodic tasks like a plugin's, named `xcore.<function>`, with interval
 - `xcore.prune_sessions`: refresh tokens past their expiry and login-throttle records no longer in force;
 - `xcore.prune_history`: task runs older than `manager.tasks.history_days` and audit events older than
   `manager.tasks.audit_days`;
-- `xcore.backup`: a backup of the SQLite database into `migration.backup.backup_directory`, keeping the newest
+- `xcore.backup`: a complete backup (`xcore.db.archive`: the database, the plugins, their data and the settings)
+  into `migration.backup.backup_directory`, encrypted as `migration.backup.encryption` says, keeping the newest
   `migration.backup.max_backup_files` scheduled ones (a backup of another kind is never pruned to make room;
-  not registered when `manager.tasks.backup_every` is 0, or when the database is not SQLite);
+  not registered when `manager.tasks.backup_every` is 0, or when the database is neither SQLite nor PostgreSQL).
+  When the encryption's passphrase or key is missing it fails, saying so, and writes nothing: never a backup in
+  the clear instead;
 - `xcore.plugin_cache`: deletes extracted bundles no worker has used for a while.
 
 Each requires, to be run, paused or resumed by a user, the permission that guards what it acts on (besides
@@ -17,6 +20,7 @@ Each requires, to be run, paused or resumed by a user, the permission that guard
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,15 +75,30 @@ def register_core_tasks(host: TaskHost, collect_cache: Callable[[], Any] | None 
 
     db = backup_source(runtime.database_url, runtime.database_file)
     if settings.backup_every and db is not None:
+        from xcore.db.archive import BackupRefused, configured_secret
+
+        try:
+            configured_secret(runtime.config.migration.backup, runtime.data, os.environ)
+        except BackupRefused as exc:  # said at the start, and again by every run, which fails
+            log.error("scheduled backups will fail: %s", exc, extra=CONTEXT)
 
         @periodic(every=settings.backup_every, retries=1, requires="backups.manage")
         def backup() -> str:
-            from xcore.db.backup import make_backup
+            from xcore.db.archive import make_archive, places
             from xcore.db.revisions import current_revision
 
-            keep = runtime.config.migration.backup.max_backup_files
-            # make_backup logs the backup itself
-            return str(make_backup(db, runtime.backups_dir, current_revision(runtime.engine), keep, kind="scheduled"))
+            backups = runtime.config.migration.backup
+            try:
+                secret = configured_secret(backups, runtime.data, os.environ)
+            except BackupRefused as exc:
+                log.error("scheduled backup refused: %s", exc, extra=CONTEXT)
+                raise
+            where = places(runtime.data, runtime.config, db)
+            revision = current_revision(runtime.engine)
+            # make_archive logs the backup itself
+            return str(
+                make_archive(where, runtime.backups_dir, revision, backups.max_backup_files, "scheduled", secret).path
+            )
 
         host.register("xcore.backup", backup)
     if collect_cache is not None:
