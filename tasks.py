@@ -61,6 +61,7 @@ APT_FOR_TEST: dict[str, str] = {
     **APT_FOR_UNIT_TESTS,
     "chromium": "chromium",  # the admin UI tests drive it headless through Playwright
     "/usr/sbin/nginx": "nginx-light",  # the load balancer in front of the three nodes of tests/test_cluster_e2e.py
+    "/usr/bin/prometheus": "prometheus",  # the real Prometheus server that scrapes xcore in tests/test_metrics_e2e.py
     # The desktop test: `xcore desktop` under Xvfb; xdotool finds its window, xwd takes the screenshot.
     "Xvfb": "xvfb",
     "xdotool": "xdotool",

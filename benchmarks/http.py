@@ -16,12 +16,15 @@ does not depend on how much of its core a server got during its slice (in the ru
 requests/s round by round: the noise was in what a request cost); and by the least CPU time per request of
 any slice. Targets: xcore /api/version >= 0.85x bare Litestar on
 Granian, and > 1.0x FastAPI on uvicorn; an authenticated admin GET (/api/admin/system with a Bearer JWT,
-through the ACCESS_RULES check) >= 0.85x xcore's own unauthenticated /api/version. The login endpoint's
+through the ACCESS_RULES check) >= 0.85x xcore's own unauthenticated /api/version; and /api/version with metrics
+on (every request counted for /metrics, the default) >= 0.95x the same xcore with them off (`server.metrics` false,
+the server `xcore-nometrics`). The login endpoint's
 latency is reported apart: argon2 is slow on purpose. Prefer wrk: the Python client spends more CPU per request and can
 become the bottleneck on fast servers, which pulls the ratios towards 1.
 
     python benchmarks/http.py [--duration 10] [--warmup 3] [--connections 32] [--rounds 3]
-                              [--only xcore,litestar,fastapi] [--generator auto|wrk|python]
+                              [--only xcore,xcore-nometrics,litestar,fastapi] [--paths /api/version,...]
+                              [--generator auto|wrk|python]
 
 Careful: this file is named http.py and Python puts its directory first on sys.path, so it must not import
 anything that imports the standard `http` package (urllib.request, http.client...); it speaks raw sockets.
@@ -51,9 +54,10 @@ from typing import IO, NamedTuple
 from machine import cpu_model, describe, tree_cpu_seconds, yardsticks
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = ("xcore", "litestar", "fastapi")
+SERVERS = ("xcore", "xcore-nometrics", "litestar", "fastapi")
 PATHS = {
     "xcore": ["/api/version", "/health", "/api/admin/system", "/app/bench", "/app/bench/me"],
+    "xcore-nometrics": ["/api/version"],
     "litestar": ["/"],
     "fastapi": ["/"],
 }
@@ -73,11 +77,17 @@ BENCH_PLUGIN = {
 BENCH_RULES = '{"/app/bench": {"public": true}}'
 BENCH_USER, BENCH_PASSWORD = "bench-admin", "only-for-this-benchmark-42"
 LOGINS = 20
-LABELS = {"xcore": "xcore", "litestar": "Litestar+Granian", "fastapi": "FastAPI+uvicorn"}
+LABELS = {
+    "xcore": "xcore",
+    "xcore-nometrics": "xcore, metrics off",
+    "litestar": "Litestar+Granian",
+    "fastapi": "FastAPI+uvicorn",
+}
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 COMMANDS = {  # the first word is replaced by the interpreter, or the xcore script next to it
     "xcore": "xcore serve --host 127.0.0.1 --port {port} --workers 1 --data-dir {data}",
+    "xcore-nometrics": "xcore serve --host 127.0.0.1 --port {port} --workers 1 --data-dir {data}",
     "litestar": "python -m granian --interface asgi --host 127.0.0.1 --port {port} --workers 1 "
     "--log-level warning benchmarks.apps.litestar_hello:app",
     "fastapi": "python -m uvicorn benchmarks.apps.fastapi_hello:app --host 127.0.0.1 --port {port} "
@@ -90,6 +100,7 @@ RATIOS = [  # path of xcore, baseline (server, path), its description, target (N
     ("/health", ("litestar", "/"), "bare Litestar on Granian", None),
     ("/app/bench", ("litestar", "/"), "bare Litestar on Granian", ">= 0.85"),
     ("/app/bench/me", ("xcore", "/app/bench"), "the same plugin route, public", None),
+    ("/api/version", ("xcore-nometrics", "/api/version"), "the same, metrics off (server.metrics false)", ">= 0.95"),
 ]
 
 
@@ -123,7 +134,7 @@ def free_port() -> int:
 def server_command(name: str, port: int, data_dir: Path) -> list[str]:
     """The command line of one server; every token is formatted after splitting, so paths may hold spaces."""
     template = COMMANDS[name].split()
-    if name == "xcore":
+    if name.startswith("xcore"):
         exe = Path(sys.executable).with_name("xcore")
         template[:1] = [str(exe)] if exe.exists() else [sys.executable, "-m", "xcore"]
     else:
@@ -334,15 +345,17 @@ def running(name: str, pin: list[str], tmp: Path) -> Iterator[tuple[int, subproc
     data_dir = tmp / f"{name}-data"
     data_dir.mkdir()
     env = dict(os.environ)
-    if name == "xcore":
+    if name.startswith("xcore"):
         create_bench_account(data_dir)
         env["XCORE_SECURE__ACCESS_TTL"] = "86400"  # outlives any run, so no refresh mid-measurement
         env["XCORE_XCORE__MIDDLEWARE__ACCESS_RULES"] = BENCH_RULES
         install_bench_plugin(data_dir)
+    if name == "xcore-nometrics":
+        env["XCORE_SERVER__METRICS"] = "false"  # no request is counted for /metrics
     with open(tmp / f"{name}.stderr", "w+b") as log:
         proc = spawn([*pin, *server_command(name, port, data_dir)], env, log)
         try:
-            wait_ready(name, proc, port, "/health" if name == "xcore" else "/", log)
+            wait_ready(name, proc, port, "/health" if name.startswith("xcore") else "/", log)
             yield port, proc, log
         finally:
             stop(proc)
@@ -366,7 +379,13 @@ def measure_all(
             except BenchError as exc:
                 failures.append(str(exc))
                 print(f"error: {exc}", file=sys.stderr)
-        targets = [(name, path) for name in names if name in ports for path in PATHS[name]]
+        targets = [
+            (name, path)
+            for name in names
+            if name in ports
+            for path in PATHS[name]
+            if not args.paths or path in args.paths
+        ]
         headers: dict[tuple[str, str], list[str]] = {target: [] for target in targets}
         logins: list[float] = []
         if "xcore" in ports:
@@ -514,12 +533,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3, help="unmeasured seconds per path (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     parser.add_argument("--only", default=",".join(SERVERS), help="servers to run (default: all)")
+    parser.add_argument("--paths", default="", help="only these paths of the servers run (default: all of them)")
     parser.add_argument(
         "--rounds", type=int, default=5, help="interleaved slices per path; medians reported (default 5)"
     )
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto", help="auto: wrk if found")
     args = parser.parse_args()
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    args.paths = [path.strip() for path in args.paths.split(",") if path.strip()]
     if unknown := sorted(set(args.only) - set(SERVERS)):
         parser.error(f"unknown server(s) in --only: {', '.join(unknown)}")
     if args.duration <= 0 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:

@@ -11,7 +11,9 @@ request costs in each:
 - `xcore-auth`: like `xcore`, on the admin route /api/admin/system with a Bearer access token, so the request
   also passes the access guard (token check, account lookup, ACCESS_RULES);
 - `xcore-plugin`: like `xcore`, on a plugin's hello-world route (`/app/bench`, made public by an access rule),
-  so the request goes to the plugins' app.
+  so the request goes to the plugins' app;
+- `xcore-nometrics`: like `xcore`, with `server.metrics` off: no request is counted for /metrics, and no thread
+  flushes the counts (the metrics' whole cost per request is `xcore` minus this).
 
 Each stack runs twice under callgrind, with N and 3N requests after a warm-up, so start-up costs cancel out:
 instructions per request = (count(3N) - count(N)) / 2N. The server's own work (Granian) is the same for every
@@ -55,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import process_tree  # noqa: E402  (after the path is set)
 
-STACKS = ("bare", "app", "xcore", "xcore-auth", "xcore-plugin")
+STACKS = ("bare", "app", "xcore", "xcore-auth", "xcore-plugin", "xcore-nometrics")
 SERVED = ("bare", "xcore-plugin")
 SLOWDOWN = 50  # how much slower a server runs under callgrind, roughly: the request log's flush interval scales by it
 BENCH_PLUGIN = {
@@ -99,6 +101,7 @@ async def _drive(stack: str, requests: int) -> None:
         "xcore": (served, "/api/version"),
         "xcore-auth": (served, "/api/admin/system"),
         "xcore-plugin": (served, "/app/bench"),
+        "xcore-nometrics": (served, "/api/version"),
     }
     target, path = targets[stack]
     headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
@@ -170,6 +173,8 @@ def count(stack: str, requests: int, data_dir: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, **BENCH_ENV, "XCORE_DATA_DIR": data_dir}
         env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'app'}"
+        if stack == "xcore-nometrics":
+            env["XCORE_SERVER__METRICS"] = "false"
         done = subprocess.run(
             [
                 "valgrind",
@@ -362,6 +367,9 @@ def main() -> int:
     if {"xcore", "xcore-plugin"} <= per_request.keys():
         plugin_ratio = per_request["xcore"] / per_request["xcore-plugin"]
         print(f"  plugin route vs /api/version (xcore / xcore-plugin) = {plugin_ratio:.3f}")
+    if {"xcore", "xcore-nometrics"} <= per_request.keys():
+        metrics_ratio = per_request["xcore-nometrics"] / per_request["xcore"]
+        print(f"  metrics on vs off (xcore-nometrics / xcore) = {metrics_ratio:.3f}")
     return 0
 
 

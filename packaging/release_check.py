@@ -233,6 +233,20 @@ class ReleaseCheck:
             raise CheckFailed(f"run {run_id} {run['status']}: {run.get('error')}")
         return f"notes.purge_empty run {run_id} succeeded in {run['duration'] * 1000:.0f} ms (pid {run['pid']})"
 
+    def metrics(self) -> str:
+        """GET /metrics answers in the Prometheus text format (prometheus-client is in the bundle), with the route
+        just called and the task just run counted."""
+        wanted = ('route="/app/notes', 'task="notes.purge_empty"')  # the route's template: /app/notes
+
+        def counted() -> Any:
+            status, text = self.client.call("GET", "/metrics")
+            if status != 200 or not isinstance(text, str):
+                raise CheckFailed(f"GET /metrics answered {status}: {str(text)[:300]}")
+            return text if all(label in text for label in wanted) else None
+
+        text = wait_until(counted, "the route and the task counted in /metrics")
+        return f"{sum(1 for line in text.splitlines() if line.startswith('xcore_'))} samples"
+
     def sandboxed(self) -> str:
         """A plugin with "sandbox": true, packed by the binary, runs in a worker that the binary starts of itself
         (`xcore plugin-zygote` forks it), confined: it answers from another process and cannot read the secret key. Its
@@ -295,6 +309,7 @@ class ReleaseCheck:
             ("install notes", self.install_notes, ("first-run setup",)),
             ("call its route", self.call_route, ("install notes",)),
             ("run its task", self.run_task, ("install notes",)),
+            ("metrics", self.metrics, ("call its route", "run its task")),
             ("a sandboxed plugin", self.sandboxed, ("first-run setup",)),
             ("stop with SIGTERM", self.stop, ("start headless",)),
             ("plugin runtime", self.runtime, ()),

@@ -153,6 +153,9 @@ ACCESS_TABLE: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {
     ("GET", "/api/admin/backups/{name:str}"): SUPERADMIN_RULE,
     ("POST", "/api/admin/backups/{name:str}/restore"): SUPERADMIN_RULE,
     ("POST", "/api/admin/backups/restore-upload"): SUPERADMIN_RULE,
+    # Metrics: the permission metrics.read, which admins hold (a scraper token: tests/test_metrics.py).
+    ("GET", "/metrics"): ADMIN,
+    ("GET", "/api/admin/metrics"): ADMIN,
 }
 
 # What to send: plausible path parameters, query strings and bodies (a body may depend on the persona).

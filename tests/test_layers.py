@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "xcore.sdk",
         ),
     ),
+    ("metrics", ("xcore.metrics",)),
     ("config", ("xcore.config",)),
     ("logs", ("xcore.logs",)),
     ("db", ("xcore.db",)),

@@ -31,6 +31,8 @@ from xcore.db.backup import remove_partial_backups, remove_working_copies
 from xcore.db.serving import ServingLock, migrating
 from xcore.errors import DatabaseError, ServerError
 from xcore.heap import after_fork_in_child, freeze_startup_heap
+from xcore.metrics.export import ENV as METRICS_ENV
+from xcore.metrics.export import prepare_directory
 from xcore.plugins import safemode
 from xcore.plugins.leftovers import remove_leftovers
 from xcore.runtime import Runtime
@@ -39,6 +41,7 @@ from xcore.terminal import printable
 log = logging.getLogger("xcore.system")
 
 WORKER_TARGET = "xcore.web.asgi:create_switch"
+METRICS_DIR = "metrics"  # in the data directory: the workers' metric files (prometheus-client's multi-process mode)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -225,6 +228,8 @@ def serve(runtime: Runtime, *, safe: bool = False) -> int:
         check_port_free(server.host, server.port)
         prepare_database(runtime)
         os.environ.update(worker_environment(runtime))
+        if server.metrics:  # each worker writes its metric files there, emptied now (see xcore.metrics.export)
+            os.environ[METRICS_ENV] = str(prepare_directory(runtime.data.root / METRICS_DIR))
         mode = safemode.begin_start(runtime.data.root, forced=safe)
         if mode is not None:
             os.environ.update(safemode.environment(mode))

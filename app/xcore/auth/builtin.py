@@ -30,6 +30,7 @@ PERMISSIONS: dict[str, str] = {
     "audit.read": "Read the audit log.",
     "backups.manage": "Create, download and restore database backups.",
     "settings.manage": "Change xcore's settings.",
+    "metrics.read": "Read the metrics: GET /metrics (Prometheus) and the admin dashboard's numbers.",
 }
 
 SUPERADMIN, ADMIN, USER = "superadmin", "admin", "user"
@@ -42,7 +43,7 @@ CUSTOM_RANK = RANKS[USER]
 BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
     SUPERADMIN: ("Everything, including roles, settings and backups.", frozenset(PERMISSIONS)),
     ADMIN: (
-        "Sees plugins and manages sandboxed ones; manages tasks, logs and the users below admin.",
+        "Sees plugins and manages sandboxed ones; manages tasks, logs and the users below admin; reads the metrics.",
         frozenset(
             {
                 "plugins.read",
@@ -53,6 +54,7 @@ BUILTIN_ROLES: dict[str, tuple[str, frozenset[str]]] = {
                 "users.manage",
                 "logs.read",
                 "audit.read",
+                "metrics.read",
             }
         ),
     ),

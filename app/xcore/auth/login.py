@@ -22,6 +22,8 @@ from xcore.auth.service import AuthService, Client
 from xcore.auth.throttle import account_key, address_key
 from xcore.auth.totp import hash_recovery_code, match_step
 from xcore.db.models import RecoveryCode, RefreshToken, User, as_utc
+from xcore.metrics import tally
+from xcore.metrics.families import LOGIN_FAILURES
 
 WRONG_CREDENTIALS = "wrong username or password"
 
@@ -114,7 +116,9 @@ def find_user(session: Session, name: str) -> User | None:
 
 
 def _fail(session: Session, name: str, client: Client, what: str) -> None:
-    """_fail audits a failed attempt; the throttle counted it already, when it was admitted."""
+    """_fail audits a failed attempt, and counts it for the metrics; the throttle counted it already, when it was
+    admitted."""
+    tally.count(LOGIN_FAILURES, what.replace(" ", "_"))
     session.rollback()
     audit.record(session, "login.failed", actor=name[:100], ip=client.ip, level=logging.WARNING, reason=f"wrong {what}")
     session.commit()

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from xcore.auth.hashing import HashPool
 from xcore.auth.principals import Epoch, Principals
 from xcore.auth.rules import AccessTable
+from xcore.auth.scrapers import FILE_NAME as SCRAPER_TOKENS
+from xcore.auth.scrapers import ScraperTokens
 from xcore.auth.setup import SetupToken
 from xcore.auth.throttle import Throttle
 from xcore.auth.tokens import TokenSigner
@@ -59,6 +61,7 @@ class AuthService:
         self.hashing = HashPool(secure.hashing)
         self.rules = AccessTable(access_rules)
         self.setup_token = SetupToken(shared_dir)
+        self.scrapers = ScraperTokens(shared_dir / SCRAPER_TOKENS)  # the tokens that read /metrics only
         self.setup_done = False
 
     @contextmanager

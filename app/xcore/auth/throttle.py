@@ -21,6 +21,8 @@ from sqlalchemy.orm import Session
 from xcore.auth.errors import TooManyAttempts
 from xcore.config.schema import LockoutConfig
 from xcore.db.models import LoginThrottle, as_utc
+from xcore.metrics import tally
+from xcore.metrics.families import LOGIN_LOCKOUTS, LOGIN_REFUSED
 
 
 def account_key(user_id: int | None, login: str) -> str:
@@ -70,6 +72,7 @@ class Throttle:
         waits = [as_utc(r.locked_until) - now for r in rows if r.locked_until and as_utc(r.locked_until) > now]
         if waits:
             seconds = math.ceil(max(waits).total_seconds())
+            tally.count(LOGIN_REFUSED)
             raise TooManyAttempts(f"too many failed attempts; try again in {seconds} seconds", retry_after=seconds)
         for row in rows:
             if row.last_failure_at and (now - as_utc(row.last_failure_at)).total_seconds() > self.config.max_delay:
@@ -80,6 +83,7 @@ class Throttle:
             if over >= 0:
                 delay = min(self.config.base_delay * 2 ** min(over, 30), self.config.max_delay)
                 row.locked_until = now + timedelta(seconds=delay)
+                tally.count(LOGIN_LOCKOUTS, "address" if row.key.startswith("ip:") else "account")
         session.flush()
 
     def refund(self, session: Session, keys: list[str]) -> None:

@@ -18,6 +18,7 @@ from xcore.cli.db_cmd import db
 from xcore.cli.desktop_cmd import desktop
 from xcore.cli.keys_cmd import keys, trust
 from xcore.cli.logs_cmd import logs
+from xcore.cli.metrics_cmd import metrics
 from xcore.cli.options import add_global_options
 from xcore.cli.output import echo
 from xcore.cli.plugin_cmd import plugin
@@ -62,6 +63,7 @@ cli.add_command(tasks)
 cli.add_command(keys)
 cli.add_command(trust)
 cli.add_command(catalogue)
+cli.add_command(metrics)
 plugin.add_command(search)
 plugin.add_command(update)
 add_global_options(cli)

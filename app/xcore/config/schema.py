@@ -56,6 +56,14 @@ class ServerConfig(_Section, frozen=True):
             "a trusted address can claim to be anyone. `xcore desktop` ignores this setting."
         ),
     ] = field(default_factory=list)
+    metrics: Annotated[
+        bool,
+        doc(
+            "Collect metrics: every request is counted (route, method, status, latency) for GET /metrics "
+            "(Prometheus) and the admin dashboard (GET /api/admin/metrics). false turns the counting off, and both "
+            "answer 404."
+        ),
+    ] = True
 
 
 def trusted_proxy_problem(entry: str) -> str | None:
@@ -459,6 +467,9 @@ def default_access_rules() -> dict[str, AccessRule]:
     return {
         "/api/admin/*": AccessRule(roles=["admin"]),
         "/api/admin/backups*": AccessRule(roles=["superadmin"]),  # a restore replaces every account
+        # The metrics: a Prometheus server (with a scraper token, `xcore metrics token new`) and the admin dashboard.
+        "/metrics": AccessRule(permissions=["metrics.read"]),
+        "/api/admin/metrics": AccessRule(permissions=["metrics.read"]),
         # Changing plugins needs at least the right to change sandboxed ones; a plugin any version of which runs in
         # the server's process, with its rights, needs plugins.manage too (superadmins), which the handlers check.
         "/api/admin/plugins*": AccessRule(permissions=["plugins.manage_sandboxed"], method=list(CHANGING_METHODS)),

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from sqlalchemy.exc import IntegrityError
 
 from xcore.auth.builtin import manage_permission
 from xcore.auth.permissions import register_plugin_permissions
+from xcore.metrics import tally
+from xcore.metrics.families import PLUGIN_RELOAD_DURATION, PLUGIN_RELOADS
 from xcore.plugins import contract, safemode
 from xcore.plugins.blocklist import LocalBlocklist
 from xcore.plugins.bundle import Bundle, BundleError, collect_garbage
@@ -314,6 +317,7 @@ class PluginManager:
         afresh even if unchanged.
         """
         async with self._lock:
+            started, reloads = time.perf_counter(), self.reloads
             if force:
                 self.scanner.forget()
                 self._failed.clear()
@@ -335,6 +339,9 @@ class PluginManager:
                 await anyio.to_thread.run_sync(self._persist_states)
             if scan.pending:
                 self._recheck(min(RECHECK, max(scan.settles_in, 0.0) + 0.005))
+            if self.reloads != reloads:  # for the metrics: a reconcile that swapped plugins in
+                tally.count(PLUGIN_RELOADS, amount=self.reloads - reloads)
+                tally.observe(PLUGIN_RELOAD_DURATION, time.perf_counter() - started)
 
     async def _apply(self, scan: Scan, stored: Stored, reload: set[str], initial: bool) -> None:
         candidates: dict[str, list[Source]] = {}

@@ -33,7 +33,7 @@ from xcore.plugins.contract import (
 KEYS = {key.name: key for key in MANIFEST_KEYS}
 MODULE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The core's URL prefixes: no plugin may take them, or anything under them.
-CORE_PREFIXES = ("/api", "/admin", "/docs", "/redoc", "/openapi.json", "/schema", "/static", "/health")
+CORE_PREFIXES = ("/api", "/admin", "/docs", "/redoc", "/openapi.json", "/schema", "/static", "/health", "/metrics")
 # Names a plugin id may not take, with why: a plugin's permissions are `<id>.<name>` and its tasks `<id>.<name>`,
 # so an id equal to a core namespace would pass its names off as the core's (a `users.export` beside the core's
 # `users.manage`). Derived from the core's own permissions and URL prefixes; the admin API's other sections and

@@ -9,6 +9,7 @@
   `manager.tasks.pause_after` of them pause it.
 
 The runner does not queue anything itself: it returns the attempt to queue (`Again`), which the dispatch sends.
+Each attempt's outcome and duration are counted for the metrics (`xcore.metrics`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from xcore.metrics import tally
+from xcore.metrics.families import TASK_DURATION, TASK_RUNS
 from xcore.tasks.context import with_context
 from xcore.tasks.journal import now
 
@@ -65,6 +68,7 @@ class Runner:
             reason = f"plugin {owner} not loaded" if "." in name else f"task {name} not registered"
             self.journal.update(run_id, status="dropped", error=reason, finished_at=now())
             log.warning("task %s (run %d) dropped: %s", name, run_id, reason, extra=CONTEXT)
+            tally.count(TASK_RUNS, name, owner if "." in name and owner != "xcore" else "", "dropped")
             return None
         if self.states.is_paused(name):
             return Again(uuid.uuid4().hex, (name, args, kwargs, run_id, attempt), PAUSED_RECHECK)
@@ -74,11 +78,12 @@ class Runner:
             call(entry, args, kwargs)
         except Exception as exc:
             return self._failed(entry, args, kwargs, run_id, attempt, exc, time.monotonic() - started)
+        duration = time.monotonic() - started
         self.journal.update(
-            run_id, status="succeeded", error=None, traceback=None, finished_at=now(),
-            duration=time.monotonic() - started,
+            run_id, status="succeeded", error=None, traceback=None, finished_at=now(), duration=duration,
         )  # fmt: skip
         self.states.succeeded(name)
+        counted(entry, "succeeded", duration)
         return None
 
     def _failed(
@@ -95,12 +100,21 @@ class Runner:
             task_id = uuid.uuid4().hex
             self.journal.update(run_id, status="retrying", error=error, traceback=trace, task_id=task_id)
             log.warning("task %s (run %d) attempt %d failed: %s", name, run_id, attempt, error, extra=CONTEXT)
+            counted(entry, "retrying", duration)
             return Again(task_id, (name, args, kwargs, run_id, attempt + 1), max(delay, 0.001))
         self.journal.update(run_id, status="failed", error=error, traceback=trace, finished_at=now(), duration=duration)
         log.error("task %s (run %d) failed after %d attempt(s): %s", name, run_id, attempt, error, extra=CONTEXT)
+        counted(entry, "failed", duration)
         if entry.periodic:
             self.states.failed(name, error, self.settings.pause_after)
         return None
+
+
+def counted(entry: Entry, outcome: str, duration: float) -> None:
+    """counted counts an attempt of `entry` that ended with `outcome`, and its duration, for the metrics."""
+    plugin = entry.plugin_id or ""
+    tally.count(TASK_RUNS, entry.name, plugin, outcome)
+    tally.observe(TASK_DURATION, duration, entry.name, plugin)
 
 
 def call(entry: Entry, args: list[Any], kwargs: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from xcore.web.docs_routes import docs_handlers, openapi_config, vendor_assets_r
 from xcore.web.guard import AccessGuard
 from xcore.web.log_routes import log_handlers
 from xcore.web.me_routes import me_handlers
+from xcore.web.metrics_routes import metrics_handlers
 from xcore.web.page_routes import page_handlers
 from xcore.web.plugin_routes import plugin_handlers
 from xcore.web.problems import handle_exception
@@ -75,6 +76,7 @@ def build_app(
             *task_handlers(),
             *log_handlers(),
             *backup_handlers(),
+            *metrics_handlers(),
             *ui_handlers(),
         ],
     )

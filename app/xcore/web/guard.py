@@ -7,7 +7,8 @@ browser UI), from an active user who has what the rule requires. Cookie-authenti
 method also need the `X-CSRF-Token` header to hold their login's CSRF token (`check_csrf`): it is derived from
 the session family (`TokenSigner.csrf_token`), so a token of another session, or one set by another site, does
 not pass. The login answer gives it, and the readable `xcore_csrf` cookie carries it for the UI's script.
-Public routes that act on a cookie session (logout, refresh) check it themselves.
+Public routes that act on a cookie session (logout, refresh) check it themselves. On /metrics alone, a scraper
+token (`xcore.auth.scrapers`) is accepted too, as a principal that holds `metrics.read` only.
 
 The hot path costs a rule lookup, a dict lookup for the verified token, an 8-byte read of the memory-mapped
 accounts epoch and a dict lookup for the user; the database is read only when an account changed (see
@@ -31,8 +32,11 @@ from litestar.types import ASGIApp, HTTPResponseStartEvent, Message, Receive, Sc
 
 from xcore.auth.errors import AuthError, Forbidden, NotAuthenticated, SetupRequired
 from xcore.auth.rules import Principal, Rule, request_path
+from xcore.auth.scrapers import PATH as SCRAPER_PATH
+from xcore.auth.scrapers import PREFIX as SCRAPER_PREFIX
 from xcore.auth.service import AuthService
 from xcore.auth.tokens import AccessClaims
+from xcore.metrics.tally import REFUSED
 from xcore.web.bodylimits import BODY_METHODS, shape_checked
 from xcore.web.calls import direct
 from xcore.web.problems import PROBLEM_JSON, error_problem
@@ -170,12 +174,46 @@ class AccessGuard:
             rule = auth.rules.match(path, method)
             if rule.public:
                 return False
+        if path == SCRAPER_PATH:
+            scraper = self.scraper(scope)
+            if scraper is not None:
+                return self._allow_scraper(scope, path, method, rule, scraper)
         if not auth.setup_done:
             return self._admit_from_database(scope, path, method, rule)
         claims, via_cookie, hit, principal = identify(auth, scope)
         if not hit:
             return self._admit_from_database(scope, path, method, rule)
         return self._allow(scope, path, method, rule, checked(principal, claims), claims, via_cookie)
+
+    def scraper(self, scope: Scope) -> Principal | None:
+        """scraper is the principal of the request's scraper token (`xcore.auth.scrapers`), or None when its
+        Authorization header holds none. Raises NotAuthenticated for a scraper token that is not (or no longer)
+        valid. Only /metrics asks: anywhere else a scraper token is not an access token."""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                token = value[7:].strip() if value[:7].lower() == b"bearer " else b""
+                if not token.startswith(SCRAPER_PREFIX.encode()):
+                    return None
+                principal = self.auth.scrapers.principal(token.decode("latin-1"))
+                if principal is None:
+                    raise NotAuthenticated(
+                        "this scraper token is not valid: revoked, or never made here; make one with "
+                        "`xcore metrics token new NAME`"
+                    )
+                return principal
+        return None
+
+    def _allow_scraper(self, scope: Scope, path: str, method: str, rule: Rule, scraper: Principal) -> bool:
+        """_allow_scraper raises Forbidden unless the scraper token's principal has what `rule` requires; else it
+        puts it in the scope. No claims: the token is neither remembered nor a session."""
+        missing = scraper.missing(rule)
+        if missing:
+            raise Forbidden(
+                f"{method} {path} needs {rule.requirement} (access rule {rule.pattern or 'default: login required'}); "
+                f"a scraper token holds {', '.join(sorted(scraper.permissions))} only"
+            )
+        scope["user"] = scraper
+        return False
 
     async def _admit_from_database(self, scope: Scope, path: str, method: str, rule: Rule) -> bool:
         auth = self.auth
@@ -209,6 +247,7 @@ async def refuse(scope: Scope, send: Send, exc: AuthError) -> None:
     if scope["type"] == ScopeType.WEBSOCKET:
         await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
         return
+    scope["path_template"] = REFUSED  # the metrics' route label of a request refused before routing
     status, document, headers = error_problem(exc)
     body = msgspec.json.encode(document)
     raw = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]

@@ -36,6 +36,7 @@ from xcore.plugins.manager import PluginManager
 from xcore.plugins.manifest import overlaps
 from xcore.plugins.store import touch_state_marker
 from xcore.runtime import Runtime
+from xcore.web import metrics
 from xcore.web.app import build_app, build_plugin_app
 from xcore.web.dispatch import Dispatch, Mount, document_under
 from xcore.web.headers import isolate
@@ -91,6 +92,7 @@ class PluginApps:
         The Switch's startup hook. The core app lives as long as the worker.
         """
         self._switch = switch
+        metrics.start(self.runtime)
         self.core = await anyio.to_thread.run_sync(lambda: build_app(self.runtime, manager=self.manager, apps=self))
         freeze_startup_heap()
         self._core_life = Generation(self.core, 0)
@@ -115,6 +117,7 @@ class PluginApps:
         await self.manager.stop()
         if self._core_life is not None:
             await self._core_life.stop()
+        await anyio.to_thread.run_sync(metrics.stop)
 
     async def prepare(self, plugins: Sequence[LoadedPlugin]) -> dict[str, str]:
         """prepare builds, describes and starts the app of `plugins`; returns why, by package name, for the
@@ -173,6 +176,7 @@ class PluginApps:
             if not life.users:
                 ended.append(life)
         dispatch = Dispatch(self.core, [self._apps[p.package].mount for p in plugins])
+        metrics.serve_plugins(plugins)
 
         async def after() -> None:
             for life in ended:

@@ -12,6 +12,12 @@ here (`xcore.web.headers`).
 A handler can keep its own successful answers out of the request log with `quiet(request)`: the admin UI's live
 log tail polls every two seconds, and would otherwise fill the log it shows with its own requests. Errors are
 logged all the same.
+
+Every request is also counted for the metrics (`xcore.metrics.tally`), unless `server.metrics` turned that off
+(`count_requests`): by the route template Litestar matched (`scope["path_template"]`; a mount's path; `<unmatched>`
+when no route did; `<refused>` when the access guard refused it before routing), method and status, with its
+duration in the latency histogram's bucket. That costs a dict lookup and two additions; the counts reach
+prometheus-client's values later (`xcore.metrics.export`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from time import perf_counter
 from typing import Any
 
 from xcore.logs import access
+from xcore.metrics import tally
+from xcore.metrics.tally import BOUNDS, Cell, bucket
+from xcore.metrics.tally import lookup as _cells
 from xcore.web.headers import secure
 
 log = logging.getLogger("xcore.api")
@@ -39,6 +48,28 @@ _ids: Iterator[tuple[bytes, str]] = iter(())
 
 
 QUIET = "xcore_quiet"
+_counting = True  # see `count_requests`
+
+
+def count_requests(on: bool) -> None:
+    """count_requests turns the counting of every request for the metrics on or off (`server.metrics`)."""
+    global _counting
+    _counting = on
+
+
+def _new_cell(key: tuple[Any, str, int], scope: dict[str, Any]) -> Cell:
+    """_new_cell is the metrics cell of a request key not seen before: its route part is the template Litestar
+    matched, a mount's route handler (labelled with the mount's path), or None (no route matched)."""
+    route = key[0]
+    if route is None:
+        label = tally.UNMATCHED
+    elif isinstance(route, str):
+        label = route
+    else:
+        app = scope.get("app")
+        found = (r.path for r in getattr(app, "routes", ()) if getattr(r, "route_handler", None) is route)
+        label = next(found, tally.UNMATCHED)
+    return tally.request_cell(key, label)
 
 
 def quiet(request: Any) -> None:
@@ -125,13 +156,21 @@ async def logged(generation: Any, scope: dict[str, Any], receive: Any, send: Any
             generation.drained.set()
         if not status:
             status = 500  # no response: the server answers 500
+        end = perf_counter()
+        if _counting:
+            key = (scope.get("path_template") or scope.get("route_handler"), scope["method"], status)
+            cell = _cells.get(key)
+            if cell is None:
+                cell = _new_cell(key, scope)
+            cell[bucket(BOUNDS, end - start)] += 1
+            cell[-1] += end - start
         sink = access.SINK
         if status < 400 and QUIET in state:
             pass
         elif sink is not None:
             if sink.info or (status >= 500 and sink.error):
                 pending = sink.pending
-                pending.append((perf_counter(), start, status, scope["method"], scope["path"], rid))
+                pending.append((end, start, status, scope["method"], scope["path"], rid))
                 if status >= 500 or len(pending) >= access.FLUSH_LINES:
                     sink.flush()
                 elif not sink.scheduled:

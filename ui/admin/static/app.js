@@ -17,6 +17,7 @@ const ROUTES = [
   ["/admin/setup", "setup", { bare: true, public: true }],
   ["/admin/login", "login", { bare: true, public: true }],
   ["/admin", "dashboard", { api: "/api/admin/system" }],
+  ["/admin/metrics", "metrics", { api: "/api/admin/metrics" }],
   ["/admin/home", "home", {}],
   ["/admin/apps/:plugin/:page", "apppage", {}],
   ["/admin/plugins", "plugins", { api: "/api/admin/plugins" }],
@@ -40,6 +41,7 @@ const PAGE_APIS = [...new Set(ROUTES.map(([, , options]) => options.api).filter(
 
 const NAV = [
   ["/admin", "Dashboard"],
+  ["/admin/metrics", "Metrics"],
   ["/admin/plugins", "Plugins"],
   ["/admin/tasks", "Tasks"],
   ["/admin/users", "Users"],
