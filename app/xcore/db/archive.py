@@ -73,6 +73,7 @@ from xcore.db.backup import (
     SQLITE_MAGIC,
     backup_name,
     check_sqlite_file,
+    copy_sqlite,
     link_new,
     prune_backups,
 )
@@ -269,7 +270,7 @@ class _Writer:
         os.close(fd)
         copy = Path(tmp)
         try:
-            copy_sqlite(path, copy)
+            copy_sqlite(path, copy, source_mode="rw", standalone=True)
             self.add_file(name, copy, sqlite=True)
         finally:
             for suffix in ("", "-journal"):
@@ -283,23 +284,6 @@ def _info(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = size, 0o600, int(time.time())
     return info
-
-
-def copy_sqlite(source: Path, target: Path) -> None:
-    """copy_sqlite copies the SQLite database `source` (in use or not) into `target` with the online backup API,
-    as one self-contained file (no -wal beside it). The source is opened for reading and writing, though nothing
-    is written: a WAL database that no connection has open needs a writer to create its -shm file, or to take in
-    what a -wal file left by a crash holds. A missing `source` is an error, never created."""
-    src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=rw", uri=True, timeout=30)
-    try:
-        dst = sqlite3.connect(target)
-        try:
-            src.backup(dst)
-            dst.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            dst.close()
-    finally:
-        src.close()
 
 
 def is_sqlite(path: Path) -> bool:
@@ -884,15 +868,7 @@ def _restore_sqlite(source: Path, target: Path) -> None:
     which a plugin may have open (every connection reads the restored data from its next transaction)."""
     if target.exists() and not is_sqlite(target) and target.stat().st_size > 0:
         target.unlink()  # a plain file where the archive has a database: not one SQLite has open
-    src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True)
-    try:
-        dst = sqlite3.connect(target, timeout=30)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-    finally:
-        src.close()
+    copy_sqlite(source, target)
 
 
 def _write_in_place(source: Path, target: Path) -> None:
@@ -909,15 +885,7 @@ def _remove(path: Path, kept_open: list[str]) -> None:
         return
     except PermissionError:
         if is_sqlite(path):
-            empty = sqlite3.connect(":memory:")
-            try:
-                live = sqlite3.connect(path, timeout=30)
-                try:
-                    empty.backup(live)
-                finally:
-                    live.close()
-            finally:
-                empty.close()
+            copy_sqlite(None, path)
         else:
             with path.open("r+b") as handle:
                 handle.truncate(0)

@@ -76,19 +76,35 @@ def backup_time(name: str) -> datetime | None:
     return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) if match else None
 
 
-def copy_database(source: Path, target: Path) -> None:
-    """copy_database copies a live SQLite database page by page with the online backup API."""
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+def copy_sqlite(
+    source: Path | None, target: Path, *, source_mode: str = "ro", standalone: bool = False, timeout: float = 30.0
+) -> None:
+    """copy_sqlite copies the SQLite database `source` into `target` page by page with the online backup API, in
+    one write transaction of `target`, which may be a live database (every connection to it reads the copied data
+    from its next transaction). `source` None copies an empty database: `target` is emptied. `source_mode` "rw"
+    opens the source for writing, though nothing is written: a WAL database that no connection has open needs a
+    writer to create its -shm file, or to take in what a -wal file left by a crash holds (a missing source is an
+    error either way, never created). `standalone` makes `target` one self-contained file, with no -wal or -shm
+    beside it whatever mode the source used (a backup)."""
+    if source is None:
+        src = sqlite3.connect(":memory:")
+    else:
+        src = sqlite3.connect(f"{source.absolute().as_uri()}?mode={source_mode}", uri=True, timeout=timeout)
     try:
-        dst = sqlite3.connect(target)
+        dst = sqlite3.connect(target, timeout=timeout)
         try:
             src.backup(dst)
-            # A backup is one self-contained file: no -wal/-shm beside it, whatever mode the source used.
-            dst.execute("PRAGMA journal_mode=DELETE")
+            if standalone:
+                dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
     finally:
         src.close()
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """copy_database copies a live SQLite database into a new, self-contained file (`copy_sqlite`)."""
+    copy_sqlite(source, target, standalone=True)
 
 
 def is_empty(db: Path) -> bool:

@@ -49,7 +49,7 @@ from sqlalchemy.pool import NullPool
 from xcore import __version__
 from xcore.config.schema import BackupConfig
 from xcore.db import revisions
-from xcore.db.backup import backup_revision, check_sqlite_file, copy_database, is_empty, make_backup
+from xcore.db.backup import backup_revision, check_sqlite_file, copy_database, copy_sqlite, is_empty, make_backup
 from xcore.errors import DatabaseError, MigrationError
 
 log = logging.getLogger("xcore.db")
@@ -131,7 +131,7 @@ def restore_live(
             if safety is not None:
                 # Read last: a revocation made while the safety backup was written is carried over too.
                 _carry_into(working, db)
-            _copy_in(working, db)
+            copy_sqlite(working, db)  # one write transaction on the live database
         except sqlite3.Error as exc:
             kept = f"; its backup from just before is {safety.name}" if safety else ""
             raise DatabaseError(
@@ -305,19 +305,6 @@ def _carry_token_versions(conn: sqlite3.Connection) -> None:
         wanted = max(version, live_version) + (0 if live_name == username else 1)
         if wanted != version:
             conn.execute("UPDATE main.users SET token_version = ? WHERE id = ?", (wanted, user_id))
-
-
-def _copy_in(working: Path, db: Path) -> None:
-    """Copies the working copy into the live database in one step: one write transaction on `db`."""
-    source = sqlite3.connect(f"file:{working}?mode=ro", uri=True)
-    try:
-        target = sqlite3.connect(db, timeout=30)
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-    finally:
-        source.close()
 
 
 def _files(path: Path) -> list[Path]:
