@@ -17,11 +17,12 @@ bytes (stored as they are) or anything JSON holds (a tuple comes back a list), a
 `ttl` is whole seconds from 1 to CACHE_TTL_MAX, CACHE_TTL when None (`xcore.plugins.contract`). A wrong one
 raises ValueError saying which and why; nothing is stored then.
 
-Litestar's stores are async and a plugin's code is often sync (handlers in a thread pool, tasks in the
-consumer's threads). All store I/O of a process runs on one event loop in a thread of its own (`CacheStores`):
-sync calls wait for it, async calls (`aget`...) await it, from any thread or loop; a Redis connection never
-crosses loops. A store that fails (Redis down, a full disk) answers misses and stores nothing, logged at most
-once a minute: a cache that is gone must not take the plugin down with it.
+Litestar's stores are async and a plugin's code is often sync (handlers in a thread pool, tasks in the consumer's
+threads). The file and Redis stores' I/O runs on one event loop in a thread of its own (`CacheStores`): sync calls
+wait for it, async calls (`aget`...) await it, from any thread or loop; a Redis connection never crosses loops. The
+memory store is read and written at once, from any thread, under a thread lock (`BoundedMemoryStore`): a hop to
+another thread would cost a get a hundred times what it reads. A store that fails (Redis down, a full disk) answers
+misses and stores nothing, logged at most once a minute: a cache that is gone must not take the plugin down with it.
 
 A sandboxed plugin's worker has no store: its `ctx.cache` (`plugin_worker.RemoteCache`) asks the host, which
 answers from the same cache (`answer`).
@@ -135,34 +136,76 @@ def decode(data: bytes) -> tuple[bool, Any]:
 
 class BoundedMemoryStore(MemoryStore):
     """BoundedMemoryStore is Litestar's MemoryStore holding at most `budget` bytes of values: past it, expired
-    entries go first, then those set longest ago. It keeps its count in MemoryStore's own dict, under its lock."""
+    entries go first, then those set longest ago. Its dict is guarded by a thread lock rather than MemoryStore's
+    anyio lock (no operation awaits while holding it), so a plugin's sync code reads and writes it at once, from
+    any thread, without the hop to the cache's loop (`get_now`, `set_now`, `delete_now`); the async methods
+    Litestar calls take the same lock."""
 
-    __slots__ = ("_size", "budget")
+    __slots__ = ("_mutex", "_size", "budget")
 
     def __init__(self, budget: int = MEMORY_BUDGET) -> None:
         super().__init__()
         self.budget = budget
-        self._size = 0  # bytes of values held; over the truth after an expired entry was dropped by `get`
+        self._mutex = threading.Lock()
+        self._size = 0  # bytes of values held
 
-    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+    def get_now(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        """get_now is the value of `key`, or None (an expired entry is dropped)."""
+        with self._mutex:
+            entry = self._store.get(key)
+            if entry is None:
+                return None
+            if entry.expired:
+                del self._store[key]
+                self._size -= len(entry.data)
+                return None
+            if renew_for and entry.expires_at:
+                self._store[key] = StorageObject.new(data=entry.data, expires_in=renew_for)
+            return entry.data
+
+    def set_now(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        """set_now stores `value` under `key`; it becomes the newest entry."""
         data = value.encode() if isinstance(value, str) else value
-        async with self._lock:
-            old = self._store.pop(key, None)  # set again, it becomes the newest
+        with self._mutex:
+            old = self._store.pop(key, None)
             self._store[key] = StorageObject.new(data=data, expires_in=expires_in)
             self._size += len(data) - (len(old.data) if old is not None else 0)
             if self._size > self.budget:
                 self._trim()
 
-    async def delete(self, key: str) -> None:
-        async with self._lock:
+    def delete_now(self, key: str) -> None:
+        """delete_now removes `key`, if held."""
+        with self._mutex:
             old = self._store.pop(key, None)
             if old is not None:
                 self._size -= len(old.data)
 
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        return self.get_now(key, renew_for)
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        self.set_now(key, value, expires_in)
+
+    async def delete(self, key: str) -> None:
+        self.delete_now(key)
+
+    async def delete_all(self) -> None:
+        with self._mutex:
+            self._store.clear()
+            self._size = 0
+
     async def delete_expired(self) -> None:
-        await super().delete_expired()
-        async with self._lock:
+        with self._mutex:
+            self._store = {key: entry for key, entry in self._store.items() if not entry.expired}
             self._size = sum(len(entry.data) for entry in self._store.values())
+
+    async def exists(self, key: str) -> bool:
+        return self.get_now(key) is not None
+
+    async def expires_in(self, key: str) -> int | None:
+        with self._mutex:
+            entry = self._store.get(key)
+            return None if entry is None else entry.expires_in
 
     def _trim(self) -> None:
         live = {key: entry for key, entry in self._store.items() if not entry.expired}
@@ -284,6 +327,11 @@ class CacheStores:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"the {self.backend} cache did not answer within {CALL_TIMEOUT:g} s") from None
+
+    @property
+    def closed(self) -> bool:
+        """closed says whether `close` was called: the server is stopping."""
+        return self._closed
 
     def on_own_thread(self) -> bool:
         """on_own_thread says whether the caller is the stores' loop (whose sync calls would wait for themselves)."""
@@ -441,10 +489,19 @@ class PluginCache:
             self._stores.failed(f"{what} for plugin {self._plugin}", exc)
             return fallback
 
+    def _memory(self) -> BoundedMemoryStore | None:
+        """_memory is the plugin's memory store, which sync and async code use at once, or None for another
+        backend (reached on the cache's loop)."""
+        if self._stores.backend != "memory" or self._stores.closed:
+            return None  # a closed cache answers misses through the common path
+        store = self._stores.store(self._namespace)
+        return store if isinstance(store, BoundedMemoryStore) else None
+
     def lookup(self, key: str) -> tuple[bool, Any]:
         """lookup is (True, the value) of `key`, or (False, None) when the cache has none."""
         key = check_key(key)
-        data = self._run(lambda store: store.get(key), None, "get")
+        memory = self._memory()
+        data = memory.get_now(key) if memory is not None else self._run(lambda store: store.get(key), None, "get")
         return (False, None) if data is None else decode(data)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -455,11 +512,19 @@ class PluginCache:
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         """set stores `value` under `key` for `ttl` seconds (CACHE_TTL when None), replacing what was there."""
         key, data, seconds = check_key(key), encode(value), check_ttl(ttl)
+        memory = self._memory()
+        if memory is not None:
+            memory.set_now(key, data, seconds)
+            return
         self._run(lambda store: store.set(key, data, seconds), None, "set")
 
     def delete(self, key: str) -> None:
         """delete removes `key`, if the cache has it."""
         key = check_key(key)
+        memory = self._memory()
+        if memory is not None:
+            memory.delete_now(key)
+            return
         self._run(lambda store: store.delete(key), None, "delete")
 
     def get_or_set(self, key: str, make: Callable[[], Any], ttl: int | None = None) -> Any:
@@ -475,7 +540,11 @@ class PluginCache:
     async def alookup(self, key: str) -> tuple[bool, Any]:
         """alookup is `lookup` for async code."""
         key = check_key(key)
-        data = await self._arun(lambda store: store.get(key), None, "get")
+        memory = self._memory()
+        if memory is not None:
+            data = memory.get_now(key)
+        else:
+            data = await self._arun(lambda store: store.get(key), None, "get")
         return (False, None) if data is None else decode(data)
 
     async def aget(self, key: str, default: Any = None) -> Any:
@@ -486,11 +555,19 @@ class PluginCache:
     async def aset(self, key: str, value: Any, ttl: int | None = None) -> None:
         """aset is `set` for async code."""
         key, data, seconds = check_key(key), encode(value), check_ttl(ttl)
+        memory = self._memory()
+        if memory is not None:
+            memory.set_now(key, data, seconds)
+            return
         await self._arun(lambda store: store.set(key, data, seconds), None, "set")
 
     async def adelete(self, key: str) -> None:
         """adelete is `delete` for async code."""
         key = check_key(key)
+        memory = self._memory()
+        if memory is not None:
+            memory.delete_now(key)
+            return
         await self._arun(lambda store: store.delete(key), None, "delete")
 
     async def aget_or_set(self, key: str, make: Callable[[], Any], ttl: int | None = None) -> Any:
