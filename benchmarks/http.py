@@ -327,7 +327,8 @@ async def python_load(port: int, path: str, seconds: float, connections: int, he
         raise BenchError(f"the Python load generator got no response from {path} ({errors[1]} socket errors)")
     latencies.sort()
     n = len(latencies)
-    return Result(n / elapsed, latencies[n // 2] * 1e3, latencies[min(n - 1, n * 99 // 100)] * 1e3, *errors, n)
+    p50, p99 = latencies[n // 2] * 1e3, latencies[min(n - 1, n * 99 // 100)] * 1e3
+    return Result(n / elapsed, p50, p99, errors[0], errors[1], n)
 
 
 def load(
