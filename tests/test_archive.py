@@ -541,6 +541,23 @@ def test_an_archive_damaged_or_edited_is_refused_before_anything_is_touched(runt
         assert not list(scratch.iterdir()), f"{what}: nothing unpacked is left"
 
 
+def test_an_archive_that_would_fill_the_disk_is_refused_while_unpacking(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unpacking stops before a member that would leave less than FREE_RESERVE free (here more than any disk has),
+    with the reason, and removes what it had unpacked: a decompression bomb never fills the disk."""
+    from xcore.db import archive as archive_module
+
+    furnish(runtime, tmp_path / "staging")
+    good = archive_of(runtime)
+    monkeypatch.setattr(archive_module, "FREE_RESERVE", 1 << 60)
+    scratch = tmp_path / "scratch"
+    refused = pytest.raises(ArchiveRefused, match=r"would leave less than .* MiB free on the disk of .*make room there")
+    with refused, good.open("rb") as source:
+        open_archive(source, good.name, scratch, None)
+    assert not list(scratch.iterdir())
+
+
 # --- the admin API: making, uploading, restoring by name ----------------------------------------------------------
 
 

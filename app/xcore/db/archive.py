@@ -98,6 +98,7 @@ PLUGIN_ID = re.compile(r"^[a-z][a-z0-9_]{1,39}\Z")  # xcore.plugins.contract.PLU
 TEMP_PREFIX = ".upload-restore-"
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 MAX_MANIFEST = 16 << 20
+FREE_RESERVE = 256 << 20  # bytes an unpacking leaves free on its disk: an archive never fills it
 COMPRESSION = 6  # gzip's level: most of the gain of 9 for a fraction of its time
 RESTORE_LOCK = ".xcore-restore.lock"
 WINDOWS_FORBIDDEN = set('<>:"|?*\\')
@@ -547,6 +548,7 @@ def _unpack(source: IO[bytes], staged: Staged, secret: Secret | None) -> None:
                 if relative.casefold() in seen:
                     raise ArchiveRefused(f"{name}: holds {relative!r} twice")
                 seen[relative.casefold()] = relative
+                _check_room(staged, relative, info.size)
                 handle = tar.extractfile(info)
                 assert handle is not None
                 if relative == MANIFEST:
@@ -559,6 +561,17 @@ def _unpack(source: IO[bytes], staged: Staged, secret: Secret | None) -> None:
             pass
     if secret is not None and is_sealed(head):
         reader.read()
+
+
+def _check_room(staged: Staged, member: str, size: int) -> None:
+    """Refuses a member whose unpacking would leave less than FREE_RESERVE free on the disk of the scratch folder
+    (an archive that unpacks to more than its disk holds, by accident or by design, never fills it)."""
+    free = shutil.disk_usage(staged.root).free
+    if free - size < FREE_RESERVE:
+        raise ArchiveRefused(
+            f"{staged.name}: unpacking {member} ({size:,} bytes) would leave less than {FREE_RESERVE >> 20} MiB free "
+            f"on the disk of {staged.root.parent} ({free:,} bytes free); make room there and try again"
+        )
 
 
 def _member_name(archive: str, info: tarfile.TarInfo) -> str:
