@@ -378,12 +378,15 @@ def test_a_new_version_replaces_the_worker_and_the_old_one_exits(probed: Host, l
 
 
 def _gone(pid: int) -> None:
+    """_gone passes when process `pid` has exited: no such process, or a zombie. It may be reaped between the two
+    looks (reading /proc/<pid>/stat then fails with ESRCH or ENOENT): gone too."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read()
+    except (ProcessLookupError, FileNotFoundError):
         return
-    with open(f"/proc/{pid}/stat") as stat:
-        assert stat.read().split(") ", 1)[1].startswith("Z"), f"worker {pid} still runs"
+    assert state.split(") ", 1)[1].startswith("Z"), f"worker {pid} still runs"
 
 
 def test_under_require_every_untrusted_plugin_is_sandboxed(tmp_path: Path) -> None:
