@@ -43,6 +43,7 @@ import xcore
 from xcore.auth.rules import Principal
 from xcore.heap import freeze_startup_heap
 from xcore.plugins import wire
+from xcore.plugins.cache import CacheMethods
 from xcore.plugins.confine import Confinement, Limits, confine
 from xcore.plugins.health import check
 from xcore.plugins.libraries import provide
@@ -172,11 +173,11 @@ class RemoteKeyValue:
         return list(self._call("keys", prefix))
 
 
-class RemoteCache:
-    """RemoteCache is `ctx.cache` in the worker, which has no store: `get`, `set` and `delete` are calls to the
+class RemoteCache(CacheMethods):
+    """RemoteCache is `ctx.cache` in the worker, which has no store: `lookup`, `set` and `delete` are calls to the
     host, which runs them on the plugin's own cache (`xcore.plugins.cache`), checks included; a refusal raises
-    ValueError. `get_or_set` is built on them here, so `make` runs in the worker; the async twins run the same
-    calls in a thread, so the worker's loop goes on meanwhile."""
+    ValueError. `get_or_set` is built on them here (CacheMethods), so `make` runs in the worker; the async twins
+    run the same calls in a thread, so the worker's loop goes on meanwhile."""
 
     def __init__(self, caller: wire.Caller) -> None:
         self._caller = caller
@@ -187,13 +188,9 @@ class RemoteCache:
             return answer[1]
         raise ValueError(answer[1] if len(answer) > 1 else "ctx.cache: the host refused")
 
-    def _lookup(self, key: str) -> tuple[bool, Any]:
+    def lookup(self, key: str) -> tuple[bool, Any]:
         found = self._call("get", key)
         return bool(found[0]), found[1]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        found, value = self._lookup(key)
-        return value if found else default
 
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         self._call("set", key, value, ttl)
@@ -201,39 +198,14 @@ class RemoteCache:
     def delete(self, key: str) -> None:
         self._call("delete", key)
 
-    def get_or_set(self, key: str, make: Any, ttl: int | None = None) -> Any:
-        found, value = self._lookup(key)
-        if found:
-            return value
-        value = make()
-        self.set(key, value, ttl)
-        return _as_stored(value)
-
-    async def aget(self, key: str, default: Any = None) -> Any:
-        return await asyncio.to_thread(self.get, key, default)
+    async def alookup(self, key: str) -> tuple[bool, Any]:
+        return await asyncio.to_thread(self.lookup, key)
 
     async def aset(self, key: str, value: Any, ttl: int | None = None) -> None:
         await asyncio.to_thread(self.set, key, value, ttl)
 
     async def adelete(self, key: str) -> None:
         await asyncio.to_thread(self.delete, key)
-
-    async def aget_or_set(self, key: str, make: Any, ttl: int | None = None) -> Any:
-        found, value = await asyncio.to_thread(self._lookup, key)
-        if found:
-            return value
-        value = make()
-        if inspect.isawaitable(value):
-            value = await value
-        await self.aset(key, value, ttl)
-        return _as_stored(value)
-
-
-def _as_stored(value: Any) -> Any:
-    """_as_stored is `value` as the cache gives it back: bytes as bytes, anything else as JSON reads it."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    return json.loads(json.dumps(value))
 
 
 class Worker:

@@ -41,6 +41,7 @@ import logging
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -459,7 +460,59 @@ class SharedStore(Store):
         return await self._run(lambda store: store.expires_in(key), None, "expires_in")
 
 
-class PluginCache:
+class CacheMethods(ABC):
+    """CacheMethods is what both sides of `ctx.cache`, the host's PluginCache and the sandbox worker's RemoteCache,
+    build on their own `lookup`, `set`, `alookup` and `aset`: `get`, `get_or_set` and their async twins."""
+
+    @abstractmethod
+    def lookup(self, key: str) -> tuple[bool, Any]:
+        """lookup is (True, the value) of `key`, or (False, None) when the cache has none."""
+
+    @abstractmethod
+    def set(self, key: str, value: Any, ttl: int | None = None) -> None:
+        """set stores `value` under `key` for `ttl` seconds (CACHE_TTL when None), replacing what was there."""
+
+    @abstractmethod
+    async def alookup(self, key: str) -> tuple[bool, Any]:
+        """alookup is `lookup` for async code."""
+
+    @abstractmethod
+    async def aset(self, key: str, value: Any, ttl: int | None = None) -> None:
+        """aset is `set` for async code."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """get is the value of `key`, or `default` when the cache has none (never stored, expired, dropped)."""
+        found, value = self.lookup(key)
+        return value if found else default
+
+    def get_or_set(self, key: str, make: Callable[[], Any], ttl: int | None = None) -> Any:
+        """get_or_set is the value of `key`; on a miss, `make()` is called and what it returns stored (and
+        returned as a later `get` reads it: a tuple as a list). Two callers that miss at once both call `make`."""
+        found, value = self.lookup(key)
+        if found:
+            return value
+        value = make()
+        self.set(key, value, ttl)
+        return decode(encode(value))[1]
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        """aget is `get` for async code."""
+        found, value = await self.alookup(key)
+        return value if found else default
+
+    async def aget_or_set(self, key: str, make: Callable[[], Any], ttl: int | None = None) -> Any:
+        """aget_or_set is `get_or_set` for async code: `make` may be sync or async."""
+        found, value = await self.alookup(key)
+        if found:
+            return value
+        value = make()
+        if inspect.isawaitable(value):
+            value = await value
+        await self.aset(key, value, ttl)
+        return decode(encode(value))[1]
+
+
+class PluginCache(CacheMethods):
     """PluginCache is one plugin's `ctx.cache`: `get`, `set`, `delete`, `get_or_set` and their async twins
     `aget`, `aset`, `adelete`, `aget_or_set`, on its own namespace of the process's CacheStores."""
 
@@ -504,11 +557,6 @@ class PluginCache:
         data = memory.get_now(key) if memory is not None else self._run(lambda store: store.get(key), None, "get")
         return (False, None) if data is None else decode(data)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """get is the value of `key`, or `default` when the cache has none (never stored, expired, dropped)."""
-        found, value = self.lookup(key)
-        return value if found else default
-
     def set(self, key: str, value: Any, ttl: int | None = None) -> None:
         """set stores `value` under `key` for `ttl` seconds (CACHE_TTL when None), replacing what was there."""
         key, data, seconds = check_key(key), encode(value), check_ttl(ttl)
@@ -527,16 +575,6 @@ class PluginCache:
             return
         self._run(lambda store: store.delete(key), None, "delete")
 
-    def get_or_set(self, key: str, make: Callable[[], Any], ttl: int | None = None) -> Any:
-        """get_or_set is the value of `key`; on a miss, `make()` is called and what it returns stored (and
-        returned as a later `get` reads it: a tuple as a list). Two callers that miss at once both call `make`."""
-        found, value = self.lookup(key)
-        if found:
-            return value
-        value = make()
-        self.set(key, value, ttl)
-        return decode(encode(value))[1]
-
     async def alookup(self, key: str) -> tuple[bool, Any]:
         """alookup is `lookup` for async code."""
         key = check_key(key)
@@ -546,11 +584,6 @@ class PluginCache:
         else:
             data = await self._arun(lambda store: store.get(key), None, "get")
         return (False, None) if data is None else decode(data)
-
-    async def aget(self, key: str, default: Any = None) -> Any:
-        """aget is `get` for async code."""
-        found, value = await self.alookup(key)
-        return value if found else default
 
     async def aset(self, key: str, value: Any, ttl: int | None = None) -> None:
         """aset is `set` for async code."""
@@ -569,17 +602,6 @@ class PluginCache:
             memory.delete_now(key)
             return
         await self._arun(lambda store: store.delete(key), None, "delete")
-
-    async def aget_or_set(self, key: str, make: Callable[[], Any], ttl: int | None = None) -> Any:
-        """aget_or_set is `get_or_set` for async code: `make` may be sync or async."""
-        found, value = await self.alookup(key)
-        if found:
-            return value
-        value = make()
-        if inspect.isawaitable(value):
-            value = await value
-        await self.aset(key, value, ttl)
-        return decode(encode(value))[1]
 
 
 OPERATIONS = ("get", "set", "delete")

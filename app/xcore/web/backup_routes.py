@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal, TypeVar
 
 import anyio.to_thread
 from litestar import Request, get, post
@@ -64,6 +64,7 @@ from xcore.web.context import actor, client_of
 from xcore.web.download import attachment
 
 TAGS = ["backups"]
+RestoreResult = TypeVar("RestoreResult", Restored, ArchiveRestored)
 PERMISSION = "backups.manage"
 BackupName = Annotated[str, Parameter(max_length=200, description="The backup's file name, as listed.")]
 MAX_UPLOAD = 16 * 1024**3  # bytes: a complete backup holds every plugin's data
@@ -308,22 +309,11 @@ async def restore(
             with path.open("rb") as source:
                 return _restore_archive(runtime, db, source, name, secret, spare=path)
 
-        try:
-            done = await anyio.to_thread.run_sync(work)
-        except BackupRefused as exc:
-            raise Conflict(f"cannot restore: the safety backup taken first cannot be made: {exc}") from None
-        except RestoreRefused as exc:
-            await _refused(request, name, str(exc))
-            raise Conflict(f"cannot restore: {exc}") from None
-        return await _restored(request, name, done)
+        return await _restored(request, name, await _restoring(request, name, work))
     keep = runtime.config.migration.backup.max_backup_files
-    try:
-        restored: Restored = await anyio.to_thread.run_sync(
-            lambda: restore_live(db, path, runtime.backups_dir, keep, prepare=sync_builtin)
-        )
-    except RestoreRefused as exc:
-        await _refused(request, name, str(exc))
-        raise Conflict(f"cannot restore: {exc}") from None
+    restored = await _restoring(
+        request, name, lambda: restore_live(db, path, runtime.backups_dir, keep, prepare=sync_builtin)
+    )
     return await _restored(request, name, restored)
 
 
@@ -371,15 +361,7 @@ async def restore_upload(
             source.seek(0)
             return _restore_archive(runtime, db, source, name, secret, spare=None)
 
-        try:
-            done = await anyio.to_thread.run_sync(work)
-        except BackupRefused as exc:
-            raise Conflict(f"cannot restore: the safety backup taken first cannot be made: {exc}") from None
-        except RestoreBusy as exc:
-            raise Conflict(f"cannot restore: {exc}") from None
-        except RestoreRefused as exc:
-            await _refused(request, name, str(exc), upload=True)
-            raise InvalidInput(f"cannot restore: {exc}", field="data") from None
+        done = await _restoring(request, name, work, upload=True)
     finally:
         await upload.close()
     return await _restored(request, name, done, upload=True)
@@ -426,9 +408,25 @@ def bundle_check(runtime: Runtime) -> Callable[[Path], str | None]:
     return partial(bundle_problem, default_entry=runtime.config.manager.plugins.entry_point)
 
 
-async def _refused(request: Request[Any, Any, Any], name: str, reason: str, upload: bool = False) -> None:
-    extra = {"upload": True} if upload else {}
-    await anyio.to_thread.run_sync(lambda: _audit(request, "backup.restore_refused", name, reason=reason, **extra))
+async def _restoring(
+    request: Request[Any, Any, Any], name: str, work: Callable[[], RestoreResult], upload: bool = False
+) -> RestoreResult:
+    """_restoring runs the restore `work` in a thread and answers its refusals: the safety backup that cannot be
+    made and a restore already running are 409; a backup refused is audited, then 409 for one of the backups
+    folder, 400 (field `data`) for an upload, the client's file."""
+    try:
+        return await anyio.to_thread.run_sync(work)
+    except BackupRefused as exc:
+        raise Conflict(f"cannot restore: the safety backup taken first cannot be made: {exc}") from None
+    except RestoreBusy as exc:
+        raise Conflict(f"cannot restore: {exc}") from None
+    except RestoreRefused as exc:
+        extra = {"upload": True} if upload else {}
+        reason = str(exc)
+        await anyio.to_thread.run_sync(lambda: _audit(request, "backup.restore_refused", name, reason=reason, **extra))
+        if upload:
+            raise InvalidInput(f"cannot restore: {exc}", field="data") from None
+        raise Conflict(f"cannot restore: {exc}") from None
 
 
 async def _restored(
