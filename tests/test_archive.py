@@ -541,6 +541,17 @@ def test_an_archive_damaged_or_edited_is_refused_before_anything_is_touched(runt
         assert not list(scratch.iterdir()), f"{what}: nothing unpacked is left"
 
 
+def test_a_damaged_file_named_like_a_complete_backup_is_refused_as_one(runtime: Runtime, tmp_path: Path) -> None:
+    """`xcore db restore` of a .xcbackup that is not one says so, not that it is no SQLite database."""
+    runtime.close()
+    damaged = tmp_path / "xcore-20261207T000000Z-0009-manual.xcbackup"
+    damaged.write_bytes(b"not a backup at all")
+    refused = run_xcore("db", "restore", str(damaged), "--data-dir", str(runtime.data.root))
+    assert refused.returncode != 0
+    assert f"{damaged.name}: is not an xcore backup archive" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_an_archive_that_would_fill_the_disk_is_refused_while_unpacking(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -292,6 +292,7 @@ def restore(file: Path, passphrase_file: Path | None, key_file: Path | None, dat
     on PostgreSQL every session ends instead (see `xcore.db.restore`)."""
     from xcore.auth.permissions import sync_builtin
     from xcore.db.archive import looks_like_archive
+    from xcore.db.backup import is_archive
     from xcore.db.engine import mask_url
     from xcore.db.restore import restore_live, restore_postgres
     from xcore.db.serving import ServingLock
@@ -302,7 +303,8 @@ def restore(file: Path, passphrase_file: Path | None, key_file: Path | None, dat
         raise DatabaseError(f"backup file {file}: does not exist")
     secret = _given_secret(passphrase_file, key_file)
     keep = runtime.config.migration.backup.max_backup_files
-    complete = looks_like_archive(file)
+    # By its first bytes, or by its name: a damaged .xcbackup is refused as an archive, not as a database.
+    complete = looks_like_archive(file) or is_archive(file)
     with ServingLock(runtime.database_url, runtime.database_file).exclusive("restore the database"):
         if complete:
             restored = _restore_archive(runtime, target, file, secret)
