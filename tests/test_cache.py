@@ -114,6 +114,31 @@ def test_a_plugin_sees_only_its_own_entries(stores: CacheStores) -> None:
     assert notes.get("shared-name") == "notes'"
 
 
+def test_clear_removes_every_entry_of_the_plugin_and_no_other(stores: CacheStores, tmp_path: Path) -> None:
+    notes, todo, notes_v2 = stores.plugin("notes"), stores.plugin("todo"), stores.plugin("notes_v2")
+    for cache in (notes, todo, notes_v2):
+        cache.set("a", "kept?")
+        cache.set("b", b"raw")
+    responses = stores.registry().get("response_cache")  # a plugin route's response cache: another namespace
+    asyncio.run(responses.set("GET/app/notes", b"cached page"))
+    notes.clear()
+    assert (notes.get("a", "gone"), notes.get("b", "gone")) == ("gone", "gone")
+    assert todo.get("a") == "kept?" and notes_v2.get("b") == b"raw", "an id that starts like it is another plugin"
+    assert asyncio.run(responses.get("GET/app/notes")) == b"cached page"
+    notes.clear()  # clearing an empty cache is no error
+    notes.set("a", "again")
+    assert notes.get("a") == "again", "the cache works on after a clear"
+
+    async def scenario() -> list[Any]:
+        await todo.aclear()
+        return [await todo.aget("a", "gone"), await notes.aget("a")]
+
+    assert asyncio.run(scenario()) == ["gone", "again"]
+    if stores.backend == "file":  # the folder is emptied, not made anew: it keeps its owner-only mode
+        folder = tmp_path / "store" / "plugins" / "notes"
+        assert folder.is_dir() and folder.stat().st_mode & 0o777 == 0o700
+
+
 def test_an_entry_expires_after_its_ttl(stores: CacheStores) -> None:
     cache = stores.plugin("notes")
     cache.set("short", "soon gone", ttl=1)
@@ -238,6 +263,8 @@ def test_a_store_that_cannot_be_reached_answers_misses_and_says_so(
             assert cache.get("k", "miss") == "miss"
             assert cache.get_or_set("k", lambda: "made") == "made"
             assert asyncio.run(cache.aget("k", "miss")) == "miss"
+            cache.clear()  # nothing to clear where nothing is reachable: no error for the plugin either
+            asyncio.run(cache.aclear())
     finally:
         stores.close()
     warned = [r.getMessage() for r in caplog.records if "ctx.cache (redis)" in r.getMessage()]
@@ -320,7 +347,19 @@ def remove(ctx: Ctx, key: FromPath[str]) -> dict:
     return {"deleted": key}
 
 
-router = [put, read, raw, read_async, remove]
+@post("/clear", sync_to_thread=True)
+def clear(ctx: Ctx) -> dict:
+    ctx.cache.clear()
+    return {"cleared": True}
+
+
+@post("/aclear")
+async def aclear(ctx: Ctx) -> dict:
+    await ctx.cache.aclear()
+    return {"cleared": True}
+
+
+router = [put, read, raw, read_async, remove, clear, aclear]
 """
 
 
@@ -335,6 +374,11 @@ def exercise(host: Host, plugin_id: str) -> None:
     """exercise uses ctx.cache through the routes of CACHE_PLUGIN installed as `plugin_id`."""
     post = host.client.post
     base = f"/app/{plugin_id}"
+    for clearing in ("clear", "aclear"):
+        post(f"{base}/cache/left", json={"value": "here"}, headers=host.root)
+        assert host.get(f"{base}/cache/left").json() == {"value": "here"}
+        assert post(f"{base}/{clearing}", headers=host.root).json() == {"cleared": True}
+        assert host.get(f"{base}/cache/left").json() == {"value": "absent"}, clearing
     stored = post(f"{base}/cache/greeting", json={"value": {"hello": ["world", 1]}}, headers=host.root)
     assert stored.status_code == 201 and stored.json() == {"stored": "greeting"}, stored.text
     assert host.get(f"{base}/cache/greeting").json() == {"value": {"hello": ["world", 1]}}
@@ -421,7 +465,7 @@ def test_the_readme_states_the_caches_limits() -> None:
     assert f"1 to {CACHE_KEY_MAX} characters" in said
     assert f"at most {CACHE_VALUE_MAX // (1024 * 1024)} MiB" in said
     assert f"{CACHE_TTL // 3600} hour" in said and f"{CACHE_TTL_MAX // 86400} days" in said
-    for name in ("get", "set", "delete", "get_or_set", "aget", "aset", "adelete", "aget_or_set"):
+    for name in ("get", "set", "delete", "get_or_set", "clear", "aget", "aset", "adelete", "aget_or_set", "aclear"):
         assert f"`{name}(" in said or f"`{name}`" in said, name
 
 
@@ -429,13 +473,13 @@ def test_a_plugin_cache_and_the_sdk_agree_on_the_methods() -> None:
     def methods(cls: type) -> set[str]:
         return {n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))}
 
-    documented = {"get", "set", "delete", "get_or_set", "aget", "aset", "adelete", "aget_or_set"}
+    documented = {"get", "set", "delete", "get_or_set", "clear", "aget", "aset", "adelete", "aget_or_set", "aclear"}
     assert documented <= methods(PluginCache)
     from xcore.plugin_worker import RemoteCache
 
     assert methods(RemoteCache) == methods(PluginCache), "a sandboxed plugin's ctx.cache has the host's methods"
     assert methods(PluginCache) - documented == {"lookup", "alookup"}, "and nothing undocumented but the lookups"
-    assert json.dumps(cache_module.OPERATIONS) == '["get", "set", "delete"]'
+    assert json.dumps(cache_module.OPERATIONS) == '["get", "set", "delete", "clear"]'
 
 
 COUNTED_PLUGIN = """

@@ -174,8 +174,8 @@ class RemoteKeyValue:
 
 
 class RemoteCache(CacheMethods):
-    """RemoteCache is `ctx.cache` in the worker, which has no store: `lookup`, `set` and `delete` are calls to the
-    host, which runs them on the plugin's own cache (`xcore.plugins.cache`), checks included; a refusal raises
+    """RemoteCache is `ctx.cache` in the worker, which has no store: `lookup`, `set`, `delete` and `clear` are calls
+    to the host, which runs them on the plugin's own cache (`xcore.plugins.cache`), checks included; a refusal raises
     ValueError. `get_or_set` is built on them here (CacheMethods), so `make` runs in the worker; the async twins
     run the same calls in a thread, so the worker's loop goes on meanwhile."""
 
@@ -198,6 +198,9 @@ class RemoteCache(CacheMethods):
     def delete(self, key: str) -> None:
         self._call("delete", key)
 
+    def clear(self) -> None:
+        self._call("clear")
+
     async def alookup(self, key: str) -> tuple[bool, Any]:
         return await asyncio.to_thread(self.lookup, key)
 
@@ -206,6 +209,9 @@ class RemoteCache(CacheMethods):
 
     async def adelete(self, key: str) -> None:
         await asyncio.to_thread(self.delete, key)
+
+    async def aclear(self) -> None:
+        await asyncio.to_thread(self.clear)
 
 
 class Worker:

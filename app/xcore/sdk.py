@@ -79,7 +79,8 @@ class PluginContext:
     def cache(self) -> Any:
         """cache is the plugin's own cache, entries that expire: `get(key, default=None)`, `set(key, value,
         ttl=None)`, `delete(key)`, `get_or_set(key, make, ttl=None)` (calls `make()` on a miss and stores what it
-        returns), and their async twins `aget`, `aset`, `adelete`, `aget_or_set` (`make` may be async there).
+        returns), `clear()` (every entry of this plugin), and their async twins `aget`, `aset`, `adelete`,
+        `aget_or_set` (`make` may be async there), `aclear`.
 
         Keys are text (1 to 255 characters); values are bytes (kept as they are) or anything JSON holds, at most
         1 MiB; `ttl` is whole seconds, 1 to 30 days, 1 hour when None. A wrong one raises ValueError. What is

@@ -39,6 +39,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -67,6 +68,7 @@ MEMORY_BUDGET = 64 * 1024 * 1024  # bytes of values one plugin's memory cache ho
 SWEEP_EVERY = 300.0  # seconds between two sweeps of expired entries (memory and files; Redis expires its own)
 CALL_TIMEOUT = 10.0  # seconds a call waits for its store before it is answered as a miss
 REDIS_TIMEOUT = 2.0  # seconds to connect to Redis, and for one of its answers
+REDIS_BATCH = 500  # keys a `clear` asks Redis for, and deletes, at a time
 WARN_EVERY = 60.0  # seconds between two warnings that a store fails
 _BYTES, _JSON = b"b", b"j"  # the first byte of a stored value: what follows it
 
@@ -190,10 +192,14 @@ class BoundedMemoryStore(MemoryStore):
     async def delete(self, key: str) -> None:
         self.delete_now(key)
 
-    async def delete_all(self) -> None:
+    def delete_all_now(self) -> None:
+        """delete_all_now removes every entry."""
         with self._mutex:
             self._store.clear()
             self._size = 0
+
+    async def delete_all(self) -> None:
+        self.delete_all_now()
 
     async def delete_expired(self) -> None:
         with self._mutex:
@@ -234,6 +240,7 @@ class CacheStores:
         self._pid = os.getpid()
         self._stores: dict[tuple[str, ...], Store] = {}
         self._redis_root: Any = None
+        self._redis_client: Any = None  # the root store's client, which every namespace's store shares
         self._warned = 0.0
         self._closed = False
 
@@ -285,7 +292,10 @@ class CacheStores:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             return FileStore(path)
         if self._redis_root is None:
-            self._redis_root = _redis_store(self.redis)
+            from litestar.stores.redis import RedisStore
+
+            self._redis_client = _redis_client(self.redis)
+            self._redis_root = RedisStore(self._redis_client, namespace=REDIS_NAMESPACE, handle_client_shutdown=True)
         store: Store = self._redis_root.with_namespace(".".join(namespace))
         return store
 
@@ -302,7 +312,8 @@ class CacheStores:
         with self._lock:
             if self._loop is None or self._pid != os.getpid():
                 if self._pid != os.getpid():
-                    self._stores, self._redis_root, self._pid = {}, None, os.getpid()
+                    self._stores, self._redis_root, self._redis_client = {}, None, None
+                    self._pid = os.getpid()
                 self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(target=self._serve, args=(self._loop,), name="xcore-cache", daemon=True)
                 self._thread.start()
@@ -358,6 +369,32 @@ class CacheStores:
                 self.backend, what, type(exc).__name__, exc, extra={"context": "plugins"},
             )  # fmt: skip
 
+    async def empty(self, store: Store) -> None:
+        """empty removes every entry of one namespace's `store`, and nothing of another namespace.
+
+        Litestar's own `delete_all` will not do: a Redis store's deletes every namespace that starts with this one's
+        name (clearing plugin `notes` would clear `notes_v2`), and a file store's removes the folder and makes it
+        anew, with the default mode, failing when another process writes into it meanwhile. So a file store's
+        folder is emptied file by file and kept, and a Redis namespace's keys are found by `<namespace>:*`.
+        """
+        from litestar.stores.file import FileStore
+        from litestar.stores.redis import RedisStore
+
+        if isinstance(store, FileStore):
+            await asyncio.to_thread(_empty_folder, Path(store.path))
+        elif isinstance(store, RedisStore) and self._redis_client is not None and store.namespace:
+            client = self._redis_client
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=_glob_escaped(store.namespace) + ":*", count=REDIS_BATCH):
+                batch.append(key)
+                if len(batch) >= REDIS_BATCH:
+                    await client.delete(*batch)
+                    batch = []
+            if batch:
+                await client.delete(*batch)
+        else:
+            await store.delete_all()
+
     async def sweep(self) -> None:
         """sweep deletes the expired entries of the memory stores of this process, or of every plugin's files."""
         stores: list[Store] = list(self._stores.values()) if self.backend == "memory" else []
@@ -382,7 +419,7 @@ class CacheStores:
         """close disconnects from Redis and stops the loop (the stores' memory goes with it)."""
         with self._lock:
             loop, thread, root = self._loop, self._thread, self._redis_root
-            self._loop = self._thread = self._redis_root = None
+            self._loop = self._thread = self._redis_root = self._redis_client = None
             self._stores, self._closed = {}, True
         if loop is None or thread is None or self._pid != os.getpid():
             return
@@ -393,18 +430,27 @@ class CacheStores:
         thread.join(CALL_TIMEOUT)
 
 
-def _redis_store(redis: RedisConfig) -> Any:
-    """_redis_store is the RedisStore of namespace REDIS_NAMESPACE on the `redis` settings (the URL when set,
-    else host, port, db and password), with short time limits: a Redis that is gone is a miss, not a wait."""
-    from litestar.stores.redis import RedisStore
+def _redis_client(redis: RedisConfig) -> Any:
+    """_redis_client is a Redis client on the `redis` settings (the URL when set, else host, port, db and password),
+    with short time limits: a Redis that is gone is a miss, not a wait. The stores are the RedisStore of namespace
+    REDIS_NAMESPACE on it, and namespaces within that (`CacheStores._make`)."""
     from redis.asyncio import Redis
 
     limits: dict[str, Any] = {"socket_timeout": REDIS_TIMEOUT, "socket_connect_timeout": REDIS_TIMEOUT}
     if redis.url:
-        client = Redis.from_url(redis.url, **limits)
-    else:
-        client = Redis(host=redis.host, port=redis.port, db=redis.db, password=redis.password, **limits)
-    return RedisStore(client, namespace=REDIS_NAMESPACE, handle_client_shutdown=True)
+        return Redis.from_url(redis.url, **limits)
+    return Redis(host=redis.host, port=redis.port, db=redis.db, password=redis.password, **limits)
+
+
+def _glob_escaped(text: str) -> str:
+    """_glob_escaped is `text` as a Redis MATCH pattern that matches only itself."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
+
+
+def _empty_folder(folder: Path) -> None:
+    """_empty_folder removes the files of `folder` (a file store's entries), keeping the folder."""
+    for entry in folder.iterdir():
+        entry.unlink(missing_ok=True)
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
@@ -513,8 +559,8 @@ class CacheMethods(ABC):
 
 
 class PluginCache(CacheMethods):
-    """PluginCache is one plugin's `ctx.cache`: `get`, `set`, `delete`, `get_or_set` and their async twins
-    `aget`, `aset`, `adelete`, `aget_or_set`, on its own namespace of the process's CacheStores."""
+    """PluginCache is one plugin's `ctx.cache`: `get`, `set`, `delete`, `get_or_set`, `clear` and their async twins
+    `aget`, `aset`, `adelete`, `aget_or_set`, `aclear`, on its own namespace of the process's CacheStores."""
 
     def __init__(self, stores: CacheStores, namespace: tuple[str, ...], plugin_id: str) -> None:
         self._stores = stores
@@ -603,8 +649,24 @@ class PluginCache(CacheMethods):
             return
         await self._arun(lambda store: store.delete(key), None, "delete")
 
+    def clear(self) -> None:
+        """clear removes every entry of this plugin, in every process that shares its store; no other plugin's."""
+        memory = self._memory()
+        if memory is not None:
+            memory.delete_all_now()
+            return
+        self._run(self._stores.empty, None, "clear")
 
-OPERATIONS = ("get", "set", "delete")
+    async def aclear(self) -> None:
+        """aclear is `clear` for async code."""
+        memory = self._memory()
+        if memory is not None:
+            memory.delete_all_now()
+            return
+        await self._arun(self._stores.empty, None, "clear")
+
+
+OPERATIONS = ("get", "set", "delete", "clear")
 
 
 def answer(cache: PluginCache, message: list[Any]) -> list[Any]:
@@ -622,6 +684,9 @@ def answer(cache: PluginCache, message: list[Any]) -> list[Any]:
             return ["cache", None]
         if operation == "delete" and len(arguments) == 1:
             cache.delete(arguments[0])
+            return ["cache", None]
+        if operation == "clear" and not arguments:
+            cache.clear()
             return ["cache", None]
     except (ValueError, TypeError) as exc:
         return ["refused", str(exc)]
