@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,6 +79,89 @@ def test_get_or_set_makes_the_value_once(stores: CacheStores) -> None:
 
     assert cache.get_or_set("made", make, ttl=60) == [1, "made"], "returned as a later get reads it"
     assert cache.get_or_set("made", make) == [1, "made"] and len(calls) == 1
+
+
+def test_callers_that_miss_at_once_wait_for_one_make(stores: CacheStores) -> None:
+    cache = stores.plugin("notes")
+    calls: list[int] = []
+    entered = threading.Event()
+
+    def slow() -> dict[str, list[int]]:
+        calls.append(1)
+        entered.set()
+        time.sleep(0.5)  # the others miss meanwhile
+        return {"made": [len(calls)]}
+
+    results: list[Any] = []
+
+    def caller() -> None:
+        results.append(cache.get_or_set("expensive", slow, ttl=60))
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    threads[0].start()
+    assert entered.wait(5)
+    for thread in threads[1:]:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(calls) == 1 and results == [{"made": [1]}] * 8
+    assert len({id(result) for result in results}) == 8, "each caller gets its own copy to change"
+
+    async def scenario() -> list[Any]:
+        async def make() -> str:
+            calls.append(1)
+            await asyncio.sleep(0.5)  # longer than any caller's lookup takes, even on a loaded machine
+            return "made once"
+
+        return list(await asyncio.gather(*(cache.aget_or_set("async", make) for _ in range(8))))
+
+    calls.clear()
+    assert asyncio.run(scenario()) == ["made once"] * 8 and len(calls) == 1
+
+
+def test_when_the_first_make_fails_the_next_caller_makes_it(stores: CacheStores) -> None:
+    cache = stores.plugin("notes")
+    attempts: list[str] = []
+    entered = threading.Event()
+
+    def flaky() -> str:
+        attempts.append("try")
+        if len(attempts) == 1:
+            entered.set()
+            time.sleep(0.2)
+            raise RuntimeError("upstream down")
+        return "second try"
+
+    outcome: dict[str, Any] = {}
+
+    def first() -> None:
+        try:
+            cache.get_or_set("flaky", flaky)
+        except RuntimeError as exc:
+            outcome["first"] = str(exc)
+
+    leader = threading.Thread(target=first)
+    leader.start()
+    assert entered.wait(5)
+    assert cache.get_or_set("flaky", flaky) == "second try"
+    leader.join(5)
+    assert outcome == {"first": "upstream down"} and attempts == ["try", "try"]
+
+    async def scenario() -> list[Any]:
+        making = asyncio.Event()
+
+        async def failing() -> str:
+            making.set()
+            await asyncio.sleep(0.1)
+            raise RuntimeError("async upstream down")
+
+        leader = asyncio.create_task(cache.aget_or_set("aflaky", failing))
+        await making.wait()  # the first caller is making it: the second one waits for it, then makes it itself
+        second = await cache.aget_or_set("aflaky", lambda: "made after")
+        first = (await asyncio.gather(leader, return_exceptions=True))[0]
+        return [str(first), second]
+
+    assert asyncio.run(scenario()) == ["async upstream down", "made after"]
 
 
 def test_the_async_twins_do_the_same(stores: CacheStores) -> None:

@@ -180,6 +180,7 @@ class RemoteCache(CacheMethods):
     run the same calls in a thread, so the worker's loop goes on meanwhile."""
 
     def __init__(self, caller: wire.Caller) -> None:
+        super().__init__()
         self._caller = caller
 
     def _call(self, *operation: Any) -> Any:

@@ -42,6 +42,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -70,6 +71,7 @@ CALL_TIMEOUT = 10.0  # seconds a call waits for its store before it is answered 
 REDIS_TIMEOUT = 2.0  # seconds to connect to Redis, and for one of its answers
 REDIS_BATCH = 500  # keys a `clear` asks Redis for, and deletes, at a time
 WARN_EVERY = 60.0  # seconds between two warnings that a store fails
+MAKE_WAIT = 30.0  # seconds a sync get_or_set waits for another thread making the same value, then makes it itself
 _BYTES, _JSON = b"b", b"j"  # the first byte of a stored value: what follows it
 
 
@@ -508,7 +510,18 @@ class SharedStore(Store):
 
 class CacheMethods(ABC):
     """CacheMethods is what both sides of `ctx.cache`, the host's PluginCache and the sandbox worker's RemoteCache,
-    build on their own `lookup`, `set`, `alookup` and `aset`: `get`, `get_or_set` and their async twins."""
+    build on their own `lookup`, `set`, `alookup` and `aset`: `get`, `get_or_set` and their async twins.
+
+    `get_or_set` makes a missing value once in this process however many callers miss it at once: the first
+    caller of a key calls `make`, the others wait for it (sync callers at most MAKE_WAIT seconds, then make it
+    themselves) and get what it stored. Sync callers wait for sync callers, and async ones for the async ones of
+    their event loop; if the first caller's `make` fails, the next one tries again."""
+
+    def __init__(self) -> None:
+        self._making = threading.Lock()  # guards the two tables below
+        self._made_by_thread: dict[str, _Making] = {}
+        self._made_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Future[bytes]]]
+        self._made_by_loop = weakref.WeakKeyDictionary()
 
     @abstractmethod
     def lookup(self, key: str) -> tuple[bool, Any]:
@@ -533,13 +546,35 @@ class CacheMethods(ABC):
 
     def get_or_set(self, key: str, make: Callable[[], Any], ttl: int | None = None) -> Any:
         """get_or_set is the value of `key`; on a miss, `make()` is called and what it returns stored (and
-        returned as a later `get` reads it: a tuple as a list). Two callers that miss at once both call `make`."""
+        returned as a later `get` reads it: a tuple as a list). Callers in other threads that miss the same key
+        meanwhile wait for that value rather than make it again (see the class)."""
         found, value = self.lookup(key)
         if found:
             return value
-        value = make()
-        self.set(key, value, ttl)
-        return decode(encode(value))[1]
+        with self._making:
+            making = self._made_by_thread.get(key)
+            first = making is None
+            if making is None:
+                making = self._made_by_thread[key] = _Making()
+            making.callers += 1
+        try:
+            if not first:
+                if making.done.wait(MAKE_WAIT) and making.data is not None:
+                    return decode(making.data)[1]
+                found, value = self.lookup(key)  # the first caller failed, or is slow: its value may be there
+                if found:
+                    return value
+            value = make()
+            self.set(key, value, ttl)
+            making.data = data = encode(value)
+            return decode(data)[1]
+        finally:
+            if first:
+                making.done.set()
+            with self._making:
+                making.callers -= 1
+                if making.callers == 0 and self._made_by_thread.get(key) is making:
+                    del self._made_by_thread[key]
 
     async def aget(self, key: str, default: Any = None) -> Any:
         """aget is `get` for async code."""
@@ -547,15 +582,50 @@ class CacheMethods(ABC):
         return value if found else default
 
     async def aget_or_set(self, key: str, make: Callable[[], Any], ttl: int | None = None) -> Any:
-        """aget_or_set is `get_or_set` for async code: `make` may be sync or async."""
+        """aget_or_set is `get_or_set` for async code: `make` may be sync or async. Callers on the same event loop
+        that miss the same key meanwhile await that value rather than make it again."""
         found, value = await self.alookup(key)
         if found:
             return value
-        value = make()
-        if inspect.isawaitable(value):
-            value = await value
-        await self.aset(key, value, ttl)
-        return decode(encode(value))[1]
+        loop = asyncio.get_running_loop()
+        with self._making:
+            pending = self._made_by_loop.setdefault(loop, {})
+        waiting = pending.get(key)
+        if waiting is not None:
+            try:
+                return decode(await asyncio.shield(waiting))[1]
+            except Exception:  # the first caller's make failed, or it was cancelled: try again here
+                found, value = await self.alookup(key)
+                if found:
+                    return value
+        future = pending[key] = loop.create_future()
+        try:
+            value = make()
+            if inspect.isawaitable(value):
+                value = await value
+            data = encode(value)
+            await self.aset(key, value, ttl)
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the first caller stopped"))
+            future.exception()  # retrieved: nobody may be waiting for it
+            raise
+        else:
+            future.set_result(data)
+            return decode(data)[1]
+        finally:
+            if pending.get(key) is future:
+                del pending[key]
+
+
+class _Making:
+    """_Making is one value a sync `get_or_set` is making: how many callers want it, and the value once made."""
+
+    __slots__ = ("callers", "data", "done")
+
+    def __init__(self) -> None:
+        self.callers = 0
+        self.data: bytes | None = None  # the value as encoded (`encode`), once stored
+        self.done = threading.Event()
 
 
 class PluginCache(CacheMethods):
@@ -563,6 +633,7 @@ class PluginCache(CacheMethods):
     `aget`, `aset`, `adelete`, `aget_or_set`, `aclear`, on its own namespace of the process's CacheStores."""
 
     def __init__(self, stores: CacheStores, namespace: tuple[str, ...], plugin_id: str) -> None:
+        super().__init__()
         self._stores = stores
         self._namespace = namespace
         self._plugin = plugin_id
