@@ -7,6 +7,7 @@ import re
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
 
 from conftest import BACKEND, CLEAN_ENV, Api, core_database_url, database_env, run_xcore, xcore_command
+from xcore.auth.service import SETUP_RECHECK
 from xcore.auth.setup import SETUP_TOKEN_FILE, SetupToken
 from xcore.runtime import Runtime, open_runtime
 from xcore.server import prepare_database
@@ -102,6 +104,37 @@ def test_protected_routes_answer_503_until_setup(api: Api, method: str, path: st
     assert response.status_code == 503, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert "setup required" in response.json()["detail"]
+
+
+def test_before_setup_a_flood_of_requests_costs_few_database_checks(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = api.runtime.auth
+    checks: list[bool] = []
+    check = auth.setup_required
+
+    def counted() -> bool:
+        checks.append(True)
+        return check()
+
+    monkeypatch.setattr(auth, "setup_required", counted)
+    start = time.monotonic()
+    answers = [api.client.get(path).status_code for path in ("/api/me", "/api/admin/users", "/api/setup") * 60]
+    elapsed = time.monotonic() - start
+    assert answers == [503, 503, 200] * 60
+    # At most one check a SETUP_RECHECK per route that asks, where each request used to make one.
+    assert len(checks) <= 2 * (elapsed / SETUP_RECHECK + 1), (len(checks), elapsed)
+    # The first account, made through this process, is seen at once; one another process makes, soon after.
+    created = api.client.post("/api/setup", json={**OWNER, "token": auth.setup_token.create()})
+    assert created.status_code == 201, created.text
+    assert api.client.get("/api/me").status_code == 401, "setup done: now a login is what is missing"
+
+
+def test_an_account_made_by_another_process_ends_setup_within_the_recheck(api: Api) -> None:
+    assert api.client.get("/api/me").status_code == 503
+    done = xcore_stdin("user", "create", "owner", "--superadmin", "--password-stdin", "--data-dir",
+                       str(api.runtime.data.root), input=OWNER["password"] + "\n")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    time.sleep(SETUP_RECHECK + 0.1)
+    assert api.client.get("/api/me").status_code == 401
 
 
 def test_public_routes_work_before_setup(api: Api) -> None:

@@ -315,6 +315,7 @@ def complete_setup(
         if claimed is not None:
             svc.setup_token.unclaim(claimed)
         raise
+    svc.setup_completed()
     if claimed is not None:
         claimed.unlink(missing_ok=True)
     svc.setup_token.remove()

@@ -5,6 +5,7 @@ It outlives app rebuilds (a plugin reload builds a new app, not a new AuthServic
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from xcore.auth.totp import SecretBox
 from xcore.config.schema import AccessRule, SecureConfig
 from xcore.db import notify
 from xcore.db.models import User
+
+SETUP_RECHECK = 0.25  # seconds a check that found no account answers for (`setup_still_required`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,7 @@ class AuthService:
         self.setup_token = SetupToken(shared_dir)
         self.scrapers = ScraperTokens(shared_dir / SCRAPER_TOKENS)  # the tokens that read /metrics only
         self.setup_done = False
+        self._required_until = 0.0  # time.monotonic(): a check found no account, and that answer holds until then
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -76,7 +80,20 @@ class AuthService:
             return False
         with self.sessions() as session:
             self.setup_done = bool(session.scalar(select(exists().where(User.id.is_not(None)))))
+        if not self.setup_done:
+            self._required_until = time.monotonic() + SETUP_RECHECK
         return not self.setup_done
+
+    def setup_still_required(self) -> bool:
+        """setup_still_required says, from memory, that `setup_required` found no account less than SETUP_RECHECK
+        seconds ago. Until setup, every request the access guard cannot let through checks for an account; this
+        spares the database a query per request from whoever floods the server meanwhile. An account another
+        process makes is seen that much later; one made through this process, at once (`setup_completed`)."""
+        return not self.setup_done and time.monotonic() < self._required_until
+
+    def setup_completed(self) -> None:
+        """setup_completed records that the first account exists (this process has just made it)."""
+        self.setup_done = True
 
     def accounts_changed(self) -> None:
         """accounts_changed makes every process drop its cached principals (call after the commit): this node's

@@ -44,7 +44,8 @@ PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 @get("/api/setup", sync_to_thread=True, tags=TAGS, summary="Whether first-run setup is needed")
 def setup_state(request: Request[Any, Any, Any]) -> SetupState:
     """`required` is true until the first account exists."""
-    return SetupState(required=service(request).setup_required())
+    auth = service(request)
+    return SetupState(required=auth.setup_still_required() or auth.setup_required())
 
 
 @get("/api/auth/policy", sync_to_thread=False, tags=TAGS, summary="The rules account forms must follow")

@@ -217,7 +217,7 @@ class AccessGuard:
 
     async def _admit_from_database(self, scope: Scope, path: str, method: str, rule: Rule) -> bool:
         auth = self.auth
-        if not auth.setup_done and await anyio.to_thread.run_sync(auth.setup_required):
+        if not auth.setup_done and (auth.setup_still_required() or await anyio.to_thread.run_sync(auth.setup_required)):
             raise SetupRequired(SETUP_MESSAGE)
         principal, claims, via_cookie = await authenticate(auth, scope)
         return self._allow(scope, path, method, rule, principal, claims, via_cookie)
