@@ -63,12 +63,24 @@ TIER_OF_FIXTURE = {
 }
 
 
+# The slowest tiers first: pytest-xdist hands files out in the order they are collected (tasks.py turns its own
+# order, most tests first, off), so a release build or a browser file, few tests but long, that came last would
+# leave one process working while the others wait. Files of the unit tier, many and short, come last and even the
+# processes out.
+FIRST = ("release", "browser", "desktop", "e2e")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         for fixture, tier in TIER_OF_FIXTURE.items():
             if fixture in used:
                 item.add_marker(tier)
+    rank: dict[Path, int] = {}
+    for item in items:
+        tiers = [FIRST.index(tier) for tier in FIRST if item.get_closest_marker(tier) is not None]
+        rank[item.path] = min([rank.get(item.path, len(FIRST)), *tiers])
+    items.sort(key=lambda item: rank[item.path])  # stable: a file's tests keep their order and stay together
     if BACKEND == "postgresql":  # what checks the SQLite file itself is not a test of PostgreSQL: left out, said so
         kept = [item for item in items if item.get_closest_marker("sqlite") is None]
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])

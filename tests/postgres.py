@@ -12,6 +12,7 @@ Tests reach it through the `postgres` fixture, or through `server()` where no fi
 from __future__ import annotations
 
 import atexit
+import functools
 import glob
 import itertools
 import os
@@ -84,10 +85,23 @@ class PostgresServer:
             db.execute(sql)
 
     def create_database(self, template: str | None = None) -> str:
-        """create_database makes a new empty database (or a copy of `template`) and returns its URL."""
+        """create_database makes a new empty database (or a copy of `template`) and returns its URL. A copy is made
+        file by file, several times quicker for the suite's small databases than PostgreSQL 15's default through
+        the WAL (and what PostgreSQL before 15 always did)."""
         name = f"t{os.getpid()}_{next(self._names)}"
-        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        copy = f' TEMPLATE "{template}"' + (" STRATEGY FILE_COPY" if self.version >= 150000 else "") if template else ""
+        self.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
+
+    @functools.cached_property
+    def version(self) -> int:
+        """version is the server's version number, 150004 for 15.4."""
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres") as db:
+            row = db.execute("SHOW server_version_num").fetchone()
+        assert row is not None
+        return int(row[0])
 
     def stop(self) -> None:
         if self.root.exists():

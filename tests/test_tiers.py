@@ -4,6 +4,7 @@ end-to-end tiers, and installs only what that tier needs; `python3 tasks.py test
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import tomllib
@@ -38,8 +39,9 @@ def test_every_tier_is_a_registered_marker(tasks: ModuleType) -> None:
     assert set(TIER_OF_FIXTURE.values()) <= tiers
 
 
-def test_fast_runs_the_unit_tier_in_two_processes_unless_told_otherwise(tasks: ModuleType) -> None:
+def test_fast_runs_the_unit_tier_in_a_process_more_than_the_cores_unless_told_otherwise(tasks: ModuleType) -> None:
     python = str(tasks.venv_bin("python"))
+    processes = str(min((os.cpu_count() or 1) + 1, 8))
     assert tasks.pytest_command([], fast=True) == [
         python,
         "-m",
@@ -47,9 +49,10 @@ def test_fast_runs_the_unit_tier_in_two_processes_unless_told_otherwise(tasks: M
         "-m",
         "not (browser or desktop or release or e2e)",
         "-n",
-        "2",
+        processes,
         "--dist",
         "loadfile",
+        "--no-loadscope-reorder",
     ]
     assert tasks.pytest_command(["tests/test_totp.py"], fast=False) == [
         python,
@@ -87,10 +90,35 @@ def test_a_test_is_put_in_its_tier_by_the_fixtures_it_uses() -> None:
     assert "tests/test_desktop.py::test_without_a_display_it_says_so_in_one_line_and_exits_2" not in slow
 
 
+def test_the_slowest_tiers_are_handed_out_first_and_a_files_tests_stay_together() -> None:
+    """pytest-xdist hands files to its processes in the order of collection: the release build, then the browser,
+    desktop and e2e files, then the unit tier, so no long file starts when the others are done. A file keeps its
+    tests in their written order, in one block."""
+    files = ["tests/test_access.py", "tests/test_desktop.py", "tests/test_frozen.py", "tests/test_ui_metrics.py"]
+    order = list(dict.fromkeys(test.split("::")[0] for test in collected_in_order(files)))
+    assert order == [
+        "tests/test_frozen.py",
+        "tests/test_ui_metrics.py",
+        "tests/test_desktop.py",
+        "tests/test_access.py",
+    ]
+    tests = collected_in_order(["tests/test_tiers.py"])
+    assert [test.split("::")[1] for test in tests] == [
+        name for name, _ in vars(sys.modules[__name__]).items() if name.startswith("test_")
+    ]
+
+
 def collected(files: list[str], tiers: str) -> set[str]:
     """collected lists the tests of `files` that pytest selects with `-m tiers`, collecting them in a new process."""
+    return set(collected_in_order(files, tiers))
+
+
+def collected_in_order(files: list[str], tiers: str | None = None) -> list[str]:
+    """collected_in_order lists the tests of `files` that pytest selects (with `-m tiers`, if given), in the order it
+    would run them, collecting them in a new process."""
+    choice = ["-m", tiers] if tiers else []
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "-m", tiers, *files],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", *choice, *files],
         cwd=ROOT,
         env=CLEAN_ENV,
         capture_output=True,
@@ -98,7 +126,7 @@ def collected(files: list[str], tiers: str) -> set[str]:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return {line for line in done.stdout.splitlines() if "::" in line}
+    return [line for line in done.stdout.splitlines() if "::" in line]
 
 
 def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fails(
