@@ -242,11 +242,20 @@ def cmd_run(args: list[str]) -> int:
 # The markers of the slow tiers (pyproject.toml registers them; tests/conftest.py marks by fixture what uses a
 # browser, a display or a real server), which `test --fast` leaves out.
 SLOW_TIERS = "browser or desktop or release or e2e"
+
+
+def usable_cores() -> int:
+    """usable_cores is how many cores this process may run on (its CPU affinity: taskset, a container's cpuset),
+    which can be fewer than the machine has."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 # pytest-xdist: test processes that each take whole files (a file's module fixtures are then made once), one more
-# than the cores: much of the suite waits on subprocesses, servers and browsers, and on 2 cores a third process
-# took the whole suite from 540 s to 435-505 s. Files are handed out in the order tests/conftest.py puts them, the
-# slowest tiers first; xdist's own order (most tests first) left the browser files, few tests but long, for the end.
-PARALLEL = ["-n", str(min((os.cpu_count() or 1) + 1, 8)), "--dist", "loadfile", "--no-loadscope-reorder"]
+# than the usable cores (at most 8): much of the suite waits on subprocesses, servers and browsers, and on 2 cores
+# a third process took the whole suite from 540 s to 435-505 s. Files are handed out in the order
+# tests/conftest.py puts them, the slowest tiers first; xdist's own order (most tests first) left the browser
+# files, few tests but long, for the end.
+PARALLEL = ["-n", str(min(usable_cores() + 1, 8)), "--dist", "loadfile", "--no-loadscope-reorder"]
 
 
 def pytest_command(args: list[str], fast: bool) -> list[str]:
