@@ -22,10 +22,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from conftest import free_port
+
+if TYPE_CHECKING:
+    import psycopg
 
 ENV_BACKEND = "XCORE_TEST_DATABASE"  # "postgresql": the runtime fixture's core database is on PostgreSQL
 BACKEND = os.environ.get(ENV_BACKEND, "sqlite")
@@ -78,27 +82,32 @@ class PostgresServer:
 
     def execute(self, sql: str, database: str = "postgres") -> None:
         """execute runs one statement outside a transaction (CREATE DATABASE cannot run in one)."""
-        import psycopg
-
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={database}") as db:
+        with self._connect(database) as db:
             db.autocommit = True
             db.execute(sql)
+
+    def _connect(self, database: str) -> psycopg.Connection[Any]:
+        import psycopg
+
+        return psycopg.connect(f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={database}")
 
     def create_database(self, template: str | None = None) -> str:
         """create_database makes a new empty database (or a copy of `template`) and returns its URL. A copy is made
         file by file, several times quicker for the suite's small databases than PostgreSQL 15's default through
         the WAL (and what PostgreSQL before 15 always did)."""
         name = f"t{os.getpid()}_{next(self._names)}"
-        copy = f' TEMPLATE "{template}"' + (" STRATEGY FILE_COPY" if self.version >= 150000 else "") if template else ""
-        self.execute(f'CREATE DATABASE "{name}"{copy}')
+        statement = f'CREATE DATABASE "{name}"'
+        if template:
+            statement += f' TEMPLATE "{template}"'
+            if self.version >= 150000:
+                statement += " STRATEGY FILE_COPY"
+        self.execute(statement)
         return self.url(name)
 
     @functools.cached_property
     def version(self) -> int:
         """version is the server's version number, 150004 for 15.4."""
-        import psycopg
-
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname=postgres") as db:
+        with self._connect("postgres") as db:
             row = db.execute("SHOW server_version_num").fetchone()
         assert row is not None
         return int(row[0])

@@ -4,7 +4,6 @@ end-to-end tiers, and installs only what that tier needs; `python3 tasks.py test
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 import tomllib
@@ -41,7 +40,7 @@ def test_every_tier_is_a_registered_marker(tasks: ModuleType) -> None:
 
 def test_fast_runs_the_unit_tier_in_a_process_more_than_the_cores_unless_told_otherwise(tasks: ModuleType) -> None:
     python = str(tasks.venv_bin("python"))
-    processes = str(min(len(os.sched_getaffinity(0)) + 1, 8))
+    processes = str(min(tasks.usable_cores() + 1, 8))
     assert tasks.pytest_command([], fast=True) == [
         python,
         "-m",
