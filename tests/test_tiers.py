@@ -133,7 +133,7 @@ def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fail
 ) -> None:
     """`tasks.py test` runs the whole suite on SQLite, then the unit tier with XCORE_TEST_DATABASE=postgresql; its
     exit code is a failure when either failed. With arguments, or --fast, pytest runs once, on SQLite unless
-    --postgres is given."""
+    --postgres is given. Every run writes bytecode caches, whatever PYTHONDONTWRITEBYTECODE says outside."""
     runs: list[tuple[list[str], dict[str, str], bool]] = []
     codes: list[int] = []
 
@@ -149,10 +149,12 @@ def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fail
         runs.clear()
         codes[:] = [first, second]
         assert tasks.cmd_test([]) == (first or second)
-        assert runs == [(tasks.PARALLEL, {}, False), (unit, {"XCORE_TEST_DATABASE": "postgresql"}, False)]
+        on_postgresql = {"PYTHONDONTWRITEBYTECODE": "", "XCORE_TEST_DATABASE": "postgresql"}
+        assert runs == [(tasks.PARALLEL, {"PYTHONDONTWRITEBYTECODE": ""}, False), (unit, on_postgresql, False)]
     runs.clear()
     codes[:] = [0, 0, 0]
     tasks.cmd_test(["--fast"])
     tasks.cmd_test(["tests/test_totp.py"])
     tasks.cmd_test(["--postgres", "tests/test_totp.py"])
-    assert [env for _, env, _ in runs] == [{}, {}, {"XCORE_TEST_DATABASE": "postgresql"}]
+    assert [env.get("XCORE_TEST_DATABASE") for _, env, _ in runs] == [None, None, "postgresql"]
+    assert all(env["PYTHONDONTWRITEBYTECODE"] == "" for _, env, _ in runs)
