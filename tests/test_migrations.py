@@ -20,7 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from conftest import core_database_url, create_account, free_port, fresh_python, run_xcore
+from conftest import copy_data_dir, core_database_url, create_account, free_port, fresh_python, run_xcore
 from xcore.config.schema import BackupConfig
 from xcore.db import migrate, revisions
 from xcore.db.backup import BACKUP_NAME, backup_revision, backup_source, list_backups, make_backup
@@ -462,15 +462,26 @@ NOT_XCORE_DATABASES = [
 ]
 
 
-@pytest.mark.sqlite  # the refusals of bad SQLite backups; PostgreSQL's of bad dumps are tested below
-@pytest.mark.parametrize(("make", "says"), NOT_XCORE_DATABASES)
-def test_restore_refuses_a_file_that_is_not_an_xcore_database_in_one_line(
-    data_dir: Path, tmp_path: Path, make: Any, says: str
-) -> None:
+@pytest.fixture(scope="module")
+def upgraded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """upgraded: a data directory that `xcore db upgrade` made, and the path in it of a good backup of its
+    database, which `xcore db backup --database-only` made. A test works on a copy (`copy_data_dir`)."""
+    data_dir = tmp_path_factory.mktemp("upgraded") / "data"
     d = ("--data-dir", str(data_dir))
     assert run_xcore("db", "upgrade", *d).returncode == 0
     backup = run_xcore("db", "backup", "--database-only", *d)
-    good = Path(backup.stdout.strip().split(": ", 1)[1])
+    assert backup.returncode == 0, backup.stderr
+    return data_dir, Path(backup.stdout.strip().split(": ", 1)[1]).relative_to(data_dir)
+
+
+@pytest.mark.sqlite  # the refusals of bad SQLite backups; PostgreSQL's of bad dumps are tested below
+@pytest.mark.parametrize(("make", "says"), NOT_XCORE_DATABASES)
+def test_restore_refuses_a_file_that_is_not_an_xcore_database_in_one_line(
+    upgraded: tuple[Path, Path], data_dir: Path, tmp_path: Path, make: Any, says: str
+) -> None:
+    d = ("--data-dir", str(data_dir))
+    copy_data_dir(upgraded[0], data_dir)
+    good = data_dir / upgraded[1]
     db = data_dir / "xcore.db"
     before = sha256(db)
     candidate = tmp_path / "candidate.db"
