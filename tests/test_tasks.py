@@ -6,6 +6,7 @@ Real SQLite queue (`<data>/tasks.db`), real consumer threads, real plugins loade
 from __future__ import annotations
 
 import json
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from xcore.tasks.host import TaskHost
 WAIT = 10.0
 
 RUN_PY = """
+import threading
 import time
 
 from xcore.sdk import Ctx, FromPath, FromQuery, get, task
@@ -190,6 +192,28 @@ def test_one_process_of_two_runs_the_consumer_and_another_takes_over(runtime: Ru
         second.start()
         assert first.leading and not second.leading
         first.stop()
+        until(lambda: second.leading, "the second host to take over", timeout=6)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_a_host_stopped_in_another_thread_than_it_started_in_hands_the_consumer_on(runtime: Runtime) -> None:
+    """A server's lifespan may start the task host in one worker thread and stop it in another. The leader lock
+    must go with the stop: filelock's locks belong to the thread that took them unless told otherwise, and a
+    stop from another thread left the lock held, so the next host in the process never ran the consumer."""
+
+    def in_a_thread(step: Any) -> None:
+        thread = threading.Thread(target=step)
+        thread.start()
+        thread.join()
+
+    first, second = TaskHost(runtime), TaskHost(runtime)
+    try:
+        in_a_thread(first.start)
+        second.start()
+        assert first.leading and not second.leading
+        in_a_thread(first.stop)
         until(lambda: second.leading, "the second host to take over", timeout=6)
     finally:
         first.stop()

@@ -38,7 +38,9 @@ class Leadership(Protocol):
 
 class FileLeadership:
     def __init__(self, path: str) -> None:
-        self._lock = FileLock(path)
+        # The process holds the lock, not a thread: it is taken in one thread (the start, or the follower) and
+        # given up in another (the stop). filelock's default, a hold per thread, ignored such a release.
+        self._lock = FileLock(path, thread_local=False)
 
     def acquire(self) -> bool:
         try:
