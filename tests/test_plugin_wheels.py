@@ -17,6 +17,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -178,6 +179,20 @@ def test_pack_wheels_says_what_pip_could_not_find(tmp_path: Path) -> None:
         download_wheels(folder, folder_manifest(folder), OFFLINE, tmp_path)
     assert caught.value.rule == "wheels-download"
     assert "humanize==0.0.1" in caught.value.reason, caught.value.reason
+
+
+def test_pack_wheels_without_pip_says_so_before_it_runs_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Packing from source uses this Python's pip; without one, the refusal says how to go on."""
+    folder = plugin_folder(tmp_path, "old", "1.0.0", HUMANIZE_ROUTE, requirements=["humanize==4.9.0"])
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pip" else find_spec(name, *a))
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail(f"ran {a[0]}"))
+    with pytest.raises(BundleError) as caught:
+        download_wheels(folder, folder_manifest(folder), OFFLINE, tmp_path)
+    assert caught.value.rule == "wheels-download"
+    assert f"{sys.executable} has no pip: install pip, or name another by --python" in caught.value.reason
 
 
 # --- the bundle's lock ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ The binary has no pip: there, `--python` names a Python with pip (by default `py
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -110,7 +111,12 @@ def _pip_python(where: str, chosen: Path | None) -> str:
     if chosen is not None:
         python = str(chosen)
     elif not frozen():
-        python = sys.executable
+        # Asked in this process: `python -m pip --version` would start pip once more only to see that it starts.
+        if importlib.util.find_spec("pip") is None:
+            raise BundleError(
+                where, "wheels-download", f"{sys.executable} has no pip: install pip, or name another by --python"
+            )
+        return sys.executable
     else:
         found = shutil.which("python3") or shutil.which("python")
         if found is None:
