@@ -54,7 +54,8 @@ CLEAN_ENV = {
 
 # The slow tiers, which `python3 tasks.py test --fast` leaves out (pyproject.toml registers the markers). A test is
 # put in one by the fixture it uses, so a new test that starts a browser, say, lands in its tier by itself; the
-# release tests (tests/test_frozen.py) and other e2e tests are marked where they are written.
+# release tests (tests/test_frozen.py) and other e2e tests are marked where they are written. XcoreServer, a real
+# `xcore serve`, fails a test of the unit tier that starts one.
 TIER_OF_FIXTURE = {
     "chromium": "browser",  # tests/browser.py: a real headless Chromium
     "display": "desktop",  # tests/xwindow.py: an Xvfb display for real windows
@@ -85,6 +86,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         kept = [item for item in items if item.get_closest_marker("sqlite") is None]
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+
+
+_running: list[pytest.Item] = []  # the test being run, for XcoreServer's check of its tier
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _running.append(item)  # from before its fixtures are made (a module fixture too) until after they are gone
+    try:
+        return (yield)
+    finally:
+        _running.pop()
 
 
 @pytest.fixture(autouse=True)
@@ -374,6 +387,12 @@ class XcoreServer:
     """A real `xcore serve` process on a free port, with its output captured to a file."""
 
     def __init__(self, data_dir: Path, port: int, extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
+        test = _running[-1] if _running else None
+        if test is not None and not any(test.get_closest_marker(tier) for tier in FIRST):
+            raise AssertionError(
+                f"{test.nodeid} starts a real `xcore serve` but is in the unit tier, which `tasks.py test --fast` "
+                "runs: use the start_server fixture, or mark the test e2e (@pytest.mark.e2e)"
+            )
         self.data_dir = data_dir
         self.port = port
         self.url = f"http://127.0.0.1:{port}"

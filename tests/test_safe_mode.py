@@ -106,6 +106,7 @@ def test_a_blocklist_entry_in_the_settings_file_unloads_a_serving_version_and_it
         assert host.get("/app/memo/hello").json()["says"] == "new"
 
 
+@pytest.mark.e2e  # real `xcore serve` processes
 def test_a_blocklist_entry_written_to_the_settings_file_unloads_a_serving_version_in_every_worker(
     tmp_path: Path,
 ) -> None:
@@ -192,6 +193,7 @@ os._exit(3)  # what a plugin with a crashing C extension does to the process tha
 """
 
 
+@pytest.mark.e2e  # real `xcore serve` processes
 def test_a_plugin_that_kills_the_start_brings_safe_mode_after_three_tries_then_it_can_be_removed(
     tmp_path: Path,
 ) -> None:
@@ -230,6 +232,7 @@ def test_a_plugin_that_kills_the_start_brings_safe_mode_after_three_tries_then_i
         server.kill()
 
 
+@pytest.mark.e2e  # real `xcore serve` processes
 def test_serve_safe_turns_every_plugin_off_for_that_run_only(tmp_path: Path) -> None:
     from conftest import free_port
 

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from conftest import CLEAN_ENV, TIER_OF_FIXTURE
+from conftest import CLEAN_ENV, TIER_OF_FIXTURE, XcoreServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +36,14 @@ def test_every_tier_is_a_registered_marker(tasks: ModuleType) -> None:
     assert tiers == {"browser", "desktop", "release", "e2e"}
     assert tiers <= registered_markers()
     assert set(TIER_OF_FIXTURE.values()) <= tiers
+
+
+def test_a_unit_test_that_starts_a_real_server_fails_saying_where_it_belongs(tmp_path: Path) -> None:
+    """A test that starts a real `xcore serve` belongs to a slow tier: in the unit tier, which --fast runs, it fails
+    before the server starts (three safe-mode tests had slipped in with XcoreServer, not start_server)."""
+    with pytest.raises(AssertionError, match=r"::test_a_unit_test_that_starts_a_real.* but is in the unit tier"):
+        XcoreServer(tmp_path / "data", 1)
+    assert not (tmp_path / "serve-1.out").exists(), "nothing was started"
 
 
 def test_fast_runs_the_unit_tier_in_a_process_more_than_the_cores_unless_told_otherwise(tasks: ModuleType) -> None:
