@@ -257,8 +257,8 @@ def fuzz_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, A
 
     As the superadmin, the examples share a token minted without a password. An example that logs out, revokes
     root's sessions or changes root's password (all of which are fine answers) ends it: the next one, answered 401,
-    gets a fresh token and is sent again, so nothing is excluded. The last superadmin cannot be deleted, demoted or deactivated (the
-    API refuses), which is what keeps the fixture meaningful from the first example to the last."""
+    gets a fresh token and is sent again, so nothing is excluded. The last superadmin cannot be deleted, demoted or
+    deactivated (the API refuses), which is what keeps the fixture meaningful from the first example to the last."""
     tmp = tmp_path_factory.mktemp("fuzz")
     dev = tmp / "dev"
     shutil.copytree(ROOT / "plugins", dev, ignore=shutil.ignore_patterns("*.md", "__pycache__", "tests"))
