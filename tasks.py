@@ -282,14 +282,15 @@ def cmd_test(args: list[str]) -> int:
         ensure_apt(APT_FOR_TEST)
     ensure_test_wheels()
     started = time.time()
+    on_postgresql = {**TEST_ENV, **POSTGRES_ENV}
     if postgres:
-        code = run_in_venv(pytest_command(args, fast), {**TEST_ENV, **POSTGRES_ENV}, replace=False)
+        code = run_in_venv(pytest_command(args, fast), on_postgresql, replace=False)
     elif fast or args:
         code = run_in_venv(pytest_command(args, fast), TEST_ENV, replace=False)
     else:
         code = run_in_venv(pytest_command([], fast=False), TEST_ENV, replace=False)
         say("the unit tier again, with the core database on PostgreSQL")
-        code = run_in_venv(pytest_command([], fast=True), {**TEST_ENV, **POSTGRES_ENV}, replace=False) or code
+        code = run_in_venv(pytest_command([], fast=True), on_postgresql, replace=False) or code
     report_artefacts(started)
     return code
 
@@ -297,7 +298,7 @@ def cmd_test(args: list[str]) -> int:
 POSTGRES_ENV = {"XCORE_TEST_DATABASE": "postgresql"}
 # Bytecode caches on for the tests, whatever PYTHONDONTWRITEBYTECODE says outside (an empty value turns it off):
 # each test process, and each of the few hundred `python -m xcore` and pytest processes the tests start, would
-# otherwise compile xcore and rewrite the test modules afresh: on a fresh clone, a sixth of the unit tier's CPU.
+# otherwise compile xcore and rewrite the test modules afresh (collecting the suite: 9 s a process, 3 s with them).
 # The caches are the usual `__pycache__` folders, which git ignores; plugin code never reads or writes them.
 TEST_ENV = {"PYTHONDONTWRITEBYTECODE": ""}
 

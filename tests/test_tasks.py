@@ -27,7 +27,6 @@ from xcore.tasks.host import TaskHost
 WAIT = 10.0
 
 RUN_PY = """
-import threading
 import time
 
 from xcore.sdk import Ctx, FromPath, FromQuery, get, task
