@@ -5,13 +5,14 @@
     python3 tasks.py test [--fast] [--postgres] [PYTEST ARGS]
                                          set up .venv with the test extras, then run pytest: the whole suite, then
                                          the unit tier again with the core database on PostgreSQL (a throwaway
-                                         server, from apt); with --fast the unit tier alone, on SQLite (no browser,
-                                         desktop window, real server or release build: pytest -m "not (browser or
-                                         desktop or release or e2e)"); with --postgres, what PYTEST ARGS choose on
-                                         PostgreSQL (both download, once, the real wheels the plugin-requirements
-                                         tests pack into bundles, into .venv/test-wheels); last, it says where the
-                                         test artefacts are (the browser tests' screenshots: build/test-artefacts,
-                                         or XCORE_TEST_ARTEFACTS)
+                                         server, from apt), the tests of it that used the core database on SQLite
+                                         (XCORE_TEST_CORE_USE, tests/conftest.py); with --fast the unit tier
+                                         alone, on SQLite (no browser, desktop window, real server or release
+                                         build: pytest -m "not (browser or desktop or release or e2e)"); with
+                                         --postgres, what PYTEST ARGS choose on PostgreSQL (both download, once,
+                                         the real wheels the plugin-requirements tests pack into bundles, into
+                                         .venv/test-wheels); last, it says where the test artefacts are (the
+                                         browser tests' screenshots: build/test-artefacts, or XCORE_TEST_ARTEFACTS)
     python3 tasks.py lint                ruff (lint + format check) and mypy
     python3 tasks.py pack [OUTDIR]       pack every example plugin in plugins/ into OUTDIR (default dist/plugins)
     python3 tasks.py bundle [--onedir|--onefile] [--headless] [--out DIR] [--check]
@@ -39,6 +40,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import venv
 from pathlib import Path
@@ -287,10 +289,12 @@ def cmd_test(args: list[str]) -> int:
         code = run_in_venv(pytest_command(args, fast), on_postgresql, replace=False)
     elif fast or args:
         code = run_in_venv(pytest_command(args, fast), TEST_ENV, replace=False)
-    else:
-        code = run_in_venv(pytest_command([], fast=False), TEST_ENV, replace=False)
-        say("the unit tier again, with the core database on PostgreSQL")
-        code = run_in_venv(pytest_command([], fast=True), on_postgresql, replace=False) or code
+    else:  # the second pass runs the unit tests that used the core database in the first (tests/conftest.py)
+        with tempfile.TemporaryDirectory(prefix="xcore-test-") as folder:
+            core_use = {"XCORE_TEST_CORE_USE": str(Path(folder) / "core-use.txt")}
+            code = run_in_venv(pytest_command([], fast=False), {**TEST_ENV, **core_use}, replace=False)
+            say("the unit tier again, with the core database on PostgreSQL: the tests that used it on SQLite")
+            code = run_in_venv(pytest_command([], fast=True), {**on_postgresql, **core_use}, replace=False) or code
     report_artefacts(started)
     return code
 

@@ -83,7 +83,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         rank[item.path] = min([rank.get(item.path, len(FIRST)), *tiers])
     items.sort(key=lambda item: rank[item.path])  # stable: a file's tests keep their order and stay together
     if BACKEND == "postgresql":  # what checks the SQLite file itself is not a test of PostgreSQL: left out, said so
-        kept = [item for item in items if item.get_closest_marker("sqlite") is None]
+        # With CORE_USE, what used no core database on SQLite is left out too (see core_database_used).
+        wanted = core_database_tests() if CORE_USE else None
+        kept = [
+            item
+            for item in items
+            if item.get_closest_marker("sqlite") is None and (wanted is None or item.nodeid in wanted)
+        ]
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
 
@@ -143,6 +149,53 @@ def data_dir(tmp_path: Path) -> Path:
 
 # --- the core database: a SQLite file, or with XCORE_TEST_DATABASE=postgresql a database on the test server ------
 
+# `python3 tasks.py test` runs the whole suite on SQLite, then the unit tier again on PostgreSQL. A test that never
+# uses the core database runs the same code in both passes, so its second run only repeats its first. With
+# XCORE_TEST_CORE_USE=<file> (tasks.py sets it for both passes), the SQLite pass writes there the node id of each
+# test that used the core database, and the PostgreSQL pass runs only the tests listed. A test uses the core
+# database when, while it runs (its fixtures' setup and teardown included), a SQLAlchemy pool hands out a
+# connection (any engine's: over-counting only runs a test twice), a Runtime's database URL is read, or an
+# `xcore` process is started on a data directory (database_env), which on PostgreSQL gets a database of its own.
+CORE_USE = os.environ.get("XCORE_TEST_CORE_USE", "")
+_core_users: set[str] = set()  # the tests this process has written to CORE_USE
+
+
+def core_database_used() -> None:
+    """core_database_used notes, on a SQLite pass that records (CORE_USE), that the running test uses the core
+    database."""
+    if not CORE_USE or BACKEND != "sqlite" or not _running or _running[-1].nodeid in _core_users:
+        return
+    _core_users.add(_running[-1].nodeid)
+    with open(CORE_USE, "a", encoding="utf-8") as record:  # one short write: the processes' lines never interleave
+        record.write(_running[-1].nodeid + "\n")
+
+
+def core_database_tests() -> set[str]:
+    """core_database_tests are the node ids the SQLite pass wrote to CORE_USE. An empty or missing file is an
+    error: the whole suite cannot have run without the core database."""
+    try:
+        listed = set(Path(CORE_USE).read_text(encoding="utf-8").splitlines())
+    except FileNotFoundError:
+        listed = set()
+    if not listed:
+        raise pytest.UsageError(f"XCORE_TEST_CORE_USE names {CORE_USE}, where no SQLite pass recorded any test")
+    return listed
+
+
+if CORE_USE and BACKEND == "sqlite":
+    from sqlalchemy import event
+    from sqlalchemy.pool import Pool
+
+    event.listen(Pool, "checkout", lambda *_: core_database_used())
+    _sqlite_database_url = Runtime.database_url
+
+    def _recorded_database_url(self: Runtime) -> str:
+        core_database_used()
+        return _sqlite_database_url.__get__(self)
+
+    Runtime.database_url = property(_recorded_database_url)  # type: ignore[method-assign,assignment]
+
+
 _databases: dict[Path, str] = {}  # PostgreSQL: each data directory's database, for the current test
 PG_TEMPLATE = "xcore_template"
 _pg_template_ready = False
@@ -162,6 +215,8 @@ def core_database_url(data_root: Path) -> str:
 def database_env(args: Sequence[str]) -> dict[str, str]:
     """database_env is the environment that puts an `xcore` process started with `args` on the database its data
     directory (`--data-dir`) has in this test: nothing on SQLite, its DATABASE_URL on PostgreSQL."""
+    if "--data-dir" in args:
+        core_database_used()
     if BACKEND != "postgresql" or "--data-dir" not in args:
         return {}
     return {"DATABASE_URL": core_database_url(Path(args[list(args).index("--data-dir") + 1]))}

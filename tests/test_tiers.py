@@ -136,6 +136,49 @@ def collected_in_order(files: list[str], tiers: str | None = None) -> list[str]:
     return [line for line in done.stdout.splitlines() if "::" in line]
 
 
+NO_DATABASE = "tests/test_tiers.py::test_every_tier_is_a_registered_marker"
+THROUGH_THE_APP = "tests/test_sessions.py::test_each_login_gets_a_distinct_token_id"
+THROUGH_THE_CLI = "tests/test_cli.py::test_data_dir_given_twice_with_different_values_is_refused"
+SPACED = (
+    "tests/test_access.py::test_every_route_answers_each_persona_as_the_access_table_says[GET /api/admin/roles-root]"
+)
+
+
+def pytest_run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        env={**CLEAN_ENV, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_the_postgresql_pass_runs_the_tests_that_used_the_core_database_on_sqlite(tmp_path: Path) -> None:
+    """With XCORE_TEST_CORE_USE, the SQLite pass writes down each test that used the core database (through the web
+    app's sessions, or an `xcore` process on a data directory), not one that did not; the PostgreSQL pass then
+    selects only those, by their whole node id (a parameter's may hold spaces). A record that holds nothing is an
+    error, not an empty pass."""
+    record = tmp_path / "core-use.txt"
+    tests = [NO_DATABASE, THROUGH_THE_APP, THROUGH_THE_CLI, SPACED]
+    on_sqlite = pytest_run(tests, {"XCORE_TEST_CORE_USE": str(record)})
+    assert on_sqlite.returncode == 0, on_sqlite.stdout[-2000:] + on_sqlite.stderr[-2000:]
+    assert "4 passed" in on_sqlite.stdout
+    assert sorted(record.read_text().splitlines()) == sorted(tests[1:])
+
+    pg = {"XCORE_TEST_CORE_USE": str(record), "XCORE_TEST_DATABASE": "postgresql"}
+    chosen = pytest_run(["--collect-only", *tests], pg)
+    assert chosen.returncode == 0, chosen.stdout[-2000:] + chosen.stderr[-2000:]
+    assert sorted(line for line in chosen.stdout.splitlines() if "::" in line) == sorted(tests[1:])
+    assert "1 deselected" in chosen.stdout
+
+    record.write_text("")
+    refused = pytest_run(["--collect-only", THROUGH_THE_APP], pg)
+    assert refused.returncode != 0
+    assert f"XCORE_TEST_CORE_USE names {record}, where no SQLite pass recorded any test" in refused.stderr
+
+
 def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fails(
     tasks: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,12 +200,16 @@ def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fail
         runs.clear()
         codes[:] = [first, second]
         assert tasks.cmd_test([]) == (first or second)
-        on_postgresql = {"PYTHONDONTWRITEBYTECODE": "", "XCORE_TEST_DATABASE": "postgresql"}
-        assert runs == [(tasks.PARALLEL, {"PYTHONDONTWRITEBYTECODE": ""}, False), (unit, on_postgresql, False)]
+        record = runs[0][1]["XCORE_TEST_CORE_USE"]  # a file of the run's own: which tests used the core database
+        assert record.endswith("core-use.txt") and not Path(record).parent.exists(), "removed after the run"
+        on_sqlite = {"PYTHONDONTWRITEBYTECODE": "", "XCORE_TEST_CORE_USE": record}
+        on_postgresql = {**on_sqlite, "XCORE_TEST_DATABASE": "postgresql"}
+        assert runs == [(tasks.PARALLEL, on_sqlite, False), (unit, on_postgresql, False)]
     runs.clear()
     codes[:] = [0, 0, 0]
     tasks.cmd_test(["--fast"])
     tasks.cmd_test(["tests/test_totp.py"])
     tasks.cmd_test(["--postgres", "tests/test_totp.py"])
     assert [env.get("XCORE_TEST_DATABASE") for _, env, _ in runs] == [None, None, "postgresql"]
+    assert not any("XCORE_TEST_CORE_USE" in env for _, env, _ in runs), "a run of its own is not cut down"
     assert all(env["PYTHONDONTWRITEBYTECODE"] == "" for _, env, _ in runs)

@@ -19,9 +19,6 @@ import socket
 import sqlite3
 from collections.abc import Iterator
 
-from granian import Granian
-from granian.constants import Interfaces
-
 from xcore import codecache
 from xcore.auth import builtin
 from xcore.auth.setup import SetupToken
@@ -234,6 +231,9 @@ def serve(runtime: Runtime, *, safe: bool = False) -> int:
         if mode is not None:
             os.environ.update(safemode.environment(mode))
             announce_safe_mode(mode)
+        from granian import Granian  # here: the CLI's other commands migrate with prepare_database, without it
+        from granian.constants import Interfaces
+
         url = display_url(server.host, server.port)
         granian = Granian(
             WORKER_TARGET,
