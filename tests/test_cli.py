@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import pytest
 
-from conftest import run_xcore
+from conftest import fresh_python, run_xcore
 from xcore.cli import cli, main
 
 
@@ -174,3 +174,18 @@ def test_commands_without_a_data_directory_accept_it_anywhere() -> None:
     result = run_xcore("--data-dir", "/nonexistent/x", "config", "schema", "--data-dir", "/nonexistent/x")
     assert result.returncode == 0, result.stderr
     assert "XcoreConfig" in json.loads(result.stdout)["$defs"]
+
+
+def test_commands_that_migrate_leave_the_server_out(tmp_path: Path) -> None:
+    """A command that migrates the database (here `user list`, on a data directory it creates) goes through the
+    server's prepare_database, without importing Granian and what it brings (uvloop, watchfiles): `serve` alone
+    needs them."""
+    probe = (
+        "import sys\n"
+        "from xcore.cli import cli\n"
+        f"cli.main(['user', 'list', '--data-dir', {str(tmp_path / 'data')!r}], standalone_mode=False)\n"
+        "print('MIGRATED', (sys.modules.get('xcore.server') is not None))\n"
+        "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'granian', 'uvloop', 'watchfiles'}))\n"
+    )
+    lines = fresh_python(probe).splitlines()
+    assert "MIGRATED True" in lines and "LOADED []" in lines, lines
