@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import test_tasks as tasks_module
-from conftest import create_account, plugin_host
+from conftest import create_account, fresh_python, plugin_host
 from test_plugin_manager import Host, configured_runtime, eventually, login, make_zip, open_host, route
 from xcore.plugins.store import plugin_data_dir
 from xcore.runtime import Runtime
@@ -594,3 +594,40 @@ def test_under_require_an_admin_may_upload_any_bundle_as_it_will_run_sandboxed(t
         response = upload(running, ada, make_zip(running.staging, "plain", "1.0.0", route("plain")))
         assert response.status_code == 201, response.text
         assert response.json()["sandbox"]["state"] == "running"
+
+
+def test_the_fork_server_asks_to_die_with_its_host_before_its_imports() -> None:
+    """The zygote's imports (Litestar, the SDK) take a while: it asks for the death signal before them, so a host
+    that dies meanwhile still takes it along (one was left an orphan, stopped during its imports by a profiler)."""
+    probe = (
+        "import sys\n"
+        "import xcore.plugin_zygote as zygote\n"
+        "def asked():\n"
+        "    print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'litestar', 'sqlite_utils'}))\n"
+        "    raise SystemExit(0)\n"
+        "zygote.die_with_parent = asked\n"
+        "zygote.main(['--fd', '999'])\n"
+    )
+    assert "LOADED []" in fresh_python(probe).splitlines()
+
+
+def test_a_forked_worker_whose_fork_server_is_gone_exits_at_once(tmp_path: Path) -> None:
+    """A child asks to die with the zygote right after the fork; when the zygote has already ended by then (its
+    parent is another process), the child exits without running the plugin worker. With its real parent it goes
+    on, here to fail on the made-up sockets, saying so on its stderr."""
+    probe = (
+        "import os, socket, sys\n"
+        "from xcore.plugin_zygote import Zygote\n"
+        "for parent in (-1, os.getpid()):\n"
+        "    err_read, err_write = os.pipe()\n"
+        "    control, _ = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        f"        os._exit(Zygote(control).child([998, 997, err_write], {str(tmp_path)!r}, parent))\n"
+        "    os.close(err_write)\n"
+        "    _, status = os.waitpid(pid, 0)\n"
+        "    said = os.read(err_read, 4096).decode()\n"
+        "    print('PARENT' if parent > 0 else 'GONE', os.waitstatus_to_exitcode(status), said.split(':')[0] + '.')\n"
+    )
+    lines = fresh_python(probe).splitlines()
+    assert lines == ["GONE 1 .", "PARENT 1 the plugin worker failed to start."], lines

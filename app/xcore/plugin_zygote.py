@@ -15,7 +15,8 @@ The host (`xcore.plugins.zygote`) talks to it over a SOCK_SEQPACKET socket, one 
   signal).
 
 Each child dies with the zygote (PR_SET_PDEATHSIG), and the zygote with the server worker that started it, so
-nothing outlives its host. The zygote exits when the host closes its end of the socket.
+nothing outlives its host. The zygote asks for that before it imports anything heavy, and a child exits at once
+when the zygote has already gone by the time it asks. The zygote exits when the host closes its end of the socket.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ from typing import Any
 
 import msgspec
 
-from xcore import plugin_worker
-from xcore.heap import freeze_startup_heap
-
 PR_SET_PDEATHSIG = 1
 MAX_MESSAGE = 64 * 1024
 # Imported here so that a child does not import them itself (what plugin_worker imports, it already has).
@@ -50,7 +48,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "--fd" or not argv[1].isdigit():
         print("usage: xcore plugin-zygote --fd N (xcore starts it for its sandboxed plugins)", file=sys.stderr)
         return 2
-    die_with_parent()
+    die_with_parent()  # first: imports take a while, and a host that dies meanwhile must take this process along
+    from xcore import plugin_worker  # noqa: F401  # what every child runs, with Litestar and the SDK
+    from xcore.heap import freeze_startup_heap
+
     for name in PRELOADED:
         with contextlib.suppress(ImportError):  # a module missing from a build: the child imports what it can
             __import__(name)
@@ -112,6 +113,7 @@ class Zygote:
                 os.close(fd)
             self.send(["failed", "the zygote answers `fork` with three file descriptors"])
             return True
+        zygote = os.getpid()
         try:
             pid = os.fork()
         except OSError as exc:
@@ -120,15 +122,16 @@ class Zygote:
             self.send(["failed", f"fork: {exc.strerror}"])
             return True
         if pid == 0:
-            os._exit(self.child(fds, data_dir))
+            os._exit(self.child(fds, data_dir, zygote))
         for fd in fds:
             os.close(fd)
         self.children.add(pid)
         self.send(["forked", pid])
         return True
 
-    def child(self, fds: list[int], data_dir: str) -> int:
-        """child becomes a plugin worker: a session of its own, the host's descriptors, `data_dir`; its code."""
+    def child(self, fds: list[int], data_dir: str, zygote: int) -> int:
+        """child becomes a plugin worker: a session of its own, the host's descriptors, `data_dir`; its code. It
+        ends at once when its parent, the `zygote`, has ended before it asked to die with it."""
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -137,6 +140,10 @@ class Zygote:
             os.close(self.wake_write)
             os.setsid()
             die_with_parent()
+            if os.getppid() != zygote:
+                return 1
+            from xcore import plugin_worker  # imported by main(): already loaded
+
             sock, calls, stderr = fds
             os.dup2(stderr, 2)
             os.close(stderr)
