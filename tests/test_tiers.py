@@ -137,11 +137,10 @@ def collected_in_order(files: list[str], tiers: str | None = None) -> list[str]:
 
 
 NO_DATABASE = "tests/test_tiers.py::test_every_tier_is_a_registered_marker"
+# Both on the web app of a module fixture, made during the first: the second uses the database it made.
+SPACED = "tests/test_sessions.py::test_login_by_username_or_email_ignores_case[  Bob ]"
 THROUGH_THE_APP = "tests/test_sessions.py::test_each_login_gets_a_distinct_token_id"
 THROUGH_THE_CLI = "tests/test_cli.py::test_data_dir_given_twice_with_different_values_is_refused"
-SPACED = (
-    "tests/test_access.py::test_every_route_answers_each_persona_as_the_access_table_says[GET /api/admin/roles-root]"
-)
 
 
 def pytest_run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -157,9 +156,9 @@ def pytest_run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
 
 def test_the_postgresql_pass_runs_the_tests_that_used_the_core_database_on_sqlite(tmp_path: Path) -> None:
     """With XCORE_TEST_CORE_USE, the SQLite pass writes down each test that used the core database (through the web
-    app's sessions, or an `xcore` process on a data directory), not one that did not; the PostgreSQL pass then
-    selects only those, by their whole node id (a parameter's may hold spaces). A record that holds nothing is an
-    error, not an empty pass."""
+    app's sessions, a module fixture's too, or an `xcore` process on a data directory), not one that did not; the
+    PostgreSQL pass then selects only those, by their whole node id (a parameter's may hold spaces). A record that
+    holds nothing is an error, not an empty pass."""
     record = tmp_path / "core-use.txt"
     tests = [NO_DATABASE, THROUGH_THE_APP, THROUGH_THE_CLI, SPACED]
     on_sqlite = pytest_run(tests, {"XCORE_TEST_CORE_USE": str(record)})
