@@ -184,7 +184,7 @@ def test_commands_that_migrate_leave_the_server_out(tmp_path: Path) -> None:
         "import sys\n"
         "from xcore.cli import cli\n"
         f"cli.main(['user', 'list', '--data-dir', {str(tmp_path / 'data')!r}], standalone_mode=False)\n"
-        "print('MIGRATED', (sys.modules.get('xcore.server') is not None))\n"
+        "print('MIGRATED', 'xcore.server' in sys.modules)\n"
         "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'granian', 'uvloop', 'watchfiles'}))\n"
     )
     lines = fresh_python(probe).splitlines()

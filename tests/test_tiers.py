@@ -115,6 +115,19 @@ def test_the_slowest_tiers_are_handed_out_first_and_a_files_tests_stay_together(
     ]
 
 
+def pytest_run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """pytest_run runs pytest with `args` in a new process, from the repository, with `env` added to a clean
+    environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=ROOT,
+        env={**CLEAN_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def collected(files: list[str], tiers: str) -> set[str]:
     """collected lists the tests of `files` that pytest selects with `-m tiers`, collecting them in a new process."""
     return set(collected_in_order(files, tiers))
@@ -124,14 +137,7 @@ def collected_in_order(files: list[str], tiers: str | None = None) -> list[str]:
     """collected_in_order lists the tests of `files` that pytest selects (with `-m tiers`, if given), in the order it
     would run them, collecting them in a new process."""
     choice = ["-m", tiers] if tiers else []
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", *choice, *files],
-        cwd=ROOT,
-        env=CLEAN_ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = pytest_run(["--collect-only", *choice, *files])
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return [line for line in done.stdout.splitlines() if "::" in line]
 
@@ -141,17 +147,6 @@ NO_DATABASE = "tests/test_tiers.py::test_every_tier_is_a_registered_marker"
 SPACED = "tests/test_sessions.py::test_login_by_username_or_email_ignores_case[  Bob ]"
 THROUGH_THE_APP = "tests/test_sessions.py::test_each_login_gets_a_distinct_token_id"
 THROUGH_THE_CLI = "tests/test_cli.py::test_data_dir_given_twice_with_different_values_is_refused"
-
-
-def pytest_run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-        cwd=ROOT,
-        env={**CLEAN_ENV, **env},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def test_the_postgresql_pass_runs_the_tests_that_used_the_core_database_on_sqlite(tmp_path: Path) -> None:

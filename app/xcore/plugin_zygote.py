@@ -34,6 +34,8 @@ from typing import Any
 
 import msgspec
 
+from xcore.heap import freeze_startup_heap
+
 PR_SET_PDEATHSIG = 1
 MAX_MESSAGE = 64 * 1024
 # Imported here so that a child does not import them itself (what plugin_worker imports, it already has).
@@ -50,7 +52,6 @@ def main(argv: list[str]) -> int:
         return 2
     die_with_parent()  # first: imports take a while, and a host that dies meanwhile must take this process along
     from xcore import plugin_worker  # noqa: F401  # what every child runs, with Litestar and the SDK
-    from xcore.heap import freeze_startup_heap
 
     for name in PRELOADED:
         with contextlib.suppress(ImportError):  # a module missing from a build: the child imports what it can
