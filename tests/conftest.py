@@ -3,7 +3,8 @@
 What makes the suite fast without changing what it checks: passwords are hashed with argon2's cheapest parameters
 (`xcore.auth.hashing.cheap_hashing`; a test that needs the production ones asks for `production_hashing`), a
 runtime's core database is a copy of one migrated once per session (`prepare_from_template`; tests/test_migrations.py
-runs the real migrations), and tests that wait for a lock or a TOTP step to pass move a `clock` instead.
+runs the real migrations), tests that wait for a lock or a TOTP step to pass move a `clock` instead, and the
+`xcore` commands a test runs are forked from a server that has imported what they import (tests/forked_cli.py).
 
 With `XCORE_TEST_DATABASE=postgresql` (`python3 tasks.py test` runs the unit tier so, after the whole suite on
 SQLite), every data directory whose settings leave `xcore.data.url` unset gets a PostgreSQL database of its own
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+import forked_cli
 from xcore.auth.hashing import cheap_hashing
 from xcore.logs.setup import forget_configuration
 from xcore.runtime import Runtime, open_runtime
@@ -426,16 +428,39 @@ def xcore_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "xcore", *args]
 
 
-def run_xcore(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run the real `xcore` CLI to completion and capture its output."""
-    return subprocess.run(
-        xcore_command(*args),
-        env={**CLEAN_ENV, **database_env(args), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+# `run_xcore` forks its commands from a server that has imported what they import (tests/forked_cli.py), unless
+# XCORE_TEST_FORKS=0: then each is a fresh `python -m xcore`, as with `fresh=True`.
+FORKS = os.environ.get("XCORE_TEST_FORKS", "1") != "0"
+_forks: forked_cli.Server | None = None
+
+
+def run_xcore(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, fresh: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `xcore` CLI to completion in a process of its own and capture its output: a child of the
+    fork server (tests/forked_cli.py), or with `fresh` (or an interpreter setting, PYTHON..., in `env`) a new
+    `python -m xcore`, for a test of what only a fresh interpreter shows."""
+    global _forks
+    environment = {**CLEAN_ENV, **database_env(args), **(env or {})}
+    if FORKS and not fresh and not any(name.startswith("PYTHON") for name in env or {}):
+        if _forks is None:
+            _forks = forked_cli.Server(CLEAN_ENV)
+        return _forks.run(list(args), environment, timeout, xcore_command(*args))
+    command = xcore_command(*args)
+    # Its own process group, as a forked command has, so that a timeout ends what it started too (a `serve`'s
+    # workers, say): subprocess.run would kill the command alone.
+    with subprocess.Popen(
+        command, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        process_group=0,
+    ) as process:  # fmt: skip
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            raise subprocess.TimeoutExpired(command, timeout, out, err) from None
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 class XcoreServer:

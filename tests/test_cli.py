@@ -95,12 +95,12 @@ def test_every_usage_error_is_one_line_naming_the_culprit_exit_2(
 
 
 def test_a_usage_error_of_the_real_program_is_one_line() -> None:
-    result = run_xcore("serve", "--port", "eighty")
+    result = run_xcore("serve", "--port", "eighty", fresh=True)
     assert result.returncode == 2
     assert result.stderr == (
         "xcore: error: serve: invalid value for '--port': 'eighty' is not a valid integer (see `xcore serve --help`)\n"
     )
-    result = run_xcore("plugin", "lst")
+    result = run_xcore("plugin", "lst", fresh=True)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "xcore: error: plugin: no such command 'lst'; did you mean 'list'? (see `xcore plugin --help`)"

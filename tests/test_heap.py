@@ -55,4 +55,4 @@ def test_the_xcore_command_defers_collections_before_its_imports() -> None:
         "print('THRESHOLDS', gc.get_threshold() == heap.STARTING_THRESHOLDS)\n"
     )
     assert "THRESHOLDS True" in fresh_python(probe).splitlines()
-    assert run_xcore("--version").returncode == 0
+    assert run_xcore("--version", fresh=True).returncode == 0
