@@ -4,6 +4,7 @@ plugins/README.md documents every name)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import msgspec
@@ -127,3 +128,28 @@ def test_a_task_declares_the_permissions_it_requires() -> None:
 def test_periodic_refuses_a_bad_schedule(kwargs: dict[str, object], says: str) -> None:
     with pytest.raises(ValueError, match=says):
         sdk.periodic(**kwargs)  # type: ignore[arg-type]
+
+
+def test_plugin_database_transactions_from_several_threads_wait_for_each_other(tmp_path: Path) -> None:
+    """A read-then-write transaction (`ctx.db.atomic()`) in several threads at once: each waits for the write lock
+    instead of failing at once with "database is locked" (a deferred BEGIN in WAL mode would, whatever the busy
+    timeout), and none loses another's update."""
+    ctx = sdk.PluginContext(id="notes", version="1.0.0", data_dir=tmp_path / "notes")
+    ctx.db["counter"].create({"n": int}, pk="n")
+    failures: list[str] = []
+
+    def count(times: int) -> None:
+        for _ in range(times):
+            try:
+                with ctx.db.atomic():  # each thread has its own connection
+                    ctx.db["counter"].insert({"n": ctx.db["counter"].count})
+            except sqlite3.Error as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=count, args=(50,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert [row["n"] for row in ctx.db["counter"].rows_where(order_by="n")] == list(range(200))

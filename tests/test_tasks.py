@@ -379,6 +379,8 @@ from xcore.sdk import Ctx, get, periodic
 
 @periodic(every={every}, retries=0)
 def tick(ctx):
+    # Runs may overlap: an insert's own creation of the table would look first and create after.
+    ctx.db["ticks"].create({{"at": int}}, if_not_exists=True)
     ctx.db["ticks"].insert({{"at": 1}})
     if {fail}:
         raise RuntimeError("tick failed on purpose")

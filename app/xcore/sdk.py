@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeAlias, TypeVar
@@ -98,7 +98,11 @@ class PluginContext:
         """db is a sqlite_utils Database on `<data_dir>/plugin.db`, opened at first use in each thread.
 
         SQLite connections must not cross threads, and sync handlers run in a pool of them: each thread gets its
-        own connection, in WAL mode (readers never wait for the writer) with a 5-second busy timeout.
+        own connection, in WAL mode (readers never wait for the writer) with a 5-second busy timeout. Its
+        transactions (`ctx.db.atomic()`, and those sqlite-utils opens itself) begin IMMEDIATE: they take the write
+        lock at once, waiting for another thread's or process's transaction to end. A plain BEGIN would defer it,
+        and in WAL mode a transaction that has read and then writes after another one committed fails at once
+        with "database is locked", whatever the timeout.
         sqlite-utils' own plugins are not loaded: they would be whatever installed package registers the entry
         point, run on every plugin's connection, and finding them scans every installed package's metadata at the
         first connection of a process.
@@ -110,7 +114,7 @@ class PluginContext:
             import sqlite_utils
 
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.data_dir / "plugin.db", timeout=5.0)
+            connection = sqlite3.connect(self.data_dir / "plugin.db", timeout=5.0, factory=_immediate_connection())
             found = self._connections.db = sqlite_utils.Database(connection, execute_plugins=False)
             found.enable_wal()
         return found
@@ -123,6 +127,19 @@ class PluginContext:
     def logger(self) -> logging.Logger:
         """logger is named `xcore.plugins.<id>`; its records carry the context `plugins`."""
         return logging.getLogger(f"xcore.plugins.{self.id}")
+
+
+@cache
+def _immediate_connection() -> type[Any]:
+    """_immediate_connection is a sqlite3.Connection whose `execute("BEGIN")` begins IMMEDIATE (see `db`);
+    made at first use, so that importing the SDK does not import sqlite3."""
+    import sqlite3
+
+    class ImmediateConnection(sqlite3.Connection):
+        def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+            return super().execute("BEGIN IMMEDIATE" if sql.strip().upper() == "BEGIN" else sql, parameters)
+
+    return ImmediateConnection
 
 
 Ctx: TypeAlias = NamedDependency[PluginContext]
