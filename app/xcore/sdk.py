@@ -102,7 +102,9 @@ class PluginContext:
         transactions (`ctx.db.atomic()`, and those sqlite-utils opens itself) begin IMMEDIATE: they take the write
         lock at once, waiting for another thread's or process's transaction to end. A plain BEGIN would defer it,
         and in WAL mode a transaction that has read and then writes after another one committed fails at once
-        with "database is locked", whatever the timeout.
+        with "database is locked", whatever the timeout. (sqlite-utils' `insert` looks for its table before the
+        transaction that creates it: code that may run in two threads at once creates its tables first, with
+        `create(..., if_not_exists=True)`.)
         sqlite-utils' own plugins are not loaded: they would be whatever installed package registers the entry
         point, run on every plugin's connection, and finding them scans every installed package's metadata at the
         first connection of a process.
