@@ -435,26 +435,32 @@ _forks: forked_cli.Server | None = None
 
 
 def run_xcore(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60, fresh: bool = False
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    fresh: bool = False,
+    input: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `xcore` CLI to completion in a process of its own and capture its output: a child of the
-    fork server (tests/forked_cli.py), or with `fresh` (or an interpreter setting, PYTHON..., in `env`) a new
-    `python -m xcore`, for a test of what only a fresh interpreter shows."""
+    """Run the real `xcore` CLI to completion in a process of its own, with `input` on its standard input (None:
+    nothing) and in `cwd` (None: this process's), and capture its output: a child of the fork server
+    (tests/forked_cli.py), or with `fresh` (or an interpreter setting, PYTHON..., in `env`) a new `python -m
+    xcore`, for a test of what only a fresh interpreter shows."""
     global _forks
     environment = {**CLEAN_ENV, **database_env(args), **(env or {})}
     if FORKS and not fresh and not any(name.startswith("PYTHON") for name in env or {}):
         if _forks is None:
             _forks = forked_cli.Server(CLEAN_ENV)
-        return _forks.run(list(args), environment, timeout, xcore_command(*args))
+        return _forks.run(list(args), environment, timeout, xcore_command(*args), str(cwd or os.getcwd()), input)
     command = xcore_command(*args)
     # Its own process group, as a forked command has, so that a timeout ends what it started too (a `serve`'s
     # workers, say): subprocess.run would kill the command alone.
     with subprocess.Popen(
-        command, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        process_group=0,
+        command, env=environment, stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, process_group=0,
     ) as process:  # fmt: skip
         try:
-            out, err = process.communicate(timeout=timeout)
+            out, err = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

@@ -1,18 +1,19 @@
 """A fork server for the `xcore` commands the tests run (`run_xcore` in tests/conftest.py).
 
 Most of what a short command such as `xcore user list` costs is its imports: SQLAlchemy, Alembic, click and
-xcore's own modules, about 0.4 of its 0.45 CPU-seconds. The unit tier runs some two hundred commands, so each
-test process starts one server (`python tests/forked_cli.py SOCKET`) that imports those modules once and then
-forks a child for each command. The child is a process of its own, like `python -m xcore ARGS` would be: it
-runs `xcore.__main__` as `-m` does, in the caller's working directory and environment, with /dev/null as its
-standard input and the caller's files as its standard output and error, and its exit status is the command's.
-What it does not do is start the interpreter and import those modules afresh: tests that check what a command
-imports, or how a fresh interpreter starts, use `fresh_python` or `run_xcore(..., fresh=True)`.
+xcore's own modules, about 0.4 of its 0.45 CPU-seconds. The unit tier runs some two hundred commands, so each test
+process starts one server (`python tests/forked_cli.py SOCKET`) that imports those modules once and then forks a
+child for each command. The child is a process of its own, like `python -m xcore ARGS` would be: it runs
+`xcore.__main__` as `-m` does, in the caller's working directory and environment, with the caller's input (or
+/dev/null) as its standard input and the caller's files as its standard output and error, and its exit status is
+the command's. What it does not do is start the interpreter and import those modules afresh: tests that check what
+a command imports, or how a fresh interpreter starts, use `fresh_python` or `run_xcore(..., fresh=True)`.
 
-The protocol, on a Unix socket, one connection per command: the client sends an 8-byte length with its two
-file descriptors (standard output and error), then that many bytes of JSON (`args`, `env`, `cwd`); the server
-answers with a line holding the child's pid, and, once the child has ended, a line holding its exit status as
-`subprocess` gives it (negative: killed by that signal).
+The protocol, on a Unix socket, one connection per command: the client sends an 8-byte length with its file
+descriptors (standard output and error, then standard input if it gives one: a file holding the command's input),
+then that many bytes of JSON (`args`, `env`, `cwd`); the server answers with a line holding the child's pid, and,
+once the child has ended, a line holding its exit status as `subprocess` gives it (negative: killed by that
+signal).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _fork(
 ) -> int:
     """_fork reads one request from `conn` and forks its child; returns the child's pid (0 for a bad request)."""
     try:
-        header, fds, _, _ = socket.recv_fds(conn, _LENGTH, 2)
+        header, fds, _, _ = socket.recv_fds(conn, _LENGTH, 3)
         size = int.from_bytes(header, "big")
         payload = b""
         while len(payload) < size:
@@ -94,8 +95,8 @@ def _fork(
                 raise ConnectionError("the request ended early")
             payload += chunk
         request = json.loads(payload)
-        if len(fds) != 2:
-            raise ValueError(f"expected 2 file descriptors, got {len(fds)}")
+        if len(fds) not in (2, 3):
+            raise ValueError(f"expected 2 or 3 file descriptors, got {len(fds)}")
     except (OSError, ValueError) as exc:
         conn.sendall(f"error {exc}\n".encode())
         conn.close()
@@ -132,11 +133,11 @@ def _run_child(conn: socket.socket, wake: tuple[int, int], fds: list[int], reque
             os.close(fd)
         conn.close()
         os.setpgid(0, 0)  # its own process group, so a timeout ends what it started too
-        stdin = os.open(os.devnull, os.O_RDONLY)
+        stdin = fds[2] if len(fds) == 3 else os.open(os.devnull, os.O_RDONLY)
         os.dup2(stdin, 0)
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
-        for fd in (stdin, *fds):
+        for fd in {stdin, *fds}:
             os.close(fd)
         os.chdir(request["cwd"])
         os.environ.clear()
@@ -212,19 +213,26 @@ class Server:
         shutil.rmtree(self._folder, ignore_errors=True)
 
     def run(
-        self, args: list[str], env: dict[str, str], timeout: float, command: list[str]
+        self, args: list[str], env: dict[str, str], timeout: float, command: list[str], cwd: str, input: str | None
     ) -> subprocess.CompletedProcess[str]:
-        """run runs `xcore ARGS` in a forked child and returns what `subprocess.run(command, capture_output=True,
-        text=True, timeout=timeout)` would; raises subprocess.TimeoutExpired (the child killed) past `timeout`."""
+        """run runs `xcore ARGS` in a forked child, in `cwd` with `input` (None: nothing) on its standard input, and
+        returns what `subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout)` would;
+        raises subprocess.TimeoutExpired (the child killed) past `timeout`."""
         path = self._started()
         with (
             tempfile.TemporaryFile() as out,
             tempfile.TemporaryFile() as err,
+            tempfile.TemporaryFile() as given,
             socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn,
         ):
+            fds = [out.fileno(), err.fileno()]
+            if input is not None:
+                given.write(input.encode(locale.getpreferredencoding(False)))
+                given.seek(0)
+                fds.append(given.fileno())
             conn.connect(path)
-            payload = json.dumps({"args": args, "env": env, "cwd": os.getcwd()}).encode()
-            socket.send_fds(conn, [len(payload).to_bytes(_LENGTH, "big")], [out.fileno(), err.fileno()])
+            payload = json.dumps({"args": args, "env": env, "cwd": cwd}).encode()
+            socket.send_fds(conn, [len(payload).to_bytes(_LENGTH, "big")], fds)
             conn.sendall(payload)
             answers = _Lines(conn)
             first = answers.next()

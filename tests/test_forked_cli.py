@@ -54,6 +54,18 @@ def test_a_forked_command_has_the_callers_directory_and_only_the_given_environme
 
 
 @pytest.mark.parametrize("fresh", [False, True])
+def test_a_command_reads_the_input_it_is_given_and_nothing_without(tmp_path: Path, fresh: bool) -> None:
+    """`user create` reads a password from standard input: the one given, or none (end of input) without one."""
+    data = ["--data-dir", str(tmp_path / "data")]
+    made = run_xcore("user", "create", "ada", "--superadmin", "--password-stdin", *data, input="a long passphrase\n",
+                     fresh=fresh)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    none = run_xcore("user", "create", "bob", "--superadmin", "--password-stdin", *data, fresh=fresh)
+    assert none.returncode != 0 and "Traceback" not in none.stderr, none.stderr
+    assert "ada" in run_xcore("user", "list", *data).stdout
+
+
+@pytest.mark.parametrize("fresh", [False, True])
 def test_a_command_past_its_timeout_is_killed_with_what_it_started(tmp_path: Path, fresh: bool) -> None:
     """A command still running at its timeout raises TimeoutExpired, and its process group is gone: a `serve`
     leaves no worker behind, forked or fresh."""

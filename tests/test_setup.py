@@ -18,7 +18,7 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
 
-from conftest import BACKEND, CLEAN_ENV, Api, core_database_url, database_env, run_xcore, xcore_command
+from conftest import BACKEND, Api, core_database_url, run_xcore
 from xcore.auth.service import SETUP_RECHECK
 from xcore.auth.setup import SETUP_TOKEN_FILE, SetupToken
 from xcore.runtime import Runtime, open_runtime
@@ -59,15 +59,8 @@ def field_errors(response: Any) -> list[str]:
 
 
 def xcore_stdin(*args: str, input: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """xcore_stdin runs the real CLI with `input` on its standard input (run_xcore gives it none)."""
-    return subprocess.run(
-        xcore_command(*args),
-        env={**CLEAN_ENV, **database_env(args)},
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """xcore_stdin runs the real CLI with `input` on its standard input."""
+    return run_xcore(*args, input=input, timeout=timeout)
 
 
 @contextmanager

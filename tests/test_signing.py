@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLEAN_ENV, create_account, xcore_command
+from conftest import create_account, run_xcore
 from test_plugin_manager import Host, configured_runtime, login, open_host, route, upload
 from xcore import __version__
 from xcore.plugins.bundle import BundleError, inspect_bundle
@@ -262,9 +262,7 @@ def test_the_policy_api_says_unsigned_bundles_run_under_the_default_policy(
 
 def test_the_cli_makes_keys_signs_trusts_and_verifies(tmp_path: Path) -> None:
     def xcore(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*xcore_command(), *args], capture_output=True, text=True, env=CLEAN_ENV, cwd=tmp_path, timeout=120
-        )
+        return run_xcore(*args, cwd=tmp_path, timeout=120)
 
     made = xcore("keys", "new", "Ada Lovelace", "--out", "keys")
     assert made.returncode == 0, made.stderr
@@ -290,10 +288,7 @@ def test_the_cli_makes_keys_signs_trusts_and_verifies(tmp_path: Path) -> None:
 
 def test_the_cli_install_applies_the_policy_and_the_blocklist_and_the_list_shows_the_signer(tmp_path: Path) -> None:
     def xcore(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*xcore_command(), *args, "--data-dir", str(tmp_path / "data")], capture_output=True, text=True,
-            env={**CLEAN_ENV, **env}, cwd=tmp_path, timeout=120,
-        )  # fmt: skip
+        return run_xcore(*args, "--data-dir", str(tmp_path / "data"), env=env, cwd=tmp_path, timeout=120)
 
     private, line = new_key("Ada")
     (tmp_path / "ada.key").write_bytes(private)
