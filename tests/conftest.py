@@ -447,12 +447,12 @@ def run_xcore(
     (tests/forked_cli.py), or with `fresh` (or an interpreter setting, PYTHON..., in `env`) a new `python -m
     xcore`, for a test of what only a fresh interpreter shows."""
     global _forks
+    command = xcore_command(*args)
     environment = {**CLEAN_ENV, **database_env(args), **(env or {})}
     if FORKS and not fresh and not any(name.startswith("PYTHON") for name in env or {}):
         if _forks is None:
             _forks = forked_cli.Server(CLEAN_ENV)
-        return _forks.run(list(args), environment, timeout, xcore_command(*args), str(cwd or os.getcwd()), input)
-    command = xcore_command(*args)
+        return _forks.run(list(args), environment, timeout, command, str(cwd or os.getcwd()), input)
     # Its own process group, as a forked command has, so that a timeout ends what it started too (a `serve`'s
     # workers, say): subprocess.run would kill the command alone.
     with subprocess.Popen(

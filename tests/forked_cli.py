@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ def _fork(
     conn: socket.socket, listener: socket.socket, wake: tuple[int, int], waiting: dict[int, socket.socket]
 ) -> int:
     """_fork reads one request from `conn` and forks its child; returns the child's pid (0 for a bad request)."""
+    fds: list[int] = []
     try:
         header, fds, _, _ = socket.recv_fds(conn, _LENGTH, 3)
         size = int.from_bytes(header, "big")
@@ -98,7 +99,10 @@ def _fork(
         if len(fds) not in (2, 3):
             raise ValueError(f"expected 2 or 3 file descriptors, got {len(fds)}")
     except (OSError, ValueError) as exc:
-        conn.sendall(f"error {exc}\n".encode())
+        for fd in fds:
+            os.close(fd)
+        with suppress(OSError):
+            conn.sendall(f"error {exc}\n".encode())
         conn.close()
         return 0
     pid = os.fork()
@@ -185,6 +189,7 @@ class Server:
         self._folder = tempfile.mkdtemp(prefix="xcore-forks-")
         self._path = str(Path(self._folder) / "socket")
         self._lock = threading.Lock()
+        atexit.register(self.close)
 
     def _started(self) -> str:
         with self._lock:
@@ -203,7 +208,6 @@ class Server:
                 ready = self._process.stdout.readline()
                 if ready.strip() != "ready":
                     raise RuntimeError(f"the xcore fork server did not start (exit {self._process.wait()})")
-                atexit.register(self.close)
             return self._path
 
     def close(self) -> None:
@@ -222,14 +226,15 @@ class Server:
         with (
             tempfile.TemporaryFile() as out,
             tempfile.TemporaryFile() as err,
-            tempfile.TemporaryFile() as given,
             socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn,
+            ExitStack() as given,
         ):
             fds = [out.fileno(), err.fileno()]
             if input is not None:
-                given.write(input.encode(locale.getpreferredencoding(False)))
-                given.seek(0)
-                fds.append(given.fileno())
+                stdin = given.enter_context(tempfile.TemporaryFile())
+                stdin.write(input.encode(locale.getpreferredencoding(False)))
+                stdin.seek(0)
+                fds.append(stdin.fileno())
             conn.connect(path)
             payload = json.dumps({"args": args, "env": env, "cwd": cwd}).encode()
             socket.send_fds(conn, [len(payload).to_bytes(_LENGTH, "big")], fds)

@@ -139,7 +139,9 @@ def _immediate_connection() -> type[Any]:
 
     class ImmediateConnection(sqlite3.Connection):
         def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-            return super().execute("BEGIN IMMEDIATE" if sql.strip().upper() == "BEGIN" else sql, parameters)
+            if len(sql) < 16 and sql.strip().upper() == "BEGIN":  # the length first: no copy of a long statement
+                sql = "BEGIN IMMEDIATE"
+            return super().execute(sql, parameters)
 
     return ImmediateConnection
 
