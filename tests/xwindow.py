@@ -11,6 +11,7 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,19 +51,41 @@ def display() -> Iterator[str]:
     process.wait(timeout=10)
 
 
+def _run(display: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env={**WINDOW_ENV, "DISPLAY": display}, capture_output=True, text=True, timeout=30)
+
+
 def x11(display: str, *args: str) -> str:
-    return subprocess.run(
-        args, env={**WINDOW_ENV, "DISPLAY": display}, capture_output=True, text=True, timeout=30, check=True
-    ).stdout
+    """x11 runs an X client on `display` and returns its output; a failure names the command and its stderr."""
+    done = _run(display, *args)
+    if done.returncode:
+        raise AssertionError(f"{' '.join(args)} exited with {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
 
 
-def find_window(display: str) -> tuple[int, int, int]:
-    """find_window is the visible top-level window titled "xcore": (window id, width, height)."""
-    found = x11(display, "xdotool", "search", "--sync", "--onlyvisible", "--name", "^xcore$").split()
-    assert len(found) == 1, f"expected one visible window titled xcore, found {found}"
-    geometry = x11(display, "xdotool", "getwindowgeometry", "--shell", found[0])
-    fields = dict(line.split("=", 1) for line in geometry.split())
-    return int(found[0]), int(fields["WIDTH"]), int(fields["HEIGHT"])
+def find_window(display: str, timeout: float = 30.0) -> tuple[int, int, int]:
+    """find_window waits for the visible top-level window titled "xcore": (window id, width, height).
+
+    xdotool's search reads each window's name after listing them, and exits 1 with "BadWindow" when a window goes
+    away in between (jordansissel/xdotool#511): Qt makes and drops windows while it starts, and `--sync` does not
+    retry that. So this searches again until it finds the window, and fails at once on any other error.
+    """
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        search = _run(display, "xdotool", "search", "--onlyvisible", "--name", "^xcore$")
+        found, last = search.stdout.split(), search.stderr.strip()
+        if search.returncode and last and "BadWindow" not in last:
+            raise AssertionError(f"xdotool search exited with {search.returncode}: {last}")
+        if found:
+            assert len(found) == 1, f"expected one visible window titled xcore, found {found}"
+            geometry = _run(display, "xdotool", "getwindowgeometry", "--shell", found[0])
+            if geometry.returncode == 0:
+                fields = dict(line.split("=", 1) for line in geometry.stdout.split())
+                return int(found[0]), int(fields["WIDTH"]), int(fields["HEIGHT"])
+            last = geometry.stderr.strip()  # the window went away between the two commands
+        time.sleep(0.1)
+    raise AssertionError(f"no visible window titled xcore on {display} after {timeout:.0f} s (last error: {last!r})")
 
 
 class _ClientMessageData(ctypes.Union):
