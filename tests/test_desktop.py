@@ -35,7 +35,7 @@ from xcore.auth.desktop import TOKENS_DIR, DesktopTokens, is_loopback
 from xcore.desktop import ENV_PROBE, INSTANCE_FILE, gui_problem
 from xcore.runtime import Runtime
 from xcore.web.app import build_app
-from xwindow import WINDOW_ENV, close_window, find_window, screenshot, x11
+from xwindow import WINDOW_ENV, close_window, find_window, screenshot, visible_windows, x11
 
 DEADLINE = 60.0  # seconds: the first start of Qt WebEngine on a loaded machine is slow
 
@@ -299,9 +299,11 @@ def test_the_window_menu_restarts_the_desktop_in_safe_mode(
     first = desktop.instance()
     assert httpx.get(f"http://127.0.0.1:{first['port']}/health", timeout=10).json()["plugins"]["active"] == 1
     window, _, _ = find_window(desktop.display)
-    # The menu bar's "xcore" menu, then its first entry, "Restart in safe mode", as a user clicks them.
+    # The menu bar's "xcore" menu, then, once its popup shows, its first entry, "Restart in safe mode", as a user
+    # clicks them.
+    shown = visible_windows(desktop.display)
     x11(desktop.display, "xdotool", "mousemove", "--window", str(window), "20", "10", "click", "1")
-    time.sleep(0.5)
+    until(lambda: visible_windows(desktop.display) - shown, "the xcore menu's popup")
     x11(desktop.display, "xdotool", "mousemove", "--window", str(window), "60", "40", "click", "1")
 
     def restarted() -> dict[str, Any] | None:

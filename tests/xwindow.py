@@ -63,21 +63,27 @@ def x11(display: str, *args: str) -> str:
     return done.stdout
 
 
-def find_window(display: str, timeout: float = 30.0) -> tuple[int, int, int]:
-    """find_window waits for the visible top-level window titled "xcore": (window id, width, height).
+def _search(display: str, *criteria: str) -> tuple[list[str], str]:
+    """_search is `xdotool search --onlyvisible CRITERIA`: the window ids found, and xdotool's error, if any.
 
-    xdotool's search reads each window's name after listing them, and exits 1 with "BadWindow" when a window goes
-    away in between (jordansissel/xdotool#511): Qt makes and drops windows while it starts, and `--sync` does not
-    retry that. So this searches again until it finds the window, and fails at once on any other error.
+    xdotool lists the windows, then reads each one's name, and exits 1 with "BadWindow" when a window goes away in
+    between (jordansissel/xdotool#511): Qt makes and drops windows while it starts. That is no answer, and the
+    callers search again; any other error fails at once.
     """
+    search = _run(display, "xdotool", "search", "--onlyvisible", *criteria)
+    error = search.stderr.strip()
+    if search.returncode and error and "BadWindow" not in error:
+        raise AssertionError(f"xdotool search exited with {search.returncode}: {error}")
+    return search.stdout.split(), error
+
+
+def find_window(display: str, timeout: float = 30.0) -> tuple[int, int, int]:
+    """find_window waits for the visible top-level window titled "xcore": (window id, width, height)."""
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
-        search = _run(display, "xdotool", "search", "--onlyvisible", "--name", "^xcore$")
-        found, last = search.stdout.split(), search.stderr.strip()
-        if search.returncode and last and "BadWindow" not in last:
-            raise AssertionError(f"xdotool search exited with {search.returncode}: {last}")
-        if found:
+        found, last = _search(display, "--name", "^xcore$")
+        if found and not last:
             assert len(found) == 1, f"expected one visible window titled xcore, found {found}"
             geometry = _run(display, "xdotool", "getwindowgeometry", "--shell", found[0])
             if geometry.returncode == 0:
@@ -86,6 +92,17 @@ def find_window(display: str, timeout: float = 30.0) -> tuple[int, int, int]:
             last = geometry.stderr.strip()  # the window went away between the two commands
         time.sleep(0.1)
     raise AssertionError(f"no visible window titled xcore on {display} after {timeout:.0f} s (last error: {last!r})")
+
+
+def visible_windows(display: str, timeout: float = 30.0) -> set[int]:
+    """visible_windows is every visible window's id, a menu's popup included."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found, error = _search(display, "--name", "")
+        if not error:
+            return {int(window) for window in found}
+        time.sleep(0.1)
+    raise AssertionError(f"xdotool could not list the windows on {display} for {timeout:.0f} s: {error}")
 
 
 class _ClientMessageData(ctypes.Union):
