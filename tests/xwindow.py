@@ -11,14 +11,13 @@ import os
 import shutil
 import struct
 import subprocess
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import CLEAN_ENV
+from conftest import CLEAN_ENV, until
 from xcore.desktop import gui_problem
 
 WINDOW_ENV = {
@@ -63,46 +62,43 @@ def x11(display: str, *args: str) -> str:
     return done.stdout
 
 
-def _search(display: str, *criteria: str) -> tuple[list[str], str]:
-    """_search is `xdotool search --onlyvisible CRITERIA`: the window ids found, and xdotool's error, if any.
+def _search(display: str, *criteria: str) -> list[str]:
+    """_search is `xdotool search --onlyvisible CRITERIA`: the ids of the windows found.
 
     xdotool lists the windows, then reads each one's name, and exits 1 with "BadWindow" when a window goes away in
-    between (jordansissel/xdotool#511): Qt makes and drops windows while it starts. That is no answer, and the
-    callers search again; any other error fails at once.
+    between (jordansissel/xdotool#511): Qt makes and drops windows while it starts. That is no answer: it raises
+    an AssertionError, which `until` retries (and names if it is the last). Any other error fails at once.
     """
     search = _run(display, "xdotool", "search", "--onlyvisible", *criteria)
     error = search.stderr.strip()
-    if search.returncode and error and "BadWindow" not in error:
-        raise AssertionError(f"xdotool search exited with {search.returncode}: {error}")
-    return search.stdout.split(), error
+    if search.returncode and error:
+        if "BadWindow" in error:
+            raise AssertionError(error)
+        raise RuntimeError(f"xdotool search exited with {search.returncode}: {error}")
+    return search.stdout.split()
 
 
 def find_window(display: str, timeout: float = 30.0) -> tuple[int, int, int]:
     """find_window waits for the visible top-level window titled "xcore": (window id, width, height)."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        found, last = _search(display, "--name", "^xcore$")
-        if found and not last:
-            assert len(found) == 1, f"expected one visible window titled xcore, found {found}"
-            geometry = _run(display, "xdotool", "getwindowgeometry", "--shell", found[0])
-            if geometry.returncode == 0:
-                fields = dict(line.split("=", 1) for line in geometry.stdout.split())
-                return int(found[0]), int(fields["WIDTH"]), int(fields["HEIGHT"])
-            last = geometry.stderr.strip()  # the window went away between the two commands
-        time.sleep(0.1)
-    raise AssertionError(f"no visible window titled xcore on {display} after {timeout:.0f} s (last error: {last!r})")
+
+    def window() -> tuple[int, int, int] | None:
+        found = _search(display, "--name", "^xcore$")
+        if not found:
+            return None
+        assert len(found) == 1, f"expected one visible window titled xcore, found {found}"
+        geometry = _run(display, "xdotool", "getwindowgeometry", "--shell", found[0])
+        assert geometry.returncode == 0, geometry.stderr.strip()  # it went away between the two commands
+        fields = dict(line.split("=", 1) for line in geometry.stdout.split())
+        return int(found[0]), int(fields["WIDTH"]), int(fields["HEIGHT"])
+
+    return until(window, f"a visible window titled xcore on {display}", timeout, interval=0.1)
 
 
 def visible_windows(display: str, timeout: float = 30.0) -> set[int]:
     """visible_windows is every visible window's id, a menu's popup included."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found, error = _search(display, "--name", "")
-        if not error:
-            return {int(window) for window in found}
-        time.sleep(0.1)
-    raise AssertionError(f"xdotool could not list the windows on {display} for {timeout:.0f} s: {error}")
+    # Wrapped in a list, an empty answer (no window) is still an answer: until waits only for a BadWindow to pass.
+    listed = until(lambda: [_search(display, "--name", "")], f"the windows on {display}", timeout, interval=0.1)
+    return {int(window) for window in listed[0]}
 
 
 class _ClientMessageData(ctypes.Union):

@@ -41,7 +41,7 @@ class Described(Protocol):
 class _OneAppRouter(Router):
     """A Router made for one app alone. Litestar deep-copies every Router it registers, so that one Router object
     can go into several apps; build_app makes the core Router afresh for each app (its handlers are Litestar's own
-    copies, made as the Router registered them), so the copy would only cost: about a quarter of building the app.
+    copies, made as the Router registered them), so the copy would only cost a large part of the build's time.
     Plugin Routers are reused from build to build and keep Litestar's copy."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _OneAppRouter:
