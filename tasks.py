@@ -38,6 +38,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -284,15 +285,16 @@ def cmd_test(args: list[str]) -> int:
         ensure_apt(APT_FOR_TEST)
     ensure_test_wheels()
     started = time.time()
-    on_postgresql = {**TEST_ENV, **POSTGRES_ENV}
+    test_env = {**TEST_ENV, **temporary_folder()}
+    on_postgresql = {**test_env, **POSTGRES_ENV}
     if postgres:
         code = run_in_venv(pytest_command(args, fast), on_postgresql, replace=False)
     elif fast or args:
-        code = run_in_venv(pytest_command(args, fast), TEST_ENV, replace=False)
+        code = run_in_venv(pytest_command(args, fast), test_env, replace=False)
     else:  # the second pass runs the unit tests that used the core database in the first (tests/conftest.py)
         with tempfile.TemporaryDirectory(prefix="xcore-test-") as folder:
             core_use = {"XCORE_TEST_CORE_USE": str(Path(folder) / "core-use.txt")}
-            code = run_in_venv(pytest_command([], fast=False), {**TEST_ENV, **core_use}, replace=False)
+            code = run_in_venv(pytest_command([], fast=False), {**test_env, **core_use}, replace=False)
             say("the unit tier again, with the core database on PostgreSQL: the tests that used it on SQLite")
             code = run_in_venv(pytest_command([], fast=True), {**on_postgresql, **core_use}, replace=False) or code
     report_artefacts(started)
@@ -305,6 +307,42 @@ POSTGRES_ENV = {"XCORE_TEST_DATABASE": "postgresql"}
 # otherwise compile xcore and rewrite the test modules afresh (collecting the suite: 9 s a process, 3 s with them).
 # The caches are the usual `__pycache__` folders, which git ignores; plugin code never reads or writes them.
 TEST_ENV = {"PYTHONDONTWRITEBYTECODE": ""}
+# The tests' temporary files (pytest's tmp_path, the throwaway PostgreSQL clusters, the data directories of the
+# servers they start) go to a folder in RAM when the machine has a tmpfs with room, unless TMPDIR chooses a folder.
+# The suite creates and deletes files by the hundred thousand, and on a disk that is kernel work: on an ext4 disk
+# without a journal, each new file's inode is found by a search that grows with the files deleted before it. Every
+# test of the PostgreSQL pass copies a database, some 300 files (CREATE DATABASE), and spent most of its time there.
+RAM_FOLDER = Path("/dev/shm")
+RAM_ROOM = 2 << 30  # bytes free in RAM_FOLDER, at least: a full run keeps well under it
+
+
+def temporary_folder() -> dict[str, str]:
+    """temporary_folder is the environment that puts the tests' temporary files in RAM: TMPDIR, a folder of this
+    user's in RAM_FOLDER (made if missing), when TMPDIR is not set and RAM_FOLDER is a tmpfs with RAM_ROOM free;
+    else nothing. pytest keeps only failed tests' folders there (pyproject.toml), so a run leaves little behind."""
+    if os.environ.get("TMPDIR") or os.name != "posix" or not ram_backed(RAM_FOLDER):
+        return {}
+    try:
+        if shutil.disk_usage(RAM_FOLDER).free < RAM_ROOM:
+            return {}
+        folder = RAM_FOLDER / f"xcore-tests-{os.getuid()}"
+        folder.mkdir(exist_ok=True)
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return {}  # not a folder of ours (another user's, or a link): the default temporary folder
+        folder.chmod(0o711)  # x for others: under root, the PostgreSQL clusters run as the postgres user
+    except OSError:
+        return {}
+    return {"TMPDIR": str(folder)}
+
+
+def ram_backed(folder: Path, mounts_file: Path = Path("/proc/mounts")) -> bool:
+    """ram_backed: `folder` is the mount point of a tmpfs (`mounts_file`)."""
+    try:
+        mounts = mounts_file.read_text().splitlines()
+    except OSError:
+        return False
+    return any(fields[1:3] == [str(folder), "tmpfs"] for fields in (line.split() for line in mounts) if len(fields) > 2)
 
 
 def artefacts_dir() -> Path:

@@ -4,6 +4,9 @@ end-to-end tiers, and installs only what that tier needs; `python3 tasks.py test
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -189,6 +192,7 @@ def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fail
     for name in ("ensure_venv", "ensure_apt", "ensure_test_wheels"):
         monkeypatch.setattr(tasks, name, lambda *a: None)
     monkeypatch.setattr(tasks, "run_in_venv", run)
+    monkeypatch.setattr(tasks, "temporary_folder", lambda: {"TMPDIR": "/in/ram"})
     unit = ["-m", f"not ({tasks.SLOW_TIERS})", *tasks.PARALLEL]
     for first, second in ((0, 0), (1, 0), (0, 1)):
         runs.clear()
@@ -196,7 +200,7 @@ def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fail
         assert tasks.cmd_test([]) == (first or second)
         record = runs[0][1]["XCORE_TEST_CORE_USE"]  # a file of the run's own: which tests used the core database
         assert record.endswith("core-use.txt") and not Path(record).parent.exists(), "removed after the run"
-        on_sqlite = {"PYTHONDONTWRITEBYTECODE": "", "XCORE_TEST_CORE_USE": record}
+        on_sqlite = {"PYTHONDONTWRITEBYTECODE": "", "TMPDIR": "/in/ram", "XCORE_TEST_CORE_USE": record}
         on_postgresql = {**on_sqlite, "XCORE_TEST_DATABASE": "postgresql"}
         assert runs == [(tasks.PARALLEL, on_sqlite, False), (unit, on_postgresql, False)]
     runs.clear()
@@ -206,4 +210,42 @@ def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fail
     tasks.cmd_test(["--postgres", "tests/test_totp.py"])
     assert [env.get("XCORE_TEST_DATABASE") for _, env, _ in runs] == [None, None, "postgresql"]
     assert not any("XCORE_TEST_CORE_USE" in env for _, env, _ in runs), "a run of its own is not cut down"
-    assert all(env["PYTHONDONTWRITEBYTECODE"] == "" for _, env, _ in runs)
+    assert all(env["PYTHONDONTWRITEBYTECODE"] == "" and env["TMPDIR"] == "/in/ram" for _, env, _ in runs)
+
+
+def test_the_tests_temporary_files_go_to_a_folder_of_ours_on_a_tmpfs_with_room(
+    tasks: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """temporary_folder gives TMPDIR a folder of this user's in RAM_FOLDER, made if missing and open to others'
+    traversal only (the PostgreSQL clusters run as postgres under root); nothing when TMPDIR is set, when RAM_FOLDER
+    is no tmpfs or has less than RAM_ROOM free, or when the folder is not this user's own (a link, a file)."""
+    ram = tmp_path / "shm"
+    ram.mkdir()
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"/dev/vda / ext4 rw 0 0\ntmpfs {ram} tmpfs rw,size=1024k 0 0\n")
+    assert tasks.ram_backed(ram, mounts) and not tasks.ram_backed(tmp_path, mounts)
+    assert not tasks.ram_backed(ram, tmp_path / "no-such-file")
+    monkeypatch.setattr(tasks, "RAM_FOLDER", ram)
+    monkeypatch.setattr(tasks, "ram_backed", lambda folder: folder == ram)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    ours = ram / f"xcore-tests-{os.getuid()}"
+
+    assert tasks.temporary_folder() == {"TMPDIR": str(ours)}
+    assert ours.is_dir() and stat.S_IMODE(ours.stat().st_mode) == 0o711
+    assert tasks.temporary_folder() == {"TMPDIR": str(ours)}, "the same folder, run after run"
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert tasks.temporary_folder() == {}, "TMPDIR chose"
+    monkeypatch.delenv("TMPDIR")
+    monkeypatch.setattr(tasks, "RAM_ROOM", shutil.disk_usage(ram).free + (1 << 40))
+    assert tasks.temporary_folder() == {}, "no room"
+    monkeypatch.setattr(tasks, "RAM_ROOM", 0)
+    monkeypatch.setattr(tasks, "ram_backed", lambda folder: False)
+    assert tasks.temporary_folder() == {}, "not in RAM"
+    monkeypatch.setattr(tasks, "ram_backed", lambda folder: folder == ram)
+    ours.rmdir()
+    ours.symlink_to(tmp_path)
+    assert tasks.temporary_folder() == {}, "a link is not a folder of ours"
+    ours.unlink()
+    ours.write_text("")
+    assert tasks.temporary_folder() == {}, "nor is a file"
