@@ -50,7 +50,12 @@ class ServingLock:
         if isinstance(held, FileLock):
             held.release()
         elif held is not None:
-            with contextlib.suppress(Exception):  # the server went away: its locks went with the session
+            # Unlocked first: a closed session's locks go only when its server process has ended, a moment later,
+            # and a command run right after this would find them still held. Either fails when the server went
+            # away, and its locks with the session.
+            with contextlib.suppress(Exception):
+                _scalar(held, "SELECT pg_advisory_unlock_all()")
+            with contextlib.suppress(Exception):
                 held.close()
             held.engine.dispose()
 
