@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import CLEAN_ENV, PASSWORDS, Api, create_account, plugin_host, prepare_from_template, run_xcore, until
 from xcore.auth.scrapers import FILE_NAME, PREFIX
+from xcore.errors import ConfigError
 from xcore.metrics import export, families, history, tally
 from xcore.metrics.families import FAMILIES, LATENCY_BUCKETS
 from xcore.plugins.store import plugins_dir, settled
@@ -285,7 +286,7 @@ for seconds in [float(s) for s in sys.argv[2].split(",")]:
     cell[tally.bucket(tally.BOUNDS, seconds)] += 1
     cell[-1] += seconds
 tally.count(TASK_RUNS, "t", "", "succeeded")
-export.start(every=0.05)
+export.start(interval=0.1)  # a flush every 0.05 s
 time.sleep(0.2)
 if sys.argv[1] == "stop":
     export.stop()
@@ -446,6 +447,31 @@ def test_with_metrics_off_nothing_is_counted_and_both_routes_answer_404(data_dir
     finally:
         count_requests(True)
         runtime.close()
+
+
+def test_the_dashboard_samples_every_server_metrics_interval_seconds(data_dir: Path) -> None:
+    """server.metrics_interval sets the sampling of the worker's history (and its flushes, half of it when that is
+    sooner than every 5 seconds), and the API says it; out of its range (1-300 seconds), the config is refused."""
+    export.stop()  # the flushes of another test's worker in this process: this worker starts its own
+    runtime = open_runtime(data_dir, environ={"XCORE_SERVER__METRICS_INTERVAL": "1.5"})
+    prepare_from_template(runtime)
+    create_account(runtime, "root", ["superadmin"])
+    try:
+        with plugin_host(runtime) as client:
+            root = login(client, "root")
+            assert export.exporter().history.interval == 1.5
+            until(lambda: len(client.get("/api/admin/metrics", headers=root).json()["samples"]) >= 2, "two samples", 10)
+            body = client.get("/api/admin/metrics", headers=root).json()
+            assert body["interval_seconds"] == 1.5
+            first, second = body["samples"][-2:]
+            assert 1 <= second["t"] - first["t"] <= 3, "a sample every 1.5 s (whole seconds of Unix time)"
+    finally:
+        runtime.close()
+        export.stop()
+        export.exporter().history = history.History()
+    for wrong in ("0.5", "301", "often"):
+        with pytest.raises(ConfigError, match=r"server\.metrics_interval"):
+            open_runtime(data_dir, environ={"XCORE_SERVER__METRICS_INTERVAL": wrong})
 
 
 # --- the Grafana dashboard ------------------------------------------------------------------------------------

@@ -64,6 +64,15 @@ class ServerConfig(_Section, frozen=True):
             "answer 404."
         ),
     ] = True
+    metrics_interval: Annotated[
+        float,
+        doc(
+            "Seconds between the samples of the admin UI's Metrics page, which charts the last hour of them and "
+            "refreshes at the same pace. Prometheus's own scrape interval is Prometheus's setting.",
+            ge=1,
+            le=300,
+        ),
+    ] = 10.0
 
 
 def trusted_proxy_problem(entry: str) -> str | None:

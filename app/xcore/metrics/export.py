@@ -196,12 +196,17 @@ def exporter() -> Exporter:
     return _exporter
 
 
-def start(every: float = FLUSH_EVERY) -> None:
-    """start flushes this process's counts, and samples the history, every `every` seconds in a thread of its
-    own, until `stop`."""
+def start(interval: float = history.INTERVAL) -> None:
+    """start flushes this process's counts every FLUSH_EVERY seconds, or every half `interval` when that is
+    sooner, and samples the history every `interval` seconds, in a thread of its own, until `stop`."""
     global _flusher
     if _flusher is not None:
         return
+    current = exporter()
+    if current.history.interval != interval:
+        with current.sampling:
+            current.history = history.History(interval)
+    every = min(FLUSH_EVERY, interval / 2)  # a tick a little early for a sample waits a half interval, no more
     stopping = threading.Event()
 
     def run() -> None:

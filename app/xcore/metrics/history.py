@@ -1,4 +1,5 @@
-"""The last hour of the few numbers the admin UI's dashboard charts, one sample every INTERVAL seconds.
+"""The last hour of the few numbers the admin UI's dashboard charts, one sample every `server.metrics_interval`
+seconds (INTERVAL by default).
 
 A sample is the difference between two readings of the totals, over every label and (with several workers)
 every worker's files: the same numbers /metrics exposes, so the dashboard and a Prometheus server agree.
@@ -13,7 +14,7 @@ from typing import Any
 
 from xcore.metrics.families import HTTP_DURATION, HTTP_REQUESTS, LATENCY_BUCKETS, PLUGIN_RELOADS, TASK_RUNS
 
-INTERVAL = 10.0  # seconds between samples
+INTERVAL = 10.0  # seconds between samples: server.metrics_interval's default
 WINDOW = 3600.0  # seconds of samples kept
 
 

@@ -22,11 +22,12 @@ from xcore.web.requestlog import count_requests
 
 
 def start(runtime: Runtime) -> None:
-    """start counts requests when `server.metrics` is on, and then flushes the counts every few seconds."""
+    """start counts requests when `server.metrics` is on, and then flushes the counts every few seconds and
+    samples them every `server.metrics_interval` seconds."""
     on = runtime.config.server.metrics
     count_requests(on)
     if on:
-        export.start()
+        export.start(runtime.config.server.metrics_interval)
 
 
 def stop() -> None:

@@ -62,8 +62,9 @@ def prometheus_metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get("/api/admin/metrics", sync_to_thread=True, tags=["system"], summary="The last hour of the dashboard's numbers")
 def dashboard_metrics(request: Request[Any, Any, Any]) -> MetricsWindow:
-    """The numbers the admin dashboard charts, one sample every `interval_seconds` (10) over the last
-    `window_seconds` (3600), oldest first, drawn from the same counts as /metrics (every worker's):
+    """The numbers the admin dashboard charts, one sample every `interval_seconds` (`server.metrics_interval`,
+    10 by default) over the last `window_seconds` (3600), oldest first, drawn from the same counts as /metrics
+    (every worker's):
 
         {"interval_seconds": 10, "window_seconds": 3600,
          "samples": [{"t": 1767225600, "requests_per_second": 12.4, "errors_per_second": 0.0,
@@ -81,7 +82,7 @@ def dashboard_metrics(request: Request[Any, Any, Any]) -> MetricsWindow:
     current = export.exporter()
     current.tick()
     samples = msgspec.convert(current.history.window(), list[MetricsSample])
-    return MetricsWindow(history.INTERVAL, history.WINDOW, samples)
+    return MetricsWindow(current.history.interval, history.WINDOW, samples)
 
 
 def metrics_handlers() -> list[Any]:

@@ -1,14 +1,25 @@
 // Metrics: the few charts an operator looks at first (requests/s, errors/s, latency p95, tasks, reloads) over
-// the last hour, from GET /api/admin/metrics (the same numbers as /metrics), refreshed every 10 seconds while the
-// page is open. The navigation offers the page to users whose access rules open that API (`metrics.read`).
+// the last hour, from GET /api/admin/metrics (the same numbers as /metrics), refreshed at the server's sample
+// interval (`interval_seconds`: server.metrics_interval) while the page is open. The navigation offers the page to
+// users whose access rules open that API (`metrics.read`).
 import * as api from "../api.js";
 import { chart } from "../charts.js";
 import { clear, errorMessage, fmtTime, h } from "../dom.js";
 
 export const title = "Metrics";
 
-const REFRESH_EVERY = 10_000; // ms: the server takes a sample every 10 seconds
-const EMPTY = "No samples yet; the first comes within 10 seconds.";
+const DEFAULT_INTERVAL = 10; // seconds: server.metrics_interval's default, until the server has said its own
+
+/** every says a number of seconds as a pace: "every second", "every 10 seconds". */
+function every(seconds) {
+  return seconds === 1 ? "every second" : `every ${seconds} seconds`;
+}
+
+/** describe is the page's lead for a server that samples every `seconds`. */
+function describe(seconds) {
+  return `The last hour of this server, one sample ${every(seconds)}: the same numbers a Prometheus server `
+    + "scrapes from /metrics. Tasks and reloads count what happened in each sample's interval.";
+}
 
 /** series picks one number of every sample as chart points ({t, value}). */
 function series(samples, key) {
@@ -43,19 +54,11 @@ function charts(answer) {
 export async function render({ main }) {
   const status = h("p", { class: "muted metrics-status" });
   const body = h("div", { class: "metrics-body" });
-  main.append(
-    h("h1", {}, "Metrics"),
-    h(
-      "p",
-      { class: "lead" },
-      "The last hour of this server, one sample every 10 seconds: the same numbers a Prometheus server scrapes "
-        + "from /metrics. Tasks and reloads count what happened in each sample's 10 seconds.",
-    ),
-    status,
-    body,
-  );
+  const lead = h("p", { class: "lead" }, describe(DEFAULT_INTERVAL));
+  main.append(h("h1", {}, "Metrics"), lead, status, body);
   let alive = true;
   let timer = null;
+  let interval = DEFAULT_INTERVAL;
 
   async function refresh() {
     timer = null;
@@ -67,18 +70,20 @@ export async function render({ main }) {
       // 404: metrics are off on this server (the reason says which setting); polling cannot change that.
       const off = err instanceof api.ApiError && err.status === 404;
       clear(body).append(h("div", { class: "alert alert-error metrics-error", role: "alert" }, errorMessage(err)));
-      status.textContent = off ? "" : `Trying again every ${REFRESH_EVERY / 1000} seconds.`;
-      if (!off) timer = setTimeout(refresh, REFRESH_EVERY);
+      status.textContent = off ? "" : `Trying again ${every(interval)}.`;
+      if (!off) timer = setTimeout(refresh, interval * 1000);
       return;
     }
     if (!alive) return;
+    interval = answer.interval_seconds;
+    lead.textContent = describe(interval);
     clear(body).append(answer.samples.length
       ? h("div", { class: "charts" }, charts(answer))
-      : h("p", { class: "metrics-empty" }, EMPTY));
+      : h("p", { class: "metrics-empty" }, `No samples yet; the first comes within ${interval} seconds.`));
     const last = answer.samples[answer.samples.length - 1];
     status.textContent = `${last ? `Latest sample ${fmtTime(last.t)}` : `Asked ${fmtTime(Date.now() / 1000)}`}; `
-      + `the page refreshes every ${REFRESH_EVERY / 1000} seconds.`;
-    timer = setTimeout(refresh, REFRESH_EVERY);
+      + `the page refreshes ${every(interval)}.`;
+    timer = setTimeout(refresh, interval * 1000);
   }
 
   await refresh();
