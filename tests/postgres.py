@@ -3,7 +3,8 @@
 `python3 tasks.py test` installs PostgreSQL from apt. The cluster lives in a temporary folder, runs without fsync
 (nothing in it must outlive the tests) and is stopped and removed when the process ends, a SIGTERM included; the
 next test process stops and removes those of processes killed outright (`reap_orphans`). Each test gets a
-database of its own, copied from a template (`CREATE DATABASE ... TEMPLATE`, some 25 ms).
+database of its own, copied from a template (`CREATE DATABASE ... TEMPLATE`): some 300 files, which is why
+`tasks.py test` puts the temporary folder, and so the clusters, in RAM when it can (`temporary_folder`).
 
 Tests reach it through the `postgres` fixture, or through `server()` where no fixture can be asked for. With
 `XCORE_TEST_DATABASE=postgresql` the `runtime` fixture (conftest.py) puts every test's core database on it.
