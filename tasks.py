@@ -253,21 +253,23 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-# pytest-xdist: test processes that each take whole files (a file's module fixtures are then made once), one more
-# than the usable cores (at most 8): much of the suite waits on subprocesses, servers and browsers, and on 2 cores
-# a third process took the whole suite from 540 s to 435-505 s. Files are handed out in the order
-# tests/conftest.py puts them, the slowest tiers first; xdist's own order (most tests first) left the browser
-# files, few tests but long, for the end.
+# pytest-xdist: test processes that each take whole files (a file's module fixtures are then made once), more
+# than the usable cores (at most 8): one more for the unit tier, whose tests keep the cores busy, and two more for
+# the whole suite, whose browser, desktop, release and e2e tests spend much of their time waiting on servers,
+# browsers and windows. Files are handed out in the order tests/conftest.py puts them, the slowest tiers first;
+# xdist's own order (most tests first) left the browser files, few tests but long, for the end.
 PARALLEL = ["-n", str(min(usable_cores() + 1, 8)), "--dist", "loadfile", "--no-loadscope-reorder"]
+PARALLEL_WHOLE = ["-n", str(min(usable_cores() + 2, 8)), *PARALLEL[2:]]
 
 
 def pytest_command(args: list[str], fast: bool) -> list[str]:
-    """pytest_command is the pytest command line for `test`: the unit tier alone with `fast`, in PARALLEL unless
-    the arguments choose the processes themselves (`-n 0` runs in this one, `-p no:xdist` without the plugin).
-    A `-m` among the arguments wins over the one --fast adds: pytest takes the last."""
+    """pytest_command is the pytest command line for `test`: the unit tier alone with `fast`, in PARALLEL, else in
+    PARALLEL_WHOLE, unless the arguments choose the processes themselves (`-n 0` runs in this one, `-p no:xdist`
+    without the plugin). A `-m` among the arguments wins over the one --fast adds: pytest takes the last."""
     chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a in ("no:xdist", "-pno:xdist") for a in args)
     tier = ["-m", f"not ({SLOW_TIERS})"] if fast else []
-    return [str(venv_bin("python")), "-m", "pytest", *tier, *([] if chosen else PARALLEL), *args]
+    processes = [] if chosen else PARALLEL if fast else PARALLEL_WHOLE
+    return [str(venv_bin("python")), "-m", "pytest", *tier, *processes, *args]
 
 
 def cmd_test(args: list[str]) -> int:

@@ -50,8 +50,12 @@ def test_a_unit_test_that_starts_a_real_server_fails_saying_where_it_belongs(tmp
 
 
 def test_fast_runs_the_unit_tier_in_a_process_more_than_the_cores_unless_told_otherwise(tasks: ModuleType) -> None:
+    """--fast (and the PostgreSQL pass) run the unit tier in a process more than the cores; the whole suite, or what
+    the arguments choose, in two more."""
     python = str(tasks.venv_bin("python"))
     processes = str(min(tasks.usable_cores() + 1, 8))
+    whole = ["-n", str(min(tasks.usable_cores() + 2, 8)), "--dist", "loadfile", "--no-loadscope-reorder"]
+    assert whole == tasks.PARALLEL_WHOLE
     assert tasks.pytest_command([], fast=True) == [
         python,
         "-m",
@@ -68,7 +72,7 @@ def test_fast_runs_the_unit_tier_in_a_process_more_than_the_cores_unless_told_ot
         python,
         "-m",
         "pytest",
-        *tasks.PARALLEL,
+        *tasks.PARALLEL_WHOLE,
         "tests/test_totp.py",
     ]
     # The arguments may choose the processes themselves, and a -m of their own wins (pytest takes the last).
@@ -202,7 +206,7 @@ def test_the_whole_suite_runs_again_on_postgresql_and_fails_when_either_run_fail
         assert record.endswith("core-use.txt") and not Path(record).parent.exists(), "removed after the run"
         on_sqlite = {"PYTHONDONTWRITEBYTECODE": "", "TMPDIR": "/in/ram", "XCORE_TEST_CORE_USE": record}
         on_postgresql = {**on_sqlite, "XCORE_TEST_DATABASE": "postgresql"}
-        assert runs == [(tasks.PARALLEL, on_sqlite, False), (unit, on_postgresql, False)]
+        assert runs == [(tasks.PARALLEL_WHOLE, on_sqlite, False), (unit, on_postgresql, False)]
     runs.clear()
     codes[:] = [0, 0, 0]
     tasks.cmd_test(["--fast"])
