@@ -10,9 +10,14 @@ export const title = "Metrics";
 
 const DEFAULT_INTERVAL = 10; // seconds: server.metrics_interval's default, until the server has said its own
 
+/** duration says a number of seconds: "1 second", "2.5 seconds". */
+function duration(seconds) {
+  return seconds === 1 ? "1 second" : `${seconds} seconds`;
+}
+
 /** every says a number of seconds as a pace: "every second", "every 10 seconds". */
 function every(seconds) {
-  return seconds === 1 ? "every second" : `every ${seconds} seconds`;
+  return seconds === 1 ? "every second" : `every ${duration(seconds)}`;
 }
 
 /** describe is the page's lead for a server that samples every `seconds`. */
@@ -79,7 +84,7 @@ export async function render({ main }) {
     lead.textContent = describe(interval);
     clear(body).append(answer.samples.length
       ? h("div", { class: "charts" }, charts(answer))
-      : h("p", { class: "metrics-empty" }, `No samples yet; the first comes within ${interval} seconds.`));
+      : h("p", { class: "metrics-empty" }, `No samples yet; the first comes within ${duration(interval)}.`));
     const last = answer.samples[answer.samples.length - 1];
     status.textContent = `${last ? `Latest sample ${fmtTime(last.t)}` : `Asked ${fmtTime(Date.now() / 1000)}`}; `
       + `the page refreshes ${every(interval)}.`;
