@@ -17,6 +17,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -430,13 +431,22 @@ def test_a_scraper_token_written_to_a_file_for_prometheus(accounts_api: Api, tmp
     assert bad.returncode != 0 and "not a token name" in bad.stderr
 
 
-def test_with_metrics_off_nothing_is_counted_and_both_routes_answer_404(data_dir: Path) -> None:
-    runtime = open_runtime(data_dir, environ={"XCORE_SERVER__METRICS": "false"})
+@contextmanager
+def root_host(data_dir: Path, environ: dict[str, str]) -> Iterator[tuple[Any, dict[str, str]]]:
+    """root_host is a worker's Switch on a runtime made with `environ` (settings), and root's (superadmin) headers."""
+    runtime = open_runtime(data_dir, environ=environ)
     prepare_from_template(runtime)
     create_account(runtime, "root", ["superadmin"])
     try:
         with plugin_host(runtime) as client:
-            root = login(client, "root")
+            yield client, login(client, "root")
+    finally:
+        runtime.close()
+
+
+def test_with_metrics_off_nothing_is_counted_and_both_routes_answer_404(data_dir: Path) -> None:
+    try:
+        with root_host(data_dir, {"XCORE_SERVER__METRICS": "false"}) as (client, root):
             before = {key: list(cell) for key, cell in tally.cells.items()}
             for _ in range(5):
                 client.get("/api/version")
@@ -446,27 +456,25 @@ def test_with_metrics_off_nothing_is_counted_and_both_routes_answer_404(data_dir
                 assert off.status_code == 404 and "server.metrics" in off.json()["detail"]
     finally:
         count_requests(True)
-        runtime.close()
 
 
 def test_the_dashboard_samples_every_server_metrics_interval_seconds(data_dir: Path) -> None:
     """server.metrics_interval sets the sampling of the worker's history (and its flushes, half of it when that is
     sooner than every 5 seconds), and the API says it; out of its range (1-300 seconds), the config is refused."""
     export.stop()  # the flushes of another test's worker in this process: this worker starts its own
-    runtime = open_runtime(data_dir, environ={"XCORE_SERVER__METRICS_INTERVAL": "1.5"})
-    prepare_from_template(runtime)
-    create_account(runtime, "root", ["superadmin"])
     try:
-        with plugin_host(runtime) as client:
-            root = login(client, "root")
+        with root_host(data_dir, {"XCORE_SERVER__METRICS_INTERVAL": "1.5"}) as (client, root):
             assert export.exporter().history.interval == 1.5
-            until(lambda: len(client.get("/api/admin/metrics", headers=root).json()["samples"]) >= 2, "two samples", 10)
-            body = client.get("/api/admin/metrics", headers=root).json()
+
+            def two_samples() -> dict[str, Any] | None:
+                body: dict[str, Any] = client.get("/api/admin/metrics", headers=root).json()
+                return body if len(body["samples"]) >= 2 else None
+
+            body = until(two_samples, "two samples", 10)
             assert body["interval_seconds"] == 1.5
             first, second = body["samples"][-2:]
             assert 1 <= second["t"] - first["t"] <= 3, "a sample every 1.5 s (whole seconds of Unix time)"
     finally:
-        runtime.close()
         export.stop()
         export.exporter().history = history.History()
     for wrong in ("0.5", "301", "often"):
